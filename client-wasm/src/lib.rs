@@ -1,0 +1,1 @@
+//! The tidings browser client (placeholder; see issue 4).

@@ -1,0 +1,273 @@
+//! Client → server messages, and the seed's exact parsing rules.
+//!
+//! On the wire a client message is `{"action": "subscribe"|"unsubscribe"|"ping", "topic": T}`.
+//! [`ClientMessage::parse`] turns a text frame into one of exactly three outcomes, as the seed
+//! endpoint does:
+//!
+//! 1. not JSON, not a JSON object, `action` missing or not a string, `topic` present but neither
+//!    a string nor `null` → [`ParseError::InvalidFormat`], answered with
+//!    `{"error": "Invalid message format", "details": "<why>"}`;
+//! 2. `subscribe` / `unsubscribe` whose topic is absent, `null` or `""` →
+//!    [`ParseError::TopicRequired`], answered with
+//!    `{"error": "Topic is required for subscribe action"}` (or `unsubscribe`);
+//! 3. any other action string (including other spellings such as `PING` or `Subscribe`) →
+//!    `Ok(None)`: ignored, no reply (the seed keeps unknown actions for future extensions).
+//!
+//! Extra fields are ignored, and a `ping` carrying a topic is still a ping. A topic that is
+//! present but breaks the [topic rules](crate::topic) is a tidings addition:
+//! [`ParseError::InvalidTopic`], answered with `{"error": "Invalid topic", "details": "<why>"}`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::server::WSError;
+use crate::topic::{Topic, TopicError};
+
+/// A client → server message as a sender writes it (the TypeScript `WSClientMessage`).
+///
+/// Parsing received frames goes through [`ClientMessage::parse`], which applies the seed's
+/// rules; this type is the shape a well-behaved client sends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "lowercase")]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]
+pub enum WSClientMessage {
+    /// Start receiving events of `topic`; answered by `{"action":"subscribed","topic":T}`.
+    Subscribe {
+        /// The topic to subscribe to.
+        topic: Topic,
+    },
+    /// Stop receiving events of `topic`; answered by `{"action":"unsubscribed","topic":T}`.
+    Unsubscribe {
+        /// The topic to unsubscribe from.
+        topic: Topic,
+    },
+    /// Keepalive; answered by `{"action":"pong"}`.
+    Ping,
+}
+
+/// A parsed client message: what the server acts on.
+pub type ClientMessage = WSClientMessage;
+
+/// The actions that take a topic (used in [`ParseError::TopicRequired`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// `subscribe`
+    Subscribe,
+    /// `unsubscribe`
+    Unsubscribe,
+}
+
+impl Action {
+    /// The action's wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Subscribe => "subscribe",
+            Action::Unsubscribe => "unsubscribe",
+        }
+    }
+}
+
+/// Why a client frame was not a usable message. Each variant maps to one error reply
+/// ([`ParseError::to_reply`]); the connection stays open after any of them.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ParseError {
+    /// Not JSON, not an object, `action` missing or not a string, or `topic` not a string.
+    #[error("Invalid message format: {details}")]
+    InvalidFormat {
+        /// What was wrong, for the `details` field.
+        details: String,
+    },
+    /// `subscribe` / `unsubscribe` without a topic (absent, `null` or `""`).
+    #[error("Topic is required for {} action", .0.as_str())]
+    TopicRequired(Action),
+    /// A topic that breaks the [topic rules](crate::topic) (tidings addition).
+    #[error("Invalid topic: {0}")]
+    InvalidTopic(TopicError),
+}
+
+impl ParseError {
+    /// The error reply the server sends for this error.
+    pub fn to_reply(&self) -> WSError {
+        match self {
+            ParseError::InvalidFormat { details } => WSError::invalid_format(details.clone()),
+            ParseError::TopicRequired(action) => WSError::topic_required(*action),
+            ParseError::InvalidTopic(e) => WSError::invalid_topic(e),
+        }
+    }
+}
+
+/// The loose shape the seed's pydantic model accepts: `action` a string, `topic` an optional
+/// string, anything else ignored.
+#[derive(Deserialize)]
+struct RawClientMessage {
+    action: String,
+    #[serde(default)]
+    topic: Option<String>,
+}
+
+impl WSClientMessage {
+    /// Parses one text frame with the seed's rules (see the [module docs](self)).
+    ///
+    /// Returns `Ok(None)` for an action the server does not know: the seed ignores it.
+    ///
+    /// # Errors
+    /// [`ParseError`] for a frame that must be answered with an error reply.
+    pub fn parse(text: &str) -> Result<Option<Self>, ParseError> {
+        let raw: RawClientMessage =
+            serde_json::from_str(text).map_err(|e| ParseError::InvalidFormat {
+                details: e.to_string(),
+            })?;
+        let action = match raw.action.as_str() {
+            "ping" => return Ok(Some(WSClientMessage::Ping)),
+            "subscribe" => Action::Subscribe,
+            "unsubscribe" => Action::Unsubscribe,
+            _ => return Ok(None),
+        };
+        let topic = match raw.topic {
+            None => return Err(ParseError::TopicRequired(action)),
+            Some(t) if t.is_empty() => return Err(ParseError::TopicRequired(action)),
+            Some(t) => Topic::new(t).map_err(ParseError::InvalidTopic)?,
+        };
+        Ok(Some(match action {
+            Action::Subscribe => WSClientMessage::Subscribe { topic },
+            Action::Unsubscribe => WSClientMessage::Unsubscribe { topic },
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<Option<ClientMessage>, ParseError> {
+        ClientMessage::parse(s)
+    }
+
+    fn invalid_format(s: &str) -> bool {
+        matches!(parse(s), Err(ParseError::InvalidFormat { .. }))
+    }
+
+    #[test]
+    fn the_three_actions() {
+        assert_eq!(
+            parse(r#"{"action":"subscribe","topic":"list:123"}"#),
+            Ok(Some(ClientMessage::Subscribe {
+                topic: Topic::list(123)
+            }))
+        );
+        assert_eq!(
+            parse(r#"{"action":"unsubscribe","topic":"list:123"}"#),
+            Ok(Some(ClientMessage::Unsubscribe {
+                topic: Topic::list(123)
+            }))
+        );
+        assert_eq!(parse(r#"{"action":"ping"}"#), Ok(Some(ClientMessage::Ping)));
+    }
+
+    #[test]
+    fn invalid_format_cases() {
+        for s in [
+            "",
+            "not json",
+            "{",
+            "[]",
+            "42",
+            "\"ping\"",
+            "null",
+            "{}",
+            r#"{"topic":"list:1"}"#,
+            r#"{"action":1}"#,
+            r#"{"action":null}"#,
+            r#"{"action":["ping"]}"#,
+            r#"{"action":"subscribe","topic":5}"#,
+            r#"{"action":"subscribe","topic":{"a":1}}"#,
+            r#"{"action":"ping","topic":true}"#,
+        ] {
+            assert!(invalid_format(s), "{s:?} should be an invalid format");
+        }
+    }
+
+    #[test]
+    fn topic_required() {
+        for (s, a) in [
+            (r#"{"action":"subscribe"}"#, Action::Subscribe),
+            (r#"{"action":"subscribe","topic":null}"#, Action::Subscribe),
+            (r#"{"action":"subscribe","topic":""}"#, Action::Subscribe),
+            (r#"{"action":"unsubscribe"}"#, Action::Unsubscribe),
+            (
+                r#"{"action":"unsubscribe","topic":""}"#,
+                Action::Unsubscribe,
+            ),
+        ] {
+            assert_eq!(parse(s), Err(ParseError::TopicRequired(a)), "{s}");
+        }
+        assert_eq!(
+            serde_json::to_string(&ParseError::TopicRequired(Action::Unsubscribe).to_reply())
+                .unwrap(),
+            r#"{"error":"Topic is required for unsubscribe action"}"#
+        );
+    }
+
+    #[test]
+    fn unknown_actions_are_ignored() {
+        for s in [
+            r#"{"action":"PING"}"#,
+            r#"{"action":"Subscribe","topic":"list:1"}"#,
+            r#"{"action":"publish","topic":"list:1"}"#,
+            r#"{"action":""}"#,
+        ] {
+            assert_eq!(parse(s), Ok(None), "{s}");
+        }
+    }
+
+    #[test]
+    fn extra_fields_and_ping_with_topic() {
+        assert_eq!(
+            parse(r#"{"action":"ping","topic":"list:1","extra":[1,2]}"#),
+            Ok(Some(ClientMessage::Ping))
+        );
+        assert_eq!(
+            parse(r#"{"action":"ping","topic":null}"#),
+            Ok(Some(ClientMessage::Ping))
+        );
+    }
+
+    #[test]
+    fn invalid_topic() {
+        assert!(matches!(
+            parse(r#"{"action":"subscribe","topic":"a b"}"#),
+            Err(ParseError::InvalidTopic(TopicError::InvalidChar(' ')))
+        ));
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_crash() {
+        let deep = format!(
+            r#"{{"action":"ping","x":{}{}}}"#,
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        );
+        // Ignored fields are skipped without recursion: no stack overflow, still a ping.
+        assert_eq!(parse(&deep), Ok(Some(ClientMessage::Ping)));
+        let deep_topic = format!(
+            r#"{{"action":"subscribe","topic":{}}}"#,
+            "[".repeat(100_000)
+        );
+        assert!(invalid_format(&deep_topic));
+    }
+
+    #[test]
+    fn serializes_as_sent_by_clients() {
+        assert_eq!(
+            serde_json::to_string(&WSClientMessage::Subscribe {
+                topic: Topic::gifts_all()
+            })
+            .unwrap(),
+            r#"{"action":"subscribe","topic":"gifts:all"}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&WSClientMessage::Ping).unwrap(),
+            r#"{"action":"ping"}"#
+        );
+    }
+}

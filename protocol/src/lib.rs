@@ -1,0 +1,27 @@
+//! Wire types of the tidings realtime protocol, defined once and shared by the server, the
+//! WebAssembly client and (through ts-rs) TypeScript.
+//!
+//! The protocol is the one of the family-gifting dashboard's seed `/ws` endpoint: a JWT in
+//! `?token=`, close code 4001 on bad auth, `subscribe` / `unsubscribe` / `ping` actions,
+//! `subscribed` / `unsubscribed` / `pong` replies, two error texts and events
+//! `{topic, event, data: {entity_id, payload, user_id, timestamp}}`. Everything tidings adds
+//! is an optional extra field or a new action that a seed client never sends, so a frontend
+//! written against the seed works unchanged.
+//!
+//! This crate depends on serde only (no tokio, no axum) and builds for
+//! `wasm32-unknown-unknown`.
+//!
+//! - [`topic`]: the validated [`Topic`] name.
+//! - [`client`]: client → server messages and the seed's exact parsing rules.
+//! - [`server`]: server → client events, replies and error replies.
+//! - [`close`]: WebSocket close codes and whether a client should reconnect after them.
+
+pub mod client;
+pub mod close;
+pub mod server;
+pub mod topic;
+
+pub use client::{Action, ClientMessage, ParseError, WSClientMessage};
+pub use close::CloseCode;
+pub use server::{EventData, EventType, Payload, ServerMessage, WSError, WSEvent, WSReply};
+pub use topic::{MAX_TOPIC_LEN, Topic, TopicError};

@@ -1,0 +1,364 @@
+//! Server → client messages: events, replies to actions, and error replies.
+//!
+//! Every server message is one JSON text frame of one of three shapes, told apart by their keys:
+//!
+//! - an event [`WSEvent`]: `{"topic", "event", "data": {"entity_id", "payload", "user_id", "timestamp"}}`;
+//! - a reply [`WSReply`]: `{"action": "subscribed"|"unsubscribed", "topic"}` or `{"action": "pong"}`;
+//! - an error [`WSError`]: `{"error", "details"?}`.
+//!
+//! An event's `payload` is kept as the exact JSON text it was published with ([`Payload`]), so
+//! integers beyond 2^53 and key order survive the trip through the server untouched, and its
+//! `timestamp` is a string forwarded as given.
+
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::value::RawValue;
+
+use crate::client::Action;
+use crate::topic::{Topic, TopicError};
+
+/// What happened to the entity an event is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]
+pub enum EventType {
+    /// A new entity was created.
+    Added,
+    /// An entity's fields changed.
+    Updated,
+    /// An entity was deleted.
+    Deleted,
+    /// An entity's status changed (e.g. IDEA → PURCHASED).
+    StatusChanged,
+    /// An entity was assigned to someone.
+    Assigned,
+    /// A comment was added to an entity.
+    CommentAdded,
+}
+
+impl EventType {
+    /// Every event type, in declaration order.
+    pub const ALL: [EventType; 6] = [
+        EventType::Added,
+        EventType::Updated,
+        EventType::Deleted,
+        EventType::StatusChanged,
+        EventType::Assigned,
+        EventType::CommentAdded,
+    ];
+
+    /// The wire name (`"ADDED"`, `"STATUS_CHANGED"`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::Added => "ADDED",
+            EventType::Updated => "UPDATED",
+            EventType::Deleted => "DELETED",
+            EventType::StatusChanged => "STATUS_CHANGED",
+            EventType::Assigned => "ASSIGNED",
+            EventType::CommentAdded => "COMMENT_ADDED",
+        }
+    }
+}
+
+impl fmt::Display for EventType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An event's payload: a JSON object, kept as the exact text it arrived as.
+///
+/// Deserializing refuses anything but an object. Only deserializers that can hand out raw
+/// text (`serde_json::from_str` / `from_slice`) can produce it.
+#[derive(Clone, Serialize)]
+#[serde(transparent)]
+#[cfg_attr(
+    feature = "ts",
+    derive(ts_rs::TS),
+    ts(export, type = "Record<string, unknown>")
+)]
+pub struct Payload(Box<RawValue>);
+
+impl Payload {
+    /// Builds a payload from any serializable value that serializes to a JSON object.
+    ///
+    /// # Errors
+    /// A serde_json error when `value` fails to serialize or is not an object.
+    pub fn from_value<T: Serialize>(value: &T) -> Result<Self, serde_json::Error> {
+        Self::from_json(serde_json::to_string(value)?)
+    }
+
+    /// Wraps JSON text that must be an object.
+    ///
+    /// # Errors
+    /// A serde_json error when `json` is not valid JSON or not an object.
+    pub fn from_json(json: String) -> Result<Self, serde_json::Error> {
+        let raw = RawValue::from_string(json)?;
+        Self::object(raw)
+    }
+
+    fn object(raw: Box<RawValue>) -> Result<Self, serde_json::Error> {
+        if raw.get().trim_start().starts_with('{') {
+            Ok(Self(raw))
+        } else {
+            Err(serde::de::Error::custom("payload must be a JSON object"))
+        }
+    }
+
+    /// The payload's JSON text, exactly as received.
+    pub fn get(&self) -> &str {
+        self.0.get()
+    }
+
+    /// The payload parsed into a `serde_json::Value` (numbers beyond `u64`/`i64` become `f64`).
+    ///
+    /// # Errors
+    /// Never for a payload built by this crate; the `Result` is serde_json's.
+    pub fn to_value(&self) -> Result<serde_json::Value, serde_json::Error> {
+        serde_json::from_str(self.get())
+    }
+}
+
+impl<'de> Deserialize<'de> for Payload {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = Box::<RawValue>::deserialize(deserializer)?;
+        Self::object(raw).map_err(serde::de::Error::custom)
+    }
+}
+
+impl fmt::Debug for Payload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.get())
+    }
+}
+
+impl PartialEq for Payload {
+    fn eq(&self, other: &Self) -> bool {
+        self.get() == other.get()
+    }
+}
+
+/// The body of an event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]
+pub struct EventData {
+    /// Id of the entity the event is about (a string, as in the seed).
+    pub entity_id: String,
+    /// The entity (or the change), as a JSON object.
+    pub payload: Payload,
+    /// Id of the user who made the change.
+    pub user_id: String,
+    /// When the change happened, ISO 8601; forwarded exactly as published.
+    pub timestamp: String,
+}
+
+/// An event on a topic: the seed's `WSEvent`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]
+pub struct WSEvent {
+    /// The topic the event is published on; it reaches the subscribers of exactly this topic.
+    pub topic: Topic,
+    /// What happened.
+    pub event: EventType,
+    /// The details.
+    pub data: EventData,
+}
+
+/// A reply to a client's action.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "lowercase")]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]
+pub enum WSReply {
+    /// The subscription is active: events of `topic` follow.
+    Subscribed {
+        /// The topic subscribed to.
+        topic: Topic,
+    },
+    /// The subscription is gone (also sent for a topic that was never subscribed).
+    Unsubscribed {
+        /// The topic unsubscribed from.
+        topic: Topic,
+    },
+    /// Answer to `ping`.
+    Pong,
+}
+
+/// An error reply. The connection stays open after it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]
+pub struct WSError {
+    /// A fixed text, one of the `WSError::*` constants.
+    pub error: String,
+    /// Why, in words; present for format errors.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "ts", ts(optional))]
+    pub details: Option<String>,
+    /// The topic the error is about, when there is one (tidings addition).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "ts", ts(optional))]
+    pub topic: Option<String>,
+}
+
+impl WSError {
+    /// The seed's text for a frame that is not a valid message.
+    pub const INVALID_MESSAGE_FORMAT: &'static str = "Invalid message format";
+    /// The seed's text for a subscribe without a topic.
+    pub const TOPIC_REQUIRED_SUBSCRIBE: &'static str = "Topic is required for subscribe action";
+    /// The seed's text for an unsubscribe without a topic.
+    pub const TOPIC_REQUIRED_UNSUBSCRIBE: &'static str = "Topic is required for unsubscribe action";
+    /// A topic that breaks the topic rules (tidings addition).
+    pub const INVALID_TOPIC: &'static str = "Invalid topic";
+
+    /// A bare error with a fixed text.
+    pub fn new(error: impl Into<String>) -> Self {
+        Self {
+            error: error.into(),
+            details: None,
+            topic: None,
+        }
+    }
+
+    /// `{"error": "Invalid message format", "details": details}`.
+    pub fn invalid_format(details: impl Into<String>) -> Self {
+        Self {
+            details: Some(details.into()),
+            ..Self::new(Self::INVALID_MESSAGE_FORMAT)
+        }
+    }
+
+    /// `{"error": "Topic is required for <action> action"}`.
+    pub fn topic_required(action: Action) -> Self {
+        Self::new(match action {
+            Action::Subscribe => Self::TOPIC_REQUIRED_SUBSCRIBE,
+            Action::Unsubscribe => Self::TOPIC_REQUIRED_UNSUBSCRIBE,
+        })
+    }
+
+    /// `{"error": "Invalid topic", "details": why}`.
+    pub fn invalid_topic(why: &TopicError) -> Self {
+        Self {
+            details: Some(why.to_string()),
+            ..Self::new(Self::INVALID_TOPIC)
+        }
+    }
+}
+
+/// Any server → client message. [`ServerMessage::parse`] tells the shapes apart by their keys.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]
+pub enum ServerMessage {
+    /// An event on a subscribed topic.
+    Event(WSEvent),
+    /// A reply to an action.
+    Reply(WSReply),
+    /// An error reply.
+    Error(WSError),
+}
+
+/// Which keys a server message has; enough to pick its shape.
+#[derive(Deserialize)]
+struct Shape {
+    #[serde(default)]
+    event: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    action: Option<serde::de::IgnoredAny>,
+}
+
+impl ServerMessage {
+    /// Parses one server text frame: an event when it has an `event` key, a reply when it has
+    /// an `action` key, an error otherwise.
+    ///
+    /// (Not a serde `untagged` enum: that buffers the input and loses [`Payload`]'s raw text.)
+    ///
+    /// # Errors
+    /// A serde_json error when the text matches none of the three shapes.
+    pub fn parse(text: &str) -> Result<Self, serde_json::Error> {
+        let shape: Shape = serde_json::from_str(text)?;
+        if shape.event.is_some() {
+            serde_json::from_str(text).map(ServerMessage::Event)
+        } else if shape.action.is_some() {
+            serde_json::from_str(text).map(ServerMessage::Reply)
+        } else {
+            serde_json::from_str(text).map(ServerMessage::Error)
+        }
+    }
+}
+
+impl From<WSEvent> for ServerMessage {
+    fn from(value: WSEvent) -> Self {
+        ServerMessage::Event(value)
+    }
+}
+
+impl From<WSReply> for ServerMessage {
+    fn from(value: WSReply) -> Self {
+        ServerMessage::Reply(value)
+    }
+}
+
+impl From<WSError> for ServerMessage {
+    fn from(value: WSError) -> Self {
+        ServerMessage::Error(value)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payload_is_kept_verbatim() {
+        let text = r#"{"topic":"list:1","event":"ADDED","data":{"entity_id":"1","payload":{"big":123456789012345678901234567890,"n":{"x":[1,2.50,"é"]}},"user_id":"7","timestamp":"2025-11-26T10:30:00.123456+00:00"}}"#;
+        let event: WSEvent = serde_json::from_str(text).unwrap();
+        assert_eq!(serde_json::to_string(&event).unwrap(), text);
+    }
+
+    #[test]
+    fn payload_must_be_an_object() {
+        for bad in ["[1]", "1", "\"x\"", "null"] {
+            let text = format!(
+                r#"{{"topic":"list:1","event":"ADDED","data":{{"entity_id":"1","payload":{bad},"user_id":"7","timestamp":"t"}}}}"#
+            );
+            assert!(serde_json::from_str::<WSEvent>(&text).is_err(), "{bad}");
+        }
+        assert!(Payload::from_json("[]".into()).is_err());
+        assert!(Payload::from_value(&serde_json::json!({"a": 1})).is_ok());
+    }
+
+    #[test]
+    fn unknown_event_name_is_refused() {
+        let text = r#"{"topic":"list:1","event":"EXPLODED","data":{"entity_id":"1","payload":{},"user_id":"7","timestamp":"t"}}"#;
+        assert!(serde_json::from_str::<WSEvent>(text).is_err());
+    }
+
+    #[test]
+    fn replies_have_exactly_the_seed_keys() {
+        assert_eq!(
+            serde_json::to_string(&WSReply::Subscribed {
+                topic: Topic::list(1)
+            })
+            .unwrap(),
+            r#"{"action":"subscribed","topic":"list:1"}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&WSReply::Pong).unwrap(),
+            r#"{"action":"pong"}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&WSError::invalid_format("x")).unwrap(),
+            r#"{"error":"Invalid message format","details":"x"}"#
+        );
+    }
+
+    #[test]
+    fn event_type_names() {
+        for e in EventType::ALL {
+            assert_eq!(
+                serde_json::to_string(&e).unwrap(),
+                format!("\"{}\"", e.as_str())
+            );
+        }
+    }
+}

@@ -1,0 +1,87 @@
+//! Golden vectors: every JSON example of the seed document parses into the right type and
+//! serializes back to equal JSON. Renaming a field or an event breaks this test.
+
+use std::path::PathBuf;
+
+use serde_json::Value;
+use tidings_protocol::{ClientMessage, EventType, ServerMessage, WSReply};
+
+fn vectors() -> Vec<(String, String)> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/vectors");
+    let mut out: Vec<(String, String)> = std::fs::read_dir(&dir)
+        .expect("vectors dir")
+        .map(|e| e.expect("dir entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .map(|p| {
+            let name = p.file_stem().unwrap().to_string_lossy().into_owned();
+            (name, std::fs::read_to_string(&p).expect("read vector"))
+        })
+        .collect();
+    out.sort();
+    assert!(
+        out.len() >= 14,
+        "expected every seed example, found {}",
+        out.len()
+    );
+    out
+}
+
+fn same_json(name: &str, original: &str, reserialized: &str) {
+    let a: Value = serde_json::from_str(original).unwrap();
+    let b: Value = serde_json::from_str(reserialized).unwrap();
+    assert_eq!(a, b, "{name}: round trip changed the JSON");
+}
+
+#[test]
+fn every_vector_parses_into_its_type_and_back() {
+    for (name, text) in vectors() {
+        if let Some(action) = name.strip_prefix("client-") {
+            let msg = ClientMessage::parse(&text)
+                .unwrap_or_else(|e| panic!("{name}: {e}"))
+                .unwrap_or_else(|| panic!("{name}: parsed as an unknown action"));
+            let expected = match &msg {
+                ClientMessage::Subscribe { .. } => "subscribe",
+                ClientMessage::Unsubscribe { .. } => "unsubscribe",
+                ClientMessage::Ping => "ping",
+            };
+            assert_eq!(action, expected, "{name}");
+            same_json(&name, &text, &serde_json::to_string(&msg).unwrap());
+        } else if let Some(rest) = name.strip_prefix("server-") {
+            let msg = ServerMessage::parse(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
+            match (&msg, rest) {
+                (ServerMessage::Event(ev), kind) if kind.starts_with("event-") => {
+                    let expected = kind["event-".len()..].to_uppercase().replace('-', "_");
+                    assert_eq!(ev.event.as_str(), expected, "{name}");
+                    assert!(EventType::ALL.contains(&ev.event));
+                }
+                (ServerMessage::Reply(r), kind) if kind.starts_with("reply-") => {
+                    let expected = match r {
+                        WSReply::Subscribed { .. } => "subscribed",
+                        WSReply::Unsubscribed { .. } => "unsubscribed",
+                        WSReply::Pong => "pong",
+                    };
+                    assert_eq!(&kind["reply-".len()..], expected, "{name}");
+                }
+                (ServerMessage::Error(_), kind) if kind.starts_with("error-") => {}
+                (other, _) => panic!("{name}: parsed as the wrong shape: {other:?}"),
+            }
+            same_json(&name, &text, &serde_json::to_string(&msg).unwrap());
+        } else {
+            panic!("{name}: vector names start with client- or server-");
+        }
+    }
+}
+
+#[test]
+fn seed_error_texts_are_exact() {
+    let err = ClientMessage::parse("not json").unwrap_err().to_reply();
+    assert_eq!(err.error, "Invalid message format");
+    assert!(err.details.is_some());
+    let err = ClientMessage::parse(r#"{"action":"subscribe"}"#)
+        .unwrap_err()
+        .to_reply();
+    assert_eq!(
+        serde_json::to_string(&err).unwrap(),
+        r#"{"error":"Topic is required for subscribe action"}"#
+    );
+}

@@ -1,0 +1,1 @@
+//! The tidings realtime hub (placeholder; see issue 3).

@@ -1,0 +1,2 @@
+//! The `tidings` gateway binary (placeholder; see issue 3).
+fn main() {}
