@@ -1,0 +1,2 @@
+//! Load tool (placeholder; see issue 3).
+fn main() {}

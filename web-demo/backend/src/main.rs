@@ -1,0 +1,2 @@
+//! Demo backend (placeholder; see issue 5).
+fn main() {}
