@@ -1,0 +1,333 @@
+//! The client's topics: listeners per topic (reference counted) and the server subscription
+//! behind each.
+//!
+//! Several listeners on one topic share ONE server subscription: the first listener makes the
+//! client send `subscribe`, the last one leaving makes it send `unsubscribe`. While the socket
+//! is down nothing is sent; when it opens, every topic with listeners is subscribed again, which
+//! is the queue of "subscribe/unsubscribe while disconnected" with the cancelling pairs already
+//! removed.
+//!
+//! Each listener comes with a `ready` handle (`R`, a promise's resolve/reject pair in the
+//! browser) that is handed back when the server acknowledges the topic. Acks are matched to
+//! requests in order: a `subscribed` that answers a request whose topic has since been dropped
+//! is skipped, so a new listener is never told "ready" by the ack of an older request.
+
+use std::collections::{BTreeMap, HashMap};
+
+/// Identifies one listener (one `subscribe` call on the client).
+pub type ListenerId = u32;
+
+/// Where the server subscription of a topic stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerState {
+    /// Not requested on the current socket (or no socket).
+    Unsent,
+    /// `subscribe` sent, ack not yet received.
+    Requested,
+    /// Acknowledged: events flow.
+    Active,
+}
+
+#[derive(Debug)]
+struct Entry<L, R> {
+    listeners: Vec<(ListenerId, L)>,
+    waiting: Vec<(ListenerId, R)>,
+    server: ServerState,
+    invalidate_on_ack: bool,
+}
+
+/// What [`TopicSet::add`] asks the caller to do.
+#[derive(Debug, PartialEq)]
+pub struct Added<R> {
+    /// The new listener's id (for [`TopicSet::remove`]).
+    pub id: ListenerId,
+    /// Send `subscribe` for the topic now (first listener, socket open).
+    pub send_subscribe: bool,
+    /// The topic is already acknowledged: settle this ready handle now.
+    pub ready_now: Option<R>,
+}
+
+/// What [`TopicSet::remove`] asks the caller to do.
+#[derive(Debug, PartialEq)]
+pub struct Removed<R> {
+    /// The listener's topic.
+    pub topic: String,
+    /// Send `unsubscribe` for the topic now (last listener, socket open).
+    pub send_unsubscribe: bool,
+    /// The listener's ready handle, if the ack had not come yet (reject it).
+    pub unsettled: Option<R>,
+}
+
+/// What a `subscribed` ack settles.
+#[derive(Debug, PartialEq)]
+pub struct Acked<R> {
+    /// Ready handles to resolve.
+    pub ready: Vec<R>,
+    /// The ack ends a resubscription after a reconnect: invalidate the topic's queries once.
+    pub invalidate: bool,
+}
+
+/// Topics → listeners, with the server-side state of each topic.
+#[derive(Debug)]
+pub struct TopicSet<L, R> {
+    entries: BTreeMap<String, Entry<L, R>>,
+    by_id: HashMap<ListenerId, String>,
+    /// `subscribed` acks still to come for requests whose topic was dropped meanwhile.
+    stale_acks: HashMap<String, u32>,
+    open: bool,
+    next_id: ListenerId,
+}
+
+impl<L, R> Default for TopicSet<L, R> {
+    fn default() -> Self {
+        Self {
+            entries: BTreeMap::new(),
+            by_id: HashMap::new(),
+            stale_acks: HashMap::new(),
+            open: false,
+            next_id: 1,
+        }
+    }
+}
+
+impl<L, R> TopicSet<L, R> {
+    /// An empty set, socket closed.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a listener on `topic`.
+    pub fn add(&mut self, topic: &str, listener: L, ready: R) -> Added<R> {
+        let id = self.next_id;
+        self.next_id = self.next_id.wrapping_add(1).max(1);
+        self.by_id.insert(id, topic.to_owned());
+        let open = self.open;
+        let mut send_subscribe = false;
+        let entry = self.entries.entry(topic.to_owned()).or_insert_with(|| {
+            let server = if open {
+                send_subscribe = true;
+                ServerState::Requested
+            } else {
+                ServerState::Unsent
+            };
+            Entry {
+                listeners: Vec::new(),
+                waiting: Vec::new(),
+                server,
+                invalidate_on_ack: false,
+            }
+        });
+        entry.listeners.push((id, listener));
+        let ready_now = if entry.server == ServerState::Active {
+            Some(ready)
+        } else {
+            entry.waiting.push((id, ready));
+            None
+        };
+        Added {
+            id,
+            send_subscribe,
+            ready_now,
+        }
+    }
+
+    /// Removes a listener; `None` if it was already removed.
+    pub fn remove(&mut self, id: ListenerId) -> Option<Removed<R>> {
+        let topic = self.by_id.remove(&id)?;
+        let entry = self.entries.get_mut(&topic)?;
+        entry.listeners.retain(|(i, _)| *i != id);
+        let unsettled = entry
+            .waiting
+            .iter()
+            .position(|(i, _)| *i == id)
+            .map(|pos| entry.waiting.remove(pos).1);
+        let mut send_unsubscribe = false;
+        if entry.listeners.is_empty() {
+            let server = entry.server;
+            self.entries.remove(&topic);
+            if self.open && server != ServerState::Unsent {
+                send_unsubscribe = true;
+                if server == ServerState::Requested {
+                    *self.stale_acks.entry(topic.clone()).or_default() += 1;
+                }
+            }
+        }
+        Some(Removed {
+            topic,
+            send_unsubscribe,
+            unsettled,
+        })
+    }
+
+    /// The socket opened: every topic is requested again. Returns the topics to subscribe, in
+    /// name order. `reconnect` marks them for one query invalidation when their ack comes.
+    pub fn on_open(&mut self, reconnect: bool) -> Vec<String> {
+        self.open = true;
+        self.stale_acks.clear();
+        self.entries
+            .iter_mut()
+            .map(|(topic, entry)| {
+                entry.server = ServerState::Requested;
+                entry.invalidate_on_ack = reconnect;
+                topic.clone()
+            })
+            .collect()
+    }
+
+    /// The socket is gone: nothing is subscribed on the server any more.
+    pub fn on_close(&mut self) {
+        self.open = false;
+        self.stale_acks.clear();
+        for entry in self.entries.values_mut() {
+            entry.server = ServerState::Unsent;
+            entry.invalidate_on_ack = false;
+        }
+    }
+
+    /// The server acknowledged `subscribe` for `topic`.
+    pub fn on_subscribed(&mut self, topic: &str) -> Option<Acked<R>> {
+        if let Some(n) = self.stale_acks.get_mut(topic) {
+            *n -= 1;
+            if *n == 0 {
+                self.stale_acks.remove(topic);
+            }
+            return None;
+        }
+        let entry = self.entries.get_mut(topic)?;
+        if entry.server != ServerState::Requested {
+            return None;
+        }
+        entry.server = ServerState::Active;
+        let invalidate = std::mem::take(&mut entry.invalidate_on_ack);
+        Some(Acked {
+            ready: entry.waiting.drain(..).map(|(_, r)| r).collect(),
+            invalidate,
+        })
+    }
+
+    /// The server refused `topic` with an error reply: returns the handles to reject.
+    pub fn on_refused(&mut self, topic: &str) -> Vec<R> {
+        match self.entries.get_mut(topic) {
+            Some(entry) => entry.waiting.drain(..).map(|(_, r)| r).collect(),
+            None => Vec::new(),
+        }
+    }
+
+    /// The listeners of `topic` (none for an unknown topic).
+    pub fn listeners(&self, topic: &str) -> impl Iterator<Item = &L> {
+        self.entries
+            .get(topic)
+            .into_iter()
+            .flat_map(|e| e.listeners.iter().map(|(_, l)| l))
+    }
+
+    /// The server state of `topic`, if it has listeners.
+    pub fn state(&self, topic: &str) -> Option<ServerState> {
+        self.entries.get(topic).map(|e| e.server)
+    }
+
+    /// The topics that have listeners, in name order.
+    pub fn topics(&self) -> impl Iterator<Item = &str> {
+        self.entries.keys().map(String::as_str)
+    }
+
+    /// Drops everything (the client closed); returns the unsettled ready handles.
+    pub fn clear(&mut self) -> Vec<R> {
+        self.by_id.clear();
+        self.stale_acks.clear();
+        std::mem::take(&mut self.entries)
+            .into_values()
+            .flat_map(|e| e.waiting.into_iter().map(|(_, r)| r))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type Set = TopicSet<&'static str, &'static str>;
+
+    #[test]
+    fn listeners_share_one_server_subscription() {
+        let mut s = Set::new();
+        s.on_open(false);
+        let a = s.add("list:1", "a", "ra");
+        assert!(a.send_subscribe);
+        let b = s.add("list:1", "b", "rb");
+        assert!(!b.send_subscribe, "second listener reuses the subscription");
+        assert_eq!(s.listeners("list:1").copied().collect::<Vec<_>>(), ["a", "b"]);
+
+        let ack = s.on_subscribed("list:1").unwrap();
+        assert_eq!(ack.ready, ["ra", "rb"]);
+        assert!(!ack.invalidate);
+        // A third listener on an active topic is ready at once.
+        let c = s.add("list:1", "c", "rc");
+        assert_eq!(c.ready_now, Some("rc"));
+        assert!(!c.send_subscribe);
+
+        assert!(!s.remove(a.id).unwrap().send_unsubscribe);
+        assert!(!s.remove(c.id).unwrap().send_unsubscribe);
+        let last = s.remove(b.id).unwrap();
+        assert!(last.send_unsubscribe, "last listener leaves");
+        assert_eq!(last.topic, "list:1");
+        assert_eq!(s.topics().count(), 0);
+        assert!(s.remove(b.id).is_none(), "removing twice is a no-op");
+    }
+
+    #[test]
+    fn offline_changes_are_applied_on_open() {
+        let mut s = Set::new();
+        let a = s.add("list:1", "a", "ra");
+        let b = s.add("gifts:all", "b", "rb");
+        let c = s.add("occasion:2", "c", "rc");
+        assert!(!a.send_subscribe && !b.send_subscribe && !c.send_subscribe);
+        let removed = s.remove(c.id).unwrap();
+        assert!(!removed.send_unsubscribe, "nothing to undo on the server");
+        assert_eq!(removed.unsettled, Some("rc"));
+        assert_eq!(s.on_open(false), ["gifts:all", "list:1"]);
+        assert_eq!(s.state("list:1"), Some(ServerState::Requested));
+    }
+
+    #[test]
+    fn reconnect_resubscribes_and_invalidates_once() {
+        let mut s = Set::new();
+        s.on_open(false);
+        s.add("list:1", "a", "ra");
+        s.on_subscribed("list:1").unwrap();
+        s.on_close();
+        assert_eq!(s.state("list:1"), Some(ServerState::Unsent));
+        let b = s.add("list:1", "b", "rb");
+        assert_eq!(b.ready_now, None, "not ready while disconnected");
+        assert_eq!(s.on_open(true), ["list:1"]);
+        let ack = s.on_subscribed("list:1").unwrap();
+        assert!(ack.invalidate);
+        assert_eq!(ack.ready, ["rb"]);
+        assert!(s.on_subscribed("list:1").is_none(), "duplicate ack ignored");
+    }
+
+    #[test]
+    fn stale_ack_does_not_settle_a_newer_request() {
+        let mut s = Set::new();
+        s.on_open(false);
+        let a = s.add("list:1", "a", "ra");
+        assert!(s.remove(a.id).unwrap().send_unsubscribe);
+        let b = s.add("list:1", "b", "rb");
+        assert!(b.send_subscribe);
+        // Acks arrive in request order: subscribed (for a), unsubscribed, subscribed (for b).
+        assert!(s.on_subscribed("list:1").is_none());
+        assert_eq!(s.on_subscribed("list:1").unwrap().ready, ["rb"]);
+    }
+
+    #[test]
+    fn refusal_and_clear_hand_back_unsettled_handles() {
+        let mut s = Set::new();
+        s.on_open(false);
+        s.add("list:1", "a", "ra");
+        s.add("list:2", "b", "rb");
+        assert_eq!(s.on_refused("list:1"), ["ra"]);
+        assert!(s.on_refused("nope").is_empty());
+        assert_eq!(s.clear(), ["rb"]);
+        assert_eq!(s.topics().count(), 0);
+    }
+}
