@@ -1,1 +1,240 @@
-//! The tidings realtime hub (placeholder; see issue 3).
+//! tidings: the realtime hub of the family dashboard's seed `/ws` endpoint, as an axum library
+//! and the `tidings` gateway binary.
+//!
+//! A [`Tidings`] handle (cheap to clone) holds the [`Hub`], the JWT keys and the [`Config`].
+//! Its [`router`](Tidings::router) serves:
+//!
+//! - `GET /ws?token=<JWT>`: the seed WebSocket protocol (subscribe / unsubscribe / ping,
+//!   events on subscribed topics; a bad token gets close 4001 after the handshake);
+//! - `POST /publish`: publish one event over HTTP with a `publish`-scoped bearer token,
+//!   answered `202 {"delivered": N}`;
+//! - `GET /healthz`: 200 while serving, 503 once shutting down.
+//!
+//! An app embeds it with `app.merge(tidings.router())` and publishes from its own handlers
+//! with [`Hub::publish`]. [`serve`] runs a router until a shutdown future completes, closes
+//! every WebSocket with 1012 and drains for a bounded time.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use tidings_server::{Config, Tidings};
+//! let tidings = Tidings::new(Config::new("secret"));
+//! let app = axum::Router::new().merge(tidings.router());
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! tidings_server::serve(listener, app, tidings, tidings_server::shutdown::signal()).await?;
+//! # Ok(()) }
+//! ```
+
+pub mod auth;
+pub mod config;
+mod connection;
+pub mod error;
+pub mod hub;
+mod outbox;
+pub mod publish;
+pub mod shutdown;
+mod ws;
+
+use std::future::{Future, IntoFuture};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{Request, StatusCode};
+use axum::routing::{get, post};
+use tokio::net::TcpListener;
+use tokio::time::{Instant, timeout_at};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower_http::trace::TraceLayer;
+
+pub use auth::{AuthError, Claims, PUBLISH_SCOPE};
+pub use config::Config;
+pub use connection::TOO_MANY_SUBSCRIPTIONS;
+pub use error::ServeError;
+pub use hub::Hub;
+pub use publish::PublishError;
+pub use tidings_protocol as protocol;
+
+/// The server handle: hub, JWT keys and configuration behind one `Arc`. Clone it freely.
+#[derive(Clone)]
+pub struct Tidings {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    hub: Hub,
+    keys: auth::Keys,
+    config: Config,
+    shutdown: CancellationToken,
+    /// Every upgraded WebSocket task, so that shutdown can wait for them (axum does not track
+    /// upgraded connections).
+    connections: TaskTracker,
+}
+
+impl std::fmt::Debug for Tidings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tidings")
+            .field("config", &self.inner.config)
+            .field("hub", &self.inner.hub)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Tidings {
+    /// A server with `config` and an empty hub.
+    pub fn new(config: Config) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                hub: Hub::new(),
+                keys: auth::Keys::new(&config),
+                config,
+                shutdown: CancellationToken::new(),
+                connections: TaskTracker::new(),
+            }),
+        }
+    }
+
+    /// The routes `GET /ws`, `POST /publish` and `GET /healthz`, with this handle as state.
+    ///
+    /// Request logs name the method and path only: the query string of `/ws` carries a token
+    /// and is never logged.
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route("/ws", get(ws::upgrade))
+            .route("/publish", post(publish::publish))
+            .route("/healthz", get(healthz))
+            .layer(
+                TraceLayer::new_for_http().make_span_with(|req: &Request<Body>| {
+                    tracing::info_span!("request", method = %req.method(), path = %req.uri().path())
+                }),
+            )
+            .with_state(self.clone())
+    }
+
+    /// The hub, to publish events from the embedding app.
+    pub fn hub(&self) -> &Hub {
+        &self.inner.hub
+    }
+
+    /// The configuration in effect.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// Mints an HS256 token for user `sub`, valid for `ttl`, with an optional `scope` claim
+    /// (`Some("publish")` for `POST /publish`).
+    ///
+    /// # Errors
+    /// [`AuthError::Mint`] when the token cannot be signed (e.g. `ttl` overflows the clock).
+    pub fn issue_token(
+        &self,
+        sub: &str,
+        ttl: Duration,
+        scope: Option<&str>,
+    ) -> Result<String, AuthError> {
+        self.inner.keys.issue(sub, ttl, scope)
+    }
+
+    /// Checks a token as `/ws` and `/publish` do and returns its claims.
+    ///
+    /// # Errors
+    /// [`AuthError::Missing`] for an empty token, [`AuthError::Invalid`] for a malformed,
+    /// wrongly signed or expired one, another algorithm than HS256, or no `sub` / `exp`.
+    pub fn verify_token(&self, token: &str) -> Result<Claims, AuthError> {
+        self.inner.keys.verify(token)
+    }
+
+    /// Starts the shutdown: every WebSocket gets close 1012 (service restart), `/ws` refuses
+    /// new upgrades and [`serve`] stops accepting connections. Idempotent.
+    pub fn shutdown(&self) {
+        self.inner.shutdown.cancel();
+    }
+
+    /// Whether [`Tidings::shutdown`] has been called.
+    pub fn is_shutting_down(&self) -> bool {
+        self.inner.shutdown.is_cancelled()
+    }
+
+    /// How many WebSocket connections are open (including ones being closed).
+    pub fn connection_count(&self) -> usize {
+        self.inner.connections.len()
+    }
+
+    fn tracker(&self) -> &TaskTracker {
+        &self.inner.connections
+    }
+
+    fn connection_context(&self) -> connection::Context {
+        let config = &self.inner.config;
+        connection::Context {
+            hub: self.inner.hub.clone(),
+            shutdown: self.inner.shutdown.clone(),
+            queue_capacity: config.outbound_queue_capacity,
+            max_subscriptions: config.max_subscriptions_per_connection,
+            close_timeout: config.close_timeout,
+        }
+    }
+}
+
+async fn healthz(State(tidings): State<Tidings>) -> (StatusCode, &'static str) {
+    if tidings.is_shutting_down() {
+        (StatusCode::SERVICE_UNAVAILABLE, "shutting down")
+    } else {
+        (StatusCode::OK, "ok")
+    }
+}
+
+/// Serves `app` (which should include [`Tidings::router`]) on `listener` until `shutdown`
+/// completes or [`Tidings::shutdown`] is called.
+///
+/// Then every WebSocket is closed with 1012, the listener stops accepting, and this waits at
+/// most the configured drain timeout (`Config::with_drain_timeout`) for HTTP requests and
+/// WebSocket closes to finish before returning.
+///
+/// # Errors
+/// [`ServeError::Io`] if serving fails.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    tidings: Tidings,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let token = tidings.inner.shutdown.clone();
+    let signal = {
+        let tidings = tidings.clone();
+        let token = token.clone();
+        async move {
+            tokio::select! {
+                () = shutdown => {}
+                () = token.cancelled() => {}
+            }
+            tidings.shutdown();
+        }
+    };
+    let http = axum::serve(listener, app)
+        .with_graceful_shutdown(signal)
+        .into_future();
+    tokio::pin!(http);
+    let http_done = tokio::select! {
+        res = &mut http => {
+            res?;
+            true
+        }
+        () = token.cancelled() => false,
+    };
+    let deadline = Instant::now() + tidings.inner.config.drain_timeout;
+    if !http_done && timeout_at(deadline, http).await.is_err() {
+        tracing::warn!("HTTP requests still running after the drain timeout");
+    }
+    let connections = tidings.tracker();
+    connections.close();
+    if timeout_at(deadline, connections.wait()).await.is_err() {
+        tracing::warn!(
+            open = connections.len(),
+            "WebSocket connections still open after the drain timeout"
+        );
+    }
+    Ok(())
+}

@@ -1,2 +1,170 @@
-//! The `tidings` gateway binary (placeholder; see issue 3).
-fn main() {}
+//! The `tidings` gateway: the tidings server as a standalone process that any backend
+//! publishes to over HTTP.
+//!
+//! Thin on purpose: it reads flags and environment, starts logging, raises the open-file
+//! limit, binds, prints `tidings listening on http://ADDR` on stdout and calls the library.
+//! Subcommands: `token` mints a JWT, `dev` serves with a throwaway secret and prints ready-made
+//! tokens and a curl line.
+
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use tidings_server::{Config, PUBLISH_SCOPE, Tidings};
+use tracing_subscriber::EnvFilter;
+
+/// The tidings realtime gateway.
+#[derive(Debug, Parser)]
+#[command(name = "tidings", version, about)]
+struct Cli {
+    /// Address to listen on (`127.0.0.1:0` picks a free port).
+    #[arg(long, env = "BIND", default_value = "127.0.0.1:8000", global = true)]
+    bind: String,
+    /// HS256 secret for every token (required, except with `dev`).
+    #[arg(long, env = "JWT_SECRET", hide_env_values = true, global = true)]
+    jwt_secret: Option<String>,
+    /// Log filter, e.g. `info` or `tidings_server=debug` (defaults to RUST_LOG, then `info`).
+    #[arg(long, global = true)]
+    log_level: Option<String>,
+    /// Same as the `dev` subcommand.
+    #[arg(long)]
+    dev: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print a JWT signed with JWT_SECRET.
+    Token {
+        /// The user id (`sub` claim).
+        #[arg(long)]
+        sub: String,
+        /// Scope claim, e.g. `publish` for POST /publish.
+        #[arg(long)]
+        scope: Option<String>,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 3600)]
+        ttl: u64,
+    },
+    /// Serve with a generated secret; print a subscriber token, a publisher token and a curl line.
+    Dev,
+}
+
+const MISSING_SECRET: &str = "JWT_SECRET is required: set the JWT_SECRET environment variable \
+     (or pass --jwt-secret) to the HS256 secret your tokens are signed with, or run `tidings dev` \
+     to try it out with a generated secret";
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tidings: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let dev = cli.dev || matches!(cli.command, Some(Command::Dev));
+    if let Some(Command::Token { sub, scope, ttl }) = &cli.command {
+        let secret = secret(&cli)?;
+        let token = Tidings::new(Config::new(secret)).issue_token(
+            sub,
+            Duration::from_secs(*ttl),
+            scope.as_deref(),
+        )?;
+        println!("{token}");
+        return Ok(());
+    }
+    init_tracing(cli.log_level.as_deref());
+    let secret = if dev { dev_secret() } else { secret(&cli)? };
+    raise_open_file_limit();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?
+        .block_on(serve(cli.bind, secret, dev))
+}
+
+fn secret(cli: &Cli) -> anyhow::Result<String> {
+    match cli.jwt_secret.as_deref() {
+        Some(s) if !s.is_empty() => Ok(s.to_owned()),
+        _ => anyhow::bail!(MISSING_SECRET),
+    }
+}
+
+async fn serve(bind: String, secret: String, dev: bool) -> anyhow::Result<()> {
+    let tidings = Tidings::new(Config::new(secret));
+    let listener = tokio::net::TcpListener::bind(&bind)
+        .await
+        .with_context(|| format!("cannot listen on {bind}"))?;
+    let addr = listener.local_addr()?;
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "tidings listening on http://{addr}")?;
+        if dev {
+            print_dev_help(&mut out, &tidings, addr)?;
+        }
+        out.flush()?;
+    }
+    tracing::info!(%addr, "listening");
+    let app = tidings.router();
+    tidings_server::serve(listener, app, tidings, tidings_server::shutdown::signal()).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn print_dev_help(
+    out: &mut impl Write,
+    tidings: &Tidings,
+    addr: std::net::SocketAddr,
+) -> anyhow::Result<()> {
+    let day = Duration::from_secs(24 * 3600);
+    let subscriber = tidings.issue_token("dev-user", day, None)?;
+    let publisher = tidings.issue_token("dev-publisher", day, Some(PUBLISH_SCOPE))?;
+    writeln!(
+        out,
+        "dev mode: generated a throwaway JWT secret (tokens valid 24 h)"
+    )?;
+    writeln!(out, "subscriber token: {subscriber}")?;
+    writeln!(out, "publisher token: {publisher}")?;
+    writeln!(out, "websocket: ws://{addr}/ws?token={subscriber}")?;
+    writeln!(
+        out,
+        "publish: curl -i -X POST http://{addr}/publish -H 'Authorization: Bearer {publisher}' \
+         -H 'Content-Type: application/json' -d '{{\"topic\":\"list:123\",\"event\":\"ADDED\",\
+         \"data\":{{\"entity_id\":\"456\",\"payload\":{{\"name\":\"Lego\"}},\"user_id\":\"789\",\
+         \"timestamp\":\"2025-11-26T10:30:00Z\"}}}}'"
+    )?;
+    Ok(())
+}
+
+fn dev_secret() -> String {
+    let bytes: [u8; 32] = rand::random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn init_tracing(level: Option<&str>) {
+    let filter = match level {
+        Some(l) => EnvFilter::new(l),
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+    };
+    // Logs go to stderr: stdout carries the listening line and tokens for harnesses.
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
+
+/// Many clients each hold a socket: lift the soft open-file limit to the hard one.
+fn raise_open_file_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::debug!(limit, "open-file limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
+    }
+}

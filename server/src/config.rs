@@ -1,0 +1,189 @@
+//! Server configuration: the JWT secret and every limit the server enforces.
+//!
+//! [`Config::new`] takes the one required setting (the HS256 secret); every other field has a
+//! documented default chosen so that normal use never hits it, and a `with_*` builder to change
+//! it. The library never reads the environment: the `tidings` binary maps flags and environment
+//! variables onto this struct.
+
+use std::fmt;
+use std::time::Duration;
+
+/// The largest JWT clock leeway accepted; longer values are clamped to it.
+pub const MAX_JWT_LEEWAY: Duration = Duration::from_secs(60);
+
+/// Configuration of a [`Tidings`](crate::Tidings) instance.
+#[derive(Clone)]
+pub struct Config {
+    pub(crate) jwt_secret: String,
+    pub(crate) jwt_leeway: Duration,
+    pub(crate) outbound_queue_capacity: usize,
+    pub(crate) max_message_size: usize,
+    pub(crate) read_buffer_size: usize,
+    pub(crate) write_buffer_size: usize,
+    pub(crate) max_write_buffer_size: usize,
+    pub(crate) max_subscriptions_per_connection: usize,
+    pub(crate) max_publish_body: usize,
+    pub(crate) close_timeout: Duration,
+    pub(crate) drain_timeout: Duration,
+}
+
+impl Config {
+    /// A configuration with the HS256 secret `jwt_secret` and every other setting at its
+    /// default.
+    pub fn new(jwt_secret: impl Into<String>) -> Self {
+        Self {
+            jwt_secret: jwt_secret.into(),
+            jwt_leeway: Duration::from_secs(30),
+            outbound_queue_capacity: 1024,
+            max_message_size: 64 * 1024,
+            read_buffer_size: 1024,
+            write_buffer_size: 4 * 1024,
+            max_write_buffer_size: 4 * 1024 * 1024,
+            max_subscriptions_per_connection: 1024,
+            max_publish_body: 256 * 1024,
+            close_timeout: Duration::from_secs(3),
+            drain_timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// Clock skew tolerated when checking a token's `exp`. Defaults to 30 seconds; values above
+    /// [`MAX_JWT_LEEWAY`] (60 s) are clamped to it.
+    pub fn with_jwt_leeway(mut self, leeway: Duration) -> Self {
+        self.jwt_leeway = leeway.min(MAX_JWT_LEEWAY);
+        self
+    }
+
+    /// How many outbound messages (events and replies) may wait for one connection's writer.
+    /// A connection whose queue is full when an event or reply arrives is closed with 4003
+    /// (slow consumer). Defaults to 1024 messages; values below 1 are raised to 1.
+    pub fn with_outbound_queue_capacity(mut self, capacity: usize) -> Self {
+        self.outbound_queue_capacity = capacity.max(1);
+        self
+    }
+
+    /// The largest WebSocket message (and frame) a client may send; a bigger one closes the
+    /// connection with 1009. Defaults to 64 KiB.
+    pub fn with_max_message_size(mut self, bytes: usize) -> Self {
+        self.max_message_size = bytes.max(1);
+        self
+    }
+
+    /// Initial size of each connection's read buffer. tungstenite allocates (and zero-fills) it
+    /// for every connection, so it dominates the memory of idle connections; client messages
+    /// are tiny and a bigger message grows the buffer as needed. Defaults to 1 KiB.
+    pub fn with_read_buffer_size(mut self, bytes: usize) -> Self {
+        self.read_buffer_size = bytes.max(64);
+        self
+    }
+
+    /// How many bytes of queued frames the writer gathers before it writes to the socket; a
+    /// batch is always written when the queue runs empty. Defaults to 4 KiB.
+    pub fn with_write_buffer_size(mut self, bytes: usize) -> Self {
+        self.write_buffer_size = bytes;
+        self
+    }
+
+    /// The most bytes a connection's write buffer may hold; a single outbound message bigger
+    /// than this closes the connection. Defaults to 4 MiB (always kept above
+    /// the write buffer size).
+    pub fn with_max_write_buffer_size(mut self, bytes: usize) -> Self {
+        self.max_write_buffer_size = bytes;
+        self
+    }
+
+    /// How many topics one connection may be subscribed to at once; a subscribe beyond it gets
+    /// an error reply (the connection stays open). Defaults to 1024.
+    pub fn with_max_subscriptions_per_connection(mut self, max: usize) -> Self {
+        self.max_subscriptions_per_connection = max;
+        self
+    }
+
+    /// The largest `POST /publish` body accepted (413 above it). Defaults to 256 KiB.
+    pub fn with_max_publish_body(mut self, bytes: usize) -> Self {
+        self.max_publish_body = bytes;
+        self
+    }
+
+    /// How long the server waits for a client to answer its close frame before it drops the
+    /// TCP connection. Defaults to 3 seconds.
+    pub fn with_close_timeout(mut self, timeout: Duration) -> Self {
+        self.close_timeout = timeout;
+        self
+    }
+
+    /// How long [`serve`](crate::serve) waits, after shutdown starts, for HTTP requests and
+    /// WebSocket connections to finish before it returns anyway. Defaults to 10 seconds.
+    pub fn with_drain_timeout(mut self, timeout: Duration) -> Self {
+        self.drain_timeout = timeout;
+        self
+    }
+
+    /// The JWT clock leeway in effect.
+    pub fn jwt_leeway(&self) -> Duration {
+        self.jwt_leeway
+    }
+
+    /// The per-connection outbound queue capacity in effect.
+    pub fn outbound_queue_capacity(&self) -> usize {
+        self.outbound_queue_capacity
+    }
+
+    /// The maximum inbound WebSocket message size in effect.
+    pub fn max_message_size(&self) -> usize {
+        self.max_message_size
+    }
+
+    /// The maximum number of subscriptions per connection in effect.
+    pub fn max_subscriptions_per_connection(&self) -> usize {
+        self.max_subscriptions_per_connection
+    }
+
+    /// The maximum `POST /publish` body size in effect.
+    pub fn max_publish_body(&self) -> usize {
+        self.max_publish_body
+    }
+
+    /// The shutdown drain timeout in effect.
+    pub fn drain_timeout(&self) -> Duration {
+        self.drain_timeout
+    }
+}
+
+// The secret must never reach a log line, so Debug is written by hand.
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("jwt_secret", &"<redacted>")
+            .field("jwt_leeway", &self.jwt_leeway)
+            .field("outbound_queue_capacity", &self.outbound_queue_capacity)
+            .field("max_message_size", &self.max_message_size)
+            .field("read_buffer_size", &self.read_buffer_size)
+            .field("write_buffer_size", &self.write_buffer_size)
+            .field("max_write_buffer_size", &self.max_write_buffer_size)
+            .field(
+                "max_subscriptions_per_connection",
+                &self.max_subscriptions_per_connection,
+            )
+            .field("max_publish_body", &self.max_publish_body)
+            .field("close_timeout", &self.close_timeout)
+            .field("drain_timeout", &self.drain_timeout)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leeway_is_clamped() {
+        let c = Config::new("s").with_jwt_leeway(Duration::from_secs(600));
+        assert_eq!(c.jwt_leeway(), MAX_JWT_LEEWAY);
+    }
+
+    #[test]
+    fn debug_hides_the_secret() {
+        let text = format!("{:?}", Config::new("hunter2"));
+        assert!(!text.contains("hunter2"));
+    }
+}

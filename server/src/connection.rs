@@ -1,0 +1,295 @@
+//! One WebSocket connection after a successful handshake: its reader loop and its writer task.
+//!
+//! The reader (the task axum hands the upgraded socket to) parses each text frame with the
+//! seed's rules, updates the connection's subscriptions in the [`Hub`] and queues the reply.
+//! The writer (one spawned task per connection) is the only code that writes to the socket:
+//! it takes everything waiting in the connection's [`Outbox`] as one batch, feeds the frames
+//! to the socket and flushes once. Replies and events share that one ordered queue.
+//!
+//! Either side can end the connection: the client (close frame, EOF or a broken socket), the
+//! hub (full queue → 4003), a bad frame (1009 too big, 1007 bad UTF-8, 1002 protocol error) or
+//! the server's shutdown (1012). Whatever the cause, the connection leaves every topic before
+//! anything else happens, and every wait on the way out is bounded by the close timeout.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use futures_util::{Sink, SinkExt, StreamExt};
+use tidings_protocol::{ClientMessage, CloseCode, Topic, WSError, WSReply};
+use tokio::time::timeout;
+use tokio_util::sync::CancellationToken;
+
+use crate::hub::{ConnId, Hub};
+use crate::outbox::Outbox;
+
+/// The error text sent when a subscribe would exceed the per-connection limit (tidings
+/// addition; the connection stays open).
+pub const TOO_MANY_SUBSCRIPTIONS: &str = "Too many subscriptions";
+
+/// A writer's batch keeps at most this many slots allocated between batches.
+const RETAINED_BATCH: usize = 16;
+
+/// What a connection needs from its [`Tidings`](crate::Tidings).
+pub(crate) struct Context {
+    pub(crate) hub: Hub,
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) queue_capacity: usize,
+    pub(crate) max_subscriptions: usize,
+    pub(crate) close_timeout: Duration,
+}
+
+/// The reader's state: which topics this connection is subscribed to.
+struct Connection {
+    id: ConnId,
+    hub: Hub,
+    outbox: Arc<Outbox>,
+    topics: HashSet<Topic>,
+    max_subscriptions: usize,
+}
+
+/// Why the reader stopped.
+#[derive(Debug, PartialEq, Eq)]
+enum End {
+    /// The client closed or the socket broke: nothing more to send.
+    Peer,
+    /// The server closes the connection (the writer sends or has sent a close frame).
+    Server,
+}
+
+/// Runs an authenticated connection until it ends.
+pub(crate) async fn run(socket: WebSocket, ctx: Context, user: String) {
+    let (sink, mut stream) = socket.split();
+    let outbox = Arc::new(Outbox::new(ctx.queue_capacity));
+    let id = ctx.hub.next_conn_id();
+    tracing::debug!(conn = id, user = %user, "connection open");
+    let mut writer = tokio::spawn(write_loop(
+        sink,
+        outbox.clone(),
+        ctx.shutdown.clone(),
+        ctx.close_timeout,
+    ));
+    let mut conn = Connection {
+        id,
+        hub: ctx.hub,
+        outbox: outbox.clone(),
+        topics: HashSet::new(),
+        max_subscriptions: ctx.max_subscriptions,
+    };
+
+    let end = loop {
+        tokio::select! {
+            // The hub (full queue) or the shutdown decided to close: stop reading.
+            () = outbox.closed() => break End::Server,
+            // The shutdown token is watched by the writer, which then closes the outbox; this
+            // arm only covers a writer that ended on its own (a write error).
+            _ = &mut writer => break End::Server,
+            msg = stream.next() => match msg {
+                Some(Ok(Message::Text(text))) => conn.on_text(&text),
+                Some(Ok(Message::Binary(_))) => {
+                    conn.reply(&WSError::invalid_format("binary frames are not supported"))
+                }
+                // tungstenite answers pings itself; pongs need nothing.
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                Some(Ok(Message::Close(_))) | None => break End::Peer,
+                Some(Err(e)) => match close_code_for(&e) {
+                    Some(code) => {
+                        tracing::debug!(conn = id, error = %e, "closing after a bad frame");
+                        outbox.close(code);
+                        break End::Server;
+                    }
+                    None => break End::Peer,
+                },
+            },
+        }
+    };
+
+    // Leave every topic first so that no broadcast counts this connection any more.
+    conn.leave_all();
+    // The writer sends the close frame (or, when the peer closed, flushes tungstenite's
+    // automatic close reply) and ends; a socket that does not take it in time is dropped.
+    outbox.close(CloseCode::Normal);
+    if !writer.is_finished() && timeout(ctx.close_timeout, &mut writer).await.is_err() {
+        writer.abort();
+    }
+    if end == End::Server {
+        // Give the client a moment to answer our close frame, as RFC 6455 asks.
+        let _ = timeout(ctx.close_timeout, async {
+            while let Some(Ok(msg)) = stream.next().await {
+                if matches!(msg, Message::Close(_)) {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
+    tracing::debug!(conn = id, ?end, "connection closed");
+}
+
+impl Connection {
+    fn on_text(&mut self, text: &str) {
+        match ClientMessage::parse(text) {
+            Ok(Some(ClientMessage::Subscribe { topic })) => self.subscribe(topic),
+            Ok(Some(ClientMessage::Unsubscribe { topic })) => {
+                if self.topics.remove(&topic) {
+                    self.hub.unsubscribe(topic.as_str(), self.id);
+                }
+                self.reply(&WSReply::Unsubscribed { topic });
+            }
+            Ok(Some(ClientMessage::Ping)) => {
+                self.push(Utf8Bytes::from_static(r#"{"action":"pong"}"#));
+            }
+            // Unknown actions are ignored without a reply, as in the seed.
+            Ok(None) => {}
+            Err(e) => self.reply(&e.to_reply()),
+        }
+    }
+
+    fn subscribe(&mut self, topic: Topic) {
+        if !self.topics.contains(&topic) {
+            if self.topics.len() >= self.max_subscriptions {
+                let error = WSError {
+                    details: Some(format!(
+                        "at most {} topics per connection",
+                        self.max_subscriptions
+                    )),
+                    topic: Some(topic.into_string()),
+                    ..WSError::new(TOO_MANY_SUBSCRIPTIONS)
+                };
+                self.reply(&error);
+                return;
+            }
+            // Subscribe before confirming: once the client reads "subscribed", every later
+            // event of the topic reaches it.
+            self.hub.subscribe(&topic, self.id, &self.outbox);
+            self.topics.insert(topic.clone());
+        }
+        self.reply(&WSReply::Subscribed { topic });
+    }
+
+    fn reply<T: serde::Serialize>(&self, reply: &T) {
+        match serde_json::to_string(reply) {
+            Ok(text) => self.push(Utf8Bytes::from(text)),
+            Err(e) => tracing::error!(error = %e, "could not serialize a reply"),
+        }
+    }
+
+    fn push(&self, text: Utf8Bytes) {
+        // A full queue closes the connection (4003); the reader notices through
+        // `Outbox::closed`, so the error needs no handling here.
+        let _ = self.outbox.push(text);
+    }
+
+    fn leave_all(&mut self) {
+        for topic in self.topics.drain() {
+            self.hub.unsubscribe(topic.as_str(), self.id);
+        }
+    }
+}
+
+/// The close code for a read error, or `None` when the peer is simply gone.
+fn close_code_for(error: &axum::Error) -> Option<CloseCode> {
+    use tungstenite::error::{CapacityError, Error};
+    let source = std::error::Error::source(error)?;
+    match source.downcast_ref::<Error>()? {
+        Error::Capacity(CapacityError::MessageTooLong { .. }) => Some(CloseCode::MessageTooBig),
+        Error::Capacity(_) => Some(CloseCode::MessageTooBig),
+        Error::Utf8(_) => Some(CloseCode::InvalidPayload),
+        Error::Protocol(_) => Some(CloseCode::ProtocolError),
+        _ => None,
+    }
+}
+
+/// The connection's single writer: sends queued frames in batches until the connection must
+/// close, then sends the close frame.
+pub(crate) async fn write_loop<S>(
+    mut sink: S,
+    outbox: Arc<Outbox>,
+    shutdown: CancellationToken,
+    close_timeout: Duration,
+) where
+    S: Sink<Message> + Unpin,
+{
+    let mut batch: Vec<Utf8Bytes> = Vec::new();
+    loop {
+        let close = tokio::select! {
+            // Checked first so that a busy connection still gets its 1012 promptly.
+            biased;
+            () = shutdown.cancelled() => Some(CloseCode::ServiceRestart),
+            close = outbox.next_batch(&mut batch) => close,
+        };
+        if !batch.is_empty() {
+            if write_batch(&mut sink, &mut batch).await.is_err() {
+                // The socket is broken: make the reader stop too.
+                outbox.close(CloseCode::Normal);
+                return;
+            }
+            if batch.capacity() > RETAINED_BATCH {
+                batch.shrink_to(RETAINED_BATCH);
+            }
+        }
+        if let Some(code) = close {
+            // Pushes fail from now on, and the reader stops reading.
+            outbox.close(code);
+            let _ = timeout(close_timeout, async {
+                if code == CloseCode::Normal {
+                    // The reader ended (the peer closed or vanished): only flush what
+                    // tungstenite queued itself, such as its close reply.
+                    let _ = sink.flush().await;
+                } else {
+                    let frame = CloseFrame {
+                        code: code.code(),
+                        reason: Utf8Bytes::from_static(code.reason()),
+                    };
+                    let _ = sink.send(Message::Close(Some(frame))).await;
+                }
+            })
+            .await;
+            return;
+        }
+    }
+}
+
+/// Feeds every frame of `batch` to the socket and flushes once (tungstenite writes to the
+/// socket on its own whenever more than its configured write buffer size is buffered).
+async fn write_batch<S>(sink: &mut S, batch: &mut Vec<Utf8Bytes>) -> Result<(), S::Error>
+where
+    S: Sink<Message> + Unpin,
+{
+    for text in batch.drain(..) {
+        sink.feed(Message::Text(text)).await?;
+    }
+    sink.flush().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio_util::sync::PollSender;
+
+    #[tokio::test]
+    async fn writer_sends_in_order_then_closes_on_shutdown() {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Message>(16);
+        let tx = PollSender::new(tx);
+        let outbox = Arc::new(Outbox::new(16));
+        let shutdown = CancellationToken::new();
+        outbox.push("a".into()).unwrap();
+        outbox.push("b".into()).unwrap();
+        let writer = tokio::spawn(write_loop(
+            tx,
+            outbox.clone(),
+            shutdown.clone(),
+            Duration::from_secs(5),
+        ));
+        assert_eq!(rx.recv().await, Some(Message::Text("a".into())));
+        assert_eq!(rx.recv().await, Some(Message::Text("b".into())));
+        shutdown.cancel();
+        writer.await.unwrap();
+        match rx.recv().await {
+            Some(Message::Close(Some(frame))) => assert_eq!(frame.code, 1012),
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+        assert!(outbox.is_closed());
+    }
+}

@@ -1,0 +1,184 @@
+//! The per-connection outbound queue: the one ordered path from the server to a client.
+//!
+//! Replies from the connection's reader and events from any publisher go into the same
+//! [`Outbox`], so a client sees them in the order they were queued (an event published before
+//! a client's ping reaches it before the pong). Pushing never waits: when the queue is full
+//! the connection is marked for closing with 4003 (slow consumer) and the push fails, so one
+//! stalled client can never slow a broadcast down. The connection's single writer task takes
+//! everything queued in one batch ([`Outbox::next_batch`]).
+//!
+//! Memory matters here because most connections are idle: the queue starts without any
+//! allocation and only grows while messages wait.
+
+use std::collections::VecDeque;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use axum::extract::ws::Utf8Bytes;
+use tidings_protocol::CloseCode;
+use tokio::sync::Notify;
+
+/// Why a message could not be queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PushError {
+    /// The connection is closing or closed.
+    Closed,
+    /// The queue was full: the connection is now closing with 4003.
+    Full,
+}
+
+/// A bounded, ordered queue of text frames for one connection (see the module docs).
+#[derive(Debug)]
+pub(crate) struct Outbox {
+    state: Mutex<State>,
+    /// Wakes the writer: messages arrived or the connection must close.
+    wake: Notify,
+    /// Wakes the reader once the connection must close.
+    closed: Notify,
+    capacity: usize,
+}
+
+#[derive(Debug)]
+struct State {
+    queue: VecDeque<Utf8Bytes>,
+    /// Set once: the code the writer closes the connection with.
+    close: Option<CloseCode>,
+}
+
+/// Queued messages beyond this many leave their memory allocated only while they wait.
+const RETAINED_CAPACITY: usize = 16;
+
+impl Outbox {
+    pub(crate) fn new(capacity: usize) -> Self {
+        Self {
+            state: Mutex::new(State {
+                queue: VecDeque::new(),
+                close: None,
+            }),
+            wake: Notify::new(),
+            closed: Notify::new(),
+            capacity,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // The critical sections cannot panic halfway, so a poisoned lock still holds a
+        // consistent queue.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Queues `msg` without waiting (see [`PushError`]).
+    pub(crate) fn push(&self, msg: Utf8Bytes) -> Result<(), PushError> {
+        let mut state = self.lock();
+        if state.close.is_some() {
+            return Err(PushError::Closed);
+        }
+        if state.queue.len() >= self.capacity {
+            state.close = Some(CloseCode::SlowConsumer);
+            drop(state);
+            self.wake.notify_one();
+            self.closed.notify_waiters();
+            return Err(PushError::Full);
+        }
+        let was_empty = state.queue.is_empty();
+        state.queue.push_back(msg);
+        drop(state);
+        // The writer drains the whole queue under the lock and sleeps only after seeing it
+        // empty, so only the empty → non-empty transition needs a wake-up.
+        if was_empty {
+            self.wake.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Asks the writer to close the connection with `code` (the first code asked for wins).
+    /// Messages still queued are dropped.
+    pub(crate) fn close(&self, code: CloseCode) {
+        let mut state = self.lock();
+        if state.close.is_none() {
+            state.close = Some(code);
+        }
+        drop(state);
+        self.wake.notify_one();
+        self.closed.notify_waiters();
+    }
+
+    /// Completes once the connection must close (for the reader, which then stops reading).
+    pub(crate) async fn closed(&self) {
+        loop {
+            let notified = self.closed.notified();
+            tokio::pin!(notified);
+            // Registered before the check, so a close between the check and the await is not
+            // missed.
+            notified.as_mut().enable();
+            if self.is_closed() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Whether the connection is closing.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.lock().close.is_some()
+    }
+
+    /// Waits for work: moves every queued message into `batch` and returns `None`, or returns
+    /// the close code once the connection must close. Cancel-safe (messages move only when
+    /// the future completes). Only the connection's writer calls this.
+    pub(crate) async fn next_batch(&self, batch: &mut Vec<Utf8Bytes>) -> Option<CloseCode> {
+        loop {
+            {
+                let mut state = self.lock();
+                if let Some(code) = state.close {
+                    state.queue = VecDeque::new();
+                    return Some(code);
+                }
+                if !state.queue.is_empty() {
+                    batch.extend(state.queue.drain(..));
+                    if state.queue.capacity() > RETAINED_CAPACITY {
+                        state.queue.shrink_to(RETAINED_CAPACITY);
+                    }
+                    return None;
+                }
+            }
+            self.wake.notified().await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn ordered_batches_and_overflow() {
+        let outbox = Outbox::new(2);
+        outbox.push("a".into()).unwrap();
+        outbox.push("b".into()).unwrap();
+        let mut batch = Vec::new();
+        assert_eq!(outbox.next_batch(&mut batch).await, None);
+        assert_eq!(batch, vec![Utf8Bytes::from("a"), Utf8Bytes::from("b")]);
+        outbox.push("c".into()).unwrap();
+        outbox.push("d".into()).unwrap();
+        assert_eq!(outbox.push("e".into()), Err(PushError::Full));
+        assert_eq!(outbox.push("f".into()), Err(PushError::Closed));
+        assert_eq!(
+            outbox.next_batch(&mut batch).await,
+            Some(CloseCode::SlowConsumer)
+        );
+    }
+
+    #[tokio::test]
+    async fn wakes_the_writer() {
+        let outbox = std::sync::Arc::new(Outbox::new(8));
+        let o = outbox.clone();
+        let writer = tokio::spawn(async move {
+            let mut batch = Vec::new();
+            o.next_batch(&mut batch).await;
+            batch
+        });
+        tokio::task::yield_now().await;
+        outbox.push("x".into()).unwrap();
+        assert_eq!(writer.await.unwrap(), vec![Utf8Bytes::from("x")]);
+    }
+}

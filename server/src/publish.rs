@@ -1,0 +1,127 @@
+//! `POST /publish`: other backends publish one event over HTTP.
+//!
+//! The request must carry `Authorization: Bearer <JWT>` signed with the server's secret and
+//! whose `scope` claim lists `publish`. The token is checked from the headers before a single
+//! byte of the body is read, so an unauthenticated client cannot make the server buffer
+//! anything. The body, at most [`Config::with_max_publish_body`](crate::Config::with_max_publish_body)
+//! bytes, is one server → client event (`WSEvent`). Success is `202 {"delivered": N}`.
+//!
+//! Errors are JSON `{"error", "details"}` bodies (the protocol's `WSError` shape):
+//! 401 missing or invalid token, 403 no publish scope, 413 body too large, 400 body not JSON,
+//! 422 JSON that is not a valid event (missing field, wrong type, payload not an object,
+//! unknown event name). Nothing is delivered when the request fails.
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use tidings_protocol::{WSError, WSEvent};
+
+use crate::Tidings;
+use crate::auth::{AuthError, PUBLISH_SCOPE};
+
+/// Why a `POST /publish` request was refused; each variant is one HTTP status.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PublishError {
+    /// 401: no `Authorization: Bearer` header, or a token that fails verification.
+    #[error("unauthorized: {0}")]
+    Unauthorized(#[source] AuthError),
+    /// 403: a valid token without the `publish` scope.
+    #[error("token lacks the `publish` scope")]
+    Forbidden,
+    /// 413: the body is larger than the configured limit (or could not be read).
+    #[error("body exceeds {limit} bytes or could not be read")]
+    TooLarge {
+        /// The configured limit.
+        limit: usize,
+    },
+    /// 400: the body is not JSON.
+    #[error("body is not JSON: {0}")]
+    NotJson(String),
+    /// 422: JSON that is not a valid event.
+    #[error("invalid event: {0}")]
+    InvalidEvent(String),
+}
+
+impl PublishError {
+    /// The HTTP status this error is answered with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            PublishError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            PublishError::Forbidden => StatusCode::FORBIDDEN,
+            PublishError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            PublishError::NotJson(_) => StatusCode::BAD_REQUEST,
+            PublishError::InvalidEvent(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        }
+    }
+
+    fn body(&self) -> WSError {
+        let (error, details) = match self {
+            PublishError::Unauthorized(e) => ("Unauthorized", e.to_string()),
+            PublishError::Forbidden => ("Forbidden", self.to_string()),
+            PublishError::TooLarge { .. } => ("Payload too large", self.to_string()),
+            PublishError::NotJson(d) => ("Invalid JSON", d.clone()),
+            PublishError::InvalidEvent(d) => ("Invalid event", d.clone()),
+        };
+        WSError {
+            details: Some(details),
+            ..WSError::new(error)
+        }
+    }
+}
+
+impl IntoResponse for PublishError {
+    fn into_response(self) -> Response {
+        let mut response = (self.status(), Json(self.body())).into_response();
+        if matches!(self, PublishError::Unauthorized(_)) {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+/// The success body: exactly `{"delivered": N}`.
+#[derive(Debug, Serialize)]
+struct Delivered {
+    delivered: usize,
+}
+
+/// Handles `POST /publish`. The body is taken as a raw [`Body`] so that nothing is read until
+/// the token has been checked.
+pub(crate) async fn publish(
+    State(tidings): State<Tidings>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<impl IntoResponse, PublishError> {
+    let token = bearer_token(&headers).ok_or(PublishError::Unauthorized(AuthError::Missing))?;
+    let claims = tidings
+        .verify_token(token)
+        .map_err(PublishError::Unauthorized)?;
+    if !claims.has_scope(PUBLISH_SCOPE) {
+        return Err(PublishError::Forbidden);
+    }
+    let limit = tidings.config().max_publish_body;
+    let bytes = axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| PublishError::TooLarge { limit })?;
+    let event: WSEvent = serde_json::from_slice(&bytes).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => PublishError::InvalidEvent(e.to_string()),
+        _ => PublishError::NotJson(e.to_string()),
+    })?;
+    let delivered = tidings.hub().publish_ref(&event);
+    tracing::debug!(topic = %event.topic, delivered, publisher = %claims.sub, "published");
+    Ok((StatusCode::ACCEPTED, Json(Delivered { delivered })))
+}
+
+/// The token of an `Authorization: Bearer <token>` header (scheme case-insensitive).
+fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}

@@ -1,0 +1,133 @@
+//! The `GET /ws?token=<JWT>` upgrade handler.
+//!
+//! As in the seed, a bad token does not fail the HTTP request: the WebSocket handshake
+//! completes, then the server sends a close frame with 4001 "Unauthorized" and no data frame
+//! before it. The token is checked before the upgrade (it is cheap and keeps the upgraded task
+//! small). The socket's buffers are sized from [`Config`](crate::Config) for many mostly idle
+//! connections. During shutdown new upgrades are refused with 503.
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
+use tidings_protocol::CloseCode;
+use tokio::time::timeout;
+
+use crate::Tidings;
+use crate::connection;
+
+/// Handles `GET /ws`.
+pub(crate) async fn upgrade(
+    State(tidings): State<Tidings>,
+    RawQuery(query): RawQuery,
+    ws: WebSocketUpgrade,
+) -> Response {
+    if tidings.is_shutting_down() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
+    }
+    let auth = tidings.verify_token(
+        token_param(query.as_deref().unwrap_or(""))
+            .as_deref()
+            .unwrap_or(""),
+    );
+    let config = tidings.config();
+    let ws = ws
+        .read_buffer_size(config.read_buffer_size)
+        .write_buffer_size(config.write_buffer_size)
+        .max_write_buffer_size(
+            config
+                .max_write_buffer_size
+                .max(config.write_buffer_size.saturating_add(1)),
+        )
+        .max_message_size(config.max_message_size)
+        .max_frame_size(config.max_message_size);
+    let tracker = tidings.tracker().clone();
+    ws.on_upgrade(move |socket| {
+        tracker.track_future(async move {
+            match auth {
+                Ok(claims) => {
+                    connection::run(socket, tidings.connection_context(), claims.sub).await
+                }
+                Err(e) => {
+                    // The error names what was wrong (expired, bad signature, …), never the token.
+                    tracing::debug!(reason = %e, "websocket refused");
+                    refuse(socket, tidings.config().close_timeout).await;
+                }
+            }
+        })
+    })
+}
+
+/// Closes a freshly upgraded socket with 4001, sending nothing before the close frame.
+async fn refuse(mut socket: WebSocket, close_timeout: std::time::Duration) {
+    let code = CloseCode::Unauthorized;
+    let frame = CloseFrame {
+        code: code.code(),
+        reason: Utf8Bytes::from_static(code.reason()),
+    };
+    let _ = timeout(close_timeout, async {
+        if socket.send(Message::Close(Some(frame))).await.is_err() {
+            return;
+        }
+        // Wait for the client's close reply (bounded) so the close handshake completes.
+        while let Some(Ok(msg)) = socket.next().await {
+            if matches!(msg, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+/// The value of the first `token` parameter of a query string, percent-decoded.
+fn token_param(query: &str) -> Option<String> {
+    query.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        (key == "token").then(|| percent_decode(value))
+    })
+}
+
+/// Decodes `%XX` escapes and `+` (a space in query strings); invalid escapes stay as they are
+/// (the token check then refuses the result).
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push(h * 16 + l);
+                    i += 3;
+                    continue;
+                }
+                _ => out.push(b'%'),
+            },
+            b'+' => out.push(b' '),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn hex(b: u8) -> Option<u8> {
+    (b as char).to_digit(16).map(|d| d as u8)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_from_query() {
+        assert_eq!(token_param("token=a.b.c"), Some("a.b.c".into()));
+        assert_eq!(token_param("x=1&token=a%2Eb&token=z"), Some("a.b".into()));
+        assert_eq!(token_param("token"), Some(String::new()));
+        assert_eq!(token_param("tokens=1"), None);
+        assert_eq!(token_param(""), None);
+        assert_eq!(percent_decode("%zz%4"), "%zz%4");
+        assert_eq!(percent_decode("a%41"), "aA");
+    }
+}
