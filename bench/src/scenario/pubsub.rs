@@ -1,0 +1,321 @@
+//! `fanout` and `latency`: subscribers spread over topics, HTTP publishers, and the server's
+//! CPU time per delivered message.
+//!
+//! Both open the subscribers first (not measured), start the publishers, let a warm-up pass,
+//! then measure over a fixed window: deliveries counted by the receivers, CPU time charged to
+//! the server process, and publish→deliver latency of every event received in the window.
+//! After the window the publishers stop and the receivers drain what the server still owes
+//! them (the sum of the `delivered` counts it answered); anything missing is an error.
+//!
+//! `fanout` publishes as fast as the server accepts, but keeps at most `--max-in-flight`
+//! deliveries published-but-not-received, so that the receivers (on the same two cores)
+//! never fall so far behind that the server drops them as slow consumers. `latency` publishes
+//! at a fixed total rate, spread over the publishers.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use tidings_protocol::Topic;
+use tokio::task::JoinSet;
+use tokio::time::MissedTickBehavior;
+use tokio_util::sync::CancellationToken;
+
+use super::{Common, secs};
+use crate::publish::Publisher;
+use crate::recorder::{Clock, Recorder};
+use crate::report::{Goal, Metric, Run};
+use crate::server::Server;
+use crate::swarm::{self, SwarmSpec};
+
+/// How long the receivers may take to catch up after the publishers stop.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Options of the `fanout` scenario.
+#[derive(Debug, Clone, clap::Args)]
+pub struct FanoutOpts {
+    /// Subscribed connections.
+    #[arg(long, default_value_t = 10_000)]
+    pub subscribers: usize,
+    /// Topics (subscribers are spread round robin; each event goes to subscribers/topics).
+    #[arg(long, default_value_t = 10)]
+    pub topics: usize,
+    /// Concurrent HTTP publishers (one keep-alive connection each).
+    #[arg(long, default_value_t = 4)]
+    pub publishers: usize,
+    /// Most deliveries published but not yet received before publishers wait.
+    #[arg(long, default_value_t = 100_000)]
+    pub max_in_flight: u64,
+    /// Seconds of publishing before the measurement window.
+    #[arg(long, default_value_t = 2.0)]
+    pub warmup: f64,
+    /// Seconds measured.
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+}
+
+/// Options of the `latency` scenario.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LatencyOpts {
+    /// Subscribed connections.
+    #[arg(long, default_value_t = 10_000)]
+    pub subscribers: usize,
+    /// Topics (subscribers are spread round robin).
+    #[arg(long, default_value_t = 100)]
+    pub topics: usize,
+    /// Events published per second in total.
+    #[arg(long, default_value_t = 500.0)]
+    pub rate: f64,
+    /// Concurrent HTTP publishers sharing the rate.
+    #[arg(long, default_value_t = 4)]
+    pub publishers: usize,
+    /// Seconds of publishing before the measurement window.
+    #[arg(long, default_value_t = 2.0)]
+    pub warmup: f64,
+    /// Seconds measured.
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+}
+
+/// The targets.
+const GOAL_CPU_US_PER_DELIVERY: f64 = 1.5;
+const GOAL_P99_US: f64 = 5_000.0;
+
+/// How the publishers pace themselves.
+#[derive(Debug, Clone, Copy)]
+enum Pace {
+    /// As fast as possible, with at most this many deliveries outstanding.
+    Saturate { max_in_flight: u64 },
+    /// This many events per second in total.
+    Rate(f64),
+}
+
+struct Plan {
+    subscribers: usize,
+    topics: usize,
+    publishers: usize,
+    warmup: f64,
+    duration: f64,
+    pace: Pace,
+}
+
+/// Runs `fanout` against `server`.
+///
+/// # Errors
+/// Only when the server's `/proc` entry cannot be read or tokens cannot be signed.
+pub async fn fanout(server: &Server, common: &Common, opts: &FanoutOpts) -> Result<Run> {
+    let plan = Plan {
+        subscribers: opts.subscribers,
+        topics: opts.topics,
+        publishers: opts.publishers,
+        warmup: opts.warmup,
+        duration: opts.duration,
+        pace: Pace::Saturate {
+            max_in_flight: opts.max_in_flight,
+        },
+    };
+    run(server, common, &plan).await
+}
+
+/// Runs `latency` against `server`.
+///
+/// # Errors
+/// As [`fanout`].
+pub async fn latency(server: &Server, common: &Common, opts: &LatencyOpts) -> Result<Run> {
+    let plan = Plan {
+        subscribers: opts.subscribers,
+        topics: opts.topics,
+        publishers: opts.publishers,
+        warmup: opts.warmup,
+        duration: opts.duration,
+        pace: Pace::Rate(opts.rate),
+    };
+    run(server, common, &plan).await
+}
+
+/// Shared by the publishers: what the server said it delivered, and how many events went out.
+#[derive(Default)]
+struct Published {
+    events: AtomicU64,
+    deliveries: AtomicU64,
+}
+
+async fn run(server: &Server, common: &Common, plan: &Plan) -> Result<Run> {
+    let mut run = Run {
+        server: server.name.clone(),
+        metrics: Vec::new(),
+        errors: 0,
+        error_samples: Vec::new(),
+        work: 0,
+    };
+    let topics = swarm::bench_topics(plan.topics)?;
+    let spec = SwarmSpec {
+        conns: plan.subscribers,
+        topics: topics.clone(),
+        concurrency: common.connect_concurrency,
+        sources: common.sources,
+    };
+    let conns = match swarm::open(server.addr, &common.minter, &spec).await {
+        Ok(conns) => conns,
+        Err(e) => {
+            run.errors = 1;
+            run.error_samples.push(format!("{e:#}"));
+            return Ok(run);
+        }
+    };
+
+    let recorder = Arc::new(Recorder::new(Clock::start()));
+    let stop_receivers = CancellationToken::new();
+    let mut receivers = JoinSet::new();
+    for (i, ws) in conns.into_iter().enumerate() {
+        receivers.spawn(swarm::receive(
+            ws,
+            recorder.clone(),
+            i,
+            stop_receivers.clone(),
+        ));
+    }
+
+    let published = Arc::new(Published::default());
+    let stop_publishers = CancellationToken::new();
+    let mut publishers = JoinSet::new();
+    let token = common.minter.publisher()?;
+    let count = plan.publishers.max(1);
+    for id in 0..count {
+        let publisher = Publisher::new(server.addr, &token)?;
+        publishers.spawn(publish_loop(
+            publisher,
+            id,
+            count,
+            topics.clone(),
+            plan.pace,
+            recorder.clone(),
+            published.clone(),
+            stop_publishers.clone(),
+        ));
+    }
+
+    tokio::time::sleep(secs(plan.warmup)).await;
+    recorder.set_recording(true);
+    let (cpu0, recv0, pub0, t0) = (
+        server.stats.cpu()?,
+        recorder.received(),
+        published.events.load(Ordering::Relaxed),
+        Instant::now(),
+    );
+    tokio::time::sleep(secs(plan.duration)).await;
+    let (cpu1, recv1, pub1, t1) = (
+        server.stats.cpu()?,
+        recorder.received(),
+        published.events.load(Ordering::Relaxed),
+        Instant::now(),
+    );
+    recorder.set_recording(false);
+    stop_publishers.cancel();
+    while publishers.join_next().await.is_some() {}
+
+    // Drain: the server owes every delivery it counted in its 202 answers.
+    let owed = published.deliveries.load(Ordering::Relaxed);
+    let drain_deadline = Instant::now() + DRAIN_TIMEOUT;
+    while recorder.received() < owed && Instant::now() < drain_deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let missing = owed.saturating_sub(recorder.received());
+    if missing > 0 {
+        recorder.error(format!(
+            "{missing} of {owed} deliveries the server counted never arrived"
+        ));
+    }
+    stop_receivers.cancel();
+    while receivers.join_next().await.is_some() {}
+
+    let secs = (t1 - t0).as_secs_f64().max(1e-9);
+    let deliveries = recv1 - recv0;
+    let cpu_us = server.stats.cpu_micros(cpu0, cpu1);
+    let lat = recorder.latencies();
+    let (errors, samples) = recorder.errors();
+    run.errors = errors;
+    run.error_samples = samples;
+    run.work = deliveries;
+    let per_delivery = cpu_us / (deliveries.max(1) as f64);
+    let mut cpu_metric = Metric::new("server CPU per delivery", "µs", per_delivery);
+    let mut p99 = Metric::new("latency p99", "µs", lat.p99 as f64);
+    match plan.pace {
+        Pace::Saturate { .. } => {
+            cpu_metric = cpu_metric.with_goal(Goal::AtMost(GOAL_CPU_US_PER_DELIVERY))
+        }
+        Pace::Rate(_) => p99 = p99.with_goal(Goal::AtMost(GOAL_P99_US)),
+    }
+    run.metrics = vec![
+        Metric::new("events published", "events/s", (pub1 - pub0) as f64 / secs),
+        Metric::new("messages delivered", "msg/s", deliveries as f64 / secs),
+        cpu_metric,
+        Metric::new("server CPU load", "% of 1 core", cpu_us / secs / 1e4),
+        Metric::new("latency p50", "µs", lat.p50 as f64),
+        p99,
+        Metric::new("latency max", "µs", lat.max as f64),
+    ];
+    Ok(run)
+}
+
+/// One publisher task: topics `id`, `id + count`, … in turn, paced by `pace`.
+#[allow(clippy::too_many_arguments)]
+async fn publish_loop(
+    publisher: Publisher,
+    id: usize,
+    count: usize,
+    topics: Vec<Topic>,
+    pace: Pace,
+    recorder: Arc<Recorder>,
+    published: Arc<Published>,
+    stop: CancellationToken,
+) {
+    let mut ticker = match pace {
+        Pace::Rate(rate) => {
+            let period = Duration::from_secs_f64(count as f64 / rate.max(0.001));
+            let mut t = tokio::time::interval(period);
+            // Catch up after a slow publish instead of silently lowering the rate.
+            t.set_missed_tick_behavior(MissedTickBehavior::Burst);
+            Some(t)
+        }
+        Pace::Saturate { .. } => None,
+    };
+    let mut next = id;
+    loop {
+        if stop.is_cancelled() {
+            return;
+        }
+        match (pace, ticker.as_mut()) {
+            (Pace::Rate(_), Some(t)) => {
+                tokio::select! {
+                    // Stop promptly even between ticks.
+                    _ = stop.cancelled() => return,
+                    _ = t.tick() => {}
+                }
+            }
+            (Pace::Saturate { max_in_flight }, _) => {
+                let owed = published.deliveries.load(Ordering::Relaxed);
+                if owed.saturating_sub(recorder.received()) > max_in_flight {
+                    tokio::time::sleep(Duration::from_micros(500)).await;
+                    continue;
+                }
+            }
+            _ => {}
+        }
+        let topic = &topics[next % topics.len()];
+        next += count;
+        match publisher.publish(topic, recorder.clock().now_ns()).await {
+            Ok(delivered) => {
+                published.deliveries.fetch_add(delivered, Ordering::Relaxed);
+                published.events.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                recorder.error(format!("publisher {id}: {e:#}"));
+                // A publisher that fails once stops: the run is already marked failed and a
+                // retry loop would only flood the report.
+                return;
+            }
+        }
+    }
+}
