@@ -1,0 +1,374 @@
+//! The REST API under `/api`: demo login, reads, and mutations that publish realtime events.
+//!
+//! Every mutating handler follows the same three steps: check the bearer token ([`Actor`]),
+//! write in one SQLite transaction ([`store`]), and only after the commit publish the
+//! resulting events through the embedded hub ([`AppState::publish`]). A write that fails
+//! returns an error and publishes nothing.
+
+use axum::extract::{FromRef, FromRequest, FromRequestParts, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use tidings_protocol::{EventType, WSEvent};
+use tidings_server::Tidings;
+
+use crate::auth::{Actor, Auth};
+use crate::error::ApiError;
+use crate::events;
+use crate::model::{
+    Gift, Item, ItemStatus, ListDetail, ListSummary, Member, Occasion, OccasionDetail,
+};
+use crate::store::{self, GiftEdit, ItemEdit, NewGift, NewItem, NewOccasion, OccasionEdit, Store};
+
+/// What every handler can reach.
+#[derive(Clone, FromRef)]
+pub struct AppState {
+    /// The database.
+    pub store: Store,
+    /// The embedded realtime server (its hub is where events are published).
+    pub tidings: Tidings,
+    /// Session tokens.
+    pub auth: Auth,
+}
+
+impl AppState {
+    /// Publishes events built for a committed change. Building them cannot fail for the
+    /// demo's types; if it ever did, the write still stands, so log instead of failing the
+    /// request.
+    fn publish(&self, built: Result<Vec<WSEvent>, serde_json::Error>) {
+        match built {
+            Ok(events) => {
+                for event in events {
+                    let delivered = self.tidings.hub().publish(event);
+                    tracing::debug!(delivered, "published");
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "could not build event payload"),
+        }
+    }
+}
+
+/// A JSON body whose rejections are [`ApiError`]s (400 / 415 / 422 with a JSON error).
+#[derive(FromRequest)]
+#[from_request(via(axum::Json), rejection(ApiError))]
+pub struct Body<T>(pub T);
+
+/// A path parameter whose rejections are [`ApiError`]s.
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(ApiError))]
+pub struct Id<T>(pub T);
+
+/// The `/api` routes, with their state applied.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/login", post(login))
+        .route("/me", get(me))
+        .route("/members", get(members))
+        .route("/occasions", get(occasions).post(add_occasion))
+        .route("/occasions/{id}", get(occasion).patch(edit_occasion))
+        .route("/lists", get(lists))
+        .route("/lists/{id}", get(list))
+        .route("/lists/{id}/items", post(add_item))
+        .route(
+            "/items/{id}",
+            get(item).patch(edit_item).delete(delete_item),
+        )
+        .route("/items/{id}/status", put(set_status))
+        .route("/items/{id}/assignee", put(assign))
+        .route("/items/{id}/comments", post(add_comment))
+        .route("/gifts", get(gifts).post(add_gift))
+        .route(
+            "/gifts/{id}",
+            axum::routing::patch(edit_gift).delete(delete_gift),
+        )
+        .fallback(|| async { ApiError::NotFound("no such API endpoint".into()) })
+        .with_state(state)
+}
+
+// ---------------------------------------------------------------- session
+
+/// Body of `POST /api/login`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Login {
+    /// The member to act as.
+    pub member_id: i64,
+}
+
+/// Answer of `POST /api/login`.
+#[derive(Serialize)]
+pub struct Session {
+    /// Bearer token for the API and `/ws?token=`.
+    pub token: String,
+    /// Who is logged in.
+    pub member: Member,
+}
+
+async fn login(
+    State(state): State<AppState>,
+    Body(input): Body<Login>,
+) -> Result<Json<Session>, ApiError> {
+    let id = input.member_id;
+    let member = state
+        .store
+        .run(move |conn| store::member(conn, id))
+        .await?
+        .ok_or_else(|| ApiError::Unprocessable(format!("member_id: member {id} does not exist")))?;
+    let token = state.auth.issue(&member)?;
+    Ok(Json(Session { token, member }))
+}
+
+async fn me(Actor(member): Actor) -> Json<Member> {
+    Json(member)
+}
+
+// ---------------------------------------------------------------- reads
+
+async fn members(State(store): State<Store>) -> Result<Json<Vec<Member>>, ApiError> {
+    Ok(Json(store.run(|c| store::members(c)).await?))
+}
+
+async fn occasions(State(store): State<Store>) -> Result<Json<Vec<Occasion>>, ApiError> {
+    Ok(Json(store.run(|c| store::occasions(c)).await?))
+}
+
+async fn occasion(
+    State(store): State<Store>,
+    Id(id): Id<i64>,
+) -> Result<Json<OccasionDetail>, ApiError> {
+    Ok(Json(
+        store.run(move |c| store::occasion_detail(c, id)).await?,
+    ))
+}
+
+async fn lists(State(store): State<Store>) -> Result<Json<Vec<ListSummary>>, ApiError> {
+    Ok(Json(store.run(|c| store::list_summaries(c, None)).await?))
+}
+
+async fn list(State(store): State<Store>, Id(id): Id<i64>) -> Result<Json<ListDetail>, ApiError> {
+    Ok(Json(store.run(move |c| store::list_detail(c, id)).await?))
+}
+
+async fn item(State(store): State<Store>, Id(id): Id<i64>) -> Result<Json<Item>, ApiError> {
+    Ok(Json(store.run(move |c| store::item(c, id)).await?))
+}
+
+async fn gifts(State(store): State<Store>) -> Result<Json<Vec<Gift>>, ApiError> {
+    Ok(Json(store.run(|c| store::gifts(c)).await?))
+}
+
+// ---------------------------------------------------------------- items
+
+async fn add_item(
+    State(state): State<AppState>,
+    Actor(actor): Actor,
+    Id(list_id): Id<i64>,
+    Body(input): Body<NewItem>,
+) -> Result<(StatusCode, Json<Item>), ApiError> {
+    let by = actor.id;
+    let item = state
+        .store
+        .run(move |c| store::add_item(c, list_id, by, input))
+        .await?;
+    state.publish(events::item_changed(EventType::Added, &item, &actor, None));
+    Ok((StatusCode::CREATED, Json(item)))
+}
+
+async fn edit_item(
+    State(state): State<AppState>,
+    Actor(actor): Actor,
+    Id(id): Id<i64>,
+    Body(edit): Body<ItemEdit>,
+) -> Result<Json<Item>, ApiError> {
+    let item = state
+        .store
+        .run(move |c| store::edit_item(c, id, edit))
+        .await?;
+    state.publish(events::item_changed(
+        EventType::Updated,
+        &item,
+        &actor,
+        None,
+    ));
+    Ok(Json(item))
+}
+
+/// Body of `PUT /api/items/{id}/status`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatusChange {
+    /// The new status (`IDEA`, `SELECTED`, `PURCHASED`, `RECEIVED`).
+    pub status: ItemStatus,
+}
+
+async fn set_status(
+    State(state): State<AppState>,
+    Actor(actor): Actor,
+    Id(id): Id<i64>,
+    Body(change): Body<StatusChange>,
+) -> Result<Json<Item>, ApiError> {
+    let item = state
+        .store
+        .run(move |c| store::set_item_status(c, id, change.status))
+        .await?;
+    state.publish(events::item_changed(
+        EventType::StatusChanged,
+        &item,
+        &actor,
+        None,
+    ));
+    Ok(Json(item))
+}
+
+/// Body of `PUT /api/items/{id}/assignee`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Assignment {
+    /// The member taking care of the item; `null` unassigns it.
+    pub assignee_id: Option<i64>,
+}
+
+async fn assign(
+    State(state): State<AppState>,
+    Actor(actor): Actor,
+    Id(id): Id<i64>,
+    Body(assignment): Body<Assignment>,
+) -> Result<Json<Item>, ApiError> {
+    let item = state
+        .store
+        .run(move |c| store::assign_item(c, id, assignment.assignee_id))
+        .await?;
+    state.publish(events::item_changed(
+        EventType::Assigned,
+        &item,
+        &actor,
+        None,
+    ));
+    Ok(Json(item))
+}
+
+/// Body of `POST /api/items/{id}/comments`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewComment {
+    /// The text.
+    pub body: String,
+}
+
+async fn add_comment(
+    State(state): State<AppState>,
+    Actor(actor): Actor,
+    Id(id): Id<i64>,
+    Body(input): Body<NewComment>,
+) -> Result<(StatusCode, Json<Item>), ApiError> {
+    let by = actor.id;
+    let (item, comment) = state
+        .store
+        .run(move |c| store::add_comment(c, id, by, &input.body))
+        .await?;
+    state.publish(events::item_changed(
+        EventType::CommentAdded,
+        &item,
+        &actor,
+        Some(&comment),
+    ));
+    Ok((StatusCode::CREATED, Json(item)))
+}
+
+async fn delete_item(
+    State(state): State<AppState>,
+    Actor(actor): Actor,
+    Id(id): Id<i64>,
+) -> Result<Json<Item>, ApiError> {
+    let item = state.store.run(move |c| store::delete_item(c, id)).await?;
+    state.publish(events::item_changed(
+        EventType::Deleted,
+        &item,
+        &actor,
+        None,
+    ));
+    Ok(Json(item))
+}
+
+// ---------------------------------------------------------------- gifts
+
+async fn add_gift(
+    State(state): State<AppState>,
+    Actor(actor): Actor,
+    Body(input): Body<NewGift>,
+) -> Result<(StatusCode, Json<Gift>), ApiError> {
+    let gift = state.store.run(move |c| store::add_gift(c, input)).await?;
+    state.publish(events::gift_changed(EventType::Added, &gift, &actor));
+    Ok((StatusCode::CREATED, Json(gift)))
+}
+
+async fn edit_gift(
+    State(state): State<AppState>,
+    Actor(actor): Actor,
+    Id(id): Id<i64>,
+    Body(edit): Body<GiftEdit>,
+) -> Result<Json<Gift>, ApiError> {
+    let status_only = edit.status.is_some()
+        && edit.name.is_none()
+        && edit.notes.is_none()
+        && edit.giver_id.is_none();
+    let gift = state
+        .store
+        .run(move |c| store::edit_gift(c, id, edit))
+        .await?;
+    let kind = if status_only {
+        EventType::StatusChanged
+    } else {
+        EventType::Updated
+    };
+    state.publish(events::gift_changed(kind, &gift, &actor));
+    Ok(Json(gift))
+}
+
+async fn delete_gift(
+    State(state): State<AppState>,
+    Actor(actor): Actor,
+    Id(id): Id<i64>,
+) -> Result<Json<Gift>, ApiError> {
+    let gift = state.store.run(move |c| store::delete_gift(c, id)).await?;
+    state.publish(events::gift_changed(EventType::Deleted, &gift, &actor));
+    Ok(Json(gift))
+}
+
+// ---------------------------------------------------------------- occasions
+
+async fn add_occasion(
+    State(state): State<AppState>,
+    Actor(actor): Actor,
+    Body(input): Body<NewOccasion>,
+) -> Result<(StatusCode, Json<Occasion>), ApiError> {
+    let occasion = state
+        .store
+        .run(move |c| store::add_occasion(c, input))
+        .await?;
+    state.publish(events::occasion_changed(
+        EventType::Added,
+        &occasion,
+        &actor,
+    ));
+    Ok((StatusCode::CREATED, Json(occasion)))
+}
+
+async fn edit_occasion(
+    State(state): State<AppState>,
+    Actor(actor): Actor,
+    Id(id): Id<i64>,
+    Body(edit): Body<OccasionEdit>,
+) -> Result<Json<Occasion>, ApiError> {
+    let occasion = state
+        .store
+        .run(move |c| store::edit_occasion(c, id, edit))
+        .await?;
+    state.publish(events::occasion_changed(
+        EventType::Updated,
+        &occasion,
+        &actor,
+    ));
+    Ok(Json(occasion))
+}
