@@ -175,7 +175,11 @@ mod tests {
         custom.push(
             Rule::new(
                 "list:{id}",
-                vec![k(&["lists", "{id}"]), k(&["list-summary"]), k(&["x-{id}-y"])],
+                vec![
+                    k(&["lists", "{id}"]),
+                    k(&["list-summary"]),
+                    k(&["x-{id}-y"]),
+                ],
             )
             .unwrap(),
         );
@@ -187,7 +191,11 @@ mod tests {
         );
         assert_eq!(keys(&r, "user:42/inbox"), [k(&["inbox", "42"])]);
         assert!(keys(&r, "user:/inbox").is_empty(), "an id is never empty");
-        assert_eq!(keys(&r, "gifts:all"), [k(&["gifts"])], "defaults still apply");
+        assert_eq!(
+            keys(&r, "gifts:all"),
+            [k(&["gifts"])],
+            "defaults still apply"
+        );
     }
 
     #[test]

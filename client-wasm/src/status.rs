@@ -216,7 +216,11 @@ mod tests {
         assert_eq!(s.close_code, Some(1006));
         assert!(m.opened(), "second open is a reconnect");
         assert_eq!(m.status().attempt, None);
-        assert_eq!(m.status().close_code, Some(1006), "last close stays visible");
+        assert_eq!(
+            m.status().close_code,
+            Some(1006),
+            "last close stays visible"
+        );
     }
 
     #[test]
@@ -231,7 +235,11 @@ mod tests {
         m.opened();
         m.frame_received();
         delay(m.closed(1006, "", 0.99));
-        assert_eq!(m.status().attempt, Some(1), "healthy connection resets the backoff");
+        assert_eq!(
+            m.status().attempt,
+            Some(1),
+            "healthy connection resets the backoff"
+        );
     }
 
     #[test]
@@ -300,6 +308,10 @@ mod tests {
         m.closed(4001, "", 0.0);
         m.closed(4001, "", 0.0);
         m.close_requested();
-        assert_eq!(m.status().close_code, Some(4001), "keeps the refusal's code");
+        assert_eq!(
+            m.status().close_code,
+            Some(4001),
+            "keeps the refusal's code"
+        );
     }
 }

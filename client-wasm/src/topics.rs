@@ -256,7 +256,10 @@ mod tests {
         assert!(a.send_subscribe);
         let b = s.add("list:1", "b", "rb");
         assert!(!b.send_subscribe, "second listener reuses the subscription");
-        assert_eq!(s.listeners("list:1").copied().collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!(
+            s.listeners("list:1").copied().collect::<Vec<_>>(),
+            ["a", "b"]
+        );
 
         let ack = s.on_subscribed("list:1").unwrap();
         assert_eq!(ack.ready, ["ra", "rb"]);
