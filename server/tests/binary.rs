@@ -1,0 +1,192 @@
+//! The `tidings` binary: refuses to start without JWT_SECRET, mints tokens, prints its
+//! listening line, serves, never logs a token, and closes clients with 1012 on SIGTERM.
+
+mod common;
+
+use std::process::Stdio;
+
+use common::*;
+use tidings_server::{Config, Tidings};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdout, Command};
+
+const BIN: &str = env!("CARGO_BIN_EXE_tidings");
+
+fn tidings() -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.env_remove("JWT_SECRET")
+        .env_remove("BIND")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    cmd
+}
+
+async fn next_line(lines: &mut Lines<BufReader<ChildStdout>>) -> String {
+    tokio::time::timeout(TIMEOUT, lines.next_line())
+        .await
+        .expect("no output line in time")
+        .unwrap()
+        .expect("stdout closed")
+}
+
+/// Reads the listening line and returns the address.
+async fn listening(lines: &mut Lines<BufReader<ChildStdout>>) -> String {
+    let line = next_line(lines).await;
+    line.strip_prefix("tidings listening on http://")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_owned()
+}
+
+async fn sigterm(child: &Child) {
+    let pid = child.id().expect("running").to_string();
+    let status = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .unwrap();
+    assert!(status.success());
+}
+
+#[tokio::test]
+async fn refuses_to_start_without_jwt_secret() {
+    for args in [&[][..], &["token", "--sub", "1"][..]] {
+        let out = tidings().args(args).output().await.unwrap();
+        assert!(!out.status.success(), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("JWT_SECRET is required"), "{stderr}");
+    }
+    let out = tidings().env("JWT_SECRET", "").output().await.unwrap();
+    assert!(!out.status.success());
+}
+
+#[tokio::test]
+async fn token_subcommand_prints_a_verifiable_jwt() {
+    let out = tidings()
+        .env("JWT_SECRET", SECRET)
+        .args(["token", "--sub", "42", "--scope", "publish", "--ttl", "60"])
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success());
+    let token = String::from_utf8(out.stdout).unwrap();
+    let claims = Tidings::new(Config::new(SECRET))
+        .verify_token(token.trim())
+        .unwrap();
+    assert_eq!(claims.sub, "42");
+    assert!(claims.has_scope("publish"));
+}
+
+#[tokio::test]
+async fn serves_publishes_and_closes_with_1012_on_sigterm() {
+    let mut child = tidings()
+        .env("JWT_SECRET", SECRET)
+        .env("BIND", "127.0.0.1:0")
+        .args(["--log-level", "trace"])
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let addr = listening(&mut lines).await;
+
+    let health = reqwest::get(format!("http://{addr}/healthz"))
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+
+    let token = mint_token("42");
+    let mut ws = connect(&format!("ws://{addr}/ws?token={token}")).await;
+    subscribe(&mut ws, "list:1").await;
+    let publish_token = mint_publish_token();
+    let response = reqwest::Client::new()
+        .post(format!("http://{addr}/publish"))
+        .bearer_auth(&publish_token)
+        .body(event_text("list:1", "9"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.text().await.unwrap(), r#"{"delivered":1}"#);
+    assert_eq!(recv_text(&mut ws).await, event_text("list:1", "9"));
+
+    sigterm(&child).await;
+    assert_eq!(recv_close(&mut ws).await.0, 1012);
+    drop(ws);
+    let status = tokio::time::timeout(TIMEOUT, child.wait())
+        .await
+        .expect("tidings did not exit after SIGTERM")
+        .unwrap();
+    assert!(status.success(), "{status}");
+
+    let mut logs = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut logs)
+        .await
+        .unwrap();
+    assert!(
+        logs.contains("/ws"),
+        "request logging is on at trace level: {logs}"
+    );
+    for secret in [&token, &publish_token, &SECRET.to_owned()] {
+        assert!(
+            !logs.contains(secret.as_str()),
+            "a secret leaked into the logs"
+        );
+    }
+    // The signature part alone must not appear either.
+    assert!(!logs.contains(token.rsplit('.').next().unwrap()));
+}
+
+#[tokio::test]
+async fn dev_mode_prints_working_tokens_and_a_curl_line() {
+    let mut child = tidings()
+        .args(["dev", "--bind", "127.0.0.1:0"])
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let addr = listening(&mut lines).await;
+    let mut subscriber = None;
+    let mut publisher = None;
+    let mut curl = None;
+    while curl.is_none() {
+        let line = next_line(&mut lines).await;
+        if let Some(t) = line.strip_prefix("subscriber token: ") {
+            subscriber = Some(t.to_owned());
+        } else if let Some(t) = line.strip_prefix("publisher token: ") {
+            publisher = Some(t.to_owned());
+        } else if line.starts_with("publish: curl ") {
+            curl = Some(line);
+        }
+    }
+    let (subscriber, publisher) = (subscriber.unwrap(), publisher.unwrap());
+    assert!(curl.unwrap().contains(&format!("http://{addr}/publish")));
+
+    let mut ws = connect(&format!("ws://{addr}/ws?token={subscriber}")).await;
+    subscribe(&mut ws, "list:123").await;
+    let response = reqwest::Client::new()
+        .post(format!("http://{addr}/publish"))
+        .bearer_auth(&publisher)
+        .body(event_text("list:123", "1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    assert_eq!(recv_text(&mut ws).await, event_text("list:123", "1"));
+    // The subscriber token cannot publish.
+    let response = reqwest::Client::new()
+        .post(format!("http://{addr}/publish"))
+        .bearer_auth(&subscriber)
+        .body(event_text("list:123", "1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403);
+    sigterm(&child).await;
+    tokio::time::timeout(TIMEOUT, child.wait())
+        .await
+        .expect("tidings dev did not exit")
+        .unwrap();
+}
