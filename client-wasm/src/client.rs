@@ -885,7 +885,7 @@ impl TidingsClient {
     #[wasm_bindgen(js_name = bindQueryClient)]
     pub fn bind_query_client(
         &self,
-        query_client: QueryClientLike,
+        #[wasm_bindgen(js_name = "queryClient")] query_client: QueryClientLike,
         rules: Option<InvalidationRules>,
     ) -> Result<Disposer, JsError> {
         let (rules, on_event) = parse_rules(rules.map(JsValue::from).as_ref())?;
