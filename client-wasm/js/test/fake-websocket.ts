@@ -1,0 +1,123 @@
+// A stand-in for the browser's WebSocket, installed as globalThis.WebSocket so the REAL wasm
+// client runs under jsdom against a scripted server: it records what the client sends, answers
+// subscribe/unsubscribe/ping like a tidings server, and lets a test open, push and close.
+
+type Handler<E> = ((event: E) => void) | null;
+
+export interface FakeServerState {
+  /** Topics subscribed on this socket (what the server would deliver). */
+  subscribed: Set<string>;
+}
+
+export class FakeWebSocket {
+  static readonly CONNECTING = 0;
+  static readonly OPEN = 1;
+  static readonly CLOSING = 2;
+  static readonly CLOSED = 3;
+  /** Every socket created, oldest first. */
+  static instances: FakeWebSocket[] = [];
+  /** Answer subscribe/unsubscribe/ping automatically. */
+  static autoReply = true;
+
+  readonly url: string;
+  readyState = FakeWebSocket.CONNECTING;
+  onopen: Handler<Event> = null;
+  onmessage: Handler<{ data: string }> = null;
+  onclose: Handler<{ code: number; reason: string }> = null;
+  onerror: Handler<Event> = null;
+  readonly sent: string[] = [];
+  readonly server: FakeServerState = { subscribed: new Set() };
+  closedByClient: { code?: number; reason?: string } | null = null;
+
+  constructor(url: string) {
+    this.url = url;
+    FakeWebSocket.instances.push(this);
+  }
+
+  static reset(): void {
+    FakeWebSocket.instances = [];
+    FakeWebSocket.autoReply = true;
+  }
+
+  static latest(): FakeWebSocket {
+    const ws = FakeWebSocket.instances.at(-1);
+    if (!ws) throw new Error("no socket yet");
+    return ws;
+  }
+
+  /** Sockets not closed (by either side). */
+  static live(): FakeWebSocket[] {
+    return FakeWebSocket.instances.filter((ws) => ws.readyState !== FakeWebSocket.CLOSED);
+  }
+
+  send(data: string): void {
+    if (this.readyState !== FakeWebSocket.OPEN) throw new Error("InvalidStateError");
+    this.sent.push(data);
+    const msg = JSON.parse(data) as { action: string; topic?: string };
+    if (msg.action === "subscribe" && msg.topic) this.server.subscribed.add(msg.topic);
+    if (msg.action === "unsubscribe" && msg.topic) this.server.subscribed.delete(msg.topic);
+    if (!FakeWebSocket.autoReply) return;
+    const reply =
+      msg.action === "subscribe"
+        ? { action: "subscribed", topic: msg.topic }
+        : msg.action === "unsubscribe"
+          ? { action: "unsubscribed", topic: msg.topic }
+          : { action: "pong" };
+    queueMicrotask(() => this.push(reply));
+  }
+
+  close(code?: number, reason?: string): void {
+    if (this.readyState === FakeWebSocket.CLOSED) return;
+    this.closedByClient = { code, reason };
+    this.readyState = FakeWebSocket.CLOSED;
+  }
+
+  // ---- driven by tests (the "server") ----
+
+  open(): void {
+    this.readyState = FakeWebSocket.OPEN;
+    this.onopen?.(new Event("open"));
+  }
+
+  push(message: object): void {
+    if (this.readyState !== FakeWebSocket.OPEN) return;
+    this.onmessage?.({ data: JSON.stringify(message) });
+  }
+
+  /** Delivers an event if this socket is subscribed to its topic, as the server would. */
+  publish(event: { topic: string; event: string; data: object }): boolean {
+    if (!this.server.subscribed.has(event.topic)) return false;
+    this.push(event);
+    return true;
+  }
+
+  serverClose(code: number, reason = ""): void {
+    this.readyState = FakeWebSocket.CLOSED;
+    this.onclose?.({ code, reason });
+  }
+
+  /** Subscribe frames minus unsubscribe frames per topic (must be 0 or 1). */
+  netSubscriptions(): Map<string, number> {
+    const net = new Map<string, number>();
+    for (const frame of this.sent) {
+      const msg = JSON.parse(frame) as { action: string; topic?: string };
+      if (!msg.topic) continue;
+      const d = msg.action === "subscribe" ? 1 : msg.action === "unsubscribe" ? -1 : 0;
+      net.set(msg.topic, (net.get(msg.topic) ?? 0) + d);
+    }
+    return net;
+  }
+}
+
+export function event(topic: string, entityId = "1") {
+  return {
+    topic,
+    event: "UPDATED",
+    data: {
+      entity_id: entityId,
+      payload: { id: entityId },
+      user_id: "u1",
+      timestamp: "2025-11-26T10:30:00Z",
+    },
+  };
+}

@@ -1,0 +1,236 @@
+// The React hooks over the REAL wasm client (loaded from ../pkg, built by ./scripts/build-wasm)
+// with a scripted WebSocket (fake-websocket.ts): invalidation on events and once per topic
+// after a reconnect, the status hook, and no leaked or duplicated subscription under StrictMode.
+
+import { readFile } from "node:fs/promises";
+import { dirname, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { StrictMode, useState, type ReactNode } from "react";
+import { act, cleanup, render, screen, waitFor } from "@testing-library/react";
+import { QueryClient } from "@tanstack/react-query";
+import { afterEach, beforeAll, beforeEach, describe, expect, it, vi } from "vitest";
+import init from "../../pkg/tidings_client.js";
+import {
+  TidingsProvider,
+  useConnectionStatus,
+  useLiveQuery,
+  useTidingsClient,
+  useTopic,
+  type WSEvent,
+} from "../src/react/index.tsx";
+import { FakeWebSocket, event } from "./fake-websocket.ts";
+
+const OPTIONS = { initialDelayMs: 10, maxDelayMs: 20 };
+
+beforeAll(async () => {
+  globalThis.WebSocket = FakeWebSocket as unknown as typeof WebSocket;
+  // A path string: under jsdom, `URL` is jsdom's and node:fs refuses it.
+  const here = dirname(fileURLToPath(import.meta.url));
+  const bytes = await readFile(resolve(here, "../../pkg/tidings_client_bg.wasm"));
+  await init({ module_or_path: bytes });
+});
+
+beforeEach(() => FakeWebSocket.reset());
+afterEach(() => cleanup());
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+function newQueryClient(): QueryClient {
+  return new QueryClient({ defaultOptions: { queries: { retry: false, staleTime: Infinity } } });
+}
+
+/** Waits for socket number `n` (1-based), opens it, and returns it. */
+async function openSocket(n: number): Promise<FakeWebSocket> {
+  await waitFor(() => expect(FakeWebSocket.instances.length).toBe(n));
+  const ws = FakeWebSocket.latest();
+  act(() => ws.open());
+  return ws;
+}
+
+function Status(): ReactNode {
+  const status = useConnectionStatus();
+  return <span data-testid="status">{status.state}</span>;
+}
+
+function List({ id, fetches }: { id: string; fetches: Map<string, number> }): ReactNode {
+  const query = useLiveQuery({
+    queryKey: ["lists", id],
+    queryFn: async () => {
+      fetches.set(id, (fetches.get(id) ?? 0) + 1);
+      return `list ${id} v${fetches.get(id)}`;
+    },
+    topic: `list:${id}`,
+  });
+  return <span data-testid={`list-${id}`}>{query.data ?? "loading"}</span>;
+}
+
+function invalidatedKeys(spy: { mock: { calls: unknown[][] } }): string[] {
+  return spy.mock.calls.map((call) => JSON.stringify((call[0] as { queryKey: unknown }).queryKey));
+}
+
+describe("TidingsProvider + useLiveQuery", () => {
+  it("invalidates the mapped query on events, and once per topic after a reconnect", async () => {
+    const queryClient = newQueryClient();
+    const fetches = new Map<string, number>();
+    const getToken = vi.fn(async () => "tok en");
+    render(
+      <TidingsProvider url="ws://test/ws" getToken={getToken} queryClient={queryClient} options={OPTIONS}>
+        <Status />
+        <List id="1" fetches={fetches} />
+      </TidingsProvider>,
+    );
+    const ws = await openSocket(1);
+    expect(ws.url).toBe("ws://test/ws?token=tok%20en");
+    await waitFor(() => expect(ws.server.subscribed).toEqual(new Set(["list:1"])));
+    await waitFor(() => expect(screen.getByTestId("list-1").textContent).toBe("list 1 v1"));
+    expect(screen.getByTestId("status").textContent).toBe("open");
+
+    const spy = vi.spyOn(queryClient, "invalidateQueries");
+    act(() => {
+      expect(ws.publish(event("list:1"))).toBe(true);
+    });
+    expect(invalidatedKeys(spy)).toEqual(['["lists","1"]']);
+    await waitFor(() => expect(screen.getByTestId("list-1").textContent).toBe("list 1 v2"));
+
+    // The server restarts: the client reconnects with a fresh token, resubscribes, and
+    // invalidates the topic's query exactly once.
+    spy.mockClear();
+    act(() => ws.serverClose(1012, "service restart"));
+    expect(screen.getByTestId("status").textContent).toBe("reconnecting");
+    const ws2 = await openSocket(2);
+    await waitFor(() => expect(ws2.server.subscribed).toEqual(new Set(["list:1"])));
+    await waitFor(() => expect(screen.getByTestId("list-1").textContent).toBe("list 1 v3"));
+    await sleep(50);
+    expect(invalidatedKeys(spy)).toEqual(['["lists","1"]']);
+    expect(getToken).toHaveBeenCalledTimes(2);
+    expect(screen.getByTestId("status").textContent).toBe("open");
+  });
+
+  it("applies custom rules (topic patterns and onEvent)", async () => {
+    const queryClient = newQueryClient();
+    const spy = vi.spyOn(queryClient, "invalidateQueries");
+    const rules = {
+      topics: { "list:{id}": [["lists", "{id}"], ["summary"]] },
+      onEvent: (e: WSEvent) => (e.event === "DELETED" ? [["deleted", e.data.entity_id]] : undefined),
+    };
+    function Sub(): ReactNode {
+      useTopic("list:7");
+      useTopic("gifts:all");
+      return null;
+    }
+    render(
+      <TidingsProvider url="ws://test/ws" getToken={async () => "t"} queryClient={queryClient} rules={rules} options={OPTIONS}>
+        <Sub />
+      </TidingsProvider>,
+    );
+    const ws = await openSocket(1);
+    await waitFor(() => expect(ws.server.subscribed.size).toBe(2));
+    act(() => {
+      ws.publish(event("list:7"));
+      ws.publish(event("gifts:all"));
+      ws.publish({ ...event("list:7", "9"), event: "DELETED" });
+    });
+    expect(invalidatedKeys(spy)).toEqual([
+      '["lists","7"]',
+      '["summary"]',
+      '["gifts"]',
+      '["deleted","9"]',
+    ]);
+  });
+});
+
+describe("StrictMode", () => {
+  it("creates one client and one subscription per topic, and leaks nothing on unmount", async () => {
+    const queryClient = newQueryClient();
+    const received: string[] = [];
+    function Listener({ topic }: { topic: string }): ReactNode {
+      useTopic(topic, (e) => received.push(`${topic}:${e.data.entity_id}`));
+      return null;
+    }
+    function Late(): ReactNode {
+      // Mounts its subscriber only once the socket is open (StrictMode double effects while open).
+      const [shown, setShown] = useState(false);
+      const client = useTidingsClient();
+      return (
+        <>
+          <button onClick={() => setShown(true)}>show</button>
+          {client && shown ? <Listener topic="occasion:3" /> : null}
+        </>
+      );
+    }
+    const { unmount } = render(
+      <StrictMode>
+        <TidingsProvider url="ws://test/ws" getToken={async () => "t"} queryClient={queryClient} options={OPTIONS}>
+          <Listener topic="list:1" />
+          <Listener topic="list:1" />
+          <List id="2" fetches={new Map()} />
+          <Late />
+        </TidingsProvider>
+      </StrictMode>,
+    );
+    const ws = await openSocket(1);
+    await waitFor(() => expect(ws.server.subscribed).toEqual(new Set(["list:1", "list:2"])));
+    act(() => screen.getByText("show").click());
+    await waitFor(() =>
+      expect(ws.server.subscribed).toEqual(new Set(["list:1", "list:2", "occasion:3"])),
+    );
+    await sleep(20);
+    // Never more than one live server subscription per topic, and exactly one now.
+    for (const [topic, n] of ws.netSubscriptions()) expect(n, topic).toBe(1);
+
+    act(() => {
+      ws.publish(event("list:1", "a"));
+      ws.publish(event("occasion:3", "b"));
+    });
+    // Two listeners on list:1 (one server subscription), one on occasion:3, each called once.
+    expect(received.sort()).toEqual(["list:1:a", "list:1:a", "occasion:3:b"]);
+    expect(FakeWebSocket.instances).toHaveLength(1);
+
+    unmount();
+    expect(ws.readyState).toBe(FakeWebSocket.CLOSED);
+    expect(ws.closedByClient).toEqual({ code: 1000, reason: undefined });
+    // Nothing left running: no reconnect ever happens, no timer fires a ping.
+    await sleep(100);
+    expect(FakeWebSocket.instances).toHaveLength(1);
+    expect(FakeWebSocket.live()).toHaveLength(0);
+  });
+});
+
+describe("useConnectionStatus", () => {
+  it("shows reconnecting with an attempt, then unauthorized after two 4001s", async () => {
+    const queryClient = newQueryClient();
+    const seen: string[] = [];
+    function Watch(): ReactNode {
+      const s = useConnectionStatus();
+      const text = `${s.state}${s.attempt ? `#${s.attempt}` : ""}${s.closeCode ? `/${s.closeCode}` : ""}`;
+      if (seen.at(-1) !== text) seen.push(text);
+      return <span data-testid="status">{text}</span>;
+    }
+    render(
+      <TidingsProvider url="ws://test/ws?x=1" getToken={async () => "bad"} queryClient={queryClient} options={OPTIONS}>
+        <Watch />
+      </TidingsProvider>,
+    );
+    const ws = await openSocket(1);
+    expect(ws.url).toBe("ws://test/ws?x=1&token=bad");
+    act(() => ws.serverClose(1006));
+    const ws2 = await openSocket(2);
+    act(() => ws2.serverClose(4001, "Unauthorized"));
+    const ws3 = await openSocket(3);
+    act(() => ws3.serverClose(4001, "Unauthorized"));
+    await waitFor(() => expect(screen.getByTestId("status").textContent).toBe("unauthorized/4001"));
+    await sleep(100);
+    expect(FakeWebSocket.instances).toHaveLength(3); // no retry loop
+    expect(seen).toEqual([
+      "connecting",
+      "open",
+      "reconnecting#1/1006",
+      "open/1006",
+      "reconnecting#1/4001",
+      "open/4001",
+      "unauthorized/4001",
+    ]);
+  });
+});
