@@ -1,0 +1,178 @@
+// The demo end to end in Chromium: two members in two browser contexts see each other's
+// changes live, survive a backend restart (catching up on what they missed) and an invalid
+// token shows "unauthorized" instead of a retry storm.
+import { expect, test, type Browser, type BrowserContext, type Page } from "@playwright/test";
+import { fileURLToPath } from "node:url";
+import { join } from "node:path";
+import { Backend, removeTempDir, tempDir } from "./backend";
+
+const SCREENSHOT = fileURLToPath(new URL("../../../docs/demo.png", import.meta.url));
+
+let dir: string;
+let backend: Backend;
+
+test.beforeAll(async () => {
+  dir = tempDir();
+  backend = await Backend.start(join(dir, "demo.sqlite"));
+});
+
+test.afterAll(async () => {
+  await backend?.stop();
+  if (dir) removeTempDir(dir);
+});
+
+interface Member {
+  context: BrowserContext;
+  page: Page;
+}
+
+/** A fresh browser context logged in as `name`, with the first list open and live. */
+async function loginAs(browser: Browser, name: string): Promise<Member> {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  await page.goto(backend.url);
+  await page.getByTestId(`login-${name}`).click();
+  await expect(page.getByTestId("current-member")).toContainText(name);
+  await expectState(page, "open");
+  await expect(page.getByTestId("list-view")).toBeVisible();
+  // Marks this document: if it is still there later, the page was never reloaded.
+  await page.evaluate(() => ((window as unknown as { e2eMarker: string }).e2eMarker = "same-page"));
+  return { context, page };
+}
+
+async function expectState(page: Page, state: string, timeout = 15_000) {
+  await expect(page.getByTestId("connection-status")).toHaveAttribute("data-state", state, { timeout });
+}
+
+async function expectNotReloaded(page: Page) {
+  expect(await page.evaluate(() => (window as unknown as { e2eMarker?: string }).e2eMarker)).toBe("same-page");
+}
+
+const item = (page: Page, name: string) => page.locator(`[data-testid="item"][data-item-name="${name}"]`);
+
+/** Both pages subscribe after they connect; give the subscribe round trip a moment. */
+async function settle(page: Page) {
+  await page.waitForTimeout(500);
+}
+
+test("changes by one member show up live for another", async ({ browser }) => {
+  const mom = await loginAs(browser, "Mom");
+  const dad = await loginAs(browser, "Dad");
+  await settle(mom.page);
+  await settle(dad.page);
+
+  // Mom adds an item: Dad sees it within 2 s, without a reload.
+  await mom.page.getByTestId("new-item-name").fill("Telescope");
+  await mom.page.getByTestId("new-item-notes").fill("for stargazing");
+  await mom.page.getByTestId("add-item").click();
+  await expect(item(dad.page, "Telescope")).toBeVisible({ timeout: 2_000 });
+  await expect(item(mom.page, "Telescope")).toBeVisible();
+  await expect(dad.page.getByTestId("activity-feed")).toContainText("Mom added 'Telescope'");
+
+  // Dad moves it to PURCHASED: Mom sees it.
+  await item(dad.page, "Telescope").getByTestId("item-status").selectOption("PURCHASED");
+  await expect(item(mom.page, "Telescope").getByTestId("item-status")).toHaveValue("PURCHASED", { timeout: 2_000 });
+  await expect(mom.page.getByTestId("activity-feed")).toContainText("Dad marked 'Telescope' PURCHASED");
+
+  // Assign and comment travel the same way.
+  await item(mom.page, "Telescope").getByTestId("item-assignee").selectOption({ label: "Alex" });
+  await expect(item(dad.page, "Telescope").getByTestId("item-assignee")).toHaveValue("3");
+  await item(dad.page, "Telescope").getByTestId("toggle-comments").click();
+  await item(dad.page, "Telescope").getByTestId("comment-input").fill("Got it on sale!");
+  await item(dad.page, "Telescope").getByTestId("send-comment").click();
+  await expect(item(mom.page, "Telescope").getByTestId("toggle-comments")).toContainText("1");
+  await expect(mom.page.getByTestId("activity-feed")).toContainText("Dad commented on 'Telescope'");
+
+  await expectNotReloaded(mom.page);
+  await expectNotReloaded(dad.page);
+
+  // docs/demo.png: the two members side by side.
+  const shots = await Promise.all([mom.page.screenshot(), dad.page.screenshot()]);
+  const canvas = await browser.newPage({ viewport: { width: 2 * 1280 + 24, height: 820 + 52 } });
+  const img = (b: Buffer, who: string) =>
+    `<figure><figcaption>${who}'s browser</figcaption><img src="data:image/png;base64,${b.toString("base64")}"></figure>`;
+  await canvas.setContent(
+    `<style>body{margin:0;background:#2b2a33;display:flex;gap:24px;font:600 16px system-ui;color:#fff}
+     figure{margin:0}figcaption{height:52px;line-height:52px;padding-left:16px}img{display:block;width:1280px}</style>` +
+      img(shots[0], "Mom") +
+      img(shots[1], "Dad"),
+  );
+  await canvas.screenshot({ path: SCREENSHOT });
+  await canvas.close();
+
+  await mom.context.close();
+  await dad.context.close();
+});
+
+test("both reconnect after a backend restart and catch up on what they missed", async ({ browser }) => {
+  const mom = await loginAs(browser, "Mom");
+  const dad = await loginAs(browser, "Dad");
+  // While `dadAway` is set, Dad's connection attempts fail as if his network were down.
+  let dadAway = false;
+  await dad.page.routeWebSocket(/\/ws/, (ws) => {
+    if (dadAway) ws.close({ code: 1013, reason: "Try again later" });
+    else ws.connectToServer();
+  });
+  await dad.page.reload();
+  await expectState(dad.page, "open");
+  await dad.page.evaluate(() => ((window as unknown as { e2eMarker: string }).e2eMarker = "same-page"));
+  await settle(mom.page);
+  await settle(dad.page);
+
+  // Kill the backend (SIGTERM: close 1012) and restart it on the same port and database.
+  const port = backend.port;
+  await backend.stop();
+  await expectState(mom.page, "reconnecting");
+  await expectState(dad.page, "reconnecting");
+  dadAway = true;
+  backend = await Backend.start(backend.db, port);
+  await expectState(mom.page, "open", 30_000);
+
+  // A change while Dad is away, made through the API.
+  const token = await backend.token(4);
+  await backend.call(token, "POST", "/lists/1/items", { name: "Star map", notes: "added while Dad was away" });
+  await expect(item(mom.page, "Star map")).toBeVisible();
+  await expect(item(dad.page, "Star map")).toHaveCount(0);
+  await expectState(dad.page, "reconnecting");
+
+  // Dad comes back: live again, and the missed item is there.
+  dadAway = false;
+  await expectState(dad.page, "open", 30_000);
+  await expect(item(dad.page, "Star map")).toBeVisible();
+  // And live updates flow again both ways.
+  await item(dad.page, "Star map").getByTestId("item-status").selectOption("SELECTED");
+  await expect(item(mom.page, "Star map").getByTestId("item-status")).toHaveValue("SELECTED");
+
+  await expectNotReloaded(mom.page);
+  await expectNotReloaded(dad.page);
+  await mom.context.close();
+  await dad.context.close();
+});
+
+test("an invalid token shows the unauthorized state without a retry storm", async ({ browser }) => {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  // A session whose token the server never signed.
+  await page.addInitScript(() => {
+    sessionStorage.setItem(
+      "tidings-demo.session",
+      JSON.stringify({ token: "not-a-valid-token", member: { id: 1, name: "Mom", color: "#e0607e" } }),
+    );
+  });
+  let attempts = 0;
+  page.on("websocket", () => attempts++);
+  await page.goto(backend.url);
+  await expectState(page, "unauthorized");
+  await expect(page.getByTestId("unauthorized-banner")).toBeVisible();
+  // Long enough for several retries if the client did retry.
+  await page.waitForTimeout(5_000);
+  await expectState(page, "unauthorized");
+  expect(attempts).toBeGreaterThanOrEqual(1);
+  expect(attempts).toBeLessThanOrEqual(2);
+
+  // Signing in again recovers.
+  await page.getByTestId("unauthorized-banner").getByRole("button").click();
+  await page.getByTestId("login-Mom").click();
+  await expectState(page, "open");
+  await context.close();
+});

@@ -1,0 +1,42 @@
+import { useCallback, useState } from "react";
+import { QueryClientProvider, type QueryClient } from "@tanstack/react-query";
+import { TidingsProvider } from "@tidings/client/react";
+import { Login } from "./components/Login";
+import { Dashboard } from "./components/Dashboard";
+import { loadSession, saveSession } from "./session";
+import type { Session } from "./types";
+
+function wsUrl(): string {
+  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+  return `${scheme}//${location.host}/ws`;
+}
+
+export function App({ queryClient }: { queryClient: QueryClient }) {
+  const [session, setSession] = useState<Session | null>(loadSession);
+
+  const signIn = useCallback((s: Session) => {
+    saveSession(s);
+    setSession(s);
+  }, []);
+  const signOut = useCallback(() => {
+    saveSession(null);
+    setSession(null);
+    queryClient.clear();
+  }, [queryClient]);
+
+  const token = session?.token;
+  const getToken = useCallback(() => Promise.resolve(token ?? ""), [token]);
+
+  return (
+    <QueryClientProvider client={queryClient}>
+      {session ? (
+        // Keyed by member so that switching member starts a fresh connection.
+        <TidingsProvider key={session.member.id} url={wsUrl()} getToken={getToken} queryClient={queryClient}>
+          <Dashboard session={session} onSignOut={signOut} />
+        </TidingsProvider>
+      ) : (
+        <Login onSignIn={signIn} />
+      )}
+    </QueryClientProvider>
+  );
+}

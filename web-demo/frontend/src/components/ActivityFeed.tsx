@@ -1,0 +1,82 @@
+import { useCallback, useState } from "react";
+import { useTopic } from "@tidings/client/react";
+import type { WSEvent } from "@tidings/bindings";
+import type { Member } from "../types";
+
+interface Entry {
+  key: string;
+  text: string;
+  who: string;
+  at: string;
+}
+
+const MAX_ENTRIES = 50;
+
+type Payload = Record<string, unknown>;
+const str = (v: unknown) => (typeof v === "string" ? v : v == null ? "" : String(v));
+
+/** One sentence per event: "Mom marked 'Lego set' PURCHASED". */
+export function describe(event: WSEvent): string {
+  const p = event.data.payload as Payload;
+  const who = str(p.actor_name) || `Member ${event.data.user_id}`;
+  const name = `'${str(p.name)}'`;
+  if (event.topic === "gifts:all") {
+    switch (event.event) {
+      case "ADDED":
+        return `${who} planned ${name} for ${str(p.recipient_name)}`;
+      case "STATUS_CHANGED":
+        return `${who} marked gift ${name} ${str(p.status)}`;
+      case "DELETED":
+        return `${who} dropped gift ${name}`;
+      default:
+        return `${who} updated gift ${name}`;
+    }
+  }
+  switch (event.event) {
+    case "ADDED":
+      return `${who} added ${name} to ${str(p.list_name)}`;
+    case "UPDATED":
+      return `${who} edited ${name}`;
+    case "STATUS_CHANGED":
+      return `${who} marked ${name} ${str(p.status)}`;
+    case "ASSIGNED":
+      return p.assignee_name ? `${who} assigned ${name} to ${str(p.assignee_name)}` : `${who} unassigned ${name}`;
+    case "COMMENT_ADDED": {
+      const c = p.comment as Payload | undefined;
+      return `${who} commented on ${name}: “${str(c?.body)}”`;
+    }
+    case "DELETED":
+      return `${who} removed ${name}`;
+  }
+}
+
+/** Live feed of everything the family does, straight from the realtime topics. */
+export function ActivityFeed({ me }: { me: Member }) {
+  const [entries, setEntries] = useState<Entry[]>([]);
+  const onEvent = useCallback((event: WSEvent) => {
+    const entry: Entry = {
+      key: `${event.topic}/${event.event}/${event.data.entity_id}/${event.data.timestamp}`,
+      text: describe(event),
+      who: event.data.user_id,
+      at: event.data.timestamp,
+    };
+    setEntries((prev) => (prev.some((e) => e.key === entry.key) ? prev : [entry, ...prev].slice(0, MAX_ENTRIES)));
+  }, []);
+  useTopic("list-items:all", onEvent);
+  useTopic("gifts:all", onEvent);
+
+  return (
+    <section className="feed">
+      <h2>Activity</h2>
+      {entries.length === 0 && <p className="muted small">Changes by anyone in the family show up here as they happen.</p>}
+      <ol data-testid="activity-feed">
+        {entries.map((e) => (
+          <li key={e.key} className={e.who === String(me.id) ? "mine" : ""}>
+            <span className="feed-text">{e.text}</span>
+            <time dateTime={e.at}>{new Date(e.at).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" })}</time>
+          </li>
+        ))}
+      </ol>
+    </section>
+  );
+}

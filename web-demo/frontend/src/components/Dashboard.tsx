@@ -1,0 +1,132 @@
+import { useEffect, useMemo, useState } from "react";
+import { useQuery } from "@tanstack/react-query";
+import { useConnectionStatus, useLiveQuery } from "@tidings/client/react";
+import { client, get } from "../api";
+import type { ListSummary, Member, Occasion, Session } from "../types";
+import { ActivityFeed } from "./ActivityFeed";
+import { Avatar } from "./Avatar";
+import { GiftIcon } from "./Icons";
+import { ConnectionBadge } from "./ConnectionBadge";
+import { GiftsView } from "./GiftsView";
+import { ListView } from "./ListView";
+
+type View = { kind: "list"; id: number } | { kind: "gifts" };
+
+function viewFromHash(): View | null {
+  const m = /^#\/lists\/(\d+)$/.exec(location.hash);
+  if (m) return { kind: "list", id: Number(m[1]) };
+  if (location.hash === "#/gifts") return { kind: "gifts" };
+  return null;
+}
+
+export function Dashboard({ session, onSignOut }: { session: Session; onSignOut: () => void }) {
+  const api = useMemo(() => client(session.token), [session.token]);
+  const status = useConnectionStatus();
+  const members = useQuery({ queryKey: ["members"], queryFn: () => get<Member[]>("/members") });
+  const occasions = useQuery({ queryKey: ["occasions"], queryFn: () => get<Occasion[]>("/occasions") });
+  // Item counts per list change with every item event, so this summary lives under the
+  // "list-items" key that `list-items:all` events invalidate.
+  const lists = useLiveQuery({
+    queryKey: ["list-items", "summary"],
+    queryFn: () => get<ListSummary[]>("/lists"),
+    topic: "list-items:all",
+  });
+  const [view, setView] = useState<View | null>(viewFromHash);
+
+  useEffect(() => {
+    const onHash = () => setView(viewFromHash());
+    addEventListener("hashchange", onHash);
+    return () => removeEventListener("hashchange", onHash);
+  }, []);
+
+  // Open the first list by default.
+  const current: View | null = view ?? (lists.data?.[0] ? { kind: "list", id: lists.data[0].id } : null);
+
+  const byOccasion = new Map<number | null, ListSummary[]>();
+  for (const l of lists.data ?? []) {
+    const k = l.occasion_id;
+    byOccasion.set(k, [...(byOccasion.get(k) ?? []), l]);
+  }
+
+  return (
+    <div className="app">
+      <header className="topbar">
+        <div className="brand">
+          <GiftIcon /> Family Gifts
+        </div>
+        <div className="topbar-right">
+          <ConnectionBadge />
+          <span className="me" data-testid="current-member">
+            <Avatar member={session.member} />
+            <span className="me-name">{session.member.name}</span>
+          </span>
+          <button className="ghost" onClick={onSignOut}>
+            Switch
+          </button>
+        </div>
+      </header>
+
+      {status.state === "unauthorized" && (
+        <div className="banner" data-testid="unauthorized-banner" role="alert">
+          Your session was rejected by the live server, so updates are paused.
+          <button onClick={onSignOut}>Sign in again</button>
+        </div>
+      )}
+
+      <div className="layout">
+        <nav className="sidebar" aria-label="Lists">
+          {occasions.data?.map((o) => (
+            <section key={o.id} className="occasion">
+              <h3>
+                {o.name} <span className="date">{formatDate(o.date)}</span>
+              </h3>
+              <ul>
+                {(byOccasion.get(o.id) ?? []).map((l) => (
+                  <li key={l.id}>
+                    <a
+                      href={`#/lists/${l.id}`}
+                      className={current?.kind === "list" && current.id === l.id ? "active" : ""}
+                      data-testid={`nav-list-${l.id}`}
+                    >
+                      <span>{l.name}</span>
+                      <span className="count" data-testid={`nav-list-count-${l.id}`}>
+                        {l.done_count}/{l.item_count}
+                      </span>
+                    </a>
+                  </li>
+                ))}
+              </ul>
+            </section>
+          ))}
+          <section className="occasion">
+            <h3>Presents</h3>
+            <ul>
+              <li>
+                <a href="#/gifts" className={current?.kind === "gifts" ? "active" : ""} data-testid="nav-gifts">
+                  <span>Gift planner</span>
+                </a>
+              </li>
+            </ul>
+          </section>
+        </nav>
+
+        <main className="content">
+          {current?.kind === "list" && <ListView listId={current.id} api={api} members={members.data ?? []} />}
+          {current?.kind === "gifts" && (
+            <GiftsView api={api} members={members.data ?? []} occasions={occasions.data ?? []} />
+          )}
+          {!current && <p className="muted">Loading…</p>}
+        </main>
+
+        <aside className="activity">
+          <ActivityFeed me={session.member} />
+        </aside>
+      </div>
+    </div>
+  );
+}
+
+export function formatDate(date: string): string {
+  const d = new Date(`${date}T00:00:00`);
+  return Number.isNaN(d.getTime()) ? date : d.toLocaleDateString(undefined, { month: "short", day: "numeric", year: "numeric" });
+}

@@ -1,0 +1,88 @@
+import { useState, type FormEvent } from "react";
+import { useMutation } from "@tanstack/react-query";
+import { useLiveQuery } from "@tidings/client/react";
+import { get, type Client } from "../api";
+import type { Item, ListDetail, Member } from "../types";
+import { ItemCard } from "./ItemCard";
+
+/** One shopping list, live: every change by anyone re-fetches it through `list:{id}`. */
+export function ListView({ listId, api, members }: { listId: number; api: Client; members: Member[] }) {
+  const id = String(listId);
+  const list = useLiveQuery({
+    queryKey: ["lists", id],
+    queryFn: () => get<ListDetail>(`/lists/${id}`),
+    topic: `list:${id}`,
+  });
+  const [name, setName] = useState("");
+  const [notes, setNotes] = useState("");
+  const add = useMutation({
+    mutationFn: () => api.post<Item>(`/lists/${id}/items`, { name, notes }),
+    // No refetch here: the ADDED event refreshes this list like everyone else's.
+    onSuccess: () => {
+      setName("");
+      setNotes("");
+    },
+  });
+
+  if (list.isPending) return <p className="muted">Loading list…</p>;
+  if (list.isError) return <p className="error">Could not load the list: {list.error.message}</p>;
+  const l = list.data;
+  const pct = l.item_count ? Math.round((100 * l.done_count) / l.item_count) : 0;
+
+  function submit(e: FormEvent) {
+    e.preventDefault();
+    if (name.trim()) add.mutate();
+  }
+
+  return (
+    <section className="list-view" data-testid="list-view" data-list-id={l.id}>
+      <header className="list-head">
+        <div>
+          <h1 data-testid="list-title">{l.name}</h1>
+          <p className="muted">
+            {l.occasion_name ?? "No occasion"}
+            {l.recipient_name && <> · for {l.recipient_name}</>}
+          </p>
+        </div>
+        <div className="progress" title={`${l.done_count} of ${l.item_count} bought`}>
+          <div className="bar">
+            <div style={{ width: `${pct}%` }} />
+          </div>
+          <span className="small muted">
+            {l.done_count}/{l.item_count} bought
+          </span>
+        </div>
+      </header>
+
+      <form className="add-item" onSubmit={submit}>
+        <input
+          aria-label="New item"
+          data-testid="new-item-name"
+          placeholder="Add a wish… e.g. 'Lego set'"
+          value={name}
+          maxLength={200}
+          onChange={(e) => setName(e.target.value)}
+        />
+        <input
+          aria-label="Notes"
+          data-testid="new-item-notes"
+          placeholder="Notes (optional)"
+          value={notes}
+          maxLength={2000}
+          onChange={(e) => setNotes(e.target.value)}
+        />
+        <button type="submit" data-testid="add-item" disabled={!name.trim() || add.isPending}>
+          Add
+        </button>
+      </form>
+      {add.isError && <p className="error">{add.error.message}</p>}
+
+      {l.items.length === 0 && <p className="muted empty">Nothing on this list yet.</p>}
+      <ul className="items">
+        {l.items.map((item) => (
+          <ItemCard key={item.id} item={item} api={api} members={members} />
+        ))}
+      </ul>
+    </section>
+  );
+}
