@@ -19,8 +19,10 @@ pub struct ProcStats {
 /// A point-in-time reading of the server's CPU time.
 #[derive(Debug, Clone, Copy)]
 pub struct CpuSample {
-    /// utime + stime in clock ticks.
-    ticks: u64,
+    /// utime in clock ticks.
+    user: u64,
+    /// stime in clock ticks.
+    system: u64,
 }
 
 impl ProcStats {
@@ -86,13 +88,29 @@ impl ProcStats {
                 .with_context(|| format!("field {n} missing in {path}"))
         };
         Ok(CpuSample {
-            ticks: field(14)? + field(15)?,
+            user: field(14)?,
+            system: field(15)?,
         })
     }
 
-    /// CPU microseconds between two samples.
+    /// CPU microseconds (user + system) between two samples.
     pub fn cpu_micros(&self, from: CpuSample, to: CpuSample) -> f64 {
-        to.ticks.saturating_sub(from.ticks) as f64 * 1e6 / self.clock_ticks_per_sec as f64
+        self.user_micros(from, to) + self.system_micros(from, to)
+    }
+
+    /// User-mode CPU microseconds between two samples.
+    pub fn user_micros(&self, from: CpuSample, to: CpuSample) -> f64 {
+        self.ticks_to_micros(to.user.saturating_sub(from.user))
+    }
+
+    /// Kernel-mode CPU microseconds between two samples. On loopback this includes much of
+    /// the receiving side's TCP processing, which the kernel runs in the sender's context.
+    pub fn system_micros(&self, from: CpuSample, to: CpuSample) -> f64 {
+        self.ticks_to_micros(to.system.saturating_sub(from.system))
+    }
+
+    fn ticks_to_micros(&self, ticks: u64) -> f64 {
+        ticks as f64 * 1e6 / self.clock_ticks_per_sec as f64
     }
 }
 

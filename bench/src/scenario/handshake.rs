@@ -117,6 +117,11 @@ pub async fn run(server: &Server, common: &Common, opts: &HandshakeOpts) -> Resu
                 cpu_us / handshakes.max(1) as f64,
             )
             .with_goal(Goal::AtMost(GOAL_CPU_US_PER_HANDSHAKE)),
+            Metric::new(
+                "  of which kernel (sys)",
+                "µs",
+                server.stats.system_micros(cpu0, cpu1) / handshakes.max(1) as f64,
+            ),
             Metric::new("server CPU load", "% of 1 core", cpu_us / secs / 1e4),
         ],
         errors,

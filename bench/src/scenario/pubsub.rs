@@ -251,6 +251,11 @@ async fn run(server: &Server, common: &Common, plan: &Plan) -> Result<Run> {
         Metric::new("events published", "events/s", (pub1 - pub0) as f64 / secs),
         Metric::new("messages delivered", "msg/s", deliveries as f64 / secs),
         cpu_metric,
+        Metric::new(
+            "  of which kernel (sys)",
+            "µs",
+            server.stats.system_micros(cpu0, cpu1) / (deliveries.max(1) as f64),
+        ),
         Metric::new("server CPU load", "% of 1 core", cpu_us / secs / 1e4),
         Metric::new("latency p50", "µs", lat.p50 as f64),
         p99,
