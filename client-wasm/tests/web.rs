@@ -1,0 +1,423 @@
+//! The client in headless Chromium against a REAL `tidings` server.
+//!
+//! `./scripts/test-wasm` starts `tests/harness.mjs` (which runs the server and exposes token,
+//! publish, restart, freeze and thaw over CORS-enabled HTTP) and passes its URL at compile
+//! time in `TIDINGS_HARNESS`. Tests run one at a time (wasm-bindgen-test's concurrency is 1),
+//! so restarting or freezing the server in one test cannot disturb another.
+#![cfg(target_arch = "wasm32")]
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use js_sys::{Date, Function, JSON, Object, Promise, Reflect};
+use tidings_client::client::{ClientOptions, StatusListener, TidingsClient, TopicListener};
+use wasm_bindgen::JsCast;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::JsFuture;
+use wasm_bindgen_test::*;
+
+wasm_bindgen_test_configure!(run_in_browser);
+
+const HARNESS: Option<&str> = option_env!("TIDINGS_HARNESS");
+
+fn get(obj: &JsValue, key: &str) -> JsValue {
+    Reflect::get(obj, &JsValue::from_str(key)).unwrap_or(JsValue::UNDEFINED)
+}
+
+fn set(obj: &JsValue, key: &str, value: &JsValue) {
+    Reflect::set(obj, &JsValue::from_str(key), value).unwrap();
+}
+
+async fn sleep(ms: i32) {
+    let promise = Promise::new(&mut |resolve, _| {
+        let set_timeout: Function = get(&js_sys::global(), "setTimeout").unchecked_into();
+        set_timeout
+            .call2(&JsValue::NULL, &resolve, &JsValue::from(ms))
+            .unwrap();
+    });
+    JsFuture::from(promise).await.unwrap();
+}
+
+/// Polls `cond` every 25 ms; panics with `what` after `timeout_ms`.
+async fn wait_for(what: &str, timeout_ms: f64, mut cond: impl FnMut() -> bool) {
+    let start = Date::now();
+    while !cond() {
+        assert!(
+            Date::now() - start < timeout_ms,
+            "timed out after {timeout_ms} ms waiting for {what}"
+        );
+        sleep(25).await;
+    }
+}
+
+/// One request to the harness; returns the response text.
+async fn harness(method: &str, path: &str, body: Option<&str>) -> String {
+    let base = HARNESS.expect("TIDINGS_HARNESS is not set: run ./scripts/test-wasm");
+    let global = js_sys::global();
+    let fetch: Function = get(&global, "fetch").unchecked_into();
+    let init: JsValue = Object::new().into();
+    set(&init, "method", &JsValue::from_str(method));
+    if let Some(body) = body {
+        set(&init, "body", &JsValue::from_str(body));
+    }
+    let url = JsValue::from_str(&format!("{base}{path}"));
+    let response = JsFuture::from(
+        fetch
+            .call2(&global, &url, &init)
+            .unwrap()
+            .unchecked_into::<Promise>(),
+    )
+    .await
+    .expect("harness unreachable");
+    assert_eq!(
+        get(&response, "status").as_f64(),
+        Some(200.0),
+        "{method} {path}"
+    );
+    let text: Function = get(&response, "text").unchecked_into();
+    JsFuture::from(text.call0(&response).unwrap().unchecked_into::<Promise>())
+        .await
+        .unwrap()
+        .as_string()
+        .unwrap()
+}
+
+async fn ws_url() -> String {
+    let info = JSON::parse(&harness("GET", "/info", None).await).unwrap();
+    get(&info, "ws").as_string().unwrap()
+}
+
+/// Publishes an UPDATED event on `topic` over HTTP; returns the server's `delivered` count.
+async fn publish(topic: &str, entity_id: &str) -> f64 {
+    let event = format!(
+        r#"{{"topic":"{topic}","event":"UPDATED","data":{{"entity_id":"{entity_id}","payload":{{"n":1}},"user_id":"u1","timestamp":"2025-11-26T10:30:00Z"}}}}"#
+    );
+    let reply = JSON::parse(&harness("POST", "/publish", Some(&event)).await).unwrap();
+    assert_eq!(
+        get(&reply, "status").as_f64(),
+        Some(202.0),
+        "publish refused"
+    );
+    get(&get(&reply, "body"), "delivered").as_f64().unwrap()
+}
+
+/// A `getToken` that fetches a fresh token from the harness (or returns `fixed`), counting calls.
+struct TokenSource {
+    function: Closure<dyn FnMut() -> Promise>,
+    calls: Rc<RefCell<u32>>,
+}
+
+fn token_source(fixed: Option<&'static str>) -> TokenSource {
+    let calls = Rc::new(RefCell::new(0));
+    let c = calls.clone();
+    let function = Closure::<dyn FnMut() -> Promise>::new(move || {
+        *c.borrow_mut() += 1;
+        wasm_bindgen_futures::future_to_promise(async move {
+            Ok(match fixed {
+                Some(t) => JsValue::from_str(t),
+                None => JsValue::from_str(&harness("GET", "/token?sub=u1", None).await),
+            })
+        })
+    });
+    TokenSource { function, calls }
+}
+
+/// One status seen: state, close code, close reason.
+type Seen = (String, Option<f64>, Option<String>);
+
+/// Status states seen by an `onStatus` listener, plus the listener itself.
+struct StatusLog {
+    _listener: Closure<dyn FnMut(JsValue)>,
+    seen: Rc<RefCell<Vec<Seen>>>,
+}
+
+impl StatusLog {
+    fn has(&self, state: &str) -> bool {
+        self.seen.borrow().iter().any(|(s, _, _)| s == state)
+    }
+    fn count(&self, state: &str) -> usize {
+        self.seen
+            .borrow()
+            .iter()
+            .filter(|(s, _, _)| s == state)
+            .count()
+    }
+    fn last(&self) -> Seen {
+        self.seen.borrow().last().cloned().unwrap_or_default()
+    }
+}
+
+fn status_log(client: &TidingsClient) -> StatusLog {
+    let seen = Rc::new(RefCell::new(Vec::new()));
+    let s = seen.clone();
+    let listener = Closure::<dyn FnMut(JsValue)>::new(move |status: JsValue| {
+        s.borrow_mut().push((
+            get(&status, "state").as_string().unwrap(),
+            get(&status, "closeCode").as_f64(),
+            get(&status, "closeReason").as_string(),
+        ));
+    });
+    let f: &JsValue = listener.as_ref();
+    let _dispose = client.on_status(f.clone().unchecked_into::<StatusListener>());
+    StatusLog {
+        _listener: listener,
+        seen,
+    }
+}
+
+fn state(client: &TidingsClient) -> String {
+    get(&client.status(), "state").as_string().unwrap()
+}
+
+/// Events received by a topic listener (entity ids).
+struct Inbox {
+    listener: Closure<dyn FnMut(JsValue)>,
+    ids: Rc<RefCell<Vec<String>>>,
+}
+
+impl Inbox {
+    fn new() -> Self {
+        let ids = Rc::new(RefCell::new(Vec::new()));
+        let i = ids.clone();
+        let listener = Closure::<dyn FnMut(JsValue)>::new(move |event: JsValue| {
+            assert_eq!(get(&event, "event").as_string().as_deref(), Some("UPDATED"));
+            let id = get(&get(&event, "data"), "entity_id").as_string().unwrap();
+            i.borrow_mut().push(id);
+        });
+        Self { listener, ids }
+    }
+    fn as_listener(&self) -> TopicListener {
+        let f: &JsValue = self.listener.as_ref();
+        f.clone().unchecked_into()
+    }
+    fn has(&self, id: &str) -> bool {
+        self.ids.borrow().iter().any(|i| i == id)
+    }
+}
+
+fn client(url: &str, tokens: &TokenSource, extra: &[(&str, f64)]) -> TidingsClient {
+    let options: JsValue = Object::new().into();
+    set(&options, "url", &JsValue::from_str(url));
+    set(&options, "getToken", tokens.function.as_ref());
+    set(&options, "initialDelayMs", &JsValue::from(100.0));
+    set(&options, "maxDelayMs", &JsValue::from(1000.0));
+    for (k, v) in extra {
+        set(&options, k, &JsValue::from(*v));
+    }
+    TidingsClient::new(options.unchecked_into::<ClientOptions>()).expect("valid options")
+}
+
+async fn ready(sub: &tidings_client::client::Subscription) {
+    JsFuture::from(sub.ready().unchecked_into::<Promise>())
+        .await
+        .expect("subscription acknowledged");
+}
+
+/// Publishes `id` on `topic` until the server delivers it to at least one connection (a
+/// reconnecting client may not be resubscribed yet), then waits for `inbox` to get it.
+async fn publish_until_received(topic: &str, id: &str, inbox: &Inbox, timeout_ms: f64) {
+    let start = Date::now();
+    loop {
+        if publish(topic, id).await >= 1.0 {
+            break;
+        }
+        assert!(
+            Date::now() - start < timeout_ms,
+            "{topic} never resubscribed"
+        );
+        sleep(100).await;
+    }
+    wait_for(&format!("event {id} on {topic}"), timeout_ms, || {
+        inbox.has(id)
+    })
+    .await;
+}
+
+#[wasm_bindgen_test]
+async fn connect_subscribe_and_receive_an_event_published_over_http() {
+    let tokens = token_source(None);
+    let client = client(&ws_url().await, &tokens, &[]);
+    let inbox = Inbox::new();
+    let sub = client
+        .subscribe("list:1".into(), inbox.as_listener())
+        .unwrap();
+    ready(&sub).await;
+    assert_eq!(state(&client), "open");
+    assert_eq!(publish("list:1", "e1").await, 1.0);
+    wait_for("event e1", 10_000.0, || inbox.has("e1")).await;
+    assert_eq!(*inbox.ids.borrow(), ["e1"]);
+    // An event on another topic does not reach this listener.
+    assert_eq!(publish("list:999", "other").await, 0.0);
+    assert_eq!(*tokens.calls.borrow(), 1);
+    client.close();
+}
+
+#[wasm_bindgen_test]
+async fn listeners_share_a_subscription_and_unsubscribe_stops_delivery() {
+    let tokens = token_source(None);
+    let client = client(&ws_url().await, &tokens, &[]);
+    let (a, b) = (Inbox::new(), Inbox::new());
+    let sub_a = client.subscribe("list:2".into(), a.as_listener()).unwrap();
+    let sub_b = client.subscribe("list:2".into(), b.as_listener()).unwrap();
+    ready(&sub_a).await;
+    ready(&sub_b).await;
+    // Two listeners, one server subscription: the server delivers to one connection.
+    assert_eq!(publish("list:2", "both").await, 1.0);
+    wait_for("both listeners", 10_000.0, || {
+        a.has("both") && b.has("both")
+    })
+    .await;
+
+    sub_a.unsubscribe();
+    sub_a.unsubscribe(); // idempotent
+    assert_eq!(publish("list:2", "only-b").await, 1.0);
+    wait_for("b gets only-b", 10_000.0, || b.has("only-b")).await;
+
+    sub_b.unsubscribe();
+    // The last listener left: the server stops delivering (after it read the unsubscribe).
+    let start = Date::now();
+    while publish("list:2", "after").await != 0.0 {
+        assert!(Date::now() - start < 10_000.0, "server kept delivering");
+        sleep(50).await;
+    }
+    sleep(300).await;
+    assert!(!a.has("only-b") && !a.has("after") && !b.has("after"));
+    assert_eq!(client.topics().len(), 0);
+    client.close();
+}
+
+#[wasm_bindgen_test]
+async fn reconnects_and_resubscribes_after_the_server_is_killed_or_restarted() {
+    let tokens = token_source(None);
+    let client = client(&ws_url().await, &tokens, &[]);
+    let log = status_log(&client);
+    let inbox = Inbox::new();
+    let sub = client
+        .subscribe("list:3".into(), inbox.as_listener())
+        .unwrap();
+    ready(&sub).await;
+
+    // SIGKILL: the connection drops without a close frame (1006), then the server comes back.
+    harness("POST", "/restart?signal=KILL", None).await;
+    wait_for("reconnecting", 10_000.0, || log.has("reconnecting")).await;
+    publish_until_received("list:3", "after-kill", &inbox, 20_000.0).await;
+    assert_eq!(state(&client), "open");
+    assert!(*tokens.calls.borrow() >= 2, "a fresh token per connect");
+
+    // SIGTERM: the server closes every socket with 1012 and the client comes back promptly.
+    harness("POST", "/restart?signal=TERM", None).await;
+    wait_for("close 1012", 10_000.0, || {
+        log.seen
+            .borrow()
+            .iter()
+            .any(|(_, code, _)| *code == Some(1012.0))
+    })
+    .await;
+    publish_until_received("list:3", "after-restart", &inbox, 20_000.0).await;
+    assert_eq!(log.last().0, "open");
+    client.close();
+}
+
+#[wasm_bindgen_test]
+async fn a_server_that_stops_answering_pings_is_detected_and_left() {
+    const PING: f64 = 1000.0;
+    const PONG: f64 = 1000.0;
+    let tokens = token_source(None);
+    let client = client(
+        &ws_url().await,
+        &tokens,
+        &[
+            ("pingIntervalMs", PING),
+            ("pongTimeoutMs", PONG),
+            ("connectTimeoutMs", 1000.0),
+        ],
+    );
+    let log = status_log(&client);
+    let inbox = Inbox::new();
+    let sub = client
+        .subscribe("list:4".into(), inbox.as_listener())
+        .unwrap();
+    ready(&sub).await;
+
+    harness("POST", "/freeze", None).await;
+    let frozen_at = Date::now();
+    // Detected within ping interval + pong timeout (plus scheduling slack on a busy machine).
+    wait_for("keepalive to give up", PING + PONG + 4000.0, || {
+        log.has("reconnecting")
+    })
+    .await;
+    let detected_after = Date::now() - frozen_at;
+    let reason = log
+        .seen
+        .borrow()
+        .iter()
+        .find(|(s, _, _)| s == "reconnecting")
+        .and_then(|(_, _, r)| r.clone());
+    assert_eq!(reason.as_deref(), Some("no pong within pongTimeoutMs"));
+    assert!(detected_after >= PONG, "{detected_after}");
+
+    harness("POST", "/thaw", None).await;
+    publish_until_received("list:4", "after-thaw", &inbox, 20_000.0).await;
+    assert_eq!(state(&client), "open");
+    client.close();
+}
+
+#[wasm_bindgen_test]
+async fn a_bad_token_ends_unauthorized_without_a_retry_loop() {
+    let tokens = token_source(Some("not-a-jwt"));
+    let client = client(&ws_url().await, &tokens, &[]);
+    let log = status_log(&client);
+    wait_for("unauthorized", 10_000.0, || {
+        state(&client) == "unauthorized"
+    })
+    .await;
+    // getToken was asked once more after the first 4001, then the client stopped.
+    assert_eq!(*tokens.calls.borrow(), 2);
+    let status = client.status();
+    assert_eq!(get(&status, "closeCode").as_f64(), Some(4001.0));
+    sleep(1500).await;
+    assert_eq!(*tokens.calls.borrow(), 2, "no retry loop");
+    assert_eq!(state(&client), "unauthorized");
+    assert_eq!(log.count("unauthorized"), 1);
+    // A closed or refused client refuses new subscriptions with an error, not a hang.
+    let inbox = Inbox::new();
+    assert!(
+        client
+            .subscribe("list:5".into(), inbox.as_listener())
+            .is_err()
+    );
+    client.close();
+}
+
+#[wasm_bindgen_test]
+async fn closing_the_client_closes_the_socket_and_stops_everything() {
+    let tokens = token_source(None);
+    let client = client(&ws_url().await, &tokens, &[("pingIntervalMs", 200.0)]);
+    let log = status_log(&client);
+    let inbox = Inbox::new();
+    let sub = client
+        .subscribe("list:6".into(), inbox.as_listener())
+        .unwrap();
+    ready(&sub).await;
+    assert_eq!(publish("list:6", "before").await, 1.0);
+
+    client.close();
+    assert_eq!(state(&client), "closed");
+    assert_eq!(log.last().0, "closed");
+    // The server sees the socket go away: nobody is subscribed to list:6 any more.
+    let start = Date::now();
+    while publish("list:6", "after").await != 0.0 {
+        assert!(Date::now() - start < 10_000.0, "the socket stayed open");
+        sleep(50).await;
+    }
+    // And nothing reconnects: no new token is fetched, the status stays closed.
+    let calls = *tokens.calls.borrow();
+    sleep(1000).await;
+    assert_eq!(*tokens.calls.borrow(), calls);
+    assert_eq!(publish("list:6", "later").await, 0.0);
+    assert_eq!(log.count("closed"), 1);
+    assert!(!inbox.has("after") && !inbox.has("later"));
+    // A subscription's promise settles: rejected once the client is closed.
+    let sub2 = client.subscribe("list:7".into(), inbox.as_listener());
+    assert!(sub2.is_err());
+}
