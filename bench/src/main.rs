@@ -98,7 +98,13 @@ impl Scenario {
     fn params(&self) -> String {
         match self {
             Scenario::Idle(o) => {
-                format!("conns={} topics={} settle={}s", o.conns, o.topics, o.settle)
+                format!(
+                    "conns={} topics={} settle={}s{}",
+                    o.conns,
+                    o.topics,
+                    o.settle,
+                    if o.no_subscribe { " no-subscribe" } else { "" }
+                )
             }
             Scenario::Fanout(o) => format!(
                 "subscribers={} topics={} publishers={} max_in_flight={} warmup={}s duration={}s",

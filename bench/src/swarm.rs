@@ -26,6 +26,8 @@ pub struct SwarmSpec {
     pub concurrency: usize,
     /// Source address spreading.
     pub sources: SourceAddrs,
+    /// Whether each connection subscribes (and waits for the ack) after connecting.
+    pub subscribe: bool,
 }
 
 /// The topic names `bench:0` … `bench:{n-1}`.
@@ -52,12 +54,14 @@ pub async fn open(server: SocketAddr, minter: &Minter, spec: &SwarmSpec) -> Resu
                 let mut ws = conn::connect(server, &token, source)
                     .await
                     .with_context(|| format!("connection {n}"))?;
-                conn::subscribe(&mut ws, topic)
-                    .await
-                    .with_context(|| format!("connection {n}"))?;
+                if spec.subscribe {
+                    conn::subscribe(&mut ws, topic)
+                        .await
+                        .with_context(|| format!("connection {n}"))?;
+                }
                 let done = opened.fetch_add(1, Ordering::Relaxed) + 1;
                 if done % report_every == 0 {
-                    eprintln!("  {done}/{} subscribed", spec.conns);
+                    eprintln!("  {done}/{} connected", spec.conns);
                 }
                 Ok(ws)
             }

@@ -25,6 +25,10 @@ pub struct IdleOpts {
     /// Distinct topics the connections subscribe to (round robin).
     #[arg(long, default_value_t = 100)]
     pub topics: usize,
+    /// Connect and authenticate only, without subscribing (to tell the connection's own
+    /// cost from the subscription's).
+    #[arg(long)]
+    pub no_subscribe: bool,
     /// Seconds to wait before each RSS reading.
     #[arg(long, default_value_t = 3.0)]
     pub settle: f64,
@@ -54,6 +58,7 @@ pub async fn run(server: &Server, common: &Common, opts: &IdleOpts) -> Result<Ru
         topics: swarm::bench_topics(opts.topics)?,
         concurrency: common.connect_concurrency,
         sources: common.sources,
+        subscribe: !opts.no_subscribe,
     };
     let started = Instant::now();
     let conns = match swarm::open(server.addr, &common.minter, &spec).await {

@@ -155,6 +155,7 @@ async fn run(server: &Server, common: &Common, plan: &Plan) -> Result<Run> {
         topics: topics.clone(),
         concurrency: common.connect_concurrency,
         sources: common.sources,
+        subscribe: true,
     };
     let conns = match swarm::open(server.addr, &common.minter, &spec).await {
         Ok(conns) => conns,
