@@ -73,6 +73,8 @@ test("changes by one member show up live for another", async ({ browser }) => {
   await item(dad.page, "Telescope").getByTestId("item-status").selectOption("PURCHASED");
   await expect(item(mom.page, "Telescope").getByTestId("item-status")).toHaveValue("PURCHASED", { timeout: 2_000 });
   await expect(mom.page.getByTestId("activity-feed")).toContainText("Dad marked 'Telescope' PURCHASED");
+  // The sidebar's bought/wished counts follow through list-items:all.
+  await expect(mom.page.getByTestId("nav-list-count-1")).toHaveText("2/4");
 
   // Assign and comment travel the same way.
   await item(mom.page, "Telescope").getByTestId("item-assignee").selectOption({ label: "Alex" });
@@ -99,6 +101,18 @@ test("changes by one member show up live for another", async ({ browser }) => {
   );
   await canvas.screenshot({ path: SCREENSHOT });
   await canvas.close();
+
+  // Edit and delete travel too.
+  const mine = item(mom.page, "Telescope");
+  await mine.getByTestId("edit-item").click();
+  await mine.getByTestId("edit-name").fill("Big telescope");
+  await mine.getByTestId("save-edit").click();
+  await expect(item(dad.page, "Big telescope")).toBeVisible();
+  dad.page.once("dialog", (d) => void d.accept());
+  await item(dad.page, "Big telescope").getByTestId("delete-item").click();
+  await expect(item(mom.page, "Big telescope")).toHaveCount(0);
+  await expect(mom.page.getByTestId("activity-feed")).toContainText("Dad removed 'Big telescope'");
+  await expect(mom.page.getByTestId("nav-list-count-1")).toHaveText("1/3");
 
   await mom.context.close();
   await dad.context.close();

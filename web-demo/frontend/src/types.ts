@@ -79,3 +79,8 @@ export interface Gift {
   created_at: string;
   updated_at: string;
 }
+
+export interface OccasionDetail extends Occasion {
+  lists: ListSummary[];
+  gifts: Gift[];
+}

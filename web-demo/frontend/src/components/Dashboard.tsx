@@ -2,7 +2,7 @@ import { useEffect, useMemo, useState } from "react";
 import { useQuery } from "@tanstack/react-query";
 import { useConnectionStatus, useLiveQuery } from "@tidings/client/react";
 import { client, get } from "../api";
-import type { ListSummary, Member, Occasion, Session } from "../types";
+import type { ListSummary, Member, Occasion, OccasionDetail, Session } from "../types";
 import { ActivityFeed } from "./ActivityFeed";
 import { Avatar } from "./Avatar";
 import { GiftIcon } from "./Icons";
@@ -76,27 +76,7 @@ export function Dashboard({ session, onSignOut }: { session: Session; onSignOut:
       <div className="layout">
         <nav className="sidebar" aria-label="Lists">
           {occasions.data?.map((o) => (
-            <section key={o.id} className="occasion">
-              <h3>
-                {o.name} <span className="date">{formatDate(o.date)}</span>
-              </h3>
-              <ul>
-                {(byOccasion.get(o.id) ?? []).map((l) => (
-                  <li key={l.id}>
-                    <a
-                      href={`#/lists/${l.id}`}
-                      className={current?.kind === "list" && current.id === l.id ? "active" : ""}
-                      data-testid={`nav-list-${l.id}`}
-                    >
-                      <span>{l.name}</span>
-                      <span className="count" data-testid={`nav-list-count-${l.id}`}>
-                        {l.done_count}/{l.item_count}
-                      </span>
-                    </a>
-                  </li>
-                ))}
-              </ul>
-            </section>
+            <OccasionSection key={o.id} occasion={o} lists={byOccasion.get(o.id) ?? []} current={current} />
           ))}
           <section className="occasion">
             <h3>Presents</h3>
@@ -123,6 +103,40 @@ export function Dashboard({ session, onSignOut }: { session: Session; onSignOut:
         </aside>
       </div>
     </div>
+  );
+}
+
+/** An occasion in the sidebar with its lists; its name and date stay live via `occasion:{id}`. */
+function OccasionSection({ occasion, lists, current }: { occasion: Occasion; lists: ListSummary[]; current: View | null }) {
+  const id = String(occasion.id);
+  const live = useLiveQuery({
+    queryKey: ["occasions", id],
+    queryFn: () => get<OccasionDetail>(`/occasions/${id}`),
+    topic: `occasion:${id}`,
+  });
+  const o = live.data ?? occasion;
+  return (
+    <section className="occasion" data-testid={`occasion-${id}`}>
+      <h3>
+        {o.name} <span className="date">{formatDate(o.date)}</span>
+      </h3>
+      <ul>
+        {lists.map((l) => (
+          <li key={l.id}>
+            <a
+              href={`#/lists/${l.id}`}
+              className={current?.kind === "list" && current.id === l.id ? "active" : ""}
+              data-testid={`nav-list-${l.id}`}
+            >
+              <span>{l.name}</span>
+              <span className="count" data-testid={`nav-list-count-${l.id}`} title="bought / wished">
+                {l.done_count}/{l.item_count}
+              </span>
+            </a>
+          </li>
+        ))}
+      </ul>
+    </section>
   );
 }
 

@@ -51,7 +51,7 @@ export function GiftsView({ api, members, occasions }: { api: Client; members: M
       {gifts.isError && <p className="error">{gifts.error.message}</p>}
       <ul className="items">
         {gifts.data?.map((g) => (
-          <li key={g.id} className="item" data-testid="gift">
+          <li key={g.id} className={`item status-${g.status.toLowerCase()}`} data-testid="gift">
             <div className="item-main">
               <div className="item-text">
                 <span className="item-name">{g.name}</span>
