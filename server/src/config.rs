@@ -36,7 +36,7 @@ impl Config {
             jwt_leeway: Duration::from_secs(30),
             outbound_queue_capacity: 1024,
             max_message_size: 64 * 1024,
-            read_buffer_size: 1024,
+            read_buffer_size: 256,
             write_buffer_size: 4 * 1024,
             max_write_buffer_size: 4 * 1024 * 1024,
             max_subscriptions_per_connection: 1024,
@@ -70,7 +70,7 @@ impl Config {
 
     /// Initial size of each connection's read buffer. tungstenite allocates (and zero-fills) it
     /// for every connection, so it dominates the memory of idle connections; client messages
-    /// are tiny and a bigger message grows the buffer as needed. Defaults to 1 KiB.
+    /// are tiny and a bigger message grows the buffer as needed. Defaults to 256 bytes.
     pub fn with_read_buffer_size(mut self, bytes: usize) -> Self {
         self.read_buffer_size = bytes.max(64);
         self

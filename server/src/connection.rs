@@ -11,16 +11,18 @@
 //! the server's shutdown (1012). Whatever the cause, the connection leaves every topic before
 //! anything else happens, and every wait on the way out is bounded by the close timeout.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
-use futures_util::{Sink, SinkExt, StreamExt};
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
 use tidings_protocol::{ClientMessage, CloseCode, Topic, WSError, WSReply};
+use tokio::task::JoinHandle;
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 
+use crate::Tidings;
 use crate::hub::{ConnId, Hub};
 use crate::outbox::Outbox;
 
@@ -31,23 +33,23 @@ pub const TOO_MANY_SUBSCRIPTIONS: &str = "Too many subscriptions";
 /// A writer's batch keeps at most this many slots allocated between batches.
 const RETAINED_BATCH: usize = 16;
 
-/// What a connection needs from its [`Tidings`](crate::Tidings).
-pub(crate) struct Context {
-    pub(crate) hub: Hub,
-    pub(crate) shutdown: CancellationToken,
-    pub(crate) queue_capacity: usize,
-    pub(crate) max_subscriptions: usize,
-    pub(crate) close_timeout: Duration,
-}
-
 /// The reader's state: which topics this connection is subscribed to.
+///
+/// A `Vec` rather than a set: most connections hold a handful of topics, and an idle
+/// connection's memory is what limits how many a server holds.
 struct Connection {
     id: ConnId,
     hub: Hub,
     outbox: Arc<Outbox>,
-    topics: HashSet<Topic>,
+    topics: Vec<Topic>,
     max_subscriptions: usize,
 }
+
+/// The halves of an upgraded socket. The socket is split as soon as it is upgraded (before
+/// any future holds it), so no task keeps a dead socket-sized slot for its whole life.
+pub(crate) type Sink = SplitSink<WebSocket, Message>;
+/// The read half of an upgraded socket.
+pub(crate) type Stream = SplitStream<WebSocket>;
 
 /// Why the reader stopped.
 #[derive(Debug, PartialEq, Eq)]
@@ -59,24 +61,26 @@ enum End {
 }
 
 /// Runs an authenticated connection until it ends.
-pub(crate) async fn run(socket: WebSocket, ctx: Context, user: String) {
-    let (sink, mut stream) = socket.split();
-    let outbox = Arc::new(Outbox::new(ctx.queue_capacity));
-    let id = ctx.hub.next_conn_id();
-    tracing::debug!(conn = id, user = %user, "connection open");
+pub(crate) async fn run(sink: Sink, mut stream: Stream, tidings: Tidings) {
+    let config = tidings.config();
+    let close_timeout = config.close_timeout;
+    let outbox = Arc::new(Outbox::new(config.outbound_queue_capacity));
+    let hub = tidings.hub().clone();
+    let id = hub.next_conn_id();
     let mut writer = tokio::spawn(write_loop(
         sink,
         outbox.clone(),
-        ctx.shutdown.clone(),
-        ctx.close_timeout,
+        tidings.shutdown_token().clone(),
+        close_timeout,
     ));
     let mut conn = Connection {
         id,
-        hub: ctx.hub,
+        hub,
         outbox: outbox.clone(),
-        topics: HashSet::new(),
-        max_subscriptions: ctx.max_subscriptions,
+        topics: Vec::new(),
+        max_subscriptions: config.max_subscriptions_per_connection,
     };
+    drop(tidings);
 
     let end = loop {
         tokio::select! {
@@ -107,24 +111,40 @@ pub(crate) async fn run(socket: WebSocket, ctx: Context, user: String) {
 
     // Leave every topic first so that no broadcast counts this connection any more.
     conn.leave_all();
+    // Boxed: the closing steps hold timers, and only a closing connection needs them.
+    Box::pin(finish(outbox, writer, stream, end, close_timeout)).await;
+}
+
+/// The way out of a connection, every wait bounded by `close_timeout`.
+async fn finish(
+    outbox: Arc<Outbox>,
+    mut writer: JoinHandle<()>,
+    mut stream: Stream,
+    end: End,
+    close_timeout: Duration,
+) {
     // The writer sends the close frame (or, when the peer closed, flushes tungstenite's
     // automatic close reply) and ends; a socket that does not take it in time is dropped.
     outbox.close(CloseCode::Normal);
-    if !writer.is_finished() && timeout(ctx.close_timeout, &mut writer).await.is_err() {
+    if !writer.is_finished() && timeout(close_timeout, &mut writer).await.is_err() {
         writer.abort();
     }
     if end == End::Server {
         // Give the client a moment to answer our close frame, as RFC 6455 asks.
-        let _ = timeout(ctx.close_timeout, async {
-            while let Some(Ok(msg)) = stream.next().await {
-                if matches!(msg, Message::Close(_)) {
-                    break;
-                }
-            }
-        })
-        .await;
+        await_close_reply(&mut stream, close_timeout).await;
     }
-    tracing::debug!(conn = id, ?end, "connection closed");
+}
+
+/// Reads until the client's close frame (or the end of the stream), at most `limit`.
+pub(crate) async fn await_close_reply(stream: &mut Stream, limit: Duration) {
+    let _ = timeout(limit, async {
+        while let Some(Ok(msg)) = stream.next().await {
+            if matches!(msg, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 impl Connection {
@@ -132,7 +152,8 @@ impl Connection {
         match ClientMessage::parse(text) {
             Ok(Some(ClientMessage::Subscribe { topic })) => self.subscribe(topic),
             Ok(Some(ClientMessage::Unsubscribe { topic })) => {
-                if self.topics.remove(&topic) {
+                if let Some(i) = self.topics.iter().position(|t| *t == topic) {
+                    self.topics.swap_remove(i);
                     self.hub.unsubscribe(topic.as_str(), self.id);
                 }
                 self.reply(&WSReply::Unsubscribed { topic });
@@ -163,7 +184,11 @@ impl Connection {
             // Subscribe before confirming: once the client reads "subscribed", every later
             // event of the topic reaches it.
             self.hub.subscribe(&topic, self.id, &self.outbox);
-            self.topics.insert(topic.clone());
+            if self.topics.len() == self.topics.capacity() {
+                // Grow by half instead of doubling from 4: one topic costs one slot.
+                self.topics.reserve_exact((self.topics.len() / 2).max(1));
+            }
+            self.topics.push(topic.clone());
         }
         self.reply(&WSReply::Subscribed { topic });
     }
@@ -182,7 +207,7 @@ impl Connection {
     }
 
     fn leave_all(&mut self) {
-        for topic in self.topics.drain() {
+        for topic in self.topics.drain(..) {
             self.hub.unsubscribe(topic.as_str(), self.id);
         }
     }
@@ -209,7 +234,7 @@ pub(crate) async fn write_loop<S>(
     shutdown: CancellationToken,
     close_timeout: Duration,
 ) where
-    S: Sink<Message> + Unpin,
+    S: futures_util::Sink<Message> + Unpin,
 {
     let mut batch: Vec<Utf8Bytes> = Vec::new();
     loop {
@@ -232,30 +257,39 @@ pub(crate) async fn write_loop<S>(
         if let Some(code) = close {
             // Pushes fail from now on, and the reader stops reading.
             outbox.close(code);
-            let _ = timeout(close_timeout, async {
-                if code == CloseCode::Normal {
-                    // The reader ended (the peer closed or vanished): only flush what
-                    // tungstenite queued itself, such as its close reply.
-                    let _ = sink.flush().await;
-                } else {
-                    let frame = CloseFrame {
-                        code: code.code(),
-                        reason: Utf8Bytes::from_static(code.reason()),
-                    };
-                    let _ = sink.send(Message::Close(Some(frame))).await;
-                }
-            })
-            .await;
+            // Boxed: only a closing connection needs the timer and the close frame.
+            Box::pin(send_close(&mut sink, code, close_timeout)).await;
             return;
         }
     }
+}
+
+/// Sends the close frame for `code`, at most `limit`.
+async fn send_close<S>(sink: &mut S, code: CloseCode, limit: Duration)
+where
+    S: futures_util::Sink<Message> + Unpin,
+{
+    let _ = timeout(limit, async {
+        if code == CloseCode::Normal {
+            // The reader ended (the peer closed or vanished): only flush what tungstenite
+            // queued itself, such as its close reply.
+            let _ = sink.flush().await;
+        } else {
+            let frame = CloseFrame {
+                code: code.code(),
+                reason: Utf8Bytes::from_static(code.reason()),
+            };
+            let _ = sink.send(Message::Close(Some(frame))).await;
+        }
+    })
+    .await;
 }
 
 /// Feeds every frame of `batch` to the socket and flushes once (tungstenite writes to the
 /// socket on its own whenever more than its configured write buffer size is buffered).
 async fn write_batch<S>(sink: &mut S, batch: &mut Vec<Utf8Bytes>) -> Result<(), S::Error>
 where
-    S: Sink<Message> + Unpin,
+    S: futures_util::Sink<Message> + Unpin,
 {
     for text in batch.drain(..) {
         sink.feed(Message::Text(text)).await?;
@@ -291,5 +325,28 @@ mod tests {
             other => panic!("expected a close frame, got {other:?}"),
         }
         assert!(outbox.is_closed());
+    }
+}
+#[cfg(test)]
+mod size_tests {
+    use super::*;
+
+    fn size3<A, B, C, F: std::future::Future>(_: fn(A, B, C) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    fn size4<A, B, C, D, F: std::future::Future>(_: fn(A, B, C, D) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    /// Every idle connection keeps these two futures alive (inside its two tasks), so their
+    /// size is memory per connection; a change that makes them balloon should be a choice.
+    #[test]
+    fn per_connection_futures_stay_small() {
+        let reader = size3(run);
+        let writer = size4(write_loop::<Sink>);
+        assert!(reader <= 512, "reader future is {reader} bytes");
+        assert!(writer <= 512, "writer future is {writer} bytes");
+        assert!(std::mem::size_of::<Outbox>() <= 192);
     }
 }

@@ -166,15 +166,8 @@ impl Tidings {
         &self.inner.connections
     }
 
-    fn connection_context(&self) -> connection::Context {
-        let config = &self.inner.config;
-        connection::Context {
-            hub: self.inner.hub.clone(),
-            shutdown: self.inner.shutdown.clone(),
-            queue_capacity: config.outbound_queue_capacity,
-            max_subscriptions: config.max_subscriptions_per_connection,
-            close_timeout: config.close_timeout,
-        }
+    fn shutdown_token(&self) -> &CancellationToken {
+        &self.inner.shutdown
     }
 }
 

@@ -6,11 +6,14 @@
 //! small). The socket's buffers are sized from [`Config`](crate::Config) for many mostly idle
 //! connections. During shutdown new upgrades are refused with 503.
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocketUpgrade};
 use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use futures_util::StreamExt;
+use futures_util::future::Either;
+use futures_util::{SinkExt, StreamExt};
 use tidings_protocol::CloseCode;
 use tokio::time::timeout;
 
@@ -26,11 +29,15 @@ pub(crate) async fn upgrade(
     if tidings.is_shutting_down() {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
     }
-    let auth = tidings.verify_token(
-        token_param(query.as_deref().unwrap_or(""))
-            .as_deref()
-            .unwrap_or(""),
-    );
+    // Checked before the upgrade; only the outcome (not the claims) is kept, so the task that
+    // lives as long as the connection stays small.
+    let token = token_param(query.as_deref().unwrap_or(""));
+    let auth = tidings
+        .verify_token(token.as_deref().unwrap_or(""))
+        .map(|claims| {
+            tracing::debug!(user = %claims.sub, "websocket accepted");
+        });
+    drop(token);
     let config = tidings.config();
     let ws = ws
         .read_buffer_size(config.read_buffer_size)
@@ -42,42 +49,38 @@ pub(crate) async fn upgrade(
         )
         .max_message_size(config.max_message_size)
         .max_frame_size(config.max_message_size);
-    let tracker = tidings.tracker().clone();
     ws.on_upgrade(move |socket| {
-        tracker.track_future(async move {
-            match auth {
-                Ok(claims) => {
-                    connection::run(socket, tidings.connection_context(), claims.sub).await
-                }
-                Err(e) => {
-                    // The error names what was wrong (expired, bad signature, …), never the token.
-                    tracing::debug!(reason = %e, "websocket refused");
-                    refuse(socket, tidings.config().close_timeout).await;
-                }
+        let (sink, stream) = socket.split();
+        let tracker = tidings.tracker().clone();
+        let connection = match auth {
+            Ok(()) => Either::Left(connection::run(sink, stream, tidings)),
+            Err(e) => {
+                // The error names what was wrong (expired, bad signature, …), never the token.
+                tracing::debug!(reason = %e, "websocket refused");
+                let close_timeout = tidings.config().close_timeout;
+                Either::Right(refuse(sink, stream, close_timeout))
             }
-        })
+        };
+        tracker.track_future(connection)
     })
 }
 
 /// Closes a freshly upgraded socket with 4001, sending nothing before the close frame.
-async fn refuse(mut socket: WebSocket, close_timeout: std::time::Duration) {
+pub(crate) async fn refuse(
+    mut sink: connection::Sink,
+    mut stream: connection::Stream,
+    close_timeout: Duration,
+) {
     let code = CloseCode::Unauthorized;
     let frame = CloseFrame {
         code: code.code(),
         reason: Utf8Bytes::from_static(code.reason()),
     };
-    let _ = timeout(close_timeout, async {
-        if socket.send(Message::Close(Some(frame))).await.is_err() {
-            return;
-        }
+    let sent = timeout(close_timeout, sink.send(Message::Close(Some(frame)))).await;
+    if matches!(sent, Ok(Ok(()))) {
         // Wait for the client's close reply (bounded) so the close handshake completes.
-        while let Some(Ok(msg)) = socket.next().await {
-            if matches!(msg, Message::Close(_)) {
-                break;
-            }
-        }
-    })
-    .await;
+        connection::await_close_reply(&mut stream, close_timeout).await;
+    }
 }
 
 /// The value of the first `token` parameter of a query string, percent-decoded.
