@@ -7,6 +7,39 @@
 //! write, and hand the listener to [`tidings_server::serve`] so that shutdown closes every
 //! WebSocket with 1012 (service restart) and the browsers reconnect.
 //!
+//! The same pattern in a dozen lines, for your own axum app:
+//!
+//! ```no_run
+//! use axum::{Router, extract::State, routing::post};
+//! use tidings_protocol::{EventData, EventType, Payload, Topic, WSEvent};
+//! use tidings_server::{Config, Tidings};
+//!
+//! async fn add_item(State(tidings): State<Tidings>) -> &'static str {
+//!     // ... commit the write first, then tell the subscribers of `list:1`:
+//!     let payload = Payload::from_value(&serde_json::json!({"id": 42, "name": "Lego set"}))
+//!         .expect("an object");
+//!     let data = EventData {
+//!         entity_id: "42".into(),
+//!         payload,
+//!         user_id: "7".into(),
+//!         timestamp: "2026-11-26T10:30:00Z".into(),
+//!     };
+//!     let event = WSEvent { topic: Topic::list(1), event: EventType::Added, data };
+//!     tidings.hub().publish(event); // sync: never waits for a slow socket
+//!     "ok"
+//! }
+//!
+//! # async fn main_() -> Result<(), Box<dyn std::error::Error>> {
+//! let tidings = Tidings::new(Config::new(std::env::var("JWT_SECRET")?));
+//! let app = Router::new()
+//!     .route("/api/lists/1/items", post(add_item))
+//!     .with_state(tidings.clone())
+//!     .merge(tidings.router()); // GET /ws, POST /publish, GET /healthz
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! tidings_server::serve(listener, app, tidings, tidings_server::shutdown::signal()).await?;
+//! # Ok(()) }
+//! ```
+//!
 //! - [`model`]: the domain values the API returns.
 //! - [`store`]: SQLite schema, seed data and queries.
 //! - [`auth`]: demo login tokens and the bearer check.
