@@ -111,8 +111,8 @@ impl Scenario {
                 o.subscribers, o.topics, o.publishers, o.max_in_flight, o.warmup, o.duration
             ),
             Scenario::Latency(o) => format!(
-                "subscribers={} topics={} rate={}/s publishers={} warmup={}s duration={}s",
-                o.subscribers, o.topics, o.rate, o.publishers, o.warmup, o.duration
+                "subscribers={} topics={} rate={}/s publishers={} sample_every={} warmup={}s duration={}s",
+                o.subscribers, o.topics, o.rate, o.publishers, o.sample_every, o.warmup, o.duration
             ),
             Scenario::Handshake(o) => format!(
                 "workers={} topics={} warmup={}s duration={}s",

@@ -114,6 +114,101 @@ impl ProcStats {
     }
 }
 
+/// CPU ticks all cores spent busy (everything but idle and iowait) since boot, from the
+/// `cpu` line of `/proc/stat`.
+///
+/// # Errors
+/// When `/proc/stat` cannot be read or parsed.
+pub fn machine_busy_ticks() -> Result<u64> {
+    let text = std::fs::read_to_string("/proc/stat").context("reading /proc/stat")?;
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("cpu "))
+        .context("no cpu line in /proc/stat")?;
+    let fields: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|f| f.parse().unwrap_or(0))
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest time is already in user).
+    let busy: u64 = fields
+        .iter()
+        .take(8)
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4)
+        .map(|(_, v)| *v)
+        .sum();
+    Ok(busy)
+}
+
+/// A measurement window: the server's CPU, the tool's own CPU and the whole machine's busy
+/// time at its start, so that its end can say how much CPU *other* processes (parallel
+/// compiles on a shared machine) took while we measured.
+pub struct Window<'a> {
+    server: &'a ProcStats,
+    tool: ProcStats,
+    server0: CpuSample,
+    tool0: CpuSample,
+    machine0: u64,
+    started: std::time::Instant,
+}
+
+/// What a [`Window`] measured.
+#[derive(Debug, Clone, Copy)]
+pub struct WindowCpu {
+    /// Wall-clock seconds.
+    pub secs: f64,
+    /// Server CPU (user + system), µs.
+    pub server_us: f64,
+    /// Server CPU in the kernel, µs.
+    pub server_sys_us: f64,
+    /// The load tool's own CPU, µs.
+    pub tool_us: f64,
+    /// CPU of every other process on the machine, µs.
+    pub others_us: f64,
+}
+
+impl<'a> Window<'a> {
+    /// Starts a window on `server`.
+    ///
+    /// # Errors
+    /// When `/proc` cannot be read.
+    pub fn start(server: &'a ProcStats) -> Result<Self> {
+        let tool = ProcStats::new(std::process::id())?;
+        Ok(Self {
+            server0: server.cpu()?,
+            tool0: tool.cpu()?,
+            machine0: machine_busy_ticks()?,
+            started: std::time::Instant::now(),
+            server,
+            tool,
+        })
+    }
+
+    /// Ends the window.
+    ///
+    /// # Errors
+    /// When `/proc` cannot be read (e.g. the server died).
+    pub fn end(&self) -> Result<WindowCpu> {
+        let server1 = self.server.cpu()?;
+        let tool1 = self.tool.cpu()?;
+        let machine1 = machine_busy_ticks()?;
+        let secs = self.started.elapsed().as_secs_f64().max(1e-9);
+        let server_us = self.server.cpu_micros(self.server0, server1);
+        let tool_us = self.tool.cpu_micros(self.tool0, tool1);
+        let machine_us = self
+            .server
+            .ticks_to_micros(machine1.saturating_sub(self.machine0));
+        Ok(WindowCpu {
+            secs,
+            server_us,
+            server_sys_us: self.server.system_micros(self.server0, server1),
+            tool_us,
+            others_us: (machine_us - server_us - tool_us).max(0.0),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -130,5 +225,13 @@ mod tests {
         std::hint::black_box(x);
         let b = stats.cpu().unwrap();
         assert!(stats.cpu_micros(a, b) >= 0.0);
+    }
+
+    #[test]
+    fn window_over_own_process() {
+        let stats = ProcStats::new(std::process::id()).unwrap();
+        let window = Window::start(&stats).unwrap();
+        let cpu = window.end().unwrap();
+        assert!(cpu.secs > 0.0 && cpu.others_us >= 0.0);
     }
 }

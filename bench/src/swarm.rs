@@ -93,7 +93,27 @@ pub async fn hold_idle(mut ws: Ws, stop: CancellationToken) -> Option<String> {
 }
 
 /// Receives events until `stop`, recording each one's publish→deliver latency.
-pub async fn receive(mut ws: Ws, recorder: Arc<Recorder>, shard: usize, stop: CancellationToken) {
+///
+/// A receiver given `parked_until` does not read until that token fires: its events wait in
+/// the kernel's socket buffer (a few KiB per subscriber over a bounded run) and are only
+/// counted, not timed, when it drains them. The server does the same work for it, but the
+/// tool does not spend CPU on it during the measurement.
+pub async fn receive(
+    mut ws: Ws,
+    recorder: Arc<Recorder>,
+    shard: usize,
+    parked_until: Option<CancellationToken>,
+    stop: CancellationToken,
+) {
+    if let Some(parked) = parked_until {
+        tokio::select! {
+            _ = parked.cancelled() => {}
+            _ = stop.cancelled() => {
+                let _ = ws.close(None).await;
+                return;
+            }
+        }
+    }
     loop {
         tokio::select! {
             // Checked first so a stopped run does not keep counting a backlog.

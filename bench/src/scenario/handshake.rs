@@ -6,7 +6,6 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
 
 use anyhow::Result;
 use tokio::task::JoinSet;
@@ -14,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Common, secs};
 use crate::conn;
+use crate::procfs::Window;
 use crate::recorder::{Clock, Recorder};
 use crate::report::{Goal, Metric, Run};
 use crate::server::Server;
@@ -90,22 +90,15 @@ pub async fn run(server: &Server, common: &Common, opts: &HandshakeOpts) -> Resu
         });
     }
     tokio::time::sleep(secs(opts.warmup)).await;
-    let (cpu0, n0, t0) = (
-        server.stats.cpu()?,
-        done.load(Ordering::Relaxed),
-        Instant::now(),
-    );
+    let window = Window::start(&server.stats)?;
+    let n0 = done.load(Ordering::Relaxed);
     tokio::time::sleep(secs(opts.duration)).await;
-    let (cpu1, n1, t1) = (
-        server.stats.cpu()?,
-        done.load(Ordering::Relaxed),
-        Instant::now(),
-    );
+    let n1 = done.load(Ordering::Relaxed);
+    let cpu = window.end()?;
     stop.cancel();
     while workers.join_next().await.is_some() {}
     let handshakes = n1 - n0;
-    let secs = (t1 - t0).as_secs_f64().max(1e-9);
-    let cpu_us = server.stats.cpu_micros(cpu0, cpu1);
+    let secs = cpu.secs;
     let (errors, error_samples) = recorder.errors();
     Ok(Run {
         server: server.name.clone(),
@@ -114,15 +107,25 @@ pub async fn run(server: &Server, common: &Common, opts: &HandshakeOpts) -> Resu
             Metric::new(
                 "server CPU per handshake",
                 "µs",
-                cpu_us / handshakes.max(1) as f64,
+                cpu.server_us / handshakes.max(1) as f64,
             )
             .with_goal(Goal::AtMost(GOAL_CPU_US_PER_HANDSHAKE)),
             Metric::new(
                 "  of which kernel (sys)",
                 "µs",
-                server.stats.system_micros(cpu0, cpu1) / handshakes.max(1) as f64,
+                cpu.server_sys_us / handshakes.max(1) as f64,
             ),
-            Metric::new("server CPU load", "% of 1 core", cpu_us / secs / 1e4),
+            Metric::new("server CPU load", "% of 1 core", cpu.server_us / secs / 1e4),
+            Metric::new(
+                "load tool CPU load",
+                "% of 1 core",
+                cpu.tool_us / secs / 1e4,
+            ),
+            Metric::new(
+                "other processes' CPU",
+                "% of 1 core",
+                cpu.others_us / secs / 1e4,
+            ),
         ],
         errors,
         error_samples,

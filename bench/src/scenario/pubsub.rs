@@ -23,6 +23,7 @@ use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
 use super::{Common, secs};
+use crate::procfs::Window;
 use crate::publish::Publisher;
 use crate::recorder::{Clock, Recorder};
 use crate::report::{Goal, Metric, Run};
@@ -67,9 +68,15 @@ pub struct LatencyOpts {
     /// Events published per second in total.
     #[arg(long, default_value_t = 500.0)]
     pub rate: f64,
-    /// Concurrent HTTP publishers sharing the rate.
-    #[arg(long, default_value_t = 4)]
+    /// Concurrent HTTP publishers sharing the rate (each waits for its 202 before its next
+    /// publish, so several keep the rate when one request is slow).
+    #[arg(long, default_value_t = 8)]
     pub publishers: usize,
+    /// Only every K-th subscriber reads and times events during the run; the others leave
+    /// them in their socket buffers and drain them afterwards (every delivery is still
+    /// checked). 1 = all read live. Keeps the load tool's CPU from inflating the latency.
+    #[arg(long, default_value_t = 1)]
+    pub sample_every: usize,
     /// Seconds of publishing before the measurement window.
     #[arg(long, default_value_t = 2.0)]
     pub warmup: f64,
@@ -98,6 +105,7 @@ struct Plan {
     warmup: f64,
     duration: f64,
     pace: Pace,
+    sample_every: usize,
 }
 
 /// Runs `fanout` against `server`.
@@ -114,6 +122,8 @@ pub async fn fanout(server: &Server, common: &Common, opts: &FanoutOpts) -> Resu
         pace: Pace::Saturate {
             max_in_flight: opts.max_in_flight,
         },
+        // The in-flight window counts received events: every subscriber must read live.
+        sample_every: 1,
     };
     run(server, common, &plan).await
 }
@@ -130,6 +140,7 @@ pub async fn latency(server: &Server, common: &Common, opts: &LatencyOpts) -> Re
         warmup: opts.warmup,
         duration: opts.duration,
         pace: Pace::Rate(opts.rate),
+        sample_every: opts.sample_every.max(1),
     };
     run(server, common, &plan).await
 }
@@ -168,12 +179,15 @@ async fn run(server: &Server, common: &Common, plan: &Plan) -> Result<Run> {
 
     let recorder = Arc::new(Recorder::new(Clock::start()));
     let stop_receivers = CancellationToken::new();
+    let unpark = CancellationToken::new();
     let mut receivers = JoinSet::new();
     for (i, ws) in conns.into_iter().enumerate() {
+        let parked = (i % plan.sample_every != 0).then(|| unpark.clone());
         receivers.spawn(swarm::receive(
             ws,
             recorder.clone(),
             i,
+            parked,
             stop_receivers.clone(),
         ));
     }
@@ -199,22 +213,23 @@ async fn run(server: &Server, common: &Common, plan: &Plan) -> Result<Run> {
 
     tokio::time::sleep(secs(plan.warmup)).await;
     recorder.set_recording(true);
-    let (cpu0, recv0, pub0, t0) = (
-        server.stats.cpu()?,
+    let window = Window::start(&server.stats)?;
+    let (recv0, pub0, owed0) = (
         recorder.received(),
         published.events.load(Ordering::Relaxed),
-        Instant::now(),
+        published.deliveries.load(Ordering::Relaxed),
     );
     tokio::time::sleep(secs(plan.duration)).await;
-    let (cpu1, recv1, pub1, t1) = (
-        server.stats.cpu()?,
+    let (recv1, pub1, owed1) = (
         recorder.received(),
         published.events.load(Ordering::Relaxed),
-        Instant::now(),
+        published.deliveries.load(Ordering::Relaxed),
     );
+    let cpu = window.end()?;
     recorder.set_recording(false);
     stop_publishers.cancel();
     while publishers.join_next().await.is_some() {}
+    unpark.cancel();
 
     // Drain: the server owes every delivery it counted in its 202 answers.
     let owed = published.deliveries.load(Ordering::Relaxed);
@@ -231,15 +246,21 @@ async fn run(server: &Server, common: &Common, plan: &Plan) -> Result<Run> {
     stop_receivers.cancel();
     while receivers.join_next().await.is_some() {}
 
-    let secs = (t1 - t0).as_secs_f64().max(1e-9);
-    let deliveries = recv1 - recv0;
-    let cpu_us = server.stats.cpu_micros(cpu0, cpu1);
+    let secs = cpu.secs;
+    // With every subscriber reading live, count what arrived; with parked subscribers, count
+    // what the server accepted for delivery in the window (the drain above checks that all
+    // of it arrived).
+    let deliveries = if plan.sample_every == 1 {
+        recv1 - recv0
+    } else {
+        owed1 - owed0
+    };
     let lat = recorder.latencies();
     let (errors, samples) = recorder.errors();
     run.errors = errors;
     run.error_samples = samples;
     run.work = deliveries;
-    let per_delivery = cpu_us / (deliveries.max(1) as f64);
+    let per_delivery = cpu.server_us / (deliveries.max(1) as f64);
     let mut cpu_metric = Metric::new("server CPU per delivery", "µs", per_delivery);
     let mut p99 = Metric::new("latency p99", "µs", lat.p99 as f64);
     match plan.pace {
@@ -255,9 +276,19 @@ async fn run(server: &Server, common: &Common, plan: &Plan) -> Result<Run> {
         Metric::new(
             "  of which kernel (sys)",
             "µs",
-            server.stats.system_micros(cpu0, cpu1) / (deliveries.max(1) as f64),
+            cpu.server_sys_us / (deliveries.max(1) as f64),
         ),
-        Metric::new("server CPU load", "% of 1 core", cpu_us / secs / 1e4),
+        Metric::new("server CPU load", "% of 1 core", cpu.server_us / secs / 1e4),
+        Metric::new(
+            "load tool CPU load",
+            "% of 1 core",
+            cpu.tool_us / secs / 1e4,
+        ),
+        Metric::new(
+            "other processes' CPU",
+            "% of 1 core",
+            cpu.others_us / secs / 1e4,
+        ),
         Metric::new("latency p50", "µs", lat.p50 as f64),
         p99,
         Metric::new("latency max", "µs", lat.max as f64),
