@@ -15,7 +15,7 @@ use std::cell::RefCell;
 use std::rc::{Rc, Weak};
 
 use js_sys::{Array, Function, Object, Promise};
-use tidings_protocol::{Topic, WSClientMessage};
+use tidings_protocol::{MAX_TOPIC_LEN, Topic, TopicError, WSClientMessage};
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
@@ -328,6 +328,20 @@ fn run(effects: Vec<Effect>) {
             },
         }
     }
+}
+
+/// The message of an invalid topic, without `Debug` formatting (it would pull Unicode tables
+/// into the wasm).
+fn topic_error(topic: &str, error: &TopicError) -> JsError {
+    let why = match error {
+        TopicError::Empty => "it is empty".to_owned(),
+        TopicError::TooLong => format!("it is longer than {MAX_TOPIC_LEN} bytes"),
+        TopicError::InvalidChar(c) => format!("it contains the character '{c}'"),
+        _ => "it breaks the topic rules".to_owned(),
+    };
+    JsError::new(&format!(
+        "invalid topic \"{topic}\": {why}; allowed are 1 to {MAX_TOPIC_LEN} ASCII letters, digits and : - _ . @ / + = ~"
+    ))
 }
 
 fn js_error(message: &str) -> JsValue {
@@ -836,7 +850,7 @@ impl TidingsClient {
         topic: String,
         listener: TopicListener,
     ) -> Result<Subscription, JsError> {
-        Topic::check(&topic).map_err(|e| JsError::new(&e.to_string()))?;
+        Topic::check(&topic).map_err(|e| topic_error(&topic, &e))?;
         let listener: Function = listener.unchecked_into();
         if !listener.is_function() {
             return Err(JsError::new("the listener must be a function"));
@@ -952,7 +966,7 @@ fn parse_rules(rules: Option<&JsValue>) -> Result<(Rules, Option<Function>), JsE
             let keys = entry.get(1);
             if !Array::is_array(&keys) {
                 return Err(JsError::new(&format!(
-                    "rules.topics[{pattern:?}] must be an array of query keys"
+                    "rules.topics[\"{pattern}\"] must be an array of query keys"
                 )));
             }
             let mut parsed = Vec::new();
@@ -962,7 +976,7 @@ fn parse_rules(rules: Option<&JsValue>) -> Result<(Rules, Option<Function>), JsE
                     .flatten();
                 parsed.push(segments.ok_or_else(|| {
                     JsError::new(&format!(
-                        "rules.topics[{pattern:?}]: a query key must be an array of strings"
+                        "rules.topics[\"{pattern}\"]: a query key must be an array of strings"
                     ))
                 })?);
             }

@@ -30,7 +30,7 @@ impl std::fmt::Display for RuleError {
         match self {
             RuleError::EmptyPattern => f.write_str("an invalidation rule's topic pattern is empty"),
             RuleError::TooManyPlaceholders(p) => {
-                write!(f, "topic pattern {p:?} has more than one {ID}")
+                write!(f, "topic pattern \"{p}\" has more than one {ID}")
             }
         }
     }

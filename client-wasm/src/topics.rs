@@ -12,7 +12,7 @@
 //! requests in order: a `subscribed` that answers a request whose topic has since been dropped
 //! is skipped, so a new listener is never told "ready" by the ack of an older request.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 /// Identifies one listener (one `subscribe` call on the client).
 pub type ListenerId = u32;
@@ -71,9 +71,9 @@ pub struct Acked<R> {
 #[derive(Debug)]
 pub struct TopicSet<L, R> {
     entries: BTreeMap<String, Entry<L, R>>,
-    by_id: HashMap<ListenerId, String>,
-    /// `subscribed` acks still to come for requests whose topic was dropped meanwhile.
-    stale_acks: HashMap<String, u32>,
+    /// `subscribed` acks still to come for requests whose topic was dropped meanwhile (a short
+    /// list: a plain Vec keeps the wasm smaller than a second map type).
+    stale_acks: Vec<(String, u32)>,
     open: bool,
     next_id: ListenerId,
 }
@@ -82,8 +82,7 @@ impl<L, R> Default for TopicSet<L, R> {
     fn default() -> Self {
         Self {
             entries: BTreeMap::new(),
-            by_id: HashMap::new(),
-            stale_acks: HashMap::new(),
+            stale_acks: Vec::new(),
             open: false,
             next_id: 1,
         }
@@ -100,7 +99,6 @@ impl<L, R> TopicSet<L, R> {
     pub fn add(&mut self, topic: &str, listener: L, ready: R) -> Added<R> {
         let id = self.next_id;
         self.next_id = self.next_id.wrapping_add(1).max(1);
-        self.by_id.insert(id, topic.to_owned());
         let open = self.open;
         let mut send_subscribe = false;
         let entry = self.entries.entry(topic.to_owned()).or_insert_with(|| {
@@ -133,8 +131,12 @@ impl<L, R> TopicSet<L, R> {
 
     /// Removes a listener; `None` if it was already removed.
     pub fn remove(&mut self, id: ListenerId) -> Option<Removed<R>> {
-        let topic = self.by_id.remove(&id)?;
-        let entry = self.entries.get_mut(&topic)?;
+        // Linear in the number of topics: a page has tens of them, not thousands.
+        let (topic, entry) = self
+            .entries
+            .iter_mut()
+            .find(|(_, e)| e.listeners.iter().any(|(i, _)| *i == id))?;
+        let topic = topic.clone();
         entry.listeners.retain(|(i, _)| *i != id);
         let unsettled = entry
             .waiting
@@ -148,7 +150,10 @@ impl<L, R> TopicSet<L, R> {
             if self.open && server != ServerState::Unsent {
                 send_unsubscribe = true;
                 if server == ServerState::Requested {
-                    *self.stale_acks.entry(topic.clone()).or_default() += 1;
+                    match self.stale_acks.iter_mut().find(|(t, _)| *t == topic) {
+                        Some((_, n)) => *n += 1,
+                        None => self.stale_acks.push((topic.clone(), 1)),
+                    }
                 }
             }
         }
@@ -186,10 +191,11 @@ impl<L, R> TopicSet<L, R> {
 
     /// The server acknowledged `subscribe` for `topic`.
     pub fn on_subscribed(&mut self, topic: &str) -> Option<Acked<R>> {
-        if let Some(n) = self.stale_acks.get_mut(topic) {
+        if let Some(pos) = self.stale_acks.iter().position(|(t, _)| t == topic) {
+            let n = &mut self.stale_acks[pos].1;
             *n -= 1;
             if *n == 0 {
-                self.stale_acks.remove(topic);
+                self.stale_acks.swap_remove(pos);
             }
             return None;
         }
@@ -233,7 +239,6 @@ impl<L, R> TopicSet<L, R> {
 
     /// Drops everything (the client closed); returns the unsettled ready handles.
     pub fn clear(&mut self) -> Vec<R> {
-        self.by_id.clear();
         self.stale_acks.clear();
         std::mem::take(&mut self.entries)
             .into_values()
