@@ -250,8 +250,8 @@ impl Drop for Socket {
 enum Phase {
     /// Nothing in flight: stopped, or waiting for `getToken`.
     Idle,
-    /// Waiting out a reconnect delay.
-    Waiting(#[allow(dead_code)] Timeout),
+    /// Waiting out a reconnect delay (the timer starts the next attempt).
+    Waiting { _timer: Timeout },
     /// Handshake in progress, with its timeout.
     Connecting { socket: Socket, _timeout: Timeout },
     /// Open, with the keepalive and its timer.
@@ -455,11 +455,13 @@ impl Inner {
         match decision {
             Decision::Reconnect { delay_ms } => {
                 let weak = weak.clone();
-                self.phase = Phase::Waiting(Timeout::new(delay_ms, move || {
-                    if let Some(rc) = weak.upgrade() {
-                        start_attempt(&rc);
-                    }
-                }));
+                self.phase = Phase::Waiting {
+                    _timer: Timeout::new(delay_ms, move || {
+                        if let Some(rc) = weak.upgrade() {
+                            start_attempt(&rc);
+                        }
+                    }),
+                };
             }
             Decision::Stop => self.window_listeners.clear(),
         }
@@ -751,7 +753,7 @@ fn check_liveness(rc: &Shared) {
                 }
                 false
             }
-            Phase::Waiting(_) => true,
+            Phase::Waiting { .. } => true,
             _ => false,
         }
     };

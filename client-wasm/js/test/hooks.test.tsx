@@ -234,3 +234,26 @@ describe("useConnectionStatus", () => {
     ]);
   });
 });
+
+describe("useTopic", () => {
+  it("reports an invalid topic instead of throwing, and keeps the other subscriptions", async () => {
+    const errors = vi.spyOn(console, "error").mockImplementation(() => {});
+    const queryClient = newQueryClient();
+    function Sub(): ReactNode {
+      useTopic("not a topic");
+      useTopic("gifts:all");
+      return <span data-testid="alive">alive</span>;
+    }
+    render(
+      <TidingsProvider url="ws://test/ws" getToken={async () => "t"} queryClient={queryClient} options={OPTIONS}>
+        <Sub />
+      </TidingsProvider>,
+    );
+    const ws = await openSocket(1);
+    await waitFor(() => expect(ws.server.subscribed).toEqual(new Set(["gifts:all"])));
+    expect(screen.getByTestId("alive").textContent).toBe("alive");
+    expect(String(errors.mock.calls[0]?.[0])).toContain('cannot subscribe to "not a topic"');
+    expect(String(errors.mock.calls[0]?.[1])).toContain("invalid topic");
+    errors.mockRestore();
+  });
+});

@@ -28,6 +28,7 @@ import {
 } from "@tanstack/react-query";
 import init, {
   TidingsClient,
+  type Subscription,
   type ConnectionStatus,
   type InvalidationRules,
   type TidingsClientOptions,
@@ -148,7 +149,8 @@ export function useConnectionStatus(): ConnectionStatus {
 /**
  * Subscribes to `topic` while the component is mounted (`null`: not subscribed). `onEvent`
  * is called with every event; the latest function is used, so it need not be memoized.
- * Query invalidation does not depend on `onEvent`: the provider's rules do it.
+ * Query invalidation does not depend on `onEvent`: the provider's rules do it. An invalid
+ * topic, or a client that stopped for good, is reported with `console.error`, not thrown.
  */
 export function useTopic(topic: string | null, onEvent?: (event: WSEvent) => void): void {
   const client = useTidingsClient();
@@ -158,7 +160,15 @@ export function useTopic(topic: string | null, onEvent?: (event: WSEvent) => voi
   });
   useEffect(() => {
     if (!client || topic === null) return;
-    const subscription = client.subscribe(topic, (event) => onEventRef.current?.(event));
+    let subscription: Subscription;
+    try {
+      subscription = client.subscribe(topic, (event) => onEventRef.current?.(event));
+    } catch (error) {
+      // An invalid topic name, or a client that stopped for good (closed, unauthorized):
+      // report it rather than take the component tree down.
+      console.error(`tidings: cannot subscribe to ${JSON.stringify(topic)}`, error);
+      return;
+    }
     return () => {
       subscription.unsubscribe();
       subscription.free();
