@@ -43,6 +43,7 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{Request, StatusCode};
 use axum::routing::{get, post};
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::time::{Instant, timeout_at};
 use tokio_util::sync::CancellationToken;
@@ -206,6 +207,13 @@ pub async fn serve(
             tidings.shutdown();
         }
     };
+    // Realtime traffic: every batch the writers flush should leave at once, not wait for an
+    // ACK (Nagle), so the latency of an event never depends on the previous one.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
     let http = axum::serve(listener, app)
         .with_graceful_shutdown(signal)
         .into_future();
