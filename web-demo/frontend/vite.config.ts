@@ -14,6 +14,8 @@ export default defineConfig({
     dedupe: ["react", "react-dom", "@tanstack/react-query"],
   },
   server: {
+    // The linked packages live outside this folder; let the dev server read them (the .wasm).
+    fs: { allow: [".", "../../client-wasm/pkg", "../../bindings"] },
     proxy: {
       "/api": backend,
       "/ws": { target: backend.replace(/^http/, "ws"), ws: true },
