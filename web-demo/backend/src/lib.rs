@@ -63,6 +63,7 @@ use axum::response::{Html, IntoResponse};
 use tidings_server::{Config, Tidings};
 use tokio::net::TcpListener;
 use tower_http::services::{ServeDir, ServeFile};
+use tower_http::trace::TraceLayer;
 
 use crate::api::AppState;
 use crate::auth::Auth;
@@ -111,7 +112,10 @@ pub enum DemoError {
 /// The whole HTTP app: `/api`, the embedded tidings routes and the UI.
 pub fn app(state: AppState, static_dir: Option<PathBuf>) -> Router {
     let app = Router::new()
-        .nest("/api", api::router(state.clone()))
+        .nest(
+            "/api",
+            api::router(state.clone()).layer(TraceLayer::new_for_http()),
+        )
         .merge(state.tidings.router());
     match static_dir {
         Some(dir) if dir.join("index.html").is_file() => {
