@@ -53,6 +53,13 @@ enum Command {
     Dev,
 }
 
+// The process-wide allocator, not application state: the gateway allocates a little per
+// handshake and per batch, and mimalloc's per-thread free lists make that cheaper than glibc's
+// malloc (measured: CPU per handshake about -20 %; RSS per idle connection unchanged within
+// noise). Only the binary chooses it; the library leaves the choice to the embedding app.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const MISSING_SECRET: &str = "JWT_SECRET is required: set the JWT_SECRET environment variable \
      (or pass --jwt-secret) to the HS256 secret your tokens are signed with, or run `tidings dev` \
      to try it out with a generated secret";
