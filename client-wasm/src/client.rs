@@ -248,8 +248,10 @@ impl Drop for Socket {
 
 /// What the connection is doing.
 enum Phase {
-    /// Nothing in flight: stopped, or waiting for `getToken`.
+    /// Nothing in flight (stopped, or between two steps).
     Idle,
+    /// Waiting for `getToken`; the timer gives up after `connectTimeoutMs`.
+    FetchingToken { _timeout: Timeout },
     /// Waiting out a reconnect delay (the timer starts the next attempt).
     Waiting { _timer: Timeout },
     /// Handshake in progress, with its timeout.
@@ -450,6 +452,9 @@ impl Inner {
 
     /// Acts on the machine's decision after a connection ended.
     fn schedule(&mut self, weak: &Weak<RefCell<Inner>>, decision: Decision) -> Vec<Effect> {
+        // Late callbacks of the attempt that ended (a token that arrives after its timeout)
+        // belong to an old generation and are ignored.
+        self.generation = self.generation.wrapping_add(1);
         self.phase = Phase::Idle;
         self.topics.on_close();
         match decision {
@@ -491,6 +496,24 @@ fn start_attempt(rc: &Shared) {
     // Application code: called with no borrow held.
     let result = get_token.call0(&JsValue::UNDEFINED);
     let weak = Rc::downgrade(rc);
+    {
+        let mut inner = rc.borrow_mut();
+        if inner.generation != generation {
+            return; // getToken closed the client or started over
+        }
+        let w = weak.clone();
+        inner.phase = Phase::FetchingToken {
+            _timeout: Timeout::new(inner.config.connect_timeout_ms, move || {
+                if let Some(rc) = w.upgrade() {
+                    fail(
+                        &rc,
+                        generation,
+                        "getToken did not settle within connectTimeoutMs",
+                    );
+                }
+            }),
+        };
+    }
     wasm_bindgen_futures::spawn_local(async move {
         let token = match result {
             Ok(v) => JsFuture::from(Promise::resolve(&v)).await,

@@ -257,3 +257,40 @@ describe("useTopic", () => {
     errors.mockRestore();
   });
 });
+
+describe("getToken", () => {
+  it("retries with backoff when getToken fails or hangs, then connects", async () => {
+    const queryClient = newQueryClient();
+    let calls = 0;
+    const getToken = () => {
+      calls += 1;
+      if (calls === 1) return Promise.reject(new Error("auth service down"));
+      if (calls === 2) return new Promise<string>(() => {}); // never settles
+      return Promise.resolve("good");
+    };
+    const reasons: string[] = [];
+    function Watch(): ReactNode {
+      const s = useConnectionStatus();
+      if (s.closeReason && reasons.at(-1) !== s.closeReason) reasons.push(s.closeReason);
+      return <span data-testid="status">{s.state}</span>;
+    }
+    render(
+      <TidingsProvider
+        url="ws://test/ws"
+        getToken={getToken}
+        queryClient={queryClient}
+        options={{ ...OPTIONS, connectTimeoutMs: 200 }}
+      >
+        <Watch />
+      </TidingsProvider>,
+    );
+    const ws = await openSocket(1);
+    expect(ws.url).toBe("ws://test/ws?token=good");
+    await waitFor(() => expect(screen.getByTestId("status").textContent).toBe("open"));
+    expect(calls).toBe(3);
+    expect(reasons).toEqual([
+      "getToken failed: auth service down",
+      "getToken did not settle within connectTimeoutMs",
+    ]);
+  });
+});
