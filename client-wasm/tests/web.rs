@@ -421,3 +421,55 @@ async fn closing_the_client_closes_the_socket_and_stops_everything() {
     let sub2 = client.subscribe("list:7".into(), inbox.as_listener());
     assert!(sub2.is_err());
 }
+
+/// Dispatches a plain event named `kind` on `target` (the page's own `online` /
+/// `visibilitychange` events, as the browser would fire them).
+fn dispatch(target: &JsValue, kind: &str) {
+    let event = web_sys::Event::new(kind).unwrap();
+    let target: &web_sys::EventTarget = target.unchecked_ref();
+    target.dispatch_event(&event).unwrap();
+}
+
+#[wasm_bindgen_test]
+async fn online_and_visibility_events_check_liveness_at_once() {
+    // A ping interval far beyond the test: only the liveness checks can detect the dead server.
+    const PONG: f64 = 1000.0;
+    let tokens = token_source(None);
+    let client = client(
+        &ws_url().await,
+        &tokens,
+        &[
+            ("pingIntervalMs", 600_000.0),
+            ("pongTimeoutMs", PONG),
+            ("connectTimeoutMs", 1000.0),
+        ],
+    );
+    let inbox = Inbox::new();
+    let sub = client
+        .subscribe("list:8".into(), inbox.as_listener())
+        .unwrap();
+    ready(&sub).await;
+    let document = get(&js_sys::global(), "document");
+    assert_eq!(
+        get(&document, "visibilityState").as_string().as_deref(),
+        Some("visible")
+    );
+
+    for (target, kind) in [
+        (document.clone(), "visibilitychange"),
+        (js_sys::global().into(), "online"),
+    ] {
+        let log = status_log(&client);
+        harness("POST", "/freeze", None).await;
+        dispatch(&target, kind);
+        wait_for(
+            &format!("{kind} to detect the frozen server"),
+            PONG + 5000.0,
+            || log.has("reconnecting"),
+        )
+        .await;
+        harness("POST", "/thaw", None).await;
+        publish_until_received("list:8", kind, &inbox, 20_000.0).await;
+    }
+    client.close();
+}
