@@ -1,4 +1,4 @@
-import { defineConfig } from "vite";
+import { defineConfig } from "vitest/config";
 import react from "@vitejs/plugin-react";
 
 // `npm run dev` serves the UI with hot reload and forwards the API and the WebSocket to a
@@ -8,6 +8,8 @@ const backend = process.env.DEMO_BACKEND ?? "http://127.0.0.1:8080";
 export default defineConfig({
   plugins: [react()],
   build: { target: "es2022" },
+  // Unit tests only; the Playwright specs in e2e/ run through scripts/test-e2e.
+  test: { include: ["src/**/*.test.{ts,tsx}"] },
   resolve: {
     // `@tidings/client` is a linked folder outside this package: make its imports of React
     // and TanStack Query resolve to our single copies.

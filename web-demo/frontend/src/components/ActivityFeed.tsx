@@ -2,6 +2,7 @@ import { useCallback, useState } from "react";
 import { useTopic } from "@tidings/client/react";
 import type { WSEvent } from "@tidings/bindings";
 import type { Member } from "../types";
+import { describe } from "../activity";
 
 interface Entry {
   key: string;
@@ -11,44 +12,6 @@ interface Entry {
 }
 
 const MAX_ENTRIES = 50;
-
-type Payload = Record<string, unknown>;
-const str = (v: unknown) => (typeof v === "string" ? v : v == null ? "" : String(v));
-
-/** One sentence per event: "Mom marked 'Lego set' PURCHASED". */
-export function describe(event: WSEvent): string {
-  const p = event.data.payload as Payload;
-  const who = str(p.actor_name) || `Member ${event.data.user_id}`;
-  const name = `'${str(p.name)}'`;
-  if (event.topic === "gifts:all") {
-    switch (event.event) {
-      case "ADDED":
-        return `${who} planned ${name} for ${str(p.recipient_name)}`;
-      case "STATUS_CHANGED":
-        return `${who} marked gift ${name} ${str(p.status)}`;
-      case "DELETED":
-        return `${who} dropped gift ${name}`;
-      default:
-        return `${who} updated gift ${name}`;
-    }
-  }
-  switch (event.event) {
-    case "ADDED":
-      return `${who} added ${name} to ${str(p.list_name)}`;
-    case "UPDATED":
-      return `${who} edited ${name}`;
-    case "STATUS_CHANGED":
-      return `${who} marked ${name} ${str(p.status)}`;
-    case "ASSIGNED":
-      return p.assignee_name ? `${who} assigned ${name} to ${str(p.assignee_name)}` : `${who} unassigned ${name}`;
-    case "COMMENT_ADDED": {
-      const c = p.comment as Payload | undefined;
-      return `${who} commented on ${name}: “${str(c?.body)}”`;
-    }
-    case "DELETED":
-      return `${who} removed ${name}`;
-  }
-}
 
 /** Live feed of everything the family does, straight from the realtime topics. */
 export function ActivityFeed({ me }: { me: Member }) {
