@@ -4,7 +4,7 @@
 //! so subscribing on one topic never waits for a broadcast on another. A broadcast serializes
 //! the event once into a shared [`Utf8Bytes`], takes its shard's read lock, and pushes a
 //! clone of those bytes (a reference-count increment) into each subscriber's
-//! [`Outbox`] without ever waiting for a socket. A subscriber whose queue is full or closed is
+//! outbound queue without ever waiting for a socket. A subscriber whose queue is full or closed is
 //! dead: it is counted out and removed from the topic right after the broadcast, and its
 //! connection closes (4003 for a full queue).
 //!

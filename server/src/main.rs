@@ -28,11 +28,22 @@ struct Cli {
     /// Log filter, e.g. `info` or `tidings_server=debug` (defaults to RUST_LOG, then `info`).
     #[arg(long, global = true)]
     log_level: Option<String>,
+    /// Log line format on stderr.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
     /// Same as the `dev` subcommand.
     #[arg(long)]
     dev: bool,
     #[command(subcommand)]
     command: Option<Command>,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -87,7 +98,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         println!("{token}");
         return Ok(());
     }
-    init_tracing(cli.log_level.as_deref());
+    init_tracing(cli.log_level.as_deref(), cli.log_format);
     let secret = if dev { dev_secret() } else { secret(&cli)? };
     raise_open_file_limit();
     tokio::runtime::Builder::new_multi_thread()
@@ -155,17 +166,19 @@ fn dev_secret() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn init_tracing(level: Option<&str>) {
+fn init_tracing(level: Option<&str>, format: LogFormat) {
     let filter = match level {
         Some(l) => EnvFilter::new(l),
         None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
     };
     // Logs go to stderr: stdout carries the listening line and tokens for harnesses.
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => builder.json().init(),
+    }
 }
 
 /// Many clients each hold a socket: lift the soft open-file limit to the hard one.

@@ -4,7 +4,9 @@
 //! whose `scope` claim lists `publish`. The token is checked from the headers before a single
 //! byte of the body is read, so an unauthenticated client cannot make the server buffer
 //! anything. The body, at most [`Config::with_max_publish_body`](crate::Config::with_max_publish_body)
-//! bytes, is one server → client event (`WSEvent`). Success is `202 {"delivered": N}`.
+//! bytes, is one server → client event (`WSEvent`); its `Content-Type` is not checked (so a
+//! plain `curl -d` works). Success is `202 {"delivered": N}`, N being the number of
+//! connections the event was queued for.
 //!
 //! Errors are JSON `{"error", "details"}` bodies (the protocol's `WSError` shape):
 //! 401 missing or invalid token, 403 no publish scope, 413 body too large, 400 body not JSON,
