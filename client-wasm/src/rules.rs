@@ -16,27 +16,16 @@ pub const ID: &str = "{id}";
 pub type QueryKey = Vec<String>;
 
 /// Why a rule could not be built.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum RuleError {
     /// The pattern is empty.
+    #[error("an invalidation rule's topic pattern is empty")]
     EmptyPattern,
     /// The pattern has more than one `{id}`.
+    #[error("topic pattern \"{0}\" has more than one {{id}}")]
     TooManyPlaceholders(String),
 }
-
-impl std::fmt::Display for RuleError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            RuleError::EmptyPattern => f.write_str("an invalidation rule's topic pattern is empty"),
-            RuleError::TooManyPlaceholders(p) => {
-                write!(f, "topic pattern \"{p}\" has more than one {ID}")
-            }
-        }
-    }
-}
-
-impl std::error::Error for RuleError {}
 
 /// A topic pattern and the query keys it invalidates.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -201,9 +190,10 @@ mod tests {
     #[test]
     fn bad_patterns() {
         assert_eq!(Rule::new("", vec![]), Err(RuleError::EmptyPattern));
-        assert!(matches!(
-            Rule::new("{id}:{id}", vec![]),
-            Err(RuleError::TooManyPlaceholders(_))
-        ));
+        let err = Rule::new("{id}:{id}", vec![]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            r#"topic pattern "{id}:{id}" has more than one {id}"#
+        );
     }
 }
