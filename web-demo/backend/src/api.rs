@@ -7,7 +7,7 @@
 
 use axum::extract::{FromRef, FromRequest, FromRequestParts, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post, put};
+use axum::routing::{get, patch, post, put};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use tidings_protocol::{EventType, WSEvent};
@@ -78,11 +78,11 @@ pub fn router(state: AppState) -> Router {
         .route("/items/{id}/assignee", put(assign))
         .route("/items/{id}/comments", post(add_comment))
         .route("/gifts", get(gifts).post(add_gift))
-        .route(
-            "/gifts/{id}",
-            axum::routing::patch(edit_gift).delete(delete_gift),
-        )
+        .route("/gifts/{id}", patch(edit_gift).delete(delete_gift))
         .fallback(|| async { ApiError::NotFound("no such API endpoint".into()) })
+        .method_not_allowed_fallback(|| async {
+            ApiError::MethodNotAllowed("method not allowed on this endpoint".into())
+        })
         .with_state(state)
 }
 

@@ -28,6 +28,9 @@ pub enum ApiError {
     /// The body is well-formed JSON but its content breaks a rule (422).
     #[error("{0}")]
     Unprocessable(String),
+    /// The path exists, the method does not (405).
+    #[error("{0}")]
+    MethodNotAllowed(String),
     /// The request has the wrong content type (415).
     #[error("{0}")]
     UnsupportedMediaType(String),
@@ -43,6 +46,7 @@ impl IntoResponse for ApiError {
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Internal(details) => {
                 tracing::error!(%details, "request failed");

@@ -50,6 +50,7 @@ async fn bad_requests_are_4xx_json_and_publish_nothing() {
         ("GET", "/api/lists/999", None, 404),
         ("GET", "/api/occasions/999", None, 404),
         ("GET", "/api/nope", None, 404),
+        ("PUT", "/api/lists", Some("{}"), 405),
         // malformed id
         ("GET", "/api/items/abc", None, 400),
         // empty / too long names, empty edits and comments
