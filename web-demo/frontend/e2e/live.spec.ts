@@ -26,15 +26,38 @@ interface Member {
   page: Page;
 }
 
+/**
+ * Resolves once the server has acknowledged a subscription to each of `topics` on one of the
+ * page's WebSockets (read from the frames, so no guessing how long a subscribe takes).
+ */
+function subscribed(page: Page, topics: string[]): Promise<void> {
+  const missing = new Set(topics);
+  return new Promise((ok) => {
+    page.on("websocket", (ws) =>
+      ws.on("framereceived", ({ payload }) => {
+        try {
+          const msg = JSON.parse(String(payload)) as { action?: string; topic?: string };
+          if (msg.action === "subscribed" && msg.topic) missing.delete(msg.topic);
+        } catch {
+          return;
+        }
+        if (missing.size === 0) ok();
+      }),
+    );
+  });
+}
+
 /** A fresh browser context logged in as `name`, with the first list open and live. */
 async function loginAs(browser: Browser, name: string): Promise<Member> {
   const context = await browser.newContext();
   const page = await context.newPage();
+  const ready = subscribed(page, ["list:1", "list-items:all"]);
   await page.goto(backend.url);
   await page.getByTestId(`login-${name}`).click();
   await expect(page.getByTestId("current-member")).toContainText(name);
   await expectState(page, "open");
   await expect(page.getByTestId("list-view")).toBeVisible();
+  await ready;
   // Marks this document: if it is still there later, the page was never reloaded.
   await page.evaluate(() => ((window as unknown as { e2eMarker: string }).e2eMarker = "same-page"));
   return { context, page };
@@ -50,16 +73,9 @@ async function expectNotReloaded(page: Page) {
 
 const item = (page: Page, name: string) => page.locator(`[data-testid="item"][data-item-name="${name}"]`);
 
-/** Both pages subscribe after they connect; give the subscribe round trip a moment. */
-async function settle(page: Page) {
-  await page.waitForTimeout(500);
-}
-
 test("changes by one member show up live for another", async ({ browser }) => {
   const mom = await loginAs(browser, "Mom");
   const dad = await loginAs(browser, "Dad");
-  await settle(mom.page);
-  await settle(dad.page);
 
   // Mom adds an item: Dad sees it within 2 s, without a reload.
   await mom.page.getByTestId("new-item-name").fill("Telescope");
@@ -127,11 +143,11 @@ test("both reconnect after a backend restart and catch up on what they missed", 
     if (dadAway) ws.close({ code: 1013, reason: "Try again later" });
     else ws.connectToServer();
   });
+  const dadReady = subscribed(dad.page, ["list:1", "list-items:all"]);
   await dad.page.reload();
   await expectState(dad.page, "open");
+  await dadReady;
   await dad.page.evaluate(() => ((window as unknown as { e2eMarker: string }).e2eMarker = "same-page"));
-  await settle(mom.page);
-  await settle(dad.page);
 
   // Kill the backend (SIGTERM: close 1012) and restart it on the same port and database.
   const port = backend.port;
