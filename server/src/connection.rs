@@ -82,30 +82,36 @@ pub(crate) async fn run(sink: Sink, mut stream: Stream, tidings: Tidings) {
     };
     drop(tidings);
 
-    let end = loop {
-        tokio::select! {
-            // The hub (full queue) or the shutdown decided to close: stop reading.
-            () = outbox.closed() => break End::Server,
-            // The shutdown token is watched by the writer, which then closes the outbox; this
-            // arm only covers a writer that ended on its own (a write error).
-            _ = &mut writer => break End::Server,
-            msg = stream.next() => match msg {
-                Some(Ok(Message::Text(text))) => conn.on_text(&text),
-                Some(Ok(Message::Binary(_))) => {
-                    conn.reply(&WSError::invalid_format("binary frames are not supported"))
-                }
-                // tungstenite answers pings itself; pongs need nothing.
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-                Some(Ok(Message::Close(_))) | None => break End::Peer,
-                Some(Err(e)) => match close_code_for(&e) {
-                    Some(code) => {
-                        tracing::debug!(conn = id, error = %e, "closing after a bad frame");
-                        outbox.close(code);
-                        break End::Server;
+    let end = {
+        // Created once: it stays registered with the outbox for the connection's whole life
+        // instead of registering again for every frame read.
+        let closed = outbox.closed();
+        tokio::pin!(closed);
+        loop {
+            tokio::select! {
+                // The hub (full queue) or the shutdown decided to close: stop reading.
+                () = &mut closed => break End::Server,
+                // The shutdown token is watched by the writer, which then closes the outbox; this
+                // arm only covers a writer that ended on its own (a write error).
+                _ = &mut writer => break End::Server,
+                msg = stream.next() => match msg {
+                    Some(Ok(Message::Text(text))) => conn.on_text(&text),
+                    Some(Ok(Message::Binary(_))) => {
+                        conn.reply(&WSError::invalid_format("binary frames are not supported"))
                     }
-                    None => break End::Peer,
+                    // tungstenite answers pings itself; pongs need nothing.
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                    Some(Ok(Message::Close(_))) | None => break End::Peer,
+                    Some(Err(e)) => match close_code_for(&e) {
+                        Some(code) => {
+                            tracing::debug!(conn = id, error = %e, "closing after a bad frame");
+                            outbox.close(code);
+                            break End::Server;
+                        }
+                        None => break End::Peer,
+                    },
                 },
-            },
+            }
         }
     };
 
@@ -237,11 +243,15 @@ pub(crate) async fn write_loop<S>(
     S: futures_util::Sink<Message> + Unpin,
 {
     let mut batch: Vec<Utf8Bytes> = Vec::new();
+    // Created once: every writer waits on the same token, and registering with it for each
+    // batch would put one shared lock on the hot path.
+    let cancelled = shutdown.cancelled();
+    tokio::pin!(cancelled);
     loop {
         let close = tokio::select! {
             // Checked first so that a busy connection still gets its 1012 promptly.
             biased;
-            () = shutdown.cancelled() => Some(CloseCode::ServiceRestart),
+            () = &mut cancelled => Some(CloseCode::ServiceRestart),
             close = outbox.next_batch(&mut batch) => close,
         };
         if !batch.is_empty() {
