@@ -44,9 +44,31 @@ pub struct Claims {
     pub sub: String,
     /// Expiry, seconds since the Unix epoch.
     pub exp: u64,
-    /// Space-separated scopes, e.g. `"publish"`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Space-separated scopes, e.g. `"publish"`. A JSON array of strings is read as the same
+    /// list; any other type counts as no scope (the token stays valid for `/ws`).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient_scope"
+    )]
     pub scope: Option<String>,
+}
+
+/// Reads `scope` as a string, or an array of strings joined with spaces; other types are
+/// ignored rather than making the whole token invalid.
+fn lenient_scope<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Scope {
+        One(String),
+        Many(Vec<String>),
+        Other(serde::de::IgnoredAny),
+    }
+    Ok(match Scope::deserialize(d)? {
+        Scope::One(s) => Some(s),
+        Scope::Many(v) => Some(v.join(" ")),
+        Scope::Other(_) => None,
+    })
 }
 
 impl Claims {
@@ -136,6 +158,15 @@ mod tests {
         assert_eq!(c.sub, "42");
         assert!(c.has_scope(PUBLISH_SCOPE));
         assert!(!c.has_scope("pub"));
+    }
+
+    #[test]
+    fn scope_claim_shapes() {
+        let parse = |json: &str| serde_json::from_str::<Claims>(json).unwrap();
+        assert!(parse(r#"{"sub":"1","exp":1,"scope":"read publish"}"#).has_scope("publish"));
+        assert!(parse(r#"{"sub":"1","exp":1,"scope":["read","publish"]}"#).has_scope("publish"));
+        assert!(!parse(r#"{"sub":"1","exp":1,"scope":7}"#).has_scope("publish"));
+        assert!(!parse(r#"{"sub":"1","exp":1}"#).has_scope("publish"));
     }
 
     #[test]
