@@ -25,6 +25,7 @@ pub struct Config {
     pub(crate) max_publish_body: usize,
     pub(crate) close_timeout: Duration,
     pub(crate) drain_timeout: Duration,
+    pub(crate) header_read_timeout: Duration,
 }
 
 impl Config {
@@ -43,6 +44,7 @@ impl Config {
             max_publish_body: 256 * 1024,
             close_timeout: Duration::from_secs(3),
             drain_timeout: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(15),
         }
     }
 
@@ -118,6 +120,13 @@ impl Config {
         self
     }
 
+    /// How long [`serve`](crate::serve) waits for a client's request headers (the first
+    /// request and each keep-alive one) before it drops the connection. Defaults to 15 seconds.
+    pub fn with_header_read_timeout(mut self, timeout: Duration) -> Self {
+        self.header_read_timeout = timeout;
+        self
+    }
+
     /// The JWT clock leeway in effect.
     pub fn jwt_leeway(&self) -> Duration {
         self.jwt_leeway
@@ -167,6 +176,7 @@ impl fmt::Debug for Config {
             .field("max_publish_body", &self.max_publish_body)
             .field("close_timeout", &self.close_timeout)
             .field("drain_timeout", &self.drain_timeout)
+            .field("header_read_timeout", &self.header_read_timeout)
             .finish()
     }
 }

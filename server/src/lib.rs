@@ -31,10 +31,10 @@ pub mod error;
 pub mod hub;
 mod outbox;
 pub mod publish;
+mod serve;
 pub mod shutdown;
 mod ws;
 
-use std::future::{Future, IntoFuture};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -43,9 +43,6 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{Request, StatusCode};
 use axum::routing::{get, post};
-use axum::serve::ListenerExt;
-use tokio::net::TcpListener;
-use tokio::time::{Instant, timeout_at};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower_http::trace::TraceLayer;
@@ -56,6 +53,7 @@ pub use connection::TOO_MANY_SUBSCRIPTIONS;
 pub use error::ServeError;
 pub use hub::Hub;
 pub use publish::PublishError;
+pub use serve::serve;
 pub use tidings_protocol as protocol;
 
 /// The server handle: hub, JWT keys and configuration behind one `Arc`. Clone it freely.
@@ -180,64 +178,4 @@ async fn healthz(State(tidings): State<Tidings>) -> (StatusCode, &'static str) {
     } else {
         (StatusCode::OK, "ok")
     }
-}
-
-/// Serves `app` (which should include [`Tidings::router`]) on `listener` until `shutdown`
-/// completes or [`Tidings::shutdown`] is called.
-///
-/// Then every WebSocket is closed with 1012, the listener stops accepting, and this waits at
-/// most the configured drain timeout (`Config::with_drain_timeout`) for HTTP requests and
-/// WebSocket closes to finish before returning.
-///
-/// # Errors
-/// [`ServeError::Io`] if serving fails.
-pub async fn serve(
-    listener: TcpListener,
-    app: Router,
-    tidings: Tidings,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), ServeError> {
-    let token = tidings.inner.shutdown.clone();
-    let signal = {
-        let tidings = tidings.clone();
-        let token = token.clone();
-        async move {
-            tokio::select! {
-                () = shutdown => {}
-                () = token.cancelled() => {}
-            }
-            tidings.shutdown();
-        }
-    };
-    // Realtime traffic: every batch the writers flush should leave at once, not wait for an
-    // ACK (Nagle), so the latency of an event never depends on the previous one.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-        }
-    });
-    let http = axum::serve(listener, app)
-        .with_graceful_shutdown(signal)
-        .into_future();
-    tokio::pin!(http);
-    let http_done = tokio::select! {
-        res = &mut http => {
-            res?;
-            true
-        }
-        () = token.cancelled() => false,
-    };
-    let deadline = Instant::now() + tidings.inner.config.drain_timeout;
-    if !http_done && timeout_at(deadline, http).await.is_err() {
-        tracing::warn!("HTTP requests still running after the drain timeout");
-    }
-    let connections = tidings.tracker();
-    connections.close();
-    if timeout_at(deadline, connections.wait()).await.is_err() {
-        tracing::warn!(
-            open = connections.len(),
-            "WebSocket connections still open after the drain timeout"
-        );
-    }
-    Ok(())
 }

@@ -66,3 +66,52 @@ async fn the_drain_is_bounded_when_a_client_never_answers() {
         .unwrap();
     drop(deaf);
 }
+
+/// Reads until EOF (or an error); panics if the server keeps the socket open too long.
+async fn expect_eof(tcp: &mut tokio::net::TcpStream) {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 1024];
+    loop {
+        match tokio::time::timeout(TIMEOUT, tcp.read(&mut buf))
+            .await
+            .expect("the server kept the connection open")
+        {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_client_that_never_sends_a_request_is_dropped() {
+    let server =
+        start_server_with(Config::new(SECRET).with_header_read_timeout(Duration::from_millis(200)))
+            .await;
+    let mut silent = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    expect_eof(&mut silent).await;
+    // The server still serves everyone else.
+    let mut ws = server.client().await;
+    roundtrip(&mut ws, r#"{"action":"ping"}"#, r#"{"action":"pong"}"#).await;
+}
+
+#[tokio::test]
+async fn idle_keep_alive_connections_do_not_hold_up_the_shutdown() {
+    use tokio::io::AsyncWriteExt;
+    let mut server = start_server().await;
+    let mut idle = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 256];
+    let n = tokio::io::AsyncReadExt::read(&mut idle, &mut buf)
+        .await
+        .unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    server.trigger_shutdown();
+    tokio::time::timeout(TIMEOUT, &mut server.handle)
+        .await
+        .expect("serve did not return")
+        .unwrap()
+        .unwrap();
+    expect_eof(&mut idle).await;
+}

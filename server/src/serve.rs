@@ -1,0 +1,127 @@
+//! The accept loop: serving a router on a listener until shutdown, then draining.
+//!
+//! This drives hyper's HTTP/1.1 connections directly instead of `axum::serve`, for three
+//! things the gateway needs: a header read timeout (a client that connects and never sends a
+//! request is dropped instead of holding a socket forever), `TCP_NODELAY` on every accepted
+//! socket (each batch a writer flushes leaves at once), and a per-connection graceful stop.
+//! WebSockets run in their own tasks after the upgrade; [`Tidings`] tracks them, and the drain
+//! waits for both kinds of connection under one deadline.
+//!
+//! HTTP/2 is not offered: browsers open WebSockets over HTTP/1.1, and publishers are plain
+//! HTTP/1.1 clients.
+
+use std::future::Future;
+use std::io;
+use std::time::Duration;
+
+use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::time::{Instant, timeout_at};
+use tokio_util::task::TaskTracker;
+
+use crate::{ServeError, Tidings};
+
+/// Serves `app` (which should include [`Tidings::router`]) on `listener` until `shutdown`
+/// completes or [`Tidings::shutdown`] is called.
+///
+/// Then the listener is closed, every WebSocket gets close 1012, idle HTTP connections are
+/// closed and requests in flight may finish; this returns once everything is done or the
+/// configured drain timeout (`Config::with_drain_timeout`) has passed, whichever is first.
+///
+/// # Errors
+/// [`ServeError::Io`] if the listener fails for good (transient accept errors such as a
+/// connection reset or running out of file descriptors are logged and retried).
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    tidings: Tidings,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let token = tidings.shutdown_token().clone();
+    let config = tidings.config();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(config.header_read_timeout)
+        .keep_alive(true);
+    let http_connections = TaskTracker::new();
+    tokio::pin!(shutdown);
+
+    loop {
+        let (tcp, _) = tokio::select! {
+            // Stop accepting as soon as the shutdown starts, whoever started it.
+            biased;
+            () = &mut shutdown => break,
+            () = token.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) if is_connection_error(&e) => continue,
+                Err(e) if is_resource_error(&e) => {
+                    // Out of file descriptors or memory: retry after a pause rather than spin.
+                    tracing::warn!(error = %e, "accept failed, retrying in 1 s");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+                Err(e) => return Err(ServeError::Io(e)),
+            },
+        };
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+        let connection = http
+            .serve_connection(TokioIo::new(tcp), TowerToHyperService::new(app.clone()))
+            .with_upgrades();
+        let token = token.clone();
+        http_connections.spawn(async move {
+            tokio::pin!(connection);
+            let result = tokio::select! {
+                result = &mut connection => result,
+                () = token.cancelled() => {
+                    // Finish the request in flight (if any), then close.
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "HTTP connection error");
+            }
+        });
+    }
+    drop(listener);
+    tidings.shutdown();
+
+    let deadline = Instant::now() + config.drain_timeout;
+    http_connections.close();
+    if timeout_at(deadline, http_connections.wait()).await.is_err() {
+        tracing::warn!(
+            open = http_connections.len(),
+            "HTTP connections still open after the drain timeout"
+        );
+    }
+    let websockets = tidings.tracker();
+    websockets.close();
+    if timeout_at(deadline, websockets.wait()).await.is_err() {
+        tracing::warn!(
+            open = websockets.len(),
+            "WebSocket connections still open after the drain timeout"
+        );
+    }
+    Ok(())
+}
+
+/// Errors about one incoming connection, not the listener.
+fn is_connection_error(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::Interrupted
+    )
+}
+
+/// Errors that go away once resources are freed (EMFILE, ENFILE, ENOBUFS, ENOMEM).
+fn is_resource_error(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(23 | 24 | 105 | 12)) || e.kind() == io::ErrorKind::OutOfMemory
+}
