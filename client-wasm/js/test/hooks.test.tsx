@@ -9,7 +9,7 @@ import { StrictMode, useState, type ReactNode } from "react";
 import { act, cleanup, render, screen, waitFor } from "@testing-library/react";
 import { QueryClient } from "@tanstack/react-query";
 import { afterEach, beforeAll, beforeEach, describe, expect, it, vi } from "vitest";
-import init from "../../pkg/tidings_client.js";
+import init, { TidingsClient } from "../../pkg/tidings_client.js";
 import {
   TidingsProvider,
   useConnectionStatus,
@@ -292,5 +292,34 @@ describe("getToken", () => {
       "getToken failed: auth service down",
       "getToken did not settle within connectTimeoutMs",
     ]);
+  });
+});
+
+describe("TidingsClient.subscribe().ready", () => {
+  it("resolves on the ack (at once for an acknowledged topic) and rejects on close", async () => {
+    FakeWebSocket.autoReply = false;
+    const client = new TidingsClient({ url: "ws://test/ws", token: "t", ...OPTIONS });
+    const first = client.subscribe("list:1", () => {});
+    const pending = client.subscribe("list:2", () => {});
+    const ws = await openSocket(1);
+    expect(ws.sent).toEqual([
+      '{"action":"subscribe","topic":"list:1"}',
+      '{"action":"subscribe","topic":"list:2"}',
+    ]);
+    let settled = false;
+    void first.ready.then(() => (settled = true));
+    await sleep(20);
+    expect(settled).toBe(false); // no ack yet
+    ws.push({ action: "subscribed", topic: "list:1" });
+    await first.ready;
+    // A second listener on an acknowledged topic is ready at once, with no new frame.
+    const second = client.subscribe("list:1", () => {});
+    await second.ready;
+    expect(ws.sent).toHaveLength(2);
+    expect(client.topics).toEqual(["list:1", "list:2"]);
+    client.close();
+    await expect(pending.ready).rejects.toThrow("the client was closed");
+    expect(client.status.state).toBe("closed");
+    expect(() => client.subscribe("list:3", () => {})).toThrow("the client is closed");
   });
 });
