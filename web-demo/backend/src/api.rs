@@ -2,7 +2,7 @@
 //!
 //! Every mutating handler follows the same three steps: check the bearer token ([`Actor`]),
 //! write in one SQLite transaction ([`store`]), and only after the commit publish the
-//! resulting events through the embedded hub ([`AppState::publish`]). A write that fails
+//! resulting events through the embedded hub (`AppState::publish`). A write that fails
 //! returns an error and publishes nothing.
 
 use axum::extract::{FromRef, FromRequest, FromRequestParts, State};

@@ -9,7 +9,7 @@
 //! publishes: an event is never sent for a write that did not happen.
 //!
 //! Here: the handle, the schema, members, settings and the validation rules; the entities'
-//! queries live in [`occasions`], [`lists`] (lists, items, comments) and [`gifts`]; the
+//! queries live in [`mod@occasions`], [`lists`] (lists, items, comments) and [`mod@gifts`]; the
 //! first-start data in `seed`.
 
 pub mod gifts;
