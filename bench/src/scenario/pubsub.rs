@@ -199,16 +199,15 @@ async fn run(server: &Server, common: &Common, plan: &Plan) -> Result<Run> {
     let count = plan.publishers.max(1);
     for id in 0..count {
         let publisher = Publisher::new(server.addr, &token)?;
-        publishers.spawn(publish_loop(
-            publisher,
-            id,
+        let shared = PublishShared {
             count,
-            topics.clone(),
-            plan.pace,
-            recorder.clone(),
-            published.clone(),
-            stop_publishers.clone(),
-        ));
+            topics: topics.clone(),
+            pace: plan.pace,
+            recorder: recorder.clone(),
+            published: published.clone(),
+            stop: stop_publishers.clone(),
+        };
+        publishers.spawn(publish_loop(publisher, id, shared));
     }
 
     tokio::time::sleep(secs(plan.warmup)).await;
@@ -296,18 +295,27 @@ async fn run(server: &Server, common: &Common, plan: &Plan) -> Result<Run> {
     Ok(run)
 }
 
-/// One publisher task: topics `id`, `id + count`, … in turn, paced by `pace`.
-#[allow(clippy::too_many_arguments)]
-async fn publish_loop(
-    publisher: Publisher,
-    id: usize,
+/// What every publisher task of a run shares.
+struct PublishShared {
+    /// Number of publisher tasks.
     count: usize,
     topics: Vec<Topic>,
     pace: Pace,
     recorder: Arc<Recorder>,
     published: Arc<Published>,
     stop: CancellationToken,
-) {
+}
+
+/// One publisher task: topics `id`, `id + count`, … in turn, paced by `pace`.
+async fn publish_loop(publisher: Publisher, id: usize, shared: PublishShared) {
+    let PublishShared {
+        count,
+        topics,
+        pace,
+        recorder,
+        published,
+        stop,
+    } = shared;
     let mut ticker = match pace {
         Pace::Rate(rate) => {
             let period = Duration::from_secs_f64(count as f64 / rate.max(0.001));
