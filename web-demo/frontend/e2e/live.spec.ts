@@ -105,7 +105,7 @@ test("changes by one member show up live for another", async ({ browser }) => {
   await expectNotReloaded(dad.page);
 
   // docs/demo.png: the two members side by side.
-  const shots = await Promise.all([mom.page.screenshot(), dad.page.screenshot()]);
+  const shots = await Promise.all([mom.page, dad.page].map((p) => p.screenshot({ animations: "disabled" })));
   const canvas = await browser.newPage({ viewport: { width: 2 * 1280 + 24, height: 820 + 52 } });
   const img = (b: Buffer, who: string) =>
     `<figure><figcaption>${who}'s browser</figcaption><img src="data:image/png;base64,${b.toString("base64")}"></figure>`;
