@@ -19,7 +19,7 @@ use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use tidings_protocol::{ClientMessage, CloseCode, Topic, WSError, WSReply};
 use tokio::task::JoinHandle;
-use tokio::time::timeout;
+use tokio::time::{Instant, sleep_until, timeout};
 use tokio_util::sync::CancellationToken;
 
 use crate::Tidings;
@@ -67,11 +67,15 @@ pub(crate) async fn run(sink: Sink, mut stream: Stream, tidings: Tidings) {
     let outbox = Arc::new(Outbox::new(config.outbound_queue_capacity));
     let hub = tidings.hub().clone();
     let id = hub.next_conn_id();
+    let timing = WriterTiming {
+        close_timeout,
+        write_delay: config.write_delay,
+    };
     let mut writer = tokio::spawn(write_loop(
         sink,
         outbox.clone(),
         tidings.shutdown_token().clone(),
-        close_timeout,
+        timing,
     ));
     let mut conn = Connection {
         id,
@@ -232,28 +236,51 @@ fn close_code_for(error: &axum::Error) -> Option<CloseCode> {
     }
 }
 
+/// The writer's timing settings (from [`Config`](crate::Config)).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct WriterTiming {
+    /// Bound on sending the close frame.
+    pub(crate) close_timeout: Duration,
+    /// Least time between two flushes of a busy connection (zero: flush at once).
+    pub(crate) write_delay: Duration,
+}
+
 /// The connection's single writer: sends queued frames in batches until the connection must
 /// close, then sends the close frame.
 pub(crate) async fn write_loop<S>(
     mut sink: S,
     outbox: Arc<Outbox>,
     shutdown: CancellationToken,
-    close_timeout: Duration,
+    timing: WriterTiming,
 ) where
     S: futures_util::Sink<Message> + Unpin,
 {
     let mut batch: Vec<Utf8Bytes> = Vec::new();
+    let mut last_flush: Option<Instant> = None;
     // Created once: every writer waits on the same token, and registering with it for each
     // batch would put one shared lock on the hot path.
     let cancelled = shutdown.cancelled();
     tokio::pin!(cancelled);
     loop {
-        let close = tokio::select! {
+        let mut close = tokio::select! {
             // Checked first so that a busy connection still gets its 1012 promptly.
             biased;
             () = &mut cancelled => Some(CloseCode::ServiceRestart),
             close = outbox.next_batch(&mut batch) => close,
         };
+        if close.is_none() {
+            if let Some(last) = last_flush {
+                // A connection that flushed less than `write_delay` ago is busy: wait out the
+                // rest of the delay so that the events arriving meanwhile share one write. An
+                // idle connection (the common case) is written to at once.
+                let until = last + timing.write_delay;
+                if Instant::now() < until {
+                    // Boxed: only a busy connection needs the timer.
+                    Box::pin(sleep_until(until)).await;
+                    close = outbox.take_now(&mut batch);
+                }
+            }
+        }
         if !batch.is_empty() {
             if write_batch(&mut sink, &mut batch).await.is_err() {
                 // The socket is broken: make the reader stop too.
@@ -263,12 +290,15 @@ pub(crate) async fn write_loop<S>(
             if batch.capacity() > RETAINED_BATCH {
                 batch.shrink_to(RETAINED_BATCH);
             }
+            if !timing.write_delay.is_zero() {
+                last_flush = Some(Instant::now());
+            }
         }
         if let Some(code) = close {
             // Pushes fail from now on, and the reader stops reading.
             outbox.close(code);
             // Boxed: only a closing connection needs the timer and the close frame.
-            Box::pin(send_close(&mut sink, code, close_timeout)).await;
+            Box::pin(send_close(&mut sink, code, timing.close_timeout)).await;
             return;
         }
     }
@@ -324,7 +354,10 @@ mod tests {
             tx,
             outbox.clone(),
             shutdown.clone(),
-            Duration::from_secs(5),
+            WriterTiming {
+                close_timeout: Duration::from_secs(5),
+                write_delay: Duration::ZERO,
+            },
         ));
         assert_eq!(rx.recv().await, Some(Message::Text("a".into())));
         assert_eq!(rx.recv().await, Some(Message::Text("b".into())));
@@ -337,6 +370,86 @@ mod tests {
         assert!(outbox.is_closed());
     }
 }
+#[cfg(test)]
+mod write_delay_tests {
+    use std::pin::Pin;
+    use std::sync::Mutex;
+    use std::task::{Context, Poll};
+
+    use super::*;
+
+    /// A sink that records which messages went out in the same flush.
+    #[derive(Clone, Default)]
+    struct Recorder {
+        flushed: Arc<Mutex<Vec<Vec<String>>>>,
+        pending: Arc<Mutex<Vec<String>>>,
+    }
+
+    impl futures_util::Sink<Message> for Recorder {
+        type Error = std::convert::Infallible;
+        fn poll_ready(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+        fn start_send(self: Pin<&mut Self>, item: Message) -> Result<(), Self::Error> {
+            if let Message::Text(text) = item {
+                self.pending.lock().unwrap().push(text.to_string());
+            }
+            Ok(())
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            let batch = std::mem::take(&mut *self.pending.lock().unwrap());
+            if !batch.is_empty() {
+                self.flushed.lock().unwrap().push(batch);
+            }
+            Poll::Ready(Ok(()))
+        }
+        fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            self.poll_flush(cx)
+        }
+    }
+
+    async fn batches_with(write_delay: Duration) -> Vec<Vec<String>> {
+        let sink = Recorder::default();
+        let outbox = Arc::new(Outbox::new(16));
+        let shutdown = CancellationToken::new();
+        let writer = tokio::spawn(write_loop(
+            sink.clone(),
+            outbox.clone(),
+            shutdown.clone(),
+            WriterTiming {
+                close_timeout: Duration::from_secs(1),
+                write_delay,
+            },
+        ));
+        for text in ["a", "b", "c"] {
+            outbox.push(text.into()).unwrap();
+            // Let the writer take what is queued (and, when delayed, start waiting).
+            for _ in 0..10 {
+                tokio::task::yield_now().await;
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        shutdown.cancel();
+        writer.await.unwrap();
+        sink.flushed.lock().unwrap().clone()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_delay_every_wake_is_written_at_once() {
+        assert_eq!(batches_with(Duration::ZERO).await, [["a"], ["b"], ["c"]]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_busy_connection_waits_out_the_delay_and_batches() {
+        // "a" goes out at once (the connection was idle); "b" arrives within the delay, so the
+        // writer waits, and "c" joins it in one write.
+        assert_eq!(
+            batches_with(Duration::from_millis(10)).await,
+            [vec!["a"], vec!["b", "c"]]
+        );
+    }
+}
+
 #[cfg(test)]
 mod size_tests {
     use super::*;

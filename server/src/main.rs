@@ -31,6 +31,10 @@ struct Cli {
     /// Log line format on stderr.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
     log_format: LogFormat,
+    /// Least milliseconds between two writes to one busy connection (0: write at once); see
+    /// `Config::with_write_delay`.
+    #[arg(long, env = "WRITE_DELAY_MS", default_value_t = 0, global = true)]
+    write_delay_ms: u64,
     /// Same as the `dev` subcommand.
     #[arg(long)]
     dev: bool,
@@ -105,7 +109,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the tokio runtime")?
-        .block_on(serve(cli.bind, secret, dev))
+        .block_on(serve(
+            cli.bind,
+            Config::new(secret).with_write_delay(Duration::from_millis(cli.write_delay_ms)),
+            dev,
+        ))
 }
 
 fn secret(cli: &Cli) -> anyhow::Result<String> {
@@ -115,8 +123,8 @@ fn secret(cli: &Cli) -> anyhow::Result<String> {
     }
 }
 
-async fn serve(bind: String, secret: String, dev: bool) -> anyhow::Result<()> {
-    let tidings = Tidings::new(Config::new(secret));
+async fn serve(bind: String, config: Config, dev: bool) -> anyhow::Result<()> {
+    let tidings = Tidings::new(config);
     let listener = tokio::net::TcpListener::bind(&bind)
         .await
         .with_context(|| format!("cannot listen on {bind}"))?;

@@ -127,23 +127,44 @@ impl Outbox {
     /// the future completes). Only the connection's writer calls this.
     pub(crate) async fn next_batch(&self, batch: &mut Vec<Utf8Bytes>) -> Option<CloseCode> {
         loop {
-            {
-                let mut state = self.lock();
-                if let Some(code) = state.close {
-                    state.queue = VecDeque::new();
-                    return Some(code);
-                }
-                if !state.queue.is_empty() {
-                    batch.extend(state.queue.drain(..));
-                    if state.queue.capacity() > RETAINED_CAPACITY {
-                        state.queue.shrink_to(RETAINED_CAPACITY);
-                    }
-                    return None;
-                }
+            match self.take(batch) {
+                Taken::Close(code) => return Some(code),
+                Taken::Messages => return None,
+                Taken::Nothing => self.wake.notified().await,
             }
-            self.wake.notified().await;
         }
     }
+
+    /// Moves whatever is queued into `batch` without waiting; returns the close code if the
+    /// connection must close.
+    pub(crate) fn take_now(&self, batch: &mut Vec<Utf8Bytes>) -> Option<CloseCode> {
+        match self.take(batch) {
+            Taken::Close(code) => Some(code),
+            Taken::Messages | Taken::Nothing => None,
+        }
+    }
+
+    fn take(&self, batch: &mut Vec<Utf8Bytes>) -> Taken {
+        let mut state = self.lock();
+        if let Some(code) = state.close {
+            state.queue = VecDeque::new();
+            return Taken::Close(code);
+        }
+        if state.queue.is_empty() {
+            return Taken::Nothing;
+        }
+        batch.extend(state.queue.drain(..));
+        if state.queue.capacity() > RETAINED_CAPACITY {
+            state.queue.shrink_to(RETAINED_CAPACITY);
+        }
+        Taken::Messages
+    }
+}
+
+enum Taken {
+    Close(CloseCode),
+    Messages,
+    Nothing,
 }
 
 #[cfg(test)]
