@@ -27,6 +27,7 @@ pub struct Config {
     pub(crate) drain_timeout: Duration,
     pub(crate) header_read_timeout: Duration,
     pub(crate) write_delay: Duration,
+    pub(crate) tcp_keepalive: Option<Duration>,
 }
 
 impl Config {
@@ -47,6 +48,7 @@ impl Config {
             drain_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(15),
             write_delay: Duration::ZERO,
+            tcp_keepalive: Some(Duration::from_secs(60)),
         }
     }
 
@@ -140,6 +142,15 @@ impl Config {
         self
     }
 
+    /// Idle time after which the kernel starts TCP keepalive probes on a connection accepted
+    /// by [`serve`](crate::serve) (then every 10 s, dropping it after 3 unanswered probes), so
+    /// that peers gone without a FIN or RST are eventually removed; `None` disables it.
+    /// Defaults to 60 seconds.
+    pub fn with_tcp_keepalive(mut self, idle: Option<Duration>) -> Self {
+        self.tcp_keepalive = idle;
+        self
+    }
+
     /// The JWT clock leeway in effect.
     pub fn jwt_leeway(&self) -> Duration {
         self.jwt_leeway
@@ -191,6 +202,7 @@ impl fmt::Debug for Config {
             .field("drain_timeout", &self.drain_timeout)
             .field("header_read_timeout", &self.header_read_timeout)
             .field("write_delay", &self.write_delay)
+            .field("tcp_keepalive", &self.tcp_keepalive)
             .finish()
     }
 }

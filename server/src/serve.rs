@@ -23,6 +23,12 @@ use tokio_util::task::TaskTracker;
 
 use crate::{ServeError, Tidings};
 
+/// Seconds between TCP keepalive probes once a connection has been idle for
+/// `Config::with_tcp_keepalive`.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+/// Unanswered keepalive probes before the kernel drops the connection.
+const KEEPALIVE_RETRIES: u32 = 3;
+
 /// Serves `app` (which should include [`Tidings::router`]) on `listener` until `shutdown`
 /// completes or [`Tidings::shutdown`] is called.
 ///
@@ -45,6 +51,12 @@ pub async fn serve(
     http.timer(TokioTimer::new())
         .header_read_timeout(config.header_read_timeout)
         .keep_alive(true);
+    let keepalive = config.tcp_keepalive.map(|idle| {
+        socket2::TcpKeepalive::new()
+            .with_time(idle)
+            .with_interval(KEEPALIVE_INTERVAL)
+            .with_retries(KEEPALIVE_RETRIES)
+    });
     let http_connections = TaskTracker::new();
     tokio::pin!(shutdown);
 
@@ -68,6 +80,13 @@ pub async fn serve(
         };
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+        if let Some(keepalive) = &keepalive {
+            // Lets the kernel find peers that vanished without a FIN or RST (a laptop lid
+            // closed, a network gone), whose connections would otherwise stay forever.
+            if let Err(e) = socket2::SockRef::from(&tcp).set_tcp_keepalive(keepalive) {
+                tracing::debug!(error = %e, "cannot set TCP keepalive");
+            }
         }
         let connection = http
             .serve_connection(TokioIo::new(tcp), TowerToHyperService::new(app.clone()))
