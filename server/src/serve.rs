@@ -17,6 +17,7 @@ use std::time::Duration;
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
+use socket2::TcpKeepalive;
 use tokio::net::TcpListener;
 use tokio::time::{Instant, timeout_at};
 use tokio_util::task::TaskTracker;
@@ -52,11 +53,16 @@ pub async fn serve(
         .header_read_timeout(config.header_read_timeout)
         .keep_alive(true);
     let keepalive = config.tcp_keepalive.map(|idle| {
-        socket2::TcpKeepalive::new()
+        TcpKeepalive::new()
             .with_time(idle)
             .with_interval(KEEPALIVE_INTERVAL)
             .with_retries(KEEPALIVE_RETRIES)
     });
+    // Accepted sockets inherit these options from the listening socket (Linux and the BSDs),
+    // which saves several system calls per connection; if the listener refuses them, every
+    // accepted socket gets them instead.
+    let listener_options_inherited =
+        set_socket_options(&socket2::SockRef::from(&listener), keepalive.as_ref());
     let http_connections = TaskTracker::new();
     tokio::pin!(shutdown);
 
@@ -78,15 +84,8 @@ pub async fn serve(
                 Err(e) => return Err(ServeError::Io(e)),
             },
         };
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-        }
-        if let Some(keepalive) = &keepalive {
-            // Lets the kernel find peers that vanished without a FIN or RST (a laptop lid
-            // closed, a network gone), whose connections would otherwise stay forever.
-            if let Err(e) = socket2::SockRef::from(&tcp).set_tcp_keepalive(keepalive) {
-                tracing::debug!(error = %e, "cannot set TCP keepalive");
-            }
+        if !listener_options_inherited {
+            set_socket_options(&socket2::SockRef::from(&tcp), keepalive.as_ref());
         }
         let connection = http
             .serve_connection(TokioIo::new(tcp), TowerToHyperService::new(app.clone()))
@@ -129,6 +128,24 @@ pub async fn serve(
     Ok(())
 }
 
+/// Sets `TCP_NODELAY` (each batch a writer flushes leaves at once) and TCP keepalive (the
+/// kernel finds peers that vanished without a FIN or RST, whose connections would otherwise
+/// stay forever); returns whether both were set.
+fn set_socket_options(socket: &socket2::SockRef<'_>, keepalive: Option<&TcpKeepalive>) -> bool {
+    let mut ok = true;
+    if let Err(e) = socket.set_tcp_nodelay(true) {
+        tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        ok = false;
+    }
+    if let Some(keepalive) = keepalive {
+        if let Err(e) = socket.set_tcp_keepalive(keepalive) {
+            tracing::debug!(error = %e, "cannot set TCP keepalive");
+            ok = false;
+        }
+    }
+    ok
+}
+
 /// Errors about one incoming connection, not the listener.
 fn is_connection_error(e: &io::Error) -> bool {
     matches!(
@@ -143,4 +160,37 @@ fn is_connection_error(e: &io::Error) -> bool {
 /// Errors that go away once resources are freed (EMFILE, ENFILE, ENOBUFS, ENOMEM).
 fn is_resource_error(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(23 | 24 | 105 | 12)) || e.kind() == io::ErrorKind::OutOfMemory
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `serve` sets the options once on the listener and relies on accepted sockets inheriting
+    /// them; this checks that the platform does so.
+    #[tokio::test]
+    async fn accepted_sockets_inherit_the_listener_options() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let keepalive = TcpKeepalive::new()
+            .with_time(Duration::from_secs(61))
+            .with_interval(KEEPALIVE_INTERVAL)
+            .with_retries(KEEPALIVE_RETRIES);
+        assert!(set_socket_options(
+            &socket2::SockRef::from(&listener),
+            Some(&keepalive)
+        ));
+        let _client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (accepted, _) = listener.accept().await.unwrap();
+        let socket = socket2::SockRef::from(&accepted);
+        assert!(accepted.nodelay().unwrap());
+        assert!(socket.keepalive().unwrap());
+        assert_eq!(
+            socket.tcp_keepalive_time().unwrap(),
+            Duration::from_secs(61)
+        );
+        assert_eq!(socket.tcp_keepalive_interval().unwrap(), KEEPALIVE_INTERVAL);
+        assert_eq!(socket.tcp_keepalive_retries().unwrap(), KEEPALIVE_RETRIES);
+    }
 }
