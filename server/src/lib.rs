@@ -67,8 +67,8 @@ struct Inner {
     keys: auth::Keys,
     config: Config,
     shutdown: CancellationToken,
-    /// Every upgraded WebSocket task, so that shutdown can wait for them (axum does not track
-    /// upgraded connections).
+    /// Every upgraded WebSocket task, so that shutdown can wait for them (an upgraded
+    /// connection leaves the HTTP server's hands).
     connections: TaskTracker,
 }
 

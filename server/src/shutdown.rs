@@ -1,10 +1,11 @@
-//! Stopping the server: the process signals that start a shutdown, and the bounded drain.
+//! Stopping the server: the process signals that start a shutdown.
 //!
 //! A shutdown is one [`CancellationToken`](tokio_util::sync::CancellationToken) inside
-//! [`Tidings`](crate::Tidings): cancelling it (through [`Tidings::shutdown`](crate::Tidings::shutdown))
-//! makes every connection's writer send close 1012 (service restart, so clients reconnect
-//! elsewhere), makes `/ws` refuse new upgrades and tells axum to stop accepting. [`serve`](crate::serve)
-//! then waits at most the configured drain timeout for requests and sockets to finish.
+//! [`Tidings`](crate::Tidings): cancelling it (through
+//! [`Tidings::shutdown`](crate::Tidings::shutdown)) makes every connection's writer send close
+//! 1012 (service restart, so clients reconnect elsewhere), makes `/ws` refuse new upgrades
+//! and makes [`serve`](crate::serve) stop accepting; `serve` then waits at most the
+//! configured drain timeout for requests and sockets to finish.
 
 /// Completes on Ctrl-C (SIGINT) or, on Unix, SIGTERM: the signals a process manager uses to
 /// stop the server. Usable as the `shutdown` argument of [`serve`](crate::serve).
