@@ -228,3 +228,34 @@ async fn client_close_removes_subscriptions() {
         .await
     );
 }
+
+#[tokio::test]
+async fn invalid_utf8_in_a_text_frame_closes_with_1007() {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    let server = start_server().await;
+    let mut ws = server.client().await;
+    subscribe(&mut ws, "list:1").await;
+    let frame = Frame::message(vec![b'{', 0xff, 0xfe, b'}'], OpCode::Data(Data::Text), true);
+    ws.send(Message::Frame(frame)).await.unwrap();
+    assert_eq!(recv_close(&mut ws).await.0, 1007);
+    let hub = server.tidings.hub().clone();
+    assert!(
+        eventually(|| {
+            let hub = hub.clone();
+            async move { hub.topic_count() == 0 }
+        })
+        .await
+    );
+}
+
+#[tokio::test]
+async fn a_client_close_is_answered() {
+    use futures_util::SinkExt;
+    let server = start_server().await;
+    let mut ws = server.client().await;
+    ws.send(Message::Close(None)).await.unwrap();
+    // The server completes the close handshake: its close frame comes back.
+    assert!(matches!(next_frame(&mut ws).await, Message::Close(_)));
+}
