@@ -141,6 +141,28 @@ pub fn machine_busy_ticks() -> Result<u64> {
     Ok(busy)
 }
 
+/// TCP segments sent since boot by the whole machine (`OutSegs` of `/proc/net/snmp`).
+///
+/// Segments per delivery tell how many messages share one write: a message written on its
+/// own costs its own segment (and usually an ACK back).
+///
+/// # Errors
+/// When `/proc/net/snmp` cannot be read or parsed.
+pub fn tcp_out_segments() -> Result<u64> {
+    let text = std::fs::read_to_string("/proc/net/snmp").context("reading /proc/net/snmp")?;
+    let mut tcp = text.lines().filter(|l| l.starts_with("Tcp:"));
+    let (names, values) = tcp
+        .next()
+        .zip(tcp.next())
+        .context("no Tcp lines in /proc/net/snmp")?;
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(name, _)| *name == "OutSegs")
+        .and_then(|(_, v)| v.parse().ok())
+        .context("no Tcp OutSegs in /proc/net/snmp")
+}
+
 /// A measurement window: the server's CPU, the tool's own CPU and the whole machine's busy
 /// time at its start, so that its end can say how much CPU *other* processes (parallel
 /// compiles on a shared machine) took while we measured.
@@ -148,6 +170,7 @@ pub struct Window<'a> {
     server: &'a ProcStats,
     tool: ProcStats,
     server0: CpuSample,
+    segments0: u64,
     tool0: CpuSample,
     machine0: u64,
     started: std::time::Instant,
@@ -166,6 +189,8 @@ pub struct WindowCpu {
     pub tool_us: f64,
     /// CPU of every other process on the machine, µs.
     pub others_us: f64,
+    /// TCP segments sent on the whole machine (loopback: both directions, ACKs included).
+    pub tcp_segments: u64,
 }
 
 impl<'a> Window<'a> {
@@ -177,6 +202,7 @@ impl<'a> Window<'a> {
         let tool = ProcStats::new(std::process::id())?;
         Ok(Self {
             server0: server.cpu()?,
+            segments0: tcp_out_segments()?,
             tool0: tool.cpu()?,
             machine0: machine_busy_ticks()?,
             started: std::time::Instant::now(),
@@ -191,6 +217,7 @@ impl<'a> Window<'a> {
     /// When `/proc` cannot be read (e.g. the server died).
     pub fn end(&self) -> Result<WindowCpu> {
         let server1 = self.server.cpu()?;
+        let segments1 = tcp_out_segments()?;
         let tool1 = self.tool.cpu()?;
         let machine1 = machine_busy_ticks()?;
         let secs = self.started.elapsed().as_secs_f64().max(1e-9);
@@ -205,6 +232,7 @@ impl<'a> Window<'a> {
             server_sys_us: self.server.system_micros(self.server0, server1),
             tool_us,
             others_us: (machine_us - server_us - tool_us).max(0.0),
+            tcp_segments: segments1.saturating_sub(self.segments0),
         })
     }
 }
@@ -233,5 +261,6 @@ mod tests {
         let window = Window::start(&stats).unwrap();
         let cpu = window.end().unwrap();
         assert!(cpu.secs > 0.0 && cpu.others_us >= 0.0);
+        assert!(tcp_out_segments().is_ok());
     }
 }

@@ -115,6 +115,11 @@ pub async fn run(server: &Server, common: &Common, opts: &HandshakeOpts) -> Resu
                 "µs",
                 cpu.server_sys_us / handshakes.max(1) as f64,
             ),
+            Metric::new(
+                "TCP segments per handshake (both ways)",
+                "count",
+                cpu.tcp_segments as f64 / handshakes.max(1) as f64,
+            ),
             Metric::new("server CPU load", "% of 1 core", cpu.server_us / secs / 1e4),
             Metric::new(
                 "load tool CPU load",

@@ -277,6 +277,11 @@ async fn run(server: &Server, common: &Common, plan: &Plan) -> Result<Run> {
             "µs",
             cpu.server_sys_us / (deliveries.max(1) as f64),
         ),
+        Metric::new(
+            "TCP segments per delivery (both ways)",
+            "count",
+            cpu.tcp_segments as f64 / (deliveries.max(1) as f64),
+        ),
         Metric::new("server CPU load", "% of 1 core", cpu.server_us / secs / 1e4),
         Metric::new(
             "load tool CPU load",
