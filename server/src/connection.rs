@@ -11,6 +11,7 @@
 //! the server's shutdown (1012). Whatever the cause, the connection leaves every topic before
 //! anything else happens, and every wait on the way out is bounded by the close timeout.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,7 +21,6 @@ use futures_util::{SinkExt, StreamExt};
 use tidings_protocol::{ClientMessage, CloseCode, Topic, WSError, WSReply};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep_until, timeout};
-use tokio_util::sync::CancellationToken;
 
 use crate::Tidings;
 use crate::hub::{ConnId, Hub};
@@ -60,32 +60,38 @@ enum End {
     Server,
 }
 
-/// Runs an authenticated connection until it ends.
-pub(crate) async fn run(sink: Sink, mut stream: Stream, tidings: Tidings) {
+/// Starts an authenticated connection: spawns its writer and returns its reader loop.
+///
+/// The set-up happens here, outside the returned future, so that the reader future (alive
+/// as long as the connection) keeps no slots for values it only needed to start.
+pub(crate) fn start(
+    sink: Sink,
+    stream: Stream,
+    tidings: &Tidings,
+) -> impl Future<Output = ()> + Send + use<> {
     let config = tidings.config();
-    let close_timeout = config.close_timeout;
     let outbox = Arc::new(Outbox::new(config.outbound_queue_capacity));
     let hub = tidings.hub().clone();
-    let id = hub.next_conn_id();
-    let timing = WriterTiming {
-        close_timeout,
-        write_delay: config.write_delay,
-    };
-    let mut writer = tokio::spawn(write_loop(
-        sink,
-        outbox.clone(),
-        tidings.shutdown_token().clone(),
-        timing,
-    ));
-    let mut conn = Connection {
-        id,
+    let writer = tokio::spawn(write_loop(sink, outbox.clone(), tidings.clone()));
+    let conn = Connection {
+        id: hub.next_conn_id(),
         hub,
-        outbox: outbox.clone(),
+        outbox,
         topics: Vec::new(),
         max_subscriptions: config.max_subscriptions_per_connection,
     };
-    drop(tidings);
+    run(conn, stream, writer, config.close_timeout)
+}
 
+/// The reader loop of a connection, until it ends.
+async fn run(
+    mut conn: Connection,
+    mut stream: Stream,
+    mut writer: JoinHandle<()>,
+    close_timeout: Duration,
+) {
+    let outbox = conn.outbox.clone();
+    let id = conn.id;
     let end = {
         // Created once: it stays registered with the outbox for the connection's whole life
         // instead of registering again for every frame read.
@@ -236,30 +242,18 @@ fn close_code_for(error: &axum::Error) -> Option<CloseCode> {
     }
 }
 
-/// The writer's timing settings (from [`Config`](crate::Config)).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct WriterTiming {
-    /// Bound on sending the close frame.
-    pub(crate) close_timeout: Duration,
-    /// Least time between two flushes of a busy connection (zero: flush at once).
-    pub(crate) write_delay: Duration,
-}
-
 /// The connection's single writer: sends queued frames in batches until the connection must
-/// close, then sends the close frame.
-pub(crate) async fn write_loop<S>(
-    mut sink: S,
-    outbox: Arc<Outbox>,
-    shutdown: CancellationToken,
-    timing: WriterTiming,
-) where
+/// close, then sends the close frame. Settings are read from `tidings` when needed rather than
+/// copied, to keep this long-lived future small.
+pub(crate) async fn write_loop<S>(mut sink: S, outbox: Arc<Outbox>, tidings: Tidings)
+where
     S: futures_util::Sink<Message> + Unpin,
 {
     let mut batch: Vec<Utf8Bytes> = Vec::new();
     let mut last_flush: Option<Instant> = None;
     // Created once: every writer waits on the same token, and registering with it for each
     // batch would put one shared lock on the hot path.
-    let cancelled = shutdown.cancelled();
+    let cancelled = tidings.shutdown_token().cancelled();
     tokio::pin!(cancelled);
     loop {
         let mut close = tokio::select! {
@@ -273,7 +267,7 @@ pub(crate) async fn write_loop<S>(
                 // A connection that flushed less than `write_delay` ago is busy: wait out the
                 // rest of the delay so that the events arriving meanwhile share one write. An
                 // idle connection (the common case) is written to at once.
-                let until = last + timing.write_delay;
+                let until = last + tidings.config().write_delay;
                 if Instant::now() < until {
                     // Boxed: only a busy connection needs the timer.
                     Box::pin(sleep_until(until)).await;
@@ -290,7 +284,7 @@ pub(crate) async fn write_loop<S>(
             if batch.capacity() > RETAINED_BATCH {
                 batch.shrink_to(RETAINED_BATCH);
             }
-            if !timing.write_delay.is_zero() {
+            if !tidings.config().write_delay.is_zero() {
                 last_flush = Some(Instant::now());
             }
         }
@@ -298,7 +292,7 @@ pub(crate) async fn write_loop<S>(
             // Pushes fail from now on, and the reader stops reading.
             outbox.close(code);
             // Boxed: only a closing connection needs the timer and the close frame.
-            Box::pin(send_close(&mut sink, code, timing.close_timeout)).await;
+            Box::pin(send_close(&mut sink, code, tidings.config().close_timeout)).await;
             return;
         }
     }
@@ -347,21 +341,13 @@ mod tests {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Message>(16);
         let tx = PollSender::new(tx);
         let outbox = Arc::new(Outbox::new(16));
-        let shutdown = CancellationToken::new();
+        let tidings = Tidings::new(crate::Config::new("secret"));
         outbox.push("a".into()).unwrap();
         outbox.push("b".into()).unwrap();
-        let writer = tokio::spawn(write_loop(
-            tx,
-            outbox.clone(),
-            shutdown.clone(),
-            WriterTiming {
-                close_timeout: Duration::from_secs(5),
-                write_delay: Duration::ZERO,
-            },
-        ));
+        let writer = tokio::spawn(write_loop(tx, outbox.clone(), tidings.clone()));
         assert_eq!(rx.recv().await, Some(Message::Text("a".into())));
         assert_eq!(rx.recv().await, Some(Message::Text("b".into())));
-        shutdown.cancel();
+        tidings.shutdown();
         writer.await.unwrap();
         match rx.recv().await {
             Some(Message::Close(Some(frame))) => assert_eq!(frame.code, 1012),
@@ -411,16 +397,8 @@ mod write_delay_tests {
     async fn batches_with(write_delay: Duration) -> Vec<Vec<String>> {
         let sink = Recorder::default();
         let outbox = Arc::new(Outbox::new(16));
-        let shutdown = CancellationToken::new();
-        let writer = tokio::spawn(write_loop(
-            sink.clone(),
-            outbox.clone(),
-            shutdown.clone(),
-            WriterTiming {
-                close_timeout: Duration::from_secs(1),
-                write_delay,
-            },
-        ));
+        let tidings = Tidings::new(crate::Config::new("secret").with_write_delay(write_delay));
+        let writer = tokio::spawn(write_loop(sink.clone(), outbox.clone(), tidings.clone()));
         for text in ["a", "b", "c"] {
             outbox.push(text.into()).unwrap();
             // Let the writer take what is queued (and, when delayed, start waiting).
@@ -429,7 +407,7 @@ mod write_delay_tests {
             }
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
-        shutdown.cancel();
+        tidings.shutdown();
         writer.await.unwrap();
         sink.flushed.lock().unwrap().clone()
     }
@@ -466,8 +444,8 @@ mod size_tests {
     /// size is memory per connection; a change that makes them balloon should be a choice.
     #[test]
     fn per_connection_futures_stay_small() {
-        let reader = size3(run);
-        let writer = size4(write_loop::<Sink>);
+        let reader = size4(run);
+        let writer = size3(write_loop::<Sink>);
         assert!(reader <= 512, "reader future is {reader} bytes");
         assert!(writer <= 512, "writer future is {writer} bytes");
         assert!(std::mem::size_of::<Outbox>() <= 192);

@@ -53,7 +53,7 @@ pub(crate) async fn upgrade(
         let (sink, stream) = socket.split();
         let tracker = tidings.tracker().clone();
         let connection = match auth {
-            Ok(()) => Either::Left(connection::run(sink, stream, tidings)),
+            Ok(()) => Either::Left(connection::start(sink, stream, &tidings)),
             Err(e) => {
                 // The error names what was wrong (expired, bad signature, …), never the token.
                 tracing::debug!(reason = %e, "websocket refused");
