@@ -59,6 +59,7 @@ pub struct Recorder {
     recording: AtomicBool,
     checked_one: AtomicBool,
     shards: Vec<Mutex<Histogram<u64>>>,
+    publish_rtt: Mutex<Histogram<u64>>,
     errors: AtomicU64,
     error_samples: Mutex<Vec<String>>,
 }
@@ -75,6 +76,10 @@ impl Recorder {
             })
             .collect();
         Self {
+            publish_rtt: Mutex::new(
+                Histogram::new_with_bounds(1, MAX_LATENCY_US, 3)
+                    .expect("static histogram bounds are valid"),
+            ),
             clock,
             received: AtomicU64::new(0),
             recording: AtomicBool::new(false),
@@ -123,6 +128,26 @@ impl Recorder {
         }
     }
 
+    /// Records how long one `POST /publish` took until its 202 (while recording).
+    pub fn on_publish(&self, rtt: std::time::Duration) {
+        if self.recording.load(Ordering::Acquire) {
+            let us = u64::try_from(rtt.as_micros())
+                .unwrap_or(MAX_LATENCY_US)
+                .clamp(1, MAX_LATENCY_US);
+            if let Ok(mut h) = self.publish_rtt.lock() {
+                h.saturating_record(us);
+            }
+        }
+    }
+
+    /// Percentiles of the publish round trips.
+    pub fn publish_latencies(&self) -> Latencies {
+        self.publish_rtt
+            .lock()
+            .map(|h| summarize(&h))
+            .unwrap_or_default()
+    }
+
     /// Logs one error of the run.
     pub fn error(&self, text: String) {
         self.errors.fetch_add(1, Ordering::Relaxed);
@@ -152,15 +177,19 @@ impl Recorder {
                 let _ = all.add(&*h);
             }
         }
-        if all.is_empty() {
-            return Latencies::default();
-        }
-        Latencies {
-            count: all.len(),
-            p50: all.value_at_quantile(0.50),
-            p99: all.value_at_quantile(0.99),
-            max: all.max(),
-        }
+        summarize(&all)
+    }
+}
+
+fn summarize(h: &Histogram<u64>) -> Latencies {
+    if h.is_empty() {
+        return Latencies::default();
+    }
+    Latencies {
+        count: h.len(),
+        p50: h.value_at_quantile(0.50),
+        p99: h.value_at_quantile(0.99),
+        max: h.max(),
     }
 }
 

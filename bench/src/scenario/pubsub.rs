@@ -255,6 +255,7 @@ async fn run(server: &Server, common: &Common, plan: &Plan) -> Result<Run> {
         owed1 - owed0
     };
     let lat = recorder.latencies();
+    let rtt = recorder.publish_latencies();
     let (errors, samples) = recorder.errors();
     run.errors = errors;
     run.error_samples = samples;
@@ -296,6 +297,8 @@ async fn run(server: &Server, common: &Common, plan: &Plan) -> Result<Run> {
         Metric::new("latency p50", "µs", lat.p50 as f64),
         p99,
         Metric::new("latency max", "µs", lat.max as f64),
+        Metric::new("publish request (until 202) p50", "µs", rtt.p50 as f64),
+        Metric::new("publish request (until 202) p99", "µs", rtt.p99 as f64),
     ];
     Ok(run)
 }
@@ -355,8 +358,10 @@ async fn publish_loop(publisher: Publisher, id: usize, shared: PublishShared) {
         }
         let topic = &topics[next % topics.len()];
         next += count;
+        let sent = Instant::now();
         match publisher.publish(topic, recorder.clock().now_ns()).await {
             Ok(delivered) => {
+                recorder.on_publish(sent.elapsed());
                 published.deliveries.fetch_add(delivered, Ordering::Relaxed);
                 published.events.fetch_add(1, Ordering::Relaxed);
             }
