@@ -28,6 +28,10 @@ pub struct Config {
     pub(crate) header_read_timeout: Duration,
     pub(crate) write_delay: Duration,
     pub(crate) tcp_keepalive: Option<Duration>,
+    pub(crate) message_rate: u32,
+    pub(crate) message_burst: u32,
+    pub(crate) max_rate_violations: u32,
+    pub(crate) rate_violation_window: Duration,
 }
 
 impl Config {
@@ -49,6 +53,10 @@ impl Config {
             header_read_timeout: Duration::from_secs(15),
             write_delay: Duration::ZERO,
             tcp_keepalive: Some(Duration::from_secs(60)),
+            message_rate: 100,
+            message_burst: 1000,
+            max_rate_violations: 100,
+            rate_violation_window: Duration::from_secs(10),
         }
     }
 
@@ -151,6 +159,39 @@ impl Config {
         self
     }
 
+    /// Sustained inbound messages per second one connection may send (the token bucket's
+    /// refill rate). Every text or binary frame counts; a frame over the limit is dropped and
+    /// answered with `{"error":"Rate limit exceeded"}`. Defaults to 100 per second; values
+    /// below 1 are raised to 1.
+    pub fn with_message_rate(mut self, per_second: u32) -> Self {
+        self.message_rate = per_second.max(1);
+        self
+    }
+
+    /// How many inbound messages one connection may send at once before the rate limit
+    /// applies (the token bucket's size; a fresh connection starts with a full bucket), so a
+    /// client resubscribing hundreds of topics after a reconnect passes. Defaults to 1000;
+    /// values below 1 are raised to 1.
+    pub fn with_message_burst(mut self, burst: u32) -> Self {
+        self.message_burst = burst.max(1);
+        self
+    }
+
+    /// How many rate-limited (dropped) messages within the
+    /// [violation window](Config::with_rate_violation_window) close the connection with 1008
+    /// (policy violation). Defaults to 100; values below 1 are raised to 1.
+    pub fn with_max_rate_violations(mut self, violations: u32) -> Self {
+        self.max_rate_violations = violations.max(1);
+        self
+    }
+
+    /// The window in which [rate-limit violations](Config::with_max_rate_violations) are
+    /// counted. Defaults to 10 seconds.
+    pub fn with_rate_violation_window(mut self, window: Duration) -> Self {
+        self.rate_violation_window = window;
+        self
+    }
+
     /// The JWT clock leeway in effect.
     pub fn jwt_leeway(&self) -> Duration {
         self.jwt_leeway
@@ -182,6 +223,17 @@ impl Config {
     }
 }
 
+impl Config {
+    pub(crate) fn rate_settings(&self) -> crate::rate::RateSettings {
+        crate::rate::RateSettings {
+            per_second: f64::from(self.message_rate),
+            burst: f64::from(self.message_burst),
+            max_violations: self.max_rate_violations,
+            window: self.rate_violation_window,
+        }
+    }
+}
+
 // The secret must never reach a log line, so Debug is written by hand.
 impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -203,6 +255,10 @@ impl fmt::Debug for Config {
             .field("header_read_timeout", &self.header_read_timeout)
             .field("write_delay", &self.write_delay)
             .field("tcp_keepalive", &self.tcp_keepalive)
+            .field("message_rate", &self.message_rate)
+            .field("message_burst", &self.message_burst)
+            .field("max_rate_violations", &self.max_rate_violations)
+            .field("rate_violation_window", &self.rate_violation_window)
             .finish()
     }
 }

@@ -25,6 +25,7 @@ use tokio::time::{Instant, sleep_until, timeout};
 use crate::Tidings;
 use crate::hub::{ConnId, Hub};
 use crate::outbox::Outbox;
+use crate::rate::{RATE_LIMIT_EXCEEDED, RateLimiter, Verdict};
 
 /// The error text sent when a subscribe would exceed the per-connection limit (tidings
 /// addition; the connection stays open).
@@ -43,6 +44,9 @@ struct Connection {
     outbox: Arc<Outbox>,
     topics: Vec<Topic>,
     max_subscriptions: usize,
+    rate: RateLimiter,
+    /// The server handle, for settings read on demand (cheaper to keep than copies).
+    tidings: Tidings,
 }
 
 /// The halves of an upgraded socket. The socket is split as soon as it is upgraded (before
@@ -79,6 +83,8 @@ pub(crate) fn start(
         outbox,
         topics: Vec::new(),
         max_subscriptions: config.max_subscriptions_per_connection,
+        rate: RateLimiter::new(&config.rate_settings(), Instant::now()),
+        tidings: tidings.clone(),
     };
     run(conn, stream, writer, config.close_timeout)
 }
@@ -105,9 +111,15 @@ async fn run(
                 // arm only covers a writer that ended on its own (a write error).
                 _ = &mut writer => break End::Server,
                 msg = stream.next() => match msg {
-                    Some(Ok(Message::Text(text))) => conn.on_text(&text),
+                    Some(Ok(Message::Text(text))) => {
+                        if conn.admit() {
+                            conn.on_text(&text);
+                        }
+                    }
                     Some(Ok(Message::Binary(_))) => {
-                        conn.reply(&WSError::invalid_format("binary frames are not supported"))
+                        if conn.admit() {
+                            conn.reply(&WSError::invalid_format("binary frames are not supported"));
+                        }
                     }
                     // tungstenite answers pings itself; pongs need nothing.
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
@@ -164,6 +176,25 @@ pub(crate) async fn await_close_reply(stream: &mut Stream, limit: Duration) {
 }
 
 impl Connection {
+    /// Applies the rate limit to one inbound message: whether to handle it.
+    fn admit(&mut self) -> bool {
+        match self
+            .rate
+            .check(&self.tidings.config().rate_settings(), Instant::now())
+        {
+            Verdict::Allow => true,
+            Verdict::Drop => {
+                self.reply(&WSError::new(RATE_LIMIT_EXCEEDED));
+                false
+            }
+            Verdict::Close => {
+                tracing::debug!(conn = self.id, "closing a connection that keeps flooding");
+                self.outbox.close(CloseCode::PolicyViolation);
+                false
+            }
+        }
+    }
+
     fn on_text(&mut self, text: &str) {
         match ClientMessage::parse(text) {
             Ok(Some(ClientMessage::Subscribe { topic })) => self.subscribe(topic),

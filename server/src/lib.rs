@@ -31,6 +31,7 @@ pub mod error;
 pub mod hub;
 mod outbox;
 pub mod publish;
+mod rate;
 mod serve;
 pub mod shutdown;
 mod ws;
@@ -53,6 +54,7 @@ pub use connection::TOO_MANY_SUBSCRIPTIONS;
 pub use error::ServeError;
 pub use hub::Hub;
 pub use publish::PublishError;
+pub use rate::RATE_LIMIT_EXCEEDED;
 pub use serve::serve;
 pub use tidings_protocol as protocol;
 
