@@ -32,6 +32,8 @@ pub struct Config {
     pub(crate) message_burst: u32,
     pub(crate) max_rate_violations: u32,
     pub(crate) rate_violation_window: Duration,
+    pub(crate) max_connections: usize,
+    pub(crate) max_connections_per_user: usize,
 }
 
 impl Config {
@@ -57,6 +59,8 @@ impl Config {
             message_burst: 1000,
             max_rate_violations: 100,
             rate_violation_window: Duration::from_secs(10),
+            max_connections: 100_000,
+            max_connections_per_user: 100,
         }
     }
 
@@ -192,6 +196,23 @@ impl Config {
         self
     }
 
+    /// How many WebSocket connections the server holds at once. A connection beyond it
+    /// completes the handshake and is then closed with 4005 "too many connections"; a slot is
+    /// released as soon as a connection ends. Defaults to 100,000 (set it below the process's
+    /// open-file limit); values below 1 are raised to 1.
+    pub fn with_max_connections(mut self, max: usize) -> Self {
+        self.max_connections = max.max(1);
+        self
+    }
+
+    /// How many WebSocket connections one user (the token's `sub`) may hold at once, e.g. one
+    /// per browser tab. A connection beyond it completes the handshake and is then closed with
+    /// 4005 "too many connections". Defaults to 100; values below 1 are raised to 1.
+    pub fn with_max_connections_per_user(mut self, max: usize) -> Self {
+        self.max_connections_per_user = max.max(1);
+        self
+    }
+
     /// The JWT clock leeway in effect.
     pub fn jwt_leeway(&self) -> Duration {
         self.jwt_leeway
@@ -259,6 +280,8 @@ impl fmt::Debug for Config {
             .field("message_burst", &self.message_burst)
             .field("max_rate_violations", &self.max_rate_violations)
             .field("rate_violation_window", &self.rate_violation_window)
+            .field("max_connections", &self.max_connections)
+            .field("max_connections_per_user", &self.max_connections_per_user)
             .finish()
     }
 }

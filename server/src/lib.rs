@@ -29,6 +29,7 @@ pub mod config;
 mod connection;
 pub mod error;
 pub mod hub;
+mod limits;
 mod outbox;
 pub mod publish;
 mod rate;
@@ -72,6 +73,8 @@ struct Inner {
     /// Every upgraded WebSocket task, so that shutdown can wait for them (an upgraded
     /// connection leaves the HTTP server's hands).
     connections: TaskTracker,
+    /// The connection counts behind `Config::with_max_connections{,_per_user}`.
+    limits: Arc<limits::ConnectionLimits>,
 }
 
 impl std::fmt::Debug for Tidings {
@@ -90,6 +93,10 @@ impl Tidings {
             inner: Arc::new(Inner {
                 hub: Hub::new(),
                 keys: auth::Keys::new(&config),
+                limits: Arc::new(limits::ConnectionLimits::new(
+                    config.max_connections,
+                    config.max_connections_per_user,
+                )),
                 config,
                 shutdown: CancellationToken::new(),
                 connections: TaskTracker::new(),
@@ -163,6 +170,10 @@ impl Tidings {
     /// How many WebSocket connections are open (including ones being closed).
     pub fn connection_count(&self) -> usize {
         self.inner.connections.len()
+    }
+
+    fn limits(&self) -> &Arc<limits::ConnectionLimits> {
+        &self.inner.limits
     }
 
     fn tracker(&self) -> &TaskTracker {

@@ -3,7 +3,8 @@
 //! As in the seed, a bad token does not fail the HTTP request: the WebSocket handshake
 //! completes, then the server sends a close frame with 4001 "Unauthorized" and no data frame
 //! before it. The token is checked before the upgrade (it is cheap and keeps the upgraded task
-//! small). The socket's buffers are sized from [`Config`](crate::Config) for many mostly idle
+//! small). An authenticated connection over the total or per-user connection limit is
+//! likewise upgraded and then closed with 4005 "too many connections". The socket's buffers are sized from [`Config`](crate::Config) for many mostly idle
 //! connections. During shutdown new upgrades are refused with 503.
 
 use std::time::Duration;
@@ -30,13 +31,26 @@ pub(crate) async fn upgrade(
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
     }
     // Checked before the upgrade; only the outcome (not the claims) is kept, so the task that
-    // lives as long as the connection stays small.
+    // lives as long as the connection stays small. An admitted connection holds its
+    // connection-limit permit until it ends.
     let token = token_param(query.as_deref().unwrap_or(""));
-    let auth = tidings
-        .verify_token(token.as_deref().unwrap_or(""))
-        .map(|claims| {
-            tracing::debug!(user = %claims.sub, "websocket accepted");
-        });
+    let admission = match tidings.verify_token(token.as_deref().unwrap_or("")) {
+        Ok(claims) => match tidings.limits().acquire(&claims.sub) {
+            Ok(permit) => {
+                tracing::debug!(user = %claims.sub, "websocket accepted");
+                Ok(permit)
+            }
+            Err(limit) => {
+                tracing::debug!(user = %claims.sub, ?limit, "websocket over the connection limit");
+                Err(CloseCode::TooManyConnections)
+            }
+        },
+        Err(e) => {
+            // The error names what was wrong (expired, bad signature, …), never the token.
+            tracing::debug!(reason = %e, "websocket refused");
+            Err(CloseCode::Unauthorized)
+        }
+    };
     drop(token);
     let config = tidings.config();
     let ws = ws
@@ -52,26 +66,31 @@ pub(crate) async fn upgrade(
     ws.on_upgrade(move |socket| {
         let (sink, stream) = socket.split();
         let tracker = tidings.tracker().clone();
-        let connection = match auth {
-            Ok(()) => Either::Left(connection::start(sink, stream, &tidings)),
-            Err(e) => {
-                // The error names what was wrong (expired, bad signature, …), never the token.
-                tracing::debug!(reason = %e, "websocket refused");
+        let connection = match admission {
+            Ok(permit) => {
+                let connection = connection::start(sink, stream, &tidings);
+                Either::Left(async move {
+                    connection.await;
+                    drop(permit);
+                })
+            }
+            Err(code) => {
                 let close_timeout = tidings.config().close_timeout;
-                Either::Right(refuse(sink, stream, close_timeout))
+                Either::Right(refuse(sink, stream, code, close_timeout))
             }
         };
         tracker.track_future(connection)
     })
 }
 
-/// Closes a freshly upgraded socket with 4001, sending nothing before the close frame.
+/// Closes a freshly upgraded socket with `code` (4001 for a bad token, 4005 over a connection
+/// limit), sending nothing before the close frame.
 pub(crate) async fn refuse(
     mut sink: connection::Sink,
     mut stream: connection::Stream,
+    code: CloseCode,
     close_timeout: Duration,
 ) {
-    let code = CloseCode::Unauthorized;
     let frame = CloseFrame {
         code: code.code(),
         reason: Utf8Bytes::from_static(code.reason()),

@@ -61,3 +61,69 @@ async fn over_the_rate_messages_are_dropped_then_flooding_closes_1008() {
     }
     panic!("never closed");
 }
+
+#[tokio::test]
+async fn dozens_of_tabs_of_one_user_work_with_the_defaults() {
+    let server = start_server().await;
+    let mut tabs = Vec::new();
+    for _ in 0..50 {
+        tabs.push(server.client().await);
+    }
+    for ws in &mut tabs {
+        roundtrip(ws, r#"{"action":"ping"}"#, r#"{"action":"pong"}"#).await;
+    }
+}
+
+#[tokio::test]
+async fn over_the_per_user_limit_closes_4005_and_a_closed_tab_frees_its_slot() {
+    let server = start_server_with(Config::new(SECRET).with_max_connections_per_user(2)).await;
+    let url = server.ws_url(&mint_token("7"));
+    let mut first = connect(&url).await;
+    let mut second = connect(&url).await;
+    roundtrip(&mut second, r#"{"action":"ping"}"#, r#"{"action":"pong"}"#).await;
+    // The handshake completes, then the close comes first.
+    let mut third = connect(&url).await;
+    let (code, reason) = recv_close(&mut third).await;
+    assert_eq!((code, reason.as_str()), (4005, "too many connections"));
+    // Another user is not affected.
+    let mut other = connect(&server.ws_url(&mint_token("8"))).await;
+    roundtrip(&mut other, r#"{"action":"ping"}"#, r#"{"action":"pong"}"#).await;
+    // Closing a tab releases its slot.
+    first.close(None).await.expect("close");
+    while next_frame_or_end(&mut first).await {}
+    // The slot comes back once the server has seen the close; retry until then.
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    loop {
+        let mut ws = connect(&url).await;
+        send(&mut ws, r#"{"action":"ping"}"#).await;
+        match next_frame(&mut ws).await {
+            Message::Text(text) => {
+                assert_eq!(text.as_str(), r#"{"action":"pong"}"#);
+                break;
+            }
+            Message::Close(_) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            other => panic!("the slot was not released: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn over_the_total_limit_closes_4005() {
+    let server = start_server_with(Config::new(SECRET).with_max_connections(2)).await;
+    let mut a = connect(&server.ws_url(&mint_token("1"))).await;
+    let _b = connect(&server.ws_url(&mint_token("2"))).await;
+    let mut c = connect(&server.ws_url(&mint_token("3"))).await;
+    assert_eq!(recv_close(&mut c).await.0, 4005);
+    roundtrip(&mut a, r#"{"action":"ping"}"#, r#"{"action":"pong"}"#).await;
+}
+
+/// Reads one frame; false once the stream has ended (or errored).
+async fn next_frame_or_end(ws: &mut Ws) -> bool {
+    use futures_util::StreamExt;
+    matches!(
+        tokio::time::timeout(TIMEOUT, ws.next()).await,
+        Ok(Some(Ok(_)))
+    )
+}
