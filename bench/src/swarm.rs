@@ -75,10 +75,14 @@ pub async fn open(server: SocketAddr, minter: &Minter, spec: &SwarmSpec) -> Resu
 /// Holds a connection open without traffic until `stop`, still reading so that control
 /// frames (server pings) are answered. Returns an error text if the server closed it.
 pub async fn hold_idle(mut ws: Ws, stop: CancellationToken) -> Option<String> {
+    // Registered once: a fresh `cancelled()` per message would lock the token's shared waiter
+    // list twice per message, and thousands of receivers contend on that one lock.
+    let stopped = stop.cancelled();
+    tokio::pin!(stopped);
     loop {
         tokio::select! {
             // The run is over: close politely so the server frees the connection.
-            _ = stop.cancelled() => {
+            _ = &mut stopped => {
                 let _ = ws.close(None).await;
                 return None;
             }
@@ -105,10 +109,13 @@ pub async fn receive(
     parked_until: Option<CancellationToken>,
     stop: CancellationToken,
 ) {
+    // Registered once (see `hold_idle`).
+    let stopped = stop.cancelled();
+    tokio::pin!(stopped);
     if let Some(parked) = parked_until {
         tokio::select! {
             _ = parked.cancelled() => {}
-            _ = stop.cancelled() => {
+            _ = &mut stopped => {
                 let _ = ws.close(None).await;
                 return;
             }
@@ -118,7 +125,7 @@ pub async fn receive(
         tokio::select! {
             // Checked first so a stopped run does not keep counting a backlog.
             biased;
-            _ = stop.cancelled() => {
+            _ = &mut stopped => {
                 let _ = ws.close(None).await;
                 return;
             }

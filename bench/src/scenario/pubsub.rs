@@ -182,7 +182,10 @@ async fn run(server: &Server, common: &Common, plan: &Plan) -> Result<Run> {
     let unpark = CancellationToken::new();
     let mut receivers = JoinSet::new();
     for (i, ws) in conns.into_iter().enumerate() {
-        let parked = (i % plan.sample_every != 0).then(|| unpark.clone());
+        // Subscriber i is on topic i % topics: sample by i / topics so that every topic
+        // keeps 1 in `sample_every` of its subscribers live.
+        let round = i / plan.topics.max(1);
+        let parked = (round % plan.sample_every != 0).then(|| unpark.clone());
         receivers.spawn(swarm::receive(
             ws,
             recorder.clone(),
