@@ -34,6 +34,7 @@ pub struct Config {
     pub(crate) rate_violation_window: Duration,
     pub(crate) max_connections: usize,
     pub(crate) max_connections_per_user: usize,
+    pub(crate) max_outbound_bytes: usize,
 }
 
 impl Config {
@@ -61,6 +62,7 @@ impl Config {
             rate_violation_window: Duration::from_secs(10),
             max_connections: 100_000,
             max_connections_per_user: 100,
+            max_outbound_bytes: 1024 * 1024,
         }
     }
 
@@ -213,6 +215,16 @@ impl Config {
         self
     }
 
+    /// How many bytes of outbound messages (events and replies) may wait for one
+    /// connection's writer, on top of the [message count](Config::with_outbound_queue_capacity).
+    /// A connection whose waiting messages would exceed it is closed with 4003 (slow
+    /// consumer, reconnectable) and leaves every topic; the broadcast never waits for it. A
+    /// single message arriving at an empty queue is always taken. Defaults to 1 MiB.
+    pub fn with_max_outbound_bytes(mut self, bytes: usize) -> Self {
+        self.max_outbound_bytes = bytes;
+        self
+    }
+
     /// The JWT clock leeway in effect.
     pub fn jwt_leeway(&self) -> Duration {
         self.jwt_leeway
@@ -282,6 +294,7 @@ impl fmt::Debug for Config {
             .field("rate_violation_window", &self.rate_violation_window)
             .field("max_connections", &self.max_connections)
             .field("max_connections_per_user", &self.max_connections_per_user)
+            .field("max_outbound_bytes", &self.max_outbound_bytes)
             .finish()
     }
 }

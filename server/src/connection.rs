@@ -74,7 +74,9 @@ pub(crate) fn start(
     tidings: &Tidings,
 ) -> impl Future<Output = ()> + Send + use<> {
     let config = tidings.config();
-    let outbox = Arc::new(Outbox::new(config.outbound_queue_capacity));
+    let outbox = Arc::new(
+        Outbox::new(config.outbound_queue_capacity).with_max_bytes(config.max_outbound_bytes),
+    );
     let hub = tidings.hub().clone();
     let writer = tokio::spawn(write_loop(sink, outbox.clone(), tidings.clone()));
     let conn = Connection {

@@ -7,6 +7,9 @@
 //! stalled client can never slow a broadcast down. The connection's single writer task takes
 //! everything queued in one batch ([`Outbox::next_batch`]).
 //!
+//! The queue is bounded twice: by message count and by the bytes waiting (so a few huge
+//! events cannot pile up megabytes behind a stalled reader either way).
+//!
 //! Memory matters here because most connections are idle: the queue starts without any
 //! allocation and only grows while messages wait.
 
@@ -35,11 +38,15 @@ pub(crate) struct Outbox {
     /// Wakes the reader once the connection must close.
     closed: Notify,
     capacity: usize,
+    /// Most bytes of text that may wait in the queue.
+    max_bytes: usize,
 }
 
 #[derive(Debug)]
 struct State {
     queue: VecDeque<Utf8Bytes>,
+    /// Total length of the texts in `queue`.
+    bytes: usize,
     /// Set once: the code the writer closes the connection with.
     close: Option<CloseCode>,
 }
@@ -52,12 +59,23 @@ impl Outbox {
         Self {
             state: Mutex::new(State {
                 queue: VecDeque::new(),
+                bytes: 0,
                 close: None,
             }),
             wake: Notify::new(),
             closed: Notify::new(),
             capacity,
+            max_bytes: usize::MAX,
         }
+    }
+
+    /// Also bounds the queue by the bytes waiting: a push that would take them over `max`
+    /// closes the connection with 4003, as a full queue does. A message arriving at an empty
+    /// queue is always taken, so one event larger than `max` does not close a healthy
+    /// connection.
+    pub(crate) fn with_max_bytes(mut self, max: usize) -> Self {
+        self.max_bytes = max;
+        self
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -72,7 +90,9 @@ impl Outbox {
         if state.close.is_some() {
             return Err(PushError::Closed);
         }
-        if state.queue.len() >= self.capacity {
+        let over_bytes =
+            !state.queue.is_empty() && state.bytes.saturating_add(msg.len()) > self.max_bytes;
+        if state.queue.len() >= self.capacity || over_bytes {
             state.close = Some(CloseCode::SlowConsumer);
             drop(state);
             self.wake.notify_one();
@@ -80,6 +100,7 @@ impl Outbox {
             return Err(PushError::Full);
         }
         let was_empty = state.queue.is_empty();
+        state.bytes += msg.len();
         state.queue.push_back(msg);
         drop(state);
         // The writer drains the whole queue under the lock and sleeps only after seeing it
@@ -148,12 +169,14 @@ impl Outbox {
         let mut state = self.lock();
         if let Some(code) = state.close {
             state.queue = VecDeque::new();
+            state.bytes = 0;
             return Taken::Close(code);
         }
         if state.queue.is_empty() {
             return Taken::Nothing;
         }
         batch.extend(state.queue.drain(..));
+        state.bytes = 0;
         if state.queue.capacity() > RETAINED_CAPACITY {
             state.queue.shrink_to(RETAINED_CAPACITY);
         }
@@ -183,6 +206,22 @@ mod tests {
         outbox.push("d".into()).unwrap();
         assert_eq!(outbox.push("e".into()), Err(PushError::Full));
         assert_eq!(outbox.push("f".into()), Err(PushError::Closed));
+        assert_eq!(
+            outbox.next_batch(&mut batch).await,
+            Some(CloseCode::SlowConsumer)
+        );
+    }
+
+    #[tokio::test]
+    async fn overflowing_the_byte_bound_closes_4003() {
+        let outbox = Outbox::new(100).with_max_bytes(10);
+        // An oversized message at an empty queue is taken.
+        outbox.push("0123456789ab".into()).unwrap();
+        let mut batch = Vec::new();
+        assert_eq!(outbox.next_batch(&mut batch).await, None);
+        outbox.push("01234".into()).unwrap();
+        outbox.push("56789".into()).unwrap();
+        assert_eq!(outbox.push("x".into()), Err(PushError::Full));
         assert_eq!(
             outbox.next_batch(&mut batch).await,
             Some(CloseCode::SlowConsumer)

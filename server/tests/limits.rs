@@ -127,3 +127,78 @@ async fn next_frame_or_end(ws: &mut Ws) -> bool {
         Ok(Some(Ok(_)))
     )
 }
+
+/// A seed event on `topic` whose payload carries `size` bytes of filler.
+fn big_event(topic: &str, n: usize, size: usize) -> tidings_server::protocol::WSEvent {
+    let text = format!(
+        r#"{{"topic":"{topic}","event":"UPDATED","data":{{"entity_id":"{n}","payload":{{"blob":"{}"}},"user_id":"1","timestamp":"2025-11-26T10:30:00Z"}}}}"#,
+        "x".repeat(size)
+    );
+    serde_json::from_str(&text).expect("event")
+}
+
+#[tokio::test]
+async fn a_stalled_reader_gets_4003_and_a_healthy_one_receives_every_event() {
+    let config = Config::new(SECRET)
+        .with_max_outbound_bytes(256 * 1024)
+        .with_max_write_buffer_size(128 * 1024)
+        // The stalled client reads again only after it was dropped: give the writer time to
+        // get its close frame out then.
+        .with_close_timeout(TIMEOUT);
+    let server = start_server_with(config).await;
+    let mut healthy = server.client().await;
+    subscribe(&mut healthy, "list:big").await;
+
+    // The stalled client: a small receive buffer, and it stops reading after subscribing.
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4096).expect("rcvbuf");
+    let stream = socket.connect(server.addr).await.expect("connect");
+    let (mut stalled, _) = tokio_tungstenite::client_async(
+        server.ws_url(&mint_token("9")),
+        tokio_tungstenite::MaybeTlsStream::Plain(stream),
+    )
+    .await
+    .expect("handshake");
+    subscribe(&mut stalled, "list:big").await;
+    assert_eq!(server.tidings.hub().subscriber_count("list:big"), 2);
+
+    // Each event is read by the healthy client before the next is published, so only the
+    // stalled client falls behind. 1000 × 32 KiB is far more than any socket buffers hold.
+    let mut published = 0;
+    let mut dropped_at = None;
+    for n in 0..1000 {
+        let delivered = server
+            .tidings
+            .hub()
+            .publish(big_event("list:big", n, 32 * 1024));
+        published += 1;
+        assert!(delivered >= 1);
+        let text = recv_text(&mut healthy).await;
+        assert!(
+            text.contains(&format!(r#""entity_id":"{n}""#)),
+            "healthy client got every event in order"
+        );
+        if delivered == 1 && dropped_at.is_none() {
+            dropped_at = Some(n);
+        }
+        // A few more after the drop, to show the broadcast goes on.
+        if dropped_at.is_some_and(|d| n >= d + 5) {
+            break;
+        }
+    }
+    let dropped_at = dropped_at.expect("the stalled client was never dropped");
+    assert!(published > dropped_at);
+    assert_eq!(server.tidings.hub().subscriber_count("list:big"), 1);
+
+    // The stalled client reads again: what was already in flight, then close 4003.
+    loop {
+        match next_frame(&mut stalled).await {
+            Message::Text(_) => {}
+            Message::Close(Some(frame)) => {
+                assert_eq!(u16::from(frame.code), 4003);
+                break;
+            }
+            other => panic!("expected events then close 4003, got {other:?}"),
+        }
+    }
+}
