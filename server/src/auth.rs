@@ -1,9 +1,9 @@
 //! JWT authentication: checking the tokens of `/ws` and `POST /publish`, and minting them.
 //!
 //! Tokens are HS256 only, signed with the configured secret. A token must carry `sub` (the
-//! user id, a string) and `exp`; `exp` is checked with a leeway of at most 60 seconds. Any
-//! other algorithm, including `none`, is refused before the signature is looked at. Publishing
-//! over HTTP also needs the claim `"scope"`, a space-separated list that contains `publish`.
+//! user id, a string) and `exp`; `exp` (and `nbf`, when present) is checked with a leeway of
+//! at most 60 seconds. Any other algorithm, including `none`, is refused before the signature
+//! is looked at. A connection is closed with 4002 once its token expires. Publishing over HTTP also needs the claim `"scope"`, a space-separated list that contains `publish`.
 //!
 //! Tokens are secrets: nothing here logs one, and errors describe what was wrong without
 //! repeating the token.
@@ -97,6 +97,8 @@ impl Keys {
         validation.set_required_spec_claims(&["exp", "sub"]);
         validation.leeway = config.jwt_leeway.as_secs();
         validation.validate_exp = true;
+        // `nbf` is optional, but a token that carries one is refused before that time.
+        validation.validate_nbf = true;
         // The seed checks no audience; a token carrying one is still accepted.
         validation.validate_aud = false;
         Self {

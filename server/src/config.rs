@@ -11,6 +11,11 @@ use std::time::Duration;
 /// The largest JWT clock leeway accepted; longer values are clamped to it.
 pub const MAX_JWT_LEEWAY: Duration = Duration::from_secs(60);
 
+/// The shortest heartbeat interval or timeout accepted.
+const MIN_HEARTBEAT: Duration = Duration::from_millis(10);
+/// The longest heartbeat interval or timeout accepted (keeps deadline arithmetic in range).
+const MAX_HEARTBEAT: Duration = Duration::from_secs(24 * 3600);
+
 /// Configuration of a [`Tidings`](crate::Tidings) instance.
 #[derive(Clone)]
 pub struct Config {
@@ -35,6 +40,8 @@ pub struct Config {
     pub(crate) max_connections: usize,
     pub(crate) max_connections_per_user: usize,
     pub(crate) max_outbound_bytes: usize,
+    pub(crate) ping_interval: Duration,
+    pub(crate) pong_timeout: Duration,
 }
 
 impl Config {
@@ -63,6 +70,8 @@ impl Config {
             max_connections: 100_000,
             max_connections_per_user: 100,
             max_outbound_bytes: 1024 * 1024,
+            ping_interval: Duration::from_secs(25),
+            pong_timeout: Duration::from_secs(60),
         }
     }
 
@@ -225,6 +234,23 @@ impl Config {
         self
     }
 
+    /// How often the server sends a WebSocket Ping frame on every connection (browsers
+    /// answer with a Pong on their own). Defaults to 25 seconds; clamped to between 10 ms and
+    /// one day.
+    pub fn with_ping_interval(mut self, interval: Duration) -> Self {
+        self.ping_interval = interval.clamp(MIN_HEARTBEAT, MAX_HEARTBEAT);
+        self
+    }
+
+    /// How long a connection may stay silent (no message, Pong or Ping from the client)
+    /// before the server closes it with 4004 (no pong) and drops it. Keep it well above the
+    /// [ping interval](Config::with_ping_interval). Defaults to 60 seconds; clamped to between
+    /// 10 ms and one day.
+    pub fn with_pong_timeout(mut self, timeout: Duration) -> Self {
+        self.pong_timeout = timeout.clamp(MIN_HEARTBEAT, MAX_HEARTBEAT);
+        self
+    }
+
     /// The JWT clock leeway in effect.
     pub fn jwt_leeway(&self) -> Duration {
         self.jwt_leeway
@@ -267,6 +293,15 @@ impl Config {
     }
 }
 
+impl Config {
+    pub(crate) fn heartbeat_settings(&self) -> crate::heartbeat::HeartbeatSettings {
+        crate::heartbeat::HeartbeatSettings {
+            ping_interval: self.ping_interval,
+            pong_timeout: self.pong_timeout,
+        }
+    }
+}
+
 // The secret must never reach a log line, so Debug is written by hand.
 impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -295,6 +330,8 @@ impl fmt::Debug for Config {
             .field("max_connections", &self.max_connections)
             .field("max_connections_per_user", &self.max_connections_per_user)
             .field("max_outbound_bytes", &self.max_outbound_bytes)
+            .field("ping_interval", &self.ping_interval)
+            .field("pong_timeout", &self.pong_timeout)
             .finish()
     }
 }

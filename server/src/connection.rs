@@ -16,16 +16,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use bytes::Bytes;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use tidings_protocol::{ClientMessage, CloseCode, Topic, WSError, WSReply};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep_until, timeout};
 
-use crate::Tidings;
+use crate::heartbeat::{Due, Heartbeat};
 use crate::hub::{ConnId, Hub};
 use crate::outbox::Outbox;
 use crate::rate::{RATE_LIMIT_EXCEEDED, RateLimiter, Verdict};
+use crate::{Claims, Tidings};
 
 /// The error text sent when a subscribe would exceed the per-connection limit (tidings
 /// addition; the connection stays open).
@@ -45,6 +47,7 @@ struct Connection {
     topics: Vec<Topic>,
     max_subscriptions: usize,
     rate: RateLimiter,
+    heartbeat: Heartbeat,
     /// The server handle, for settings read on demand (cheaper to keep than copies).
     tidings: Tidings,
 }
@@ -72,6 +75,7 @@ pub(crate) fn start(
     sink: Sink,
     stream: Stream,
     tidings: &Tidings,
+    claims: Claims,
 ) -> impl Future<Output = ()> + Send + use<> {
     let config = tidings.config();
     let outbox = Arc::new(
@@ -86,6 +90,12 @@ pub(crate) fn start(
         topics: Vec::new(),
         max_subscriptions: config.max_subscriptions_per_connection,
         rate: RateLimiter::new(&config.rate_settings(), Instant::now()),
+        heartbeat: Heartbeat::new(
+            &config.heartbeat_settings(),
+            Instant::now(),
+            claims.exp,
+            config.jwt_leeway,
+        ),
         tidings: tidings.clone(),
     };
     run(conn, stream, writer, config.close_timeout)
@@ -105,6 +115,9 @@ async fn run(
         // instead of registering again for every frame read.
         let closed = outbox.closed();
         tokio::pin!(closed);
+        // The one timer for pings, the dead-peer timeout and the token's expiry. Boxed: a
+        // pointer in the long-lived reader future instead of the whole timer.
+        let mut timer = Box::pin(sleep_until(conn.next_deadline()));
         loop {
             tokio::select! {
                 // The hub (full queue) or the shutdown decided to close: stop reading.
@@ -112,7 +125,27 @@ async fn run(
                 // The shutdown token is watched by the writer, which then closes the outbox; this
                 // arm only covers a writer that ended on its own (a write error).
                 _ = &mut writer => break End::Server,
-                msg = stream.next() => match msg {
+                // A ping, a dead peer or an expired token is due (or traffic moved a deadline).
+                () = &mut timer => {
+                    match conn.on_deadline() {
+                        Due::Nothing => {}
+                        Due::Ping => outbox.request_ping(),
+                        Due::NoPong => {
+                            tracing::debug!(conn = id, "closing a silent connection");
+                            outbox.close(CloseCode::NoPong);
+                        }
+                        Due::TokenExpired => {
+                            tracing::debug!(conn = id, "closing: the token expired");
+                            outbox.close(CloseCode::TokenExpired);
+                        }
+                    }
+                    timer.as_mut().reset(conn.next_deadline());
+                }
+                msg = stream.next() => {
+                    if let Some(Ok(_)) = &msg {
+                        conn.heartbeat.seen(Instant::now());
+                    }
+                    match msg {
                     Some(Ok(Message::Text(text))) => {
                         if conn.admit() {
                             conn.on_text(&text);
@@ -134,7 +167,8 @@ async fn run(
                         }
                         None => break End::Peer,
                     },
-                },
+                    }
+                }
             }
         }
     };
@@ -178,6 +212,16 @@ pub(crate) async fn await_close_reply(stream: &mut Stream, limit: Duration) {
 }
 
 impl Connection {
+    fn next_deadline(&self) -> Instant {
+        let settings = self.tidings.config().heartbeat_settings();
+        self.heartbeat.deadline(&settings)
+    }
+
+    fn on_deadline(&mut self) -> Due {
+        let settings = self.tidings.config().heartbeat_settings();
+        self.heartbeat.on_deadline(&settings, Instant::now())
+    }
+
     /// Applies the rate limit to one inbound message: whether to handle it.
     fn admit(&mut self) -> bool {
         match self
@@ -320,6 +364,13 @@ where
             if !tidings.config().write_delay.is_zero() {
                 last_flush = Some(Instant::now());
             }
+        }
+        if close.is_none()
+            && outbox.take_ping()
+            && sink.send(Message::Ping(Bytes::new())).await.is_err()
+        {
+            outbox.close(CloseCode::Normal);
+            return;
         }
         if let Some(code) = close {
             // Pushes fail from now on, and the reader stops reading.
@@ -479,7 +530,9 @@ mod size_tests {
     fn per_connection_futures_stay_small() {
         let reader = size4(run);
         let writer = size3(write_loop::<Sink>);
-        assert!(reader <= 512, "reader future is {reader} bytes");
+        // 640 rather than the earlier 512: each connection now also carries its rate bucket,
+        // its heartbeat deadlines and its claims (issue 6, about 80 bytes).
+        assert!(reader <= 640, "reader future is {reader} bytes");
         assert!(writer <= 512, "writer future is {writer} bytes");
         assert!(std::mem::size_of::<Outbox>() <= 192);
     }

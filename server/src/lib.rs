@@ -28,6 +28,7 @@ pub mod auth;
 pub mod config;
 mod connection;
 pub mod error;
+mod heartbeat;
 pub mod hub;
 mod limits;
 mod outbox;

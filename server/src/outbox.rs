@@ -47,6 +47,8 @@ struct State {
     queue: VecDeque<Utf8Bytes>,
     /// Total length of the texts in `queue`.
     bytes: usize,
+    /// The reader asked the writer to send a Ping frame.
+    ping: bool,
     /// Set once: the code the writer closes the connection with.
     close: Option<CloseCode>,
 }
@@ -60,6 +62,7 @@ impl Outbox {
             state: Mutex::new(State {
                 queue: VecDeque::new(),
                 bytes: 0,
+                ping: false,
                 close: None,
             }),
             wake: Notify::new(),
@@ -123,6 +126,22 @@ impl Outbox {
         self.closed.notify_waiters();
     }
 
+    /// Asks the writer to send a WebSocket Ping frame (after whatever is queued).
+    pub(crate) fn request_ping(&self) {
+        let mut state = self.lock();
+        if state.close.is_some() {
+            return;
+        }
+        state.ping = true;
+        drop(state);
+        self.wake.notify_one();
+    }
+
+    /// Whether a Ping was asked for since the last call (for the writer, after a batch).
+    pub(crate) fn take_ping(&self) -> bool {
+        std::mem::take(&mut self.lock().ping)
+    }
+
     /// Completes once the connection must close (for the reader, which then stops reading).
     pub(crate) async fn closed(&self) {
         loop {
@@ -173,7 +192,12 @@ impl Outbox {
             return Taken::Close(code);
         }
         if state.queue.is_empty() {
-            return Taken::Nothing;
+            // A requested ping is work too; the writer picks it up with `take_ping`.
+            return if state.ping {
+                Taken::Messages
+            } else {
+                Taken::Nothing
+            };
         }
         batch.extend(state.queue.drain(..));
         state.bytes = 0;

@@ -30,15 +30,14 @@ pub(crate) async fn upgrade(
     if tidings.is_shutting_down() {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
     }
-    // Checked before the upgrade; only the outcome (not the claims) is kept, so the task that
-    // lives as long as the connection stays small. An admitted connection holds its
+    // Checked before the upgrade. An admitted connection holds its
     // connection-limit permit until it ends.
     let token = token_param(query.as_deref().unwrap_or(""));
     let admission = match tidings.verify_token(token.as_deref().unwrap_or("")) {
         Ok(claims) => match tidings.limits().acquire(&claims.sub) {
             Ok(permit) => {
                 tracing::debug!(user = %claims.sub, "websocket accepted");
-                Ok(permit)
+                Ok((permit, claims))
             }
             Err(limit) => {
                 tracing::debug!(user = %claims.sub, ?limit, "websocket over the connection limit");
@@ -67,8 +66,8 @@ pub(crate) async fn upgrade(
         let (sink, stream) = socket.split();
         let tracker = tidings.tracker().clone();
         let connection = match admission {
-            Ok(permit) => {
-                let connection = connection::start(sink, stream, &tidings);
+            Ok((permit, claims)) => {
+                let connection = connection::start(sink, stream, &tidings, claims);
                 Either::Left(async move {
                     connection.await;
                     drop(permit);
