@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use tidings_protocol::Topic;
 use tokio::task::JoinSet;
 use tokio::time::MissedTickBehavior;
@@ -197,7 +197,7 @@ async fn run(server: &Server, common: &Common, plan: &Plan) -> Result<Run> {
 
     let published = Arc::new(Published::default());
     let stop_publishers = CancellationToken::new();
-    let mut publishers = JoinSet::new();
+    let mut loops = Vec::new();
     let token = common.minter.publisher()?;
     let count = plan.publishers.max(1);
     for id in 0..count {
@@ -210,8 +210,26 @@ async fn run(server: &Server, common: &Common, plan: &Plan) -> Result<Run> {
             published: published.clone(),
             stop: stop_publishers.clone(),
         };
-        publishers.spawn(publish_loop(publisher, id, shared));
+        loops.push(publish_loop(publisher, id, shared));
     }
+    // The publishers get their own thread and runtime: on the receivers' runtime a publisher
+    // would wait behind every receiver its own event just woke, and the tool would time
+    // itself instead of the server.
+    let thread_recorder = recorder.clone();
+    let publishers = std::thread::Builder::new()
+        .name("publishers".to_owned())
+        .spawn(move || {
+            match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => {
+                    rt.block_on(futures_util::future::join_all(loops));
+                }
+                Err(e) => thread_recorder.error(format!("publisher runtime: {e}")),
+            }
+        })
+        .context("starting the publisher thread")?;
 
     tokio::time::sleep(secs(plan.warmup)).await;
     recorder.set_recording(true);
@@ -230,7 +248,12 @@ async fn run(server: &Server, common: &Common, plan: &Plan) -> Result<Run> {
     let cpu = window.end()?;
     recorder.set_recording(false);
     stop_publishers.cancel();
-    while publishers.join_next().await.is_some() {}
+    if !matches!(
+        tokio::task::spawn_blocking(move || publishers.join()).await,
+        Ok(Ok(()))
+    ) {
+        recorder.error("the publisher thread panicked".to_owned());
+    }
     unpark.cancel();
 
     // Drain: the server owes every delivery it counted in its 202 answers.
