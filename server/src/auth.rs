@@ -52,6 +52,32 @@ pub struct Claims {
         deserialize_with = "lenient_scope"
     )]
     pub scope: Option<String>,
+    /// The topic patterns this token may subscribe to (see [`ClaimTopics`](crate::ClaimTopics));
+    /// `None` (no claim) allows every topic. A single string is read as one pattern; any
+    /// other type as an empty list, so a malformed restriction denies rather than allows.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient_topics"
+    )]
+    pub topics: Option<Vec<String>>,
+}
+
+/// Reads `topics` as a list of strings or one string; other types become an empty list
+/// (everything denied) rather than making the token invalid or unrestricted.
+fn lenient_topics<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Topics {
+        Many(Vec<String>),
+        One(String),
+        Other(serde::de::IgnoredAny),
+    }
+    Ok(Some(match Topics::deserialize(d)? {
+        Topics::Many(v) => v,
+        Topics::One(s) => vec![s],
+        Topics::Other(_) => Vec::new(),
+    }))
 }
 
 /// Reads `scope` as a string, or an array of strings joined with spaces; other types are
@@ -136,6 +162,7 @@ impl Keys {
             sub: sub.to_owned(),
             exp,
             scope: scope.map(str::to_owned),
+            topics: None,
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .map_err(|e| AuthError::Mint(e.to_string()))
@@ -169,6 +196,14 @@ mod tests {
         assert!(parse(r#"{"sub":"1","exp":1,"scope":["read","publish"]}"#).has_scope("publish"));
         assert!(!parse(r#"{"sub":"1","exp":1,"scope":7}"#).has_scope("publish"));
         assert!(!parse(r#"{"sub":"1","exp":1}"#).has_scope("publish"));
+        let topics = |json: &str| parse(json).topics;
+        assert_eq!(topics(r#"{"sub":"1","exp":1}"#), None);
+        assert_eq!(topics(r#"{"sub":"1","exp":1,"topics":null}"#), Some(vec![]));
+        assert_eq!(
+            topics(r#"{"sub":"1","exp":1,"topics":"list:*"}"#),
+            Some(vec!["list:*".into()])
+        );
+        assert_eq!(topics(r#"{"sub":"1","exp":1,"topics":7}"#), Some(vec![]));
     }
 
     #[test]

@@ -6,7 +6,10 @@
 //! variables onto this struct.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
+
+use crate::authz::{ClaimTopics, TopicPolicy};
 
 /// The largest JWT clock leeway accepted; longer values are clamped to it.
 pub const MAX_JWT_LEEWAY: Duration = Duration::from_secs(60);
@@ -42,6 +45,7 @@ pub struct Config {
     pub(crate) max_outbound_bytes: usize,
     pub(crate) ping_interval: Duration,
     pub(crate) pong_timeout: Duration,
+    pub(crate) topic_policy: Arc<dyn TopicPolicy>,
 }
 
 impl Config {
@@ -72,6 +76,7 @@ impl Config {
             max_outbound_bytes: 1024 * 1024,
             ping_interval: Duration::from_secs(25),
             pong_timeout: Duration::from_secs(60),
+            topic_policy: Arc::new(ClaimTopics),
         }
     }
 
@@ -251,6 +256,15 @@ impl Config {
         self
     }
 
+    /// The policy that decides every subscribe; a denied one is answered
+    /// `{"error":"Forbidden","topic":T}`. Defaults to [`ClaimTopics`]: the token's optional
+    /// `topics` claim lists the allowed patterns, and a token without it may subscribe to
+    /// anything.
+    pub fn with_topic_policy(mut self, policy: impl TopicPolicy) -> Self {
+        self.topic_policy = Arc::new(policy);
+        self
+    }
+
     /// The JWT clock leeway in effect.
     pub fn jwt_leeway(&self) -> Duration {
         self.jwt_leeway
@@ -332,6 +346,7 @@ impl fmt::Debug for Config {
             .field("max_outbound_bytes", &self.max_outbound_bytes)
             .field("ping_interval", &self.ping_interval)
             .field("pong_timeout", &self.pong_timeout)
+            .field("topic_policy", &"<policy>")
             .finish()
     }
 }

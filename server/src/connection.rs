@@ -48,6 +48,8 @@ struct Connection {
     max_subscriptions: usize,
     rate: RateLimiter,
     heartbeat: Heartbeat,
+    /// The token's claims, for the topic policy. Boxed: a pointer in the reader future.
+    claims: Box<Claims>,
     /// The server handle, for settings read on demand (cheaper to keep than copies).
     tidings: Tidings,
 }
@@ -96,6 +98,7 @@ pub(crate) fn start(
             claims.exp,
             config.jwt_leeway,
         ),
+        claims: Box::new(claims),
         tidings: tidings.clone(),
     };
     run(conn, stream, writer, config.close_timeout)
@@ -212,6 +215,20 @@ pub(crate) async fn await_close_reply(stream: &mut Stream, limit: Duration) {
 }
 
 impl Connection {
+    /// Asks the topic policy; a denied subscribe is answered here.
+    fn may_subscribe(&self, topic: &Topic) -> bool {
+        let policy = &self.tidings.config().topic_policy;
+        if policy.allow_subscribe(&self.claims, topic) {
+            return true;
+        }
+        self.reply(&WSError {
+            error: crate::FORBIDDEN.into(),
+            details: None,
+            topic: Some(topic.as_str().to_owned()),
+        });
+        false
+    }
+
     fn next_deadline(&self) -> Instant {
         let settings = self.tidings.config().heartbeat_settings();
         self.heartbeat.deadline(&settings)
@@ -261,6 +278,9 @@ impl Connection {
     }
 
     fn subscribe(&mut self, topic: Topic) {
+        if !self.may_subscribe(&topic) {
+            return;
+        }
         if !self.topics.contains(&topic) {
             if self.topics.len() >= self.max_subscriptions {
                 let error = WSError {

@@ -25,6 +25,7 @@
 //! ```
 
 pub mod auth;
+pub mod authz;
 pub mod config;
 mod connection;
 pub mod error;
@@ -51,6 +52,7 @@ use tokio_util::task::TaskTracker;
 use tower_http::trace::TraceLayer;
 
 pub use auth::{AuthError, Claims, PUBLISH_SCOPE};
+pub use authz::{ClaimTopics, FORBIDDEN, TopicPolicy};
 pub use config::Config;
 pub use connection::TOO_MANY_SUBSCRIPTIONS;
 pub use error::ServeError;
