@@ -46,6 +46,7 @@ pub struct Config {
     pub(crate) ping_interval: Duration,
     pub(crate) pong_timeout: Duration,
     pub(crate) topic_policy: Arc<dyn TopicPolicy>,
+    pub(crate) allowed_origins: Option<Vec<String>>,
 }
 
 impl Config {
@@ -77,6 +78,7 @@ impl Config {
             ping_interval: Duration::from_secs(25),
             pong_timeout: Duration::from_secs(60),
             topic_policy: Arc::new(ClaimTopics),
+            allowed_origins: None,
         }
     }
 
@@ -265,6 +267,25 @@ impl Config {
         self
     }
 
+    /// The browser origins (`"https://app.example.com"`: scheme, host and port if not the
+    /// default) allowed to open `/ws`. An upgrade request with an `Origin` header not on the
+    /// list gets 403 Forbidden before the handshake; a request without `Origin` (not a
+    /// browser) is allowed and still needs a valid token. Compared case-insensitively,
+    /// ignoring a trailing `/`. Defaults to no list (every origin accepted, as in the seed).
+    pub fn with_allowed_origins<I, S>(mut self, origins: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        self.allowed_origins = Some(
+            origins
+                .into_iter()
+                .map(|o| crate::origin::normalize(o.as_ref()))
+                .collect(),
+        );
+        self
+    }
+
     /// The JWT clock leeway in effect.
     pub fn jwt_leeway(&self) -> Duration {
         self.jwt_leeway
@@ -347,6 +368,7 @@ impl fmt::Debug for Config {
             .field("ping_interval", &self.ping_interval)
             .field("pong_timeout", &self.pong_timeout)
             .field("topic_policy", &"<policy>")
+            .field("allowed_origins", &self.allowed_origins)
             .finish()
     }
 }

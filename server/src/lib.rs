@@ -32,6 +32,7 @@ pub mod error;
 mod heartbeat;
 pub mod hub;
 mod limits;
+mod origin;
 mod outbox;
 pub mod publish;
 mod rate;

@@ -3,15 +3,17 @@
 //! As in the seed, a bad token does not fail the HTTP request: the WebSocket handshake
 //! completes, then the server sends a close frame with 4001 "Unauthorized" and no data frame
 //! before it. The token is checked before the upgrade (it is cheap and keeps the upgraded task
-//! small). An authenticated connection over the total or per-user connection limit is
-//! likewise upgraded and then closed with 4005 "too many connections". The socket's buffers are sized from [`Config`](crate::Config) for many mostly idle
-//! connections. During shutdown new upgrades are refused with 503.
+//! small). An authenticated connection over the total or per-user connection limit is likewise
+//! upgraded and then closed with 4005 "too many connections". The socket's buffers are sized
+//! from [`Config`](crate::Config) for many mostly idle connections. During shutdown new
+//! upgrades are refused with 503, and a browser `Origin` not on the configured allow-list with
+//! 403 (see [`origin`](crate::origin)).
 
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocketUpgrade};
 use axum::extract::{RawQuery, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::future::Either;
 use futures_util::{SinkExt, StreamExt};
@@ -19,16 +21,22 @@ use tidings_protocol::CloseCode;
 use tokio::time::timeout;
 
 use crate::Tidings;
-use crate::connection;
+use crate::{connection, origin};
 
 /// Handles `GET /ws`.
 pub(crate) async fn upgrade(
     State(tidings): State<Tidings>,
     RawQuery(query): RawQuery,
+    headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
     if tidings.is_shutting_down() {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
+    }
+    let allowed = tidings.config().allowed_origins.as_deref();
+    if !origin::is_allowed(allowed, headers.get(header::ORIGIN)) {
+        tracing::debug!(origin = ?headers.get(header::ORIGIN), "websocket origin refused");
+        return (StatusCode::FORBIDDEN, "origin not allowed").into_response();
     }
     // Checked before the upgrade. An admitted connection holds its
     // connection-limit permit until it ends.
