@@ -178,6 +178,11 @@ async fn run(
 
     // Leave every topic first so that no broadcast counts this connection any more.
     conn.leave_all();
+    // Decide the close code now (a peer close is 1000) so that it can be counted.
+    outbox.close(CloseCode::Normal);
+    if let Some(code) = outbox.close_code() {
+        conn.hub.metrics().closed(code);
+    }
     // Boxed: the closing steps hold timers, and only a closing connection needs them.
     Box::pin(finish(outbox, writer, stream, end, close_timeout)).await;
 }
@@ -241,12 +246,14 @@ impl Connection {
 
     /// Applies the rate limit to one inbound message: whether to handle it.
     fn admit(&mut self) -> bool {
+        self.hub.metrics().message_in();
         match self
             .rate
             .check(&self.tidings.config().rate_settings(), Instant::now())
         {
             Verdict::Allow => true,
             Verdict::Drop => {
+                self.hub.metrics().rate_limited();
                 self.reply(&WSError::new(RATE_LIMIT_EXCEEDED));
                 false
             }
@@ -373,6 +380,7 @@ where
             }
         }
         if !batch.is_empty() {
+            tidings.hub().metrics().messages_out(batch.len());
             if write_batch(&mut sink, &mut batch).await.is_err() {
                 // The socket is broken: make the reader stop too.
                 outbox.close(CloseCode::Normal);

@@ -19,6 +19,7 @@ use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use axum::extract::ws::Utf8Bytes;
 use tidings_protocol::{Topic, WSEvent};
 
+use crate::metrics::Metrics;
 use crate::outbox::Outbox;
 
 /// Number of independently locked topic maps.
@@ -40,6 +41,8 @@ struct Inner {
     shards: Box<[Shard]>,
     hasher: RandomState,
     next_id: AtomicU64,
+    /// The server's counters (the hub is the one part every path reaches).
+    metrics: Metrics,
 }
 
 impl std::fmt::Debug for Hub {
@@ -57,6 +60,7 @@ impl Hub {
                 shards: (0..SHARDS).map(|_| Shard::default()).collect(),
                 hasher: RandomState::new(),
                 next_id: AtomicU64::new(1),
+                metrics: Metrics::default(),
             }),
         }
     }
@@ -74,6 +78,13 @@ impl Hub {
 
     /// As [`Hub::publish`], borrowing the event.
     pub fn publish_ref(&self, event: &WSEvent) -> usize {
+        let started = std::time::Instant::now();
+        let delivered = self.publish_unmeasured(event);
+        self.inner.metrics.published(delivered, started.elapsed());
+        delivered
+    }
+
+    fn publish_unmeasured(&self, event: &WSEvent) -> usize {
         match serde_json::to_string(event) {
             Ok(text) => self.broadcast(event.topic.as_str(), Utf8Bytes::from(text)),
             // Cannot happen for events built by the protocol crate; logged rather than
@@ -126,6 +137,19 @@ impl Hub {
     /// How many topics have at least one subscriber.
     pub fn topic_count(&self) -> usize {
         self.inner.shards.iter().map(|s| read(s).len()).sum()
+    }
+
+    /// How many (connection, topic) subscriptions exist.
+    pub fn subscription_count(&self) -> usize {
+        self.inner
+            .shards
+            .iter()
+            .map(|s| read(s).values().map(HashMap::len).sum::<usize>())
+            .sum()
+    }
+
+    pub(crate) fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
     }
 
     pub(crate) fn next_conn_id(&self) -> ConnId {

@@ -8,7 +8,8 @@
 //!   events on subscribed topics; a bad token gets close 4001 after the handshake);
 //! - `POST /publish`: publish one event over HTTP with a `publish`-scoped bearer token,
 //!   answered `202 {"delivered": N}`;
-//! - `GET /healthz`: 200 while serving, 503 once shutting down.
+//! - `GET /healthz`: 200 while serving, 503 once shutting down;
+//! - `GET /metrics`: counters and gauges in the Prometheus text format.
 //!
 //! An app embeds it with `app.merge(tidings.router())` and publishes from its own handlers
 //! with [`Hub::publish`]. [`serve`] runs a router until a shutdown future completes, closes
@@ -32,6 +33,7 @@ pub mod error;
 mod heartbeat;
 pub mod hub;
 mod limits;
+mod metrics;
 mod origin;
 mod outbox;
 pub mod publish;
@@ -108,7 +110,8 @@ impl Tidings {
         }
     }
 
-    /// The routes `GET /ws`, `POST /publish` and `GET /healthz`, with this handle as state.
+    /// The routes `GET /ws`, `POST /publish`, `GET /healthz` and `GET /metrics` (Prometheus
+    /// text format), with this handle as state.
     ///
     /// Request logs name the method and path only: the query string of `/ws` carries a token
     /// and is never logged.
@@ -117,6 +120,7 @@ impl Tidings {
             .route("/ws", get(ws::upgrade))
             .route("/publish", post(publish::publish))
             .route("/healthz", get(healthz))
+            .route("/metrics", get(metrics::serve))
             .layer(
                 // A debug span, like the layer's request/response events: at the default `info`
                 // level it costs nothing per handshake.

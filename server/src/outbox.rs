@@ -157,6 +157,11 @@ impl Outbox {
         }
     }
 
+    /// The code the connection closes with, once decided.
+    pub(crate) fn close_code(&self) -> Option<CloseCode> {
+        self.lock().close
+    }
+
     /// Whether the connection is closing.
     pub(crate) fn is_closed(&self) -> bool {
         self.lock().close.is_some()

@@ -82,6 +82,7 @@ pub(crate) async fn upgrade(
                 })
             }
             Err(code) => {
+                tidings.hub().metrics().closed(code);
                 let close_timeout = tidings.config().close_timeout;
                 Either::Right(refuse(sink, stream, code, close_timeout))
             }

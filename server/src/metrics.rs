@@ -1,0 +1,222 @@
+//! Server metrics and `GET /metrics` in the Prometheus text format.
+//!
+//! The counters are plain atomics owned by the [`Hub`](crate::Hub) inside the
+//! [`Tidings`](crate::Tidings) handle (no globals, no metrics crate): bumping one is a relaxed
+//! atomic add on paths that already do far more. Gauges (connections, subscriptions, topics)
+//! are read when scraped. The fan-out histogram records the time each
+//! [`Hub::publish`](crate::Hub::publish) spends serializing and queuing one event. The page
+//! carries counts only: no token, user id or topic name.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use tidings_protocol::CloseCode;
+
+use crate::Tidings;
+
+/// Upper bounds of the fan-out latency buckets, in seconds.
+const FANOUT_BUCKETS: [f64; 12] = [
+    0.000_001, 0.000_005, 0.000_01, 0.000_05, 0.000_1, 0.000_5, 0.001, 0.005, 0.01, 0.05, 0.1, 1.0,
+];
+
+/// Every counter the server keeps (see the module docs).
+#[derive(Debug, Default)]
+pub(crate) struct Metrics {
+    messages_in: AtomicU64,
+    messages_out: AtomicU64,
+    publishes: AtomicU64,
+    deliveries: AtomicU64,
+    rate_limited: AtomicU64,
+    closes: [AtomicU64; CloseCode::ALL.len()],
+    fanout_buckets: [AtomicU64; FANOUT_BUCKETS.len()],
+    fanout_count: AtomicU64,
+    fanout_nanos: AtomicU64,
+}
+
+fn add(counter: &AtomicU64, n: u64) {
+    counter.fetch_add(n, Ordering::Relaxed);
+}
+
+impl Metrics {
+    /// One inbound data frame (text or binary) from a client.
+    pub(crate) fn message_in(&self) {
+        add(&self.messages_in, 1);
+    }
+
+    /// `n` frames written to a client's socket.
+    pub(crate) fn messages_out(&self, n: usize) {
+        add(&self.messages_out, n as u64);
+    }
+
+    /// One message dropped by the inbound rate limit.
+    pub(crate) fn rate_limited(&self) {
+        add(&self.rate_limited, 1);
+    }
+
+    /// A connection closed with `code`.
+    pub(crate) fn closed(&self, code: CloseCode) {
+        if let Some(i) = CloseCode::ALL.iter().position(|c| *c == code) {
+            add(&self.closes[i], 1);
+        }
+    }
+
+    /// One event published, queued for `delivered` connections in `took`.
+    pub(crate) fn published(&self, delivered: usize, took: Duration) {
+        add(&self.publishes, 1);
+        add(&self.deliveries, delivered as u64);
+        let secs = took.as_secs_f64();
+        if let Some(i) = FANOUT_BUCKETS.iter().position(|b| secs <= *b) {
+            add(&self.fanout_buckets[i], 1);
+        }
+        add(&self.fanout_count, 1);
+        add(
+            &self.fanout_nanos,
+            u64::try_from(took.as_nanos()).unwrap_or(u64::MAX),
+        );
+    }
+
+    fn closes_with(&self, code: CloseCode) -> u64 {
+        CloseCode::ALL
+            .iter()
+            .position(|c| *c == code)
+            .map_or(0, |i| self.closes[i].load(Ordering::Relaxed))
+    }
+}
+
+/// Renders every metric of `tidings` in the Prometheus text format (version 0.0.4).
+pub(crate) fn render(tidings: &Tidings) -> String {
+    let m = tidings.hub().metrics();
+    let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+    let mut out = String::with_capacity(4096);
+    let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+        );
+    };
+    let hub = tidings.hub();
+    metric(
+        "tidings_connections",
+        "gauge",
+        "Open WebSocket connections.",
+        tidings.connection_count() as u64,
+    );
+    metric(
+        "tidings_subscriptions",
+        "gauge",
+        "Subscriptions (connection, topic pairs).",
+        hub.subscription_count() as u64,
+    );
+    metric(
+        "tidings_topics",
+        "gauge",
+        "Topics with at least one subscriber.",
+        hub.topic_count() as u64,
+    );
+    metric(
+        "tidings_messages_in_total",
+        "counter",
+        "Data frames received from clients.",
+        load(&m.messages_in),
+    );
+    metric(
+        "tidings_messages_out_total",
+        "counter",
+        "Frames (events and replies) written to clients.",
+        load(&m.messages_out),
+    );
+    metric(
+        "tidings_publishes_total",
+        "counter",
+        "Events published (HTTP or in process).",
+        load(&m.publishes),
+    );
+    metric(
+        "tidings_deliveries_total",
+        "counter",
+        "Event copies queued for subscribers.",
+        load(&m.deliveries),
+    );
+    metric(
+        "tidings_rate_limited_total",
+        "counter",
+        "Inbound messages dropped by the rate limit.",
+        load(&m.rate_limited),
+    );
+    metric(
+        "tidings_slow_consumer_drops_total",
+        "counter",
+        "Connections closed because their outbound queue overflowed (4003).",
+        m.closes_with(CloseCode::SlowConsumer),
+    );
+    let _ = writeln!(
+        out,
+        "# HELP tidings_closes_total WebSocket connections closed, by close code.\n\
+         # TYPE tidings_closes_total counter"
+    );
+    for (code, count) in CloseCode::ALL.iter().zip(&m.closes) {
+        let _ = writeln!(
+            out,
+            "tidings_closes_total{{code=\"{}\"}} {}",
+            code.code(),
+            load(count)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP tidings_fanout_seconds Time one publish spends serializing and queuing an event.\n\
+         # TYPE tidings_fanout_seconds histogram"
+    );
+    let mut cumulative = 0;
+    for (bound, count) in FANOUT_BUCKETS.iter().zip(&m.fanout_buckets) {
+        cumulative += load(count);
+        let _ = writeln!(
+            out,
+            "tidings_fanout_seconds_bucket{{le=\"{bound}\"}} {cumulative}"
+        );
+    }
+    let count = load(&m.fanout_count);
+    let _ = writeln!(out, "tidings_fanout_seconds_bucket{{le=\"+Inf\"}} {count}");
+    let sum = load(&m.fanout_nanos) as f64 / 1e9;
+    let _ = writeln!(out, "tidings_fanout_seconds_sum {sum}");
+    let _ = writeln!(out, "tidings_fanout_seconds_count {count}");
+    out
+}
+
+/// Handles `GET /metrics`.
+pub(crate) async fn serve(State(tidings): State<Tidings>) -> Response {
+    (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        render(&tidings),
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_cumulative() {
+        let tidings = Tidings::new(crate::Config::new("s"));
+        let m = tidings.hub().metrics();
+        m.published(2, Duration::from_micros(3));
+        m.published(0, Duration::from_secs(5));
+        m.closed(CloseCode::SlowConsumer);
+        let text = render(&tidings);
+        assert!(text.contains("tidings_fanout_seconds_bucket{le=\"0.000005\"} 1\n"));
+        assert!(text.contains("tidings_fanout_seconds_bucket{le=\"1\"} 1\n"));
+        assert!(text.contains("tidings_fanout_seconds_bucket{le=\"+Inf\"} 2\n"));
+        assert!(text.contains("tidings_deliveries_total 2\n"));
+        assert!(text.contains("tidings_slow_consumer_drops_total 1\n"));
+        assert!(text.contains("tidings_closes_total{code=\"4003\"} 1\n"));
+    }
+}
