@@ -6,6 +6,10 @@
 //!   [`swarm`]: thousands of them, idle or receiving.
 //! - [`publish`]: HTTP publishers; [`recorder`]: delivery counts and latency histograms.
 //! - [`scenario`]: the four measurements; [`report`]: their result tables.
+//!
+//! Errors are `anyhow` throughout (not a thiserror enum per module as in the server): this is
+//! a tool whose errors end as a message on stderr and a failed run, and no caller matches on
+//! them. All traffic goes to loopback addresses; the binary refuses anything else.
 
 pub mod conn;
 pub mod procfs;

@@ -192,6 +192,13 @@ async fn run(cli: Cli) -> Result<Report> {
         per_addr: cli.conns_per_source,
     };
     let mut runs = Vec::new();
+    // Load is only ever aimed at this machine.
+    if !cli.addr.ip().is_loopback() {
+        bail!(
+            "--addr must be a loopback address (127.0.0.0/8), not {}",
+            cli.addr
+        );
+    }
     if let Some(pid) = cli.server_pid {
         let secret = cli
             .secret
