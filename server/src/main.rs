@@ -35,6 +35,17 @@ struct Cli {
     /// `Config::with_write_delay`.
     #[arg(long, env = "WRITE_DELAY_MS", default_value_t = 0, global = true)]
     write_delay_ms: u64,
+    /// Comma-separated browser origins allowed to open /ws (e.g. `https://app.example.com`);
+    /// others get 403. Unset: every origin (see `Config::with_allowed_origins`).
+    #[arg(long, env = "ALLOWED_ORIGINS", value_delimiter = ',', global = true)]
+    allowed_origins: Option<Vec<String>>,
+    /// Most WebSocket connections in total (default 100000); see `Config::with_max_connections`.
+    #[arg(long, env = "MAX_CONNECTIONS", global = true)]
+    max_connections: Option<usize>,
+    /// Most WebSocket connections per user (default 100); see
+    /// `Config::with_max_connections_per_user`.
+    #[arg(long, env = "MAX_CONNECTIONS_PER_USER", global = true)]
+    max_connections_per_user: Option<usize>,
     /// Same as the `dev` subcommand.
     #[arg(long)]
     dev: bool,
@@ -109,11 +120,23 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the tokio runtime")?
-        .block_on(serve(
-            cli.bind,
-            Config::new(secret).with_write_delay(Duration::from_millis(cli.write_delay_ms)),
-            dev,
-        ))
+        .block_on(serve(cli.bind.clone(), config(&cli, secret), dev))
+}
+
+/// The library configuration from the flags and environment.
+fn config(cli: &Cli, secret: String) -> Config {
+    let mut config =
+        Config::new(secret).with_write_delay(Duration::from_millis(cli.write_delay_ms));
+    if let Some(origins) = &cli.allowed_origins {
+        config = config.with_allowed_origins(origins.iter().filter(|o| !o.trim().is_empty()));
+    }
+    if let Some(max) = cli.max_connections {
+        config = config.with_max_connections(max);
+    }
+    if let Some(max) = cli.max_connections_per_user {
+        config = config.with_max_connections_per_user(max);
+    }
+    config
 }
 
 fn secret(cli: &Cli) -> anyhow::Result<String> {

@@ -17,6 +17,9 @@ fn tidings() -> Command {
     cmd.env_remove("JWT_SECRET")
         .env_remove("BIND")
         .env_remove("RUST_LOG")
+        .env_remove("ALLOWED_ORIGINS")
+        .env_remove("MAX_CONNECTIONS")
+        .env_remove("MAX_CONNECTIONS_PER_USER")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -189,4 +192,44 @@ async fn dev_mode_prints_working_tokens_and_a_curl_line() {
         .await
         .expect("tidings dev did not exit")
         .unwrap();
+}
+
+#[tokio::test]
+async fn allowed_origins_and_connection_limits_from_the_environment() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut child = tidings()
+        .env("JWT_SECRET", SECRET)
+        .env("BIND", "127.0.0.1:0")
+        .env(
+            "ALLOWED_ORIGINS",
+            "https://app.example.com,https://admin.example.com",
+        )
+        .env("MAX_CONNECTIONS_PER_USER", "1")
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let addr = listening(&mut lines).await;
+    let url = format!("ws://{addr}/ws?token={}", mint_token("42"));
+    let with_origin = |origin: &'static str| {
+        let mut request = url.as_str().into_client_request().unwrap();
+        request
+            .headers_mut()
+            .insert("origin", origin.parse().unwrap());
+        request
+    };
+    match tokio_tungstenite::connect_async(with_origin("https://evil.example.com")).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 403)
+        }
+        other => panic!("expected 403, got {:?}", other.map(|_| ())),
+    }
+    let (mut ws, _) = tokio_tungstenite::connect_async(with_origin("https://admin.example.com"))
+        .await
+        .expect("an allowed origin connects");
+    roundtrip(&mut ws, r#"{"action":"ping"}"#, r#"{"action":"pong"}"#).await;
+    // The same user again: over the per-user limit of 1.
+    let mut second = connect(&url).await;
+    assert_eq!(recv_close(&mut second).await.0, 4005);
+    sigterm(&child).await;
+    let _ = tokio::time::timeout(TIMEOUT, child.wait()).await;
 }
