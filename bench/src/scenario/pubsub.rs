@@ -353,7 +353,11 @@ async fn publish_loop(publisher: Publisher, id: usize, shared: PublishShared) {
     let mut ticker = match pace {
         Pace::Rate(rate) => {
             let period = Duration::from_secs_f64(count as f64 / rate.max(0.001));
-            let mut t = tokio::time::interval(period);
+            // Publisher `id` starts `id / count` of a period late, so that together they
+            // publish evenly spaced events; in phase they would send `count` events at once
+            // and time the burst instead of the server.
+            let offset = period.mul_f64(id as f64 / count as f64);
+            let mut t = tokio::time::interval_at(tokio::time::Instant::now() + offset, period);
             // Catch up after a slow publish instead of silently lowering the rate.
             t.set_missed_tick_behavior(MissedTickBehavior::Burst);
             Some(t)
