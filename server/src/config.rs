@@ -182,8 +182,8 @@ impl Config {
     }
 
     /// Sustained inbound messages per second one connection may send (the token bucket's
-    /// refill rate). Every text or binary frame counts; a frame over the limit is dropped and
-    /// answered with `{"error":"Rate limit exceeded"}`. Defaults to 100 per second; values
+    /// refill rate). Every frame counts (text, binary, and Ping/Pong control frames); a message
+    /// over the limit is dropped and answered with `{"error":"Rate limit exceeded"}`. Defaults to 100 per second; values
     /// below 1 are raised to 1.
     pub fn with_message_rate(mut self, per_second: u32) -> Self {
         self.message_rate = per_second.max(1);

@@ -159,8 +159,9 @@ async fn run(
                             conn.reply(&WSError::invalid_format("binary frames are not supported"));
                         }
                     }
-                    // tungstenite answers pings itself; pongs need nothing.
-                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                    // tungstenite answers pings itself; pongs need nothing. Both still count
+                    // against the rate limit, so a ping flood ends in 1008 too.
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => conn.admit_control(),
                     Some(Ok(Message::Close(_))) | None => break End::Peer,
                     Some(Err(e)) => match close_code_for(&e) {
                         Some(code) => {
@@ -261,6 +262,22 @@ impl Connection {
                 tracing::debug!(conn = self.id, "closing a connection that keeps flooding");
                 self.outbox.close(CloseCode::PolicyViolation);
                 false
+            }
+        }
+    }
+
+    /// Applies the rate limit to a control frame (Ping or Pong): nothing to drop or answer,
+    /// but a flood of them closes the connection like a flood of messages.
+    fn admit_control(&mut self) {
+        let verdict = self
+            .rate
+            .check(&self.tidings.config().rate_settings(), Instant::now());
+        match verdict {
+            Verdict::Allow => {}
+            Verdict::Drop => self.hub.metrics().rate_limited(),
+            Verdict::Close => {
+                tracing::debug!(conn = self.id, "closing a connection that floods pings");
+                self.outbox.close(CloseCode::PolicyViolation);
             }
         }
     }

@@ -1,11 +1,12 @@
 //! The inbound message rate limit of one connection: a token bucket plus a count of recent
 //! violations.
 //!
-//! Every data frame a client sends takes one token; tokens refill at a steady rate up to a
-//! burst size, so a client resubscribing hundreds of topics right after a reconnect passes
-//! while a flood does not. A message arriving with the bucket empty is a violation: it is
-//! dropped and answered with `{"error":"Rate limit exceeded"}`. Too many violations within a
-//! window means the client ignores those replies, and the connection is closed with 1008.
+//! Every frame a client sends (data, Ping or Pong) takes one token; tokens refill at a steady
+//! rate up to a burst size, so a client resubscribing hundreds of topics right after a
+//! reconnect passes while a flood does not. A message arriving with the bucket empty is a
+//! violation: it is dropped and answered with `{"error":"Rate limit exceeded"}` (a control
+//! frame is not answered). Too many violations within a window means the client ignores those
+//! replies, and the connection is closed with 1008.
 //! The limiter is plain data owned by the connection's reader, so it needs no lock.
 
 use std::time::Duration;

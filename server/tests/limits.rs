@@ -202,3 +202,23 @@ async fn a_stalled_reader_gets_4003_and_a_healthy_one_receives_every_event() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_ping_frame_flood_closes_1008() {
+    use futures_util::SinkExt;
+    let config = Config::new(SECRET)
+        .with_message_rate(1)
+        .with_message_burst(5)
+        .with_max_rate_violations(5);
+    let server = start_server_with(config).await;
+    let mut ws = server.client().await;
+    for _ in 0..50 {
+        // The server may already have closed: later sends can fail.
+        if ws.send(Message::Ping(Vec::new().into())).await.is_err() {
+            break;
+        }
+    }
+    // Pongs come back for the admitted pings, then the close.
+    let (code, _) = recv_close(&mut ws).await;
+    assert_eq!(code, 1008);
+}
