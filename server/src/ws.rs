@@ -38,8 +38,8 @@ pub(crate) async fn upgrade(
         tracing::debug!(origin = ?headers.get(header::ORIGIN), "websocket origin refused");
         return (StatusCode::FORBIDDEN, "origin not allowed").into_response();
     }
-    // Checked before the upgrade. An admitted connection holds its
-    // connection-limit permit until it ends.
+    // Checked before the upgrade. An admitted connection holds its connection-limit permit
+    // until it ends; a refused one is upgraded only to be closed with its code.
     let token = token_param(query.as_deref().unwrap_or(""));
     let admission = match tidings.verify_token(token.as_deref().unwrap_or("")) {
         Ok(claims) => match tidings.limits().acquire(&claims.sub) {
