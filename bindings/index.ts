@@ -3,6 +3,7 @@ export type { EventData } from "./src/EventData";
 export type { EventType } from "./src/EventType";
 export type { Payload } from "./src/Payload";
 export type { ServerMessage } from "./src/ServerMessage";
+export type { StreamPosition } from "./src/StreamPosition";
 export type { Topic } from "./src/Topic";
 export type { WSClientMessage } from "./src/WSClientMessage";
 export type { WSError } from "./src/WSError";

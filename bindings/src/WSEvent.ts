@@ -4,7 +4,16 @@ import type { EventType } from "./EventType";
 import type { Topic } from "./Topic";
 
 /**
- * An event on a topic: the seed's `WSEvent`.
+ * An event on a topic: the seed's `WSEvent`, plus its position in the topic's stream.
+ *
+ * `seq` and `epoch` are tidings additions that a seed client ignores. The server assigns them
+ * when it publishes (whatever a publisher sent is replaced): `seq` increases strictly within
+ * one `epoch` of a topic; a new `epoch` means the topic's history was lost (e.g. the
+ * in-memory broker restarted) and numbering started again. A client that remembers the last
+ * `(seq, epoch)` of a topic can ask for what it missed with [`WSClientMessage::Subscribe`]'s
+ * `since`.
+ *
+ * [`WSClientMessage::Subscribe`]: crate::WSClientMessage::Subscribe
  */
 export type WSEvent = { 
 /**
@@ -18,4 +27,12 @@ event: EventType,
 /**
  * The details.
  */
-data: EventData, };
+data: EventData, 
+/**
+ * Position of the event in its topic's stream (set by the server).
+ */
+seq?: number, 
+/**
+ * The topic stream's epoch (set by the server).
+ */
+epoch?: string, };

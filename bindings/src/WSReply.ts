@@ -8,8 +8,14 @@ export type WSReply = { "action": "subscribed",
 /**
  * The topic subscribed to.
  */
-topic: Topic, } | { "action": "unsubscribed", 
+topic: Topic, 
+/**
+ * Only when the subscribe asked for `since`: `true` when every missed event was
+ * replayed before this reply, `false` when history did not reach back that far (or
+ * the epoch changed) and the client must refetch (tidings addition).
+ */
+recovered?: boolean, } | { "action": "unsubscribed", 
 /**
  * The topic unsubscribed from.
  */
-topic: Topic, } | { "action": "pong" };
+topic: Topic, } | { "action": "pong" } | { "action": "refreshed" };

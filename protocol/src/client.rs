@@ -13,13 +13,19 @@
 //! 3. any other action string (including other spellings such as `PING` or `Subscribe`) →
 //!    `Ok(None)`: ignored, no reply (the seed keeps unknown actions for future extensions).
 //!
-//! Extra fields are ignored, and a `ping` carrying a topic is still a ping. A topic that is
-//! present but breaks the [topic rules](crate::topic) is a tidings addition:
-//! [`ParseError::InvalidTopic`], answered with `{"error": "Invalid topic", "details": "<why>"}`.
+//! Extra fields are ignored, and a `ping` carrying a topic is still a ping.
+//!
+//! tidings additions, which a seed client never sends:
+//! - a topic that is present but breaks the [topic rules](crate::topic):
+//!   [`ParseError::InvalidTopic`], answered with `{"error": "Invalid topic", "details": "<why>"}`;
+//! - `subscribe` with `"since": {"seq": S, "epoch": E}` asks for the events missed after that
+//!   position (a malformed `since` is an invalid format);
+//! - `{"action": "refresh", "token": T}` swaps the connection's token for a fresh one before
+//!   the old one expires; without a token: [`ParseError::TokenRequired`].
 
 use serde::{Deserialize, Serialize};
 
-use crate::server::WSError;
+use crate::server::{StreamPosition, WSError};
 use crate::topic::{Topic, TopicError};
 
 /// A client → server message as a sender writes it (the TypeScript `WSClientMessage`).
@@ -34,6 +40,11 @@ pub enum WSClientMessage {
     Subscribe {
         /// The topic to subscribe to.
         topic: Topic,
+        /// Replay the events after this position before going live (tidings addition); the
+        /// reply then says whether that `recovered` everything.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[cfg_attr(feature = "ts", ts(optional))]
+        since: Option<StreamPosition>,
     },
     /// Stop receiving events of `topic`; answered by `{"action":"unsubscribed","topic":T}`.
     Unsubscribe {
@@ -42,6 +53,12 @@ pub enum WSClientMessage {
     },
     /// Keepalive; answered by `{"action":"pong"}`.
     Ping,
+    /// Continue the connection on a fresh token (tidings addition); answered by
+    /// `{"action":"refreshed"}`, or closed with 4001 if the token is not valid.
+    Refresh {
+        /// The new JWT.
+        token: String,
+    },
 }
 
 /// A parsed client message: what the server acts on.
@@ -83,6 +100,9 @@ pub enum ParseError {
     /// A topic that breaks the [topic rules](crate::topic) (tidings addition).
     #[error("Invalid topic: {0}")]
     InvalidTopic(TopicError),
+    /// `refresh` without a token (absent, `null` or `""`; tidings addition).
+    #[error("Token is required for refresh action")]
+    TokenRequired,
 }
 
 impl ParseError {
@@ -92,17 +112,22 @@ impl ParseError {
             ParseError::InvalidFormat { details } => WSError::invalid_format(details.clone()),
             ParseError::TopicRequired(action) => WSError::topic_required(*action),
             ParseError::InvalidTopic(e) => WSError::invalid_topic(e),
+            ParseError::TokenRequired => WSError::new(WSError::TOKEN_REQUIRED_REFRESH),
         }
     }
 }
 
 /// The loose shape the seed's pydantic model accepts: `action` a string, `topic` an optional
-/// string, anything else ignored.
+/// string, anything else ignored; plus the optional fields of tidings' additions.
 #[derive(Deserialize)]
 struct RawClientMessage {
     action: String,
     #[serde(default)]
     topic: Option<String>,
+    #[serde(default)]
+    since: Option<StreamPosition>,
+    #[serde(default)]
+    token: Option<String>,
 }
 
 impl WSClientMessage {
@@ -119,6 +144,14 @@ impl WSClientMessage {
             })?;
         let action = match raw.action.as_str() {
             "ping" => return Ok(Some(WSClientMessage::Ping)),
+            "refresh" => {
+                return match raw.token {
+                    Some(token) if !token.is_empty() => {
+                        Ok(Some(WSClientMessage::Refresh { token }))
+                    }
+                    _ => Err(ParseError::TokenRequired),
+                };
+            }
             "subscribe" => Action::Subscribe,
             "unsubscribe" => Action::Unsubscribe,
             _ => return Ok(None),
@@ -129,7 +162,10 @@ impl WSClientMessage {
             Some(t) => Topic::new(t).map_err(ParseError::InvalidTopic)?,
         };
         Ok(Some(match action {
-            Action::Subscribe => WSClientMessage::Subscribe { topic },
+            Action::Subscribe => WSClientMessage::Subscribe {
+                topic,
+                since: raw.since,
+            },
             Action::Unsubscribe => WSClientMessage::Unsubscribe { topic },
         }))
     }
@@ -152,7 +188,8 @@ mod tests {
         assert_eq!(
             parse(r#"{"action":"subscribe","topic":"list:123"}"#),
             Ok(Some(ClientMessage::Subscribe {
-                topic: Topic::list(123)
+                topic: Topic::list(123),
+                since: None
             }))
         );
         assert_eq!(
@@ -233,6 +270,38 @@ mod tests {
     }
 
     #[test]
+    fn since_and_refresh() {
+        assert_eq!(
+            parse(r#"{"action":"subscribe","topic":"list:1","since":{"seq":41,"epoch":"e1"}}"#),
+            Ok(Some(ClientMessage::Subscribe {
+                topic: Topic::list(1),
+                since: Some(StreamPosition {
+                    seq: 41,
+                    epoch: "e1".into()
+                })
+            }))
+        );
+        assert!(invalid_format(
+            r#"{"action":"subscribe","topic":"list:1","since":{"seq":"x"}}"#
+        ));
+        assert_eq!(
+            parse(r#"{"action":"refresh","token":"abc"}"#),
+            Ok(Some(ClientMessage::Refresh {
+                token: "abc".into()
+            }))
+        );
+        assert_eq!(
+            parse(r#"{"action":"refresh"}"#),
+            Err(ParseError::TokenRequired)
+        );
+        assert_eq!(
+            parse(r#"{"action":"refresh","token":""}"#),
+            Err(ParseError::TokenRequired)
+        );
+        assert!(invalid_format(r#"{"action":"refresh","token":5}"#));
+    }
+
+    #[test]
     fn invalid_topic() {
         assert!(matches!(
             parse(r#"{"action":"subscribe","topic":"a b"}"#),
@@ -260,7 +329,8 @@ mod tests {
     fn serializes_as_sent_by_clients() {
         assert_eq!(
             serde_json::to_string(&WSClientMessage::Subscribe {
-                topic: Topic::gifts_all()
+                topic: Topic::gifts_all(),
+                since: None
             })
             .unwrap(),
             r#"{"action":"subscribe","topic":"gifts:all"}"#

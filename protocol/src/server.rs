@@ -153,7 +153,16 @@ pub struct EventData {
     pub timestamp: String,
 }
 
-/// An event on a topic: the seed's `WSEvent`.
+/// An event on a topic: the seed's `WSEvent`, plus its position in the topic's stream.
+///
+/// `seq` and `epoch` are tidings additions that a seed client ignores. The server assigns them
+/// when it publishes (whatever a publisher sent is replaced): `seq` increases strictly within
+/// one `epoch` of a topic; a new `epoch` means the topic's history was lost (e.g. the
+/// in-memory broker restarted) and numbering started again. A client that remembers the last
+/// `(seq, epoch)` of a topic can ask for what it missed with [`WSClientMessage::Subscribe`]'s
+/// `since`.
+///
+/// [`WSClientMessage::Subscribe`]: crate::WSClientMessage::Subscribe
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]
 pub struct WSEvent {
@@ -163,6 +172,46 @@ pub struct WSEvent {
     pub event: EventType,
     /// The details.
     pub data: EventData,
+    /// Position of the event in its topic's stream (set by the server).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "ts", ts(optional, type = "number"))]
+    pub seq: Option<u64>,
+    /// The topic stream's epoch (set by the server).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "ts", ts(optional))]
+    pub epoch: Option<String>,
+}
+
+impl WSEvent {
+    /// An event without a stream position (the server assigns one when it publishes).
+    pub fn new(topic: Topic, event: EventType, data: EventData) -> Self {
+        Self {
+            topic,
+            event,
+            data,
+            seq: None,
+            epoch: None,
+        }
+    }
+
+    /// The event's stream position, when it has one.
+    pub fn position(&self) -> Option<StreamPosition> {
+        Some(StreamPosition {
+            seq: self.seq?,
+            epoch: self.epoch.clone()?,
+        })
+    }
+}
+
+/// A position in a topic's stream: the `seq` of the last event seen, and its `epoch`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]
+pub struct StreamPosition {
+    /// The sequence number of the last event received.
+    #[cfg_attr(feature = "ts", ts(type = "number"))]
+    pub seq: u64,
+    /// The epoch that sequence number belongs to.
+    pub epoch: String,
 }
 
 /// A reply to a client's action.
@@ -174,6 +223,12 @@ pub enum WSReply {
     Subscribed {
         /// The topic subscribed to.
         topic: Topic,
+        /// Only when the subscribe asked for `since`: `true` when every missed event was
+        /// replayed before this reply, `false` when history did not reach back that far (or
+        /// the epoch changed) and the client must refetch (tidings addition).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[cfg_attr(feature = "ts", ts(optional))]
+        recovered: Option<bool>,
     },
     /// The subscription is gone (also sent for a topic that was never subscribed).
     Unsubscribed {
@@ -182,6 +237,8 @@ pub enum WSReply {
     },
     /// Answer to `ping`.
     Pong,
+    /// The connection now runs on the token sent with `refresh` (tidings addition).
+    Refreshed,
 }
 
 /// An error reply. The connection stays open after it.
@@ -209,6 +266,10 @@ impl WSError {
     pub const TOPIC_REQUIRED_UNSUBSCRIBE: &'static str = "Topic is required for unsubscribe action";
     /// A topic that breaks the topic rules (tidings addition).
     pub const INVALID_TOPIC: &'static str = "Invalid topic";
+    /// A `refresh` without a token (tidings addition).
+    pub const TOKEN_REQUIRED_REFRESH: &'static str = "Token is required for refresh action";
+    /// The token is not allowed to subscribe to the topic (tidings addition; `topic` is set).
+    pub const FORBIDDEN: &'static str = "Forbidden";
 
     /// A bare error with a fixed text.
     pub fn new(error: impl Into<String>) -> Self {
@@ -337,7 +398,8 @@ mod tests {
     fn replies_have_exactly_the_seed_keys() {
         assert_eq!(
             serde_json::to_string(&WSReply::Subscribed {
-                topic: Topic::list(1)
+                topic: Topic::list(1),
+                recovered: None
             })
             .unwrap(),
             r#"{"action":"subscribed","topic":"list:1"}"#

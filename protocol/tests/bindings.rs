@@ -8,7 +8,8 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use tidings_protocol::{
-    EventData, EventType, Payload, ServerMessage, Topic, WSClientMessage, WSError, WSEvent, WSReply,
+    EventData, EventType, Payload, ServerMessage, StreamPosition, Topic, WSClientMessage, WSError,
+    WSEvent, WSReply,
 };
 use ts_rs::{Config, TS};
 
@@ -28,6 +29,7 @@ fn export_all() -> Vec<String> {
     }
     export!(
         Topic,
+        StreamPosition,
         WSClientMessage,
         EventType,
         Payload,
