@@ -37,7 +37,7 @@ pub enum TopicError {
     TooLong,
     /// The topic contains a character outside the allowed set.
     #[error(
-        "topic contains the character {0:?}; allowed are ASCII letters, digits and : - _ . @ / + = ~"
+        "topic contains the character '{0}'; allowed are ASCII letters, digits and : - _ . @ / + = ~"
     )]
     InvalidChar(char),
 }
