@@ -21,8 +21,4 @@ since?: StreamPosition, } | { "action": "unsubscribe",
 /**
  * The topic to unsubscribe from.
  */
-topic: Topic, } | { "action": "ping" } | { "action": "refresh", 
-/**
- * The new JWT.
- */
-token: string, };
+topic: Topic, } | { "action": "ping" };

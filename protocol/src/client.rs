@@ -19,9 +19,7 @@
 //! - a topic that is present but breaks the [topic rules](crate::topic):
 //!   [`ParseError::InvalidTopic`], answered with `{"error": "Invalid topic", "details": "<why>"}`;
 //! - `subscribe` with `"since": {"seq": S, "epoch": E}` asks for the events missed after that
-//!   position (a malformed `since` is an invalid format);
-//! - `{"action": "refresh", "token": T}` swaps the connection's token for a fresh one before
-//!   the old one expires; without a token: [`ParseError::TokenRequired`].
+//!   position (a malformed `since` is an invalid format).
 
 use serde::{Deserialize, Serialize};
 
@@ -53,12 +51,6 @@ pub enum WSClientMessage {
     },
     /// Keepalive; answered by `{"action":"pong"}`.
     Ping,
-    /// Continue the connection on a fresh token (tidings addition); answered by
-    /// `{"action":"refreshed"}`, or closed with 4001 if the token is not valid.
-    Refresh {
-        /// The new JWT.
-        token: String,
-    },
 }
 
 /// A parsed client message: what the server acts on.
@@ -100,9 +92,6 @@ pub enum ParseError {
     /// A topic that breaks the [topic rules](crate::topic) (tidings addition).
     #[error("Invalid topic: {0}")]
     InvalidTopic(TopicError),
-    /// `refresh` without a token (absent, `null` or `""`; tidings addition).
-    #[error("Token is required for refresh action")]
-    TokenRequired,
 }
 
 impl ParseError {
@@ -112,7 +101,6 @@ impl ParseError {
             ParseError::InvalidFormat { details } => WSError::invalid_format(details.clone()),
             ParseError::TopicRequired(action) => WSError::topic_required(*action),
             ParseError::InvalidTopic(e) => WSError::invalid_topic(e),
-            ParseError::TokenRequired => WSError::new(WSError::TOKEN_REQUIRED_REFRESH),
         }
     }
 }
@@ -126,8 +114,6 @@ struct RawClientMessage {
     topic: Option<String>,
     #[serde(default)]
     since: Option<StreamPosition>,
-    #[serde(default)]
-    token: Option<String>,
 }
 
 impl WSClientMessage {
@@ -144,14 +130,6 @@ impl WSClientMessage {
             })?;
         let action = match raw.action.as_str() {
             "ping" => return Ok(Some(WSClientMessage::Ping)),
-            "refresh" => {
-                return match raw.token {
-                    Some(token) if !token.is_empty() => {
-                        Ok(Some(WSClientMessage::Refresh { token }))
-                    }
-                    _ => Err(ParseError::TokenRequired),
-                };
-            }
             "subscribe" => Action::Subscribe,
             "unsubscribe" => Action::Unsubscribe,
             _ => return Ok(None),
@@ -270,7 +248,7 @@ mod tests {
     }
 
     #[test]
-    fn since_and_refresh() {
+    fn since() {
         assert_eq!(
             parse(r#"{"action":"subscribe","topic":"list:1","since":{"seq":41,"epoch":"e1"}}"#),
             Ok(Some(ClientMessage::Subscribe {
@@ -284,21 +262,6 @@ mod tests {
         assert!(invalid_format(
             r#"{"action":"subscribe","topic":"list:1","since":{"seq":"x"}}"#
         ));
-        assert_eq!(
-            parse(r#"{"action":"refresh","token":"abc"}"#),
-            Ok(Some(ClientMessage::Refresh {
-                token: "abc".into()
-            }))
-        );
-        assert_eq!(
-            parse(r#"{"action":"refresh"}"#),
-            Err(ParseError::TokenRequired)
-        );
-        assert_eq!(
-            parse(r#"{"action":"refresh","token":""}"#),
-            Err(ParseError::TokenRequired)
-        );
-        assert!(invalid_format(r#"{"action":"refresh","token":5}"#));
     }
 
     #[test]

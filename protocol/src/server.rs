@@ -237,8 +237,6 @@ pub enum WSReply {
     },
     /// Answer to `ping`.
     Pong,
-    /// The connection now runs on the token sent with `refresh` (tidings addition).
-    Refreshed,
 }
 
 /// An error reply. The connection stays open after it.
@@ -266,8 +264,6 @@ impl WSError {
     pub const TOPIC_REQUIRED_UNSUBSCRIBE: &'static str = "Topic is required for unsubscribe action";
     /// A topic that breaks the topic rules (tidings addition).
     pub const INVALID_TOPIC: &'static str = "Invalid topic";
-    /// A `refresh` without a token (tidings addition).
-    pub const TOKEN_REQUIRED_REFRESH: &'static str = "Token is required for refresh action";
     /// The token is not allowed to subscribe to the topic (tidings addition; `topic` is set).
     pub const FORBIDDEN: &'static str = "Forbidden";
 
