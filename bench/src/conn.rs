@@ -93,6 +93,7 @@ pub async fn connect(server: SocketAddr, token: &str, source: Option<Ipv4Addr>) 
 pub async fn subscribe(ws: &mut Ws, topic: &Topic) -> Result<()> {
     let text = serde_json::to_string(&WSClientMessage::Subscribe {
         topic: topic.clone(),
+        since: None,
     })?;
     ws.send(Message::text(text))
         .await
@@ -101,7 +102,9 @@ pub async fn subscribe(ws: &mut Ws, topic: &Topic) -> Result<()> {
         loop {
             match ws.next().await {
                 Some(Ok(Message::Text(text))) => match ServerMessage::parse(&text) {
-                    Ok(ServerMessage::Reply(WSReply::Subscribed { topic: t })) if &t == topic => {
+                    Ok(ServerMessage::Reply(WSReply::Subscribed { topic: t, .. }))
+                        if &t == topic =>
+                    {
                         return Ok(());
                     }
                     Ok(ServerMessage::Error(e)) => bail!("subscribe refused: {}", e.error),

@@ -77,10 +77,10 @@ impl Publisher {
 /// # Errors
 /// Never in practice (the payload is a fixed-shape object).
 pub fn event_body(topic: &Topic, t_ns: u64) -> Result<Vec<u8>> {
-    let event = WSEvent {
-        topic: topic.clone(),
-        event: EventType::Updated,
-        data: EventData {
+    let event = WSEvent::new(
+        topic.clone(),
+        EventType::Updated,
+        EventData {
             entity_id: "42".to_owned(),
             payload: Payload::from_json(format!(
                 r#"{{"t_ns":{t_ns},"name":"bench item","status":"IDEA"}}"#
@@ -88,7 +88,7 @@ pub fn event_body(topic: &Topic, t_ns: u64) -> Result<Vec<u8>> {
             user_id: "bench-publisher".to_owned(),
             timestamp: "2026-01-01T00:00:00Z".to_owned(),
         },
-    };
+    );
     Ok(serde_json::to_vec(&event)?)
 }
 

@@ -617,7 +617,7 @@ fn on_open(rc: &Shared, generation: u32) {
         let reconnect = inner.machine.opened();
         for topic in inner.topics.on_open(reconnect) {
             if let Ok(topic) = Topic::new(topic) {
-                socket.send(&WSClientMessage::Subscribe { topic });
+                socket.send(&WSClientMessage::Subscribe { topic, since: None });
             }
         }
         let now = js_sys::Date::now();
@@ -897,7 +897,10 @@ impl TidingsClient {
             let added = inner.topics.add(&topic, listener, halves);
             if added.send_subscribe {
                 if let (Some(socket), Ok(t)) = (inner.socket(), Topic::new(topic.clone())) {
-                    socket.send(&WSClientMessage::Subscribe { topic: t });
+                    socket.send(&WSClientMessage::Subscribe {
+                        topic: t,
+                        since: None,
+                    });
                 }
             }
             let effects: Vec<Effect> = added

@@ -12,7 +12,7 @@ use tidings_protocol::WSClientMessage;
 /// The JSON text of `message`, byte for byte what serde_json would write.
 pub fn encode(message: &WSClientMessage) -> String {
     match message {
-        WSClientMessage::Subscribe { topic } => {
+        WSClientMessage::Subscribe { topic, since: _ } => {
             format!(r#"{{"action":"subscribe","topic":"{topic}"}}"#)
         }
         WSClientMessage::Unsubscribe { topic } => {
@@ -33,11 +33,15 @@ mod tests {
         for m in [
             WSClientMessage::Subscribe {
                 topic: Topic::list(123),
+                since: None,
             },
             WSClientMessage::Unsubscribe {
                 topic: Topic::gifts_all(),
             },
-            WSClientMessage::Subscribe { topic: weird },
+            WSClientMessage::Subscribe {
+                topic: weird,
+                since: None,
+            },
             WSClientMessage::Ping,
         ] {
             assert_eq!(encode(&m), serde_json::to_string(&m).unwrap());

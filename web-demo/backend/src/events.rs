@@ -44,11 +44,7 @@ fn events<T: Serialize>(
     };
     Ok(topics
         .into_iter()
-        .map(|topic| WSEvent {
-            topic,
-            event,
-            data: data.clone(),
-        })
+        .map(|topic| WSEvent::new(topic, event, data.clone()))
         .collect())
 }
 

@@ -24,7 +24,7 @@
 //!         user_id: "7".into(),
 //!         timestamp: "2026-11-26T10:30:00Z".into(),
 //!     };
-//!     let event = WSEvent { topic: Topic::list(1), event: EventType::Added, data };
+//!     let event = WSEvent::new(Topic::list(1), EventType::Added, data);
 //!     tidings.hub().publish(event); // sync: never waits for a slow socket
 //!     "ok"
 //! }

@@ -109,7 +109,7 @@ impl Demo {
             sub.send(json!({"action": "subscribe", "topic": topic}))
                 .await;
             match sub.next_message().await {
-                ServerMessage::Reply(WSReply::Subscribed { topic: t }) => {
+                ServerMessage::Reply(WSReply::Subscribed { topic: t, .. }) => {
                     assert_eq!(t.as_str(), *topic)
                 }
                 other => panic!("expected subscribed, got {other:?}"),
