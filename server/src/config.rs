@@ -47,6 +47,9 @@ pub struct Config {
     pub(crate) pong_timeout: Duration,
     pub(crate) topic_policy: Arc<dyn TopicPolicy>,
     pub(crate) allowed_origins: Option<Vec<String>>,
+    pub(crate) history_size: usize,
+    pub(crate) history_ttl: Duration,
+    pub(crate) redis_url: Option<String>,
 }
 
 impl Config {
@@ -79,6 +82,9 @@ impl Config {
             pong_timeout: Duration::from_secs(60),
             topic_policy: Arc::new(ClaimTopics),
             allowed_origins: None,
+            history_size: 1000,
+            history_ttl: Duration::from_secs(300),
+            redis_url: None,
         }
     }
 
@@ -286,6 +292,42 @@ impl Config {
         self
     }
 
+    /// How many recent events each topic keeps for recovery (a subscribe with `since` replays
+    /// from them); 0 disables history, so every recovery fails. The history holds the same
+    /// shared bytes as the broadcast, not a copy. Defaults to 1000 events.
+    pub fn with_history_size(mut self, events: usize) -> Self {
+        self.history_size = events;
+        self
+    }
+
+    /// The oldest event a topic's history keeps; older ones are dropped, and a topic without
+    /// subscribers and with no event younger than this is forgotten (its next event starts
+    /// a new epoch). With Redis it is also the TTL of the topic's keys. Defaults to 5 minutes.
+    pub fn with_history_ttl(mut self, ttl: Duration) -> Self {
+        self.history_ttl = ttl.max(Duration::from_millis(1));
+        self
+    }
+
+    /// Use the Redis at `url` (`redis://host:port[/db]`) as the broker: seq, epoch and history
+    /// live in Redis and events reach every node connected to it (see
+    /// [`broker`](crate::broker)). Defaults to `None`: the in-memory broker (one node). An
+    /// invalid URL makes every publish fail (check it with
+    /// [`broker::check_redis_url`](crate::broker::check_redis_url)).
+    pub fn with_redis_url(mut self, url: Option<String>) -> Self {
+        self.redis_url = url;
+        self
+    }
+
+    /// The per-topic history size in effect.
+    pub fn history_size(&self) -> usize {
+        self.history_size
+    }
+
+    /// The history max age in effect.
+    pub fn history_ttl(&self) -> Duration {
+        self.history_ttl
+    }
+
     /// The JWT clock leeway in effect.
     pub fn jwt_leeway(&self) -> Duration {
         self.jwt_leeway
@@ -369,6 +411,10 @@ impl fmt::Debug for Config {
             .field("pong_timeout", &self.pong_timeout)
             .field("topic_policy", &"<policy>")
             .field("allowed_origins", &self.allowed_origins)
+            .field("history_size", &self.history_size)
+            .field("history_ttl", &self.history_ttl)
+            // The URL may carry a password.
+            .field("redis", &self.redis_url.as_ref().map(|_| "<set>"))
             .finish()
     }
 }

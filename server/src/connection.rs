@@ -19,12 +19,12 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use bytes::Bytes;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use tidings_protocol::{ClientMessage, CloseCode, Topic, WSError, WSReply};
+use tidings_protocol::{ClientMessage, CloseCode, StreamPosition, Topic, WSError, WSReply};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep_until, timeout};
 
 use crate::heartbeat::{Due, Heartbeat};
-use crate::hub::{ConnId, Hub};
+use crate::hub::{ConnId, Hub, Recovery};
 use crate::outbox::Outbox;
 use crate::rate::{RATE_LIMIT_EXCEEDED, RateLimiter, Verdict};
 use crate::{Claims, Tidings};
@@ -284,7 +284,7 @@ impl Connection {
 
     fn on_text(&mut self, text: &str) {
         match ClientMessage::parse(text) {
-            Ok(Some(ClientMessage::Subscribe { topic })) => self.subscribe(topic),
+            Ok(Some(ClientMessage::Subscribe { topic, since })) => self.subscribe(topic, since),
             Ok(Some(ClientMessage::Unsubscribe { topic })) => {
                 if let Some(i) = self.topics.iter().position(|t| *t == topic) {
                     self.topics.swap_remove(i);
@@ -301,11 +301,21 @@ impl Connection {
         }
     }
 
-    fn subscribe(&mut self, topic: Topic) {
+    fn subscribe(&mut self, topic: Topic, since: Option<StreamPosition>) {
         if !self.may_subscribe(&topic) {
             return;
         }
-        if !self.topics.contains(&topic) {
+        if self.topics.contains(&topic) {
+            // Already live on this connection: nothing was missed here, but a position
+            // from elsewhere cannot be checked against what was delivered; the client
+            // refetches rather than risk a gap.
+            self.reply(&WSReply::Subscribed {
+                recovered: since.map(|_| false),
+                topic,
+            });
+            return;
+        }
+        {
             if self.topics.len() >= self.max_subscriptions {
                 let error = WSError {
                     details: Some(format!(
@@ -318,23 +328,63 @@ impl Connection {
                 self.reply(&error);
                 return;
             }
-            // Subscribe before confirming: once the client reads "subscribed", every later
-            // event of the topic reaches it.
-            self.hub.subscribe(&topic, self.id, &self.outbox);
             if self.topics.len() == self.topics.capacity() {
                 // Grow by half instead of doubling from 4: one topic costs one slot.
                 self.topics.reserve_exact((self.topics.len() / 2).max(1));
             }
             self.topics.push(topic.clone());
         }
-        self.reply(&WSReply::Subscribed { topic });
+        let Some(since) = since else {
+            // Subscribe before confirming: once the client reads "subscribed", every later
+            // event of the topic reaches it.
+            self.hub.subscribe(&topic, self.id, &self.outbox);
+            self.reply(&WSReply::Subscribed {
+                topic,
+                recovered: None,
+            });
+            return;
+        };
+        let ack = {
+            let topic = topic.clone();
+            move |recovered: bool| {
+                ack_text(&WSReply::Subscribed {
+                    topic,
+                    recovered: Some(recovered),
+                })
+            }
+        };
+        match self.hub.external_broker() {
+            // In memory: replay, ack and join in one step under the topic's lock.
+            None => {
+                self.hub
+                    .subscribe_since(&topic, self.id, &self.outbox, &since, ack);
+            }
+            // Redis: park the connection (live events are held back), fetch the history,
+            // then replay and merge. The reader goes on meanwhile.
+            Some(broker) => {
+                let broker = broker.clone();
+                let hub = self.hub.clone();
+                let id = self.id;
+                hub.subscribe_pending(&topic, id, &self.outbox);
+                tokio::spawn(async move {
+                    let recovery = match broker.history(&hub, &topic, &since).await {
+                        Ok(recovery) => recovery,
+                        Err(e) => {
+                            tracing::debug!(%topic, error = %e, "history unavailable; not recovered");
+                            Recovery {
+                                recovered: false,
+                                events: Vec::new(),
+                            }
+                        }
+                    };
+                    hub.finish_pending(&topic, id, recovery, ack);
+                });
+            }
+        }
     }
 
     fn reply<T: serde::Serialize>(&self, reply: &T) {
-        match serde_json::to_string(reply) {
-            Ok(text) => self.push(Utf8Bytes::from(text)),
-            Err(e) => tracing::error!(error = %e, "could not serialize a reply"),
-        }
+        self.push(ack_text(reply));
     }
 
     fn push(&self, text: Utf8Bytes) {
@@ -346,6 +396,18 @@ impl Connection {
     fn leave_all(&mut self) {
         for topic in self.topics.drain(..) {
             self.hub.unsubscribe(topic.as_str(), self.id);
+        }
+    }
+}
+
+/// The JSON text of a reply.
+fn ack_text<T: serde::Serialize>(reply: &T) -> Utf8Bytes {
+    match serde_json::to_string(reply) {
+        Ok(text) => Utf8Bytes::from(text),
+        // Cannot happen for protocol replies; logged rather than panicking.
+        Err(e) => {
+            tracing::error!(error = %e, "could not serialize a reply");
+            Utf8Bytes::from_static(r#"{"error":"Internal error"}"#)
         }
     }
 }

@@ -1,4 +1,5 @@
-//! The hub: which connections are subscribed to which topic, and the broadcast itself.
+//! The hub: which connections are subscribed to which topic, each topic's stream position and
+//! (with the in-memory broker) its recent history, and the broadcast itself.
 //!
 //! Topics are spread over [`SHARDS`] independently locked maps (by a hash of the topic name),
 //! so subscribing on one topic never waits for a broadcast on another. A broadcast serializes
@@ -8,17 +9,30 @@
 //! dead: it is counted out and removed from the topic right after the broadcast, and its
 //! connection closes (4003 for a full queue).
 //!
+//! Recovery: every event gets the next `seq` of its topic and the topic stream's `epoch`,
+//! spliced into the JSON text once (see [`with_position`]). With the in-memory broker the hub
+//! itself is the history: the same shared bytes go into a bounded per-topic ring (last
+//! [`Config::with_history_size`](crate::Config::with_history_size) events, none older than
+//! [`Config::with_history_ttl`](crate::Config::with_history_ttl)), and a subscribe with
+//! `since` replays from it and joins the topic under the shard's write lock, so a concurrent
+//! publish lands either in the replay or in the live stream, never both, never neither. With an
+//! external broker (Redis) the history lives there: a recovering subscriber is parked as
+//! *pending* (live events are held back for it) while the history is fetched, then the replay
+//! and the held events are merged by `seq`.
+//!
 //! The hub holds no global state: it is a cheap `Clone` handle that travels in the app's state
 //! (inside [`Tidings`](crate::Tidings)).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, Instant};
 
 use axum::extract::ws::Utf8Bytes;
-use tidings_protocol::{Topic, WSEvent};
+use tidings_protocol::{StreamPosition, Topic, WSEvent};
 
+use crate::broker::Broker;
 use crate::metrics::Metrics;
 use crate::outbox::Outbox;
 
@@ -28,8 +42,57 @@ pub const SHARDS: usize = 64;
 /// Identifies one connection inside the hub.
 pub(crate) type ConnId = u64;
 
+/// How often (at most) a shard is swept for topics whose history has expired and that have
+/// no subscriber left.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+
 type Subscribers = HashMap<ConnId, Arc<Outbox>>;
-type Shard = RwLock<HashMap<Topic, Subscribers>>;
+type Shard = RwLock<HashMap<Topic, TopicState>>;
+
+/// One topic: its live subscribers, the ones waiting for a history fetch, and its stream.
+struct TopicState {
+    subscribers: Subscribers,
+    /// Recovering subscribers (external broker only): live events are held back for them.
+    pending: HashMap<ConnId, Pending>,
+    /// Held while an event of this topic is numbered and queued, so that every subscriber
+    /// sees the events in `seq` order.
+    stream: Mutex<Stream>,
+}
+
+struct Pending {
+    outbox: Arc<Outbox>,
+    held: Mutex<Vec<(u64, Utf8Bytes)>>,
+}
+
+/// A topic's stream position and (in-memory broker) its recent events.
+struct Stream {
+    epoch: Arc<str>,
+    /// The `seq` of the last event (0: none yet).
+    last_seq: u64,
+    history: VecDeque<Entry>,
+}
+
+struct Entry {
+    seq: u64,
+    at: Instant,
+    text: Utf8Bytes,
+}
+
+/// What a subscribe with `since` found in the history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Recovery {
+    /// Whether every event after the position could be replayed.
+    pub(crate) recovered: bool,
+    /// The missed events, oldest first (empty when not recovered).
+    pub(crate) events: Vec<(u64, Utf8Bytes)>,
+}
+
+/// Bounds of the in-memory history.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct HistoryLimits {
+    pub(crate) size: usize,
+    pub(crate) ttl: Duration,
+}
 
 /// Topic → subscribed connections, and the broadcast (see the module docs).
 #[derive(Clone)]
@@ -39,102 +102,225 @@ pub struct Hub {
 
 struct Inner {
     shards: Box<[Shard]>,
+    /// Per shard: milliseconds since `started` of its last sweep.
+    last_sweep: Box<[AtomicU64]>,
+    started: Instant,
     hasher: RandomState,
     next_id: AtomicU64,
     /// The server's counters (the hub is the one part every path reaches).
     metrics: Metrics,
+    limits: HistoryLimits,
+    /// `None`: the in-memory broker (this hub numbers events and keeps their history).
+    /// `Some`: events go through an external broker and come back through [`Hub::deliver`].
+    external: Option<Arc<dyn Broker>>,
 }
 
 impl std::fmt::Debug for Hub {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Hub")
             .field("topics", &self.topic_count())
+            .field("external_broker", &self.inner.external.is_some())
             .finish_non_exhaustive()
     }
 }
 
 impl Hub {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(limits: HistoryLimits, external: Option<Arc<dyn Broker>>) -> Self {
         Self {
             inner: Arc::new(Inner {
                 shards: (0..SHARDS).map(|_| Shard::default()).collect(),
+                last_sweep: (0..SHARDS).map(|_| AtomicU64::new(0)).collect(),
+                started: Instant::now(),
                 hasher: RandomState::new(),
                 next_id: AtomicU64::new(1),
                 metrics: Metrics::default(),
+                limits,
+                external,
             }),
         }
     }
 
-    /// Sends `event` to every connection subscribed to exactly `event.topic` and returns how
-    /// many connections it was queued for.
+    /// Publishes `event` and returns how many local connections it was queued for.
     ///
     /// Never waits for a socket: the event is serialized once and queued on each subscriber's
     /// bounded outbound queue. A subscriber whose queue is full is not counted, is removed
     /// from the topic and is closed with 4003 (slow consumer). Callable from any thread or
     /// handler.
+    ///
+    /// With the in-memory broker (the default) the event gets the topic's next `seq` and its
+    /// `epoch` (whatever the caller set is replaced) and is recorded in the topic's history.
+    /// With the Redis broker this cannot wait for Redis: the publication is handed to a task
+    /// (call it inside a tokio runtime), its failure is only logged, and the return value is
+    /// the number of local subscribers at the time of the call. Use
+    /// [`Tidings::publish`](crate::Tidings::publish) to learn whether Redis took it.
     pub fn publish(&self, event: WSEvent) -> usize {
         self.publish_ref(&event)
     }
 
     /// As [`Hub::publish`], borrowing the event.
     pub fn publish_ref(&self, event: &WSEvent) -> usize {
-        let started = std::time::Instant::now();
-        let delivered = self.publish_unmeasured(event);
+        let Some(base) = base_text(event) else {
+            return 0;
+        };
+        match &self.inner.external {
+            None => self.publish_local(&event.topic, &base),
+            Some(broker) => {
+                let broker = broker.clone();
+                let hub = self.clone();
+                let topic = event.topic.clone();
+                let count = self.subscriber_count(topic.as_str());
+                match tokio::runtime::Handle::try_current() {
+                    Ok(rt) => {
+                        rt.spawn(async move {
+                            if let Err(e) = broker.publish(&hub, &topic, base).await {
+                                tracing::warn!(%topic, error = %e, "publish through the broker failed");
+                            }
+                        });
+                        count
+                    }
+                    Err(_) => {
+                        tracing::error!(%topic, "Hub::publish with the Redis broker needs a tokio runtime");
+                        0
+                    }
+                }
+            }
+        }
+    }
+
+    /// The in-memory broker's publish: numbers `base` (an event's JSON without `seq`/`epoch`),
+    /// records it and queues it for every local subscriber.
+    pub(crate) fn publish_local(&self, topic: &Topic, base: &str) -> usize {
+        let started = Instant::now();
+        let delivered = self.publish_local_unmeasured(topic, base);
         self.inner.metrics.published(delivered, started.elapsed());
         delivered
     }
 
-    fn publish_unmeasured(&self, event: &WSEvent) -> usize {
-        match serde_json::to_string(event) {
-            Ok(text) => self.broadcast(event.topic.as_str(), Utf8Bytes::from(text)),
-            // Cannot happen for events built by the protocol crate; logged rather than
-            // panicking in a caller's handler.
-            Err(e) => {
-                tracing::error!(topic = %event.topic, error = %e, "could not serialize event");
-                0
+    fn publish_local_unmeasured(&self, topic: &Topic, base: &str) -> usize {
+        let index = self.shard_index(topic.as_str());
+        let shard = &self.inner.shards[index];
+        let now = Instant::now();
+        let (delivered, dead) = {
+            let topics = read(shard);
+            if let Some(state) = topics.get(topic.as_str()) {
+                self.append(state, base, now)
+            } else {
+                drop(topics);
+                let mut topics = write(shard);
+                let state = topics.entry(topic.clone()).or_insert_with(TopicState::new);
+                self.append(state, base, now)
+            }
+        };
+        self.remove_dead(shard, topic.as_str(), &dead);
+        self.maybe_sweep(index, now);
+        delivered
+    }
+
+    /// Numbers, records and queues one event on `state` (shard lock held by the caller).
+    fn append(&self, state: &TopicState, base: &str, now: Instant) -> (usize, Vec<ConnId>) {
+        let mut stream = lock(&state.stream);
+        let seq = stream.last_seq + 1;
+        stream.last_seq = seq;
+        let text = Utf8Bytes::from(with_position(base, seq, &stream.epoch));
+        let limits = self.inner.limits;
+        if limits.size > 0 {
+            if stream.history.len() >= limits.size {
+                stream.history.pop_front();
+            }
+            stream.history.push_back(Entry {
+                seq,
+                at: now,
+                text: text.clone(),
+            });
+            stream.expire(now, limits.ttl);
+        }
+        // Queued while the stream is locked: two concurrent publishers on one topic reach
+        // every subscriber in `seq` order.
+        state.queue(seq, &text)
+    }
+
+    /// Delivers an event that the external broker numbered (`seq`) and serialized (`text`) to
+    /// the local subscribers of `topic`; returns how many it was queued for. Events at or
+    /// below the topic's last delivered `seq` are dropped (already delivered).
+    pub(crate) fn deliver(&self, topic: &str, seq: u64, epoch: &str, text: Utf8Bytes) -> usize {
+        let shard = self.shard(topic);
+        let (delivered, dead) = {
+            let topics = read(shard);
+            let Some(state) = topics.get(topic) else {
+                return 0;
+            };
+            let mut stream = lock(&state.stream);
+            if *stream.epoch != *epoch {
+                // A new stream (Redis lost the topic's keys): numbering starts over.
+                stream.epoch = epoch.into();
+            } else if seq <= stream.last_seq {
+                return 0;
+            }
+            stream.last_seq = seq;
+            state.queue(seq, &text)
+        };
+        self.remove_dead(shard, topic, &dead);
+        delivered
+    }
+
+    fn remove_dead(&self, shard: &Shard, topic: &str, dead: &[ConnId]) {
+        if dead.is_empty() {
+            return;
+        }
+        tracing::debug!(topic, count = dead.len(), "removing dead subscribers");
+        let mut topics = write(shard);
+        if let Some(state) = topics.get_mut(topic) {
+            for id in dead {
+                state.subscribers.remove(id);
+                state.pending.remove(id);
+            }
+            if state.is_unused() {
+                topics.remove(topic);
             }
         }
     }
 
-    /// Queues an already serialized text frame for every subscriber of `topic`; returns how
-    /// many connections it was queued for.
-    pub(crate) fn broadcast(&self, topic: &str, text: Utf8Bytes) -> usize {
-        let shard = self.shard(topic);
-        let mut delivered = 0;
-        let mut dead = Vec::new();
+    /// Drops, at most once per [`SWEEP_INTERVAL`], the topics of shard `index` that have
+    /// neither subscribers nor unexpired history, so that memory follows the live topics.
+    fn maybe_sweep(&self, index: usize, now: Instant) {
+        let ms = millis(now.duration_since(self.inner.started));
+        let last = &self.inner.last_sweep[index];
+        let prev = last.load(Ordering::Relaxed);
+        if ms.saturating_sub(prev) < millis(SWEEP_INTERVAL)
+            || last
+                .compare_exchange(prev, ms, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
         {
-            let topics = read(shard);
-            let Some(subscribers) = topics.get(topic) else {
-                return 0;
-            };
-            for (id, outbox) in subscribers {
-                match outbox.push(text.clone()) {
-                    Ok(()) => delivered += 1,
-                    Err(_) => dead.push(*id),
-                }
-            }
+            return;
         }
-        if !dead.is_empty() {
-            tracing::debug!(topic, count = dead.len(), "removing dead subscribers");
-            let mut topics = write(shard);
-            if let Some(subscribers) = topics.get_mut(topic) {
-                for id in &dead {
-                    subscribers.remove(id);
-                }
-                if subscribers.is_empty() {
-                    topics.remove(topic);
-                }
-            }
+        self.sweep(index, now);
+    }
+
+    fn sweep(&self, index: usize, now: Instant) {
+        let ttl = self.inner.limits.ttl;
+        let mut topics = write(&self.inner.shards[index]);
+        topics.retain(|_, state| {
+            lock(&state.stream).expire(now, ttl);
+            !state.is_unused()
+        });
+    }
+
+    /// Sweeps every shard now (what publishing does lazily).
+    #[cfg(test)]
+    fn sweep_all(&self, now: Instant) {
+        for i in 0..SHARDS {
+            self.sweep(i, now);
         }
-        delivered
     }
 
     /// How many connections are subscribed to `topic`.
     pub fn subscriber_count(&self, topic: &str) -> usize {
-        read(self.shard(topic)).get(topic).map_or(0, HashMap::len)
+        read(self.shard(topic))
+            .get(topic)
+            .map_or(0, |s| s.subscribers.len() + s.pending.len())
     }
 
-    /// How many topics have at least one subscriber.
+    /// How many topics the hub tracks (with subscribers or recent history).
     pub fn topic_count(&self) -> usize {
         self.inner.shards.iter().map(|s| read(s).len()).sum()
     }
@@ -144,7 +330,12 @@ impl Hub {
         self.inner
             .shards
             .iter()
-            .map(|s| read(s).values().map(HashMap::len).sum::<usize>())
+            .map(|s| {
+                read(s)
+                    .values()
+                    .map(|t| t.subscribers.len() + t.pending.len())
+                    .sum::<usize>()
+            })
             .sum()
     }
 
@@ -152,49 +343,307 @@ impl Hub {
         &self.inner.metrics
     }
 
+    /// The position of the last event published on `topic`, if the in-memory history knows
+    /// the topic.
+    pub fn position(&self, topic: &str) -> Option<StreamPosition> {
+        let topics = read(self.shard(topic));
+        let stream = lock(&topics.get(topic)?.stream);
+        Some(StreamPosition {
+            seq: stream.last_seq,
+            epoch: stream.epoch.to_string(),
+        })
+    }
+
+    /// The events of `topic` after `since` in the in-memory history (a read only: a
+    /// subscriber joins atomically with [`Hub::subscribe_since`]).
+    pub(crate) fn recover(&self, topic: &str, since: &StreamPosition) -> Recovery {
+        let topics = read(self.shard(topic));
+        match topics.get(topic) {
+            Some(state) => {
+                let mut stream = lock(&state.stream);
+                stream.expire(Instant::now(), self.inner.limits.ttl);
+                stream.recover(since)
+            }
+            None => Recovery {
+                recovered: false,
+                events: Vec::new(),
+            },
+        }
+    }
+
     pub(crate) fn next_conn_id(&self) -> ConnId {
         self.inner.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Whether recovery needs a history fetch from an external broker.
+    pub(crate) fn external_broker(&self) -> Option<&Arc<dyn Broker>> {
+        self.inner.external.as_ref()
     }
 
     /// Adds connection `id` to `topic` (idempotent).
     pub(crate) fn subscribe(&self, topic: &Topic, id: ConnId, outbox: &Arc<Outbox>) {
         let mut topics = write(self.shard(topic.as_str()));
-        match topics.get_mut(topic.as_str()) {
-            Some(subscribers) => {
-                subscribers.insert(id, outbox.clone());
-            }
-            None => {
-                topics.insert(topic.clone(), HashMap::from([(id, outbox.clone())]));
-            }
-        }
+        topics
+            .entry(topic.clone())
+            .or_insert_with(TopicState::new)
+            .subscribers
+            .insert(id, outbox.clone());
     }
 
-    /// Removes connection `id` from `topic`; a topic left without subscribers is dropped.
+    /// Subscribe with `since`, in-memory broker: under the shard's write lock, queues the
+    /// missed events (when the history reaches back to `since`), then `ack(recovered)`, then
+    /// adds the connection. Returns whether it recovered.
+    pub(crate) fn subscribe_since(
+        &self,
+        topic: &Topic,
+        id: ConnId,
+        outbox: &Arc<Outbox>,
+        since: &StreamPosition,
+        ack: impl FnOnce(bool) -> Utf8Bytes,
+    ) -> bool {
+        let now = Instant::now();
+        let mut topics = write(self.shard(topic.as_str()));
+        let state = topics.entry(topic.clone()).or_insert_with(TopicState::new);
+        let recovery = {
+            let mut stream = lock(&state.stream);
+            stream.expire(now, self.inner.limits.ttl);
+            stream.recover(since)
+        };
+        for (_, text) in recovery.events {
+            let _ = outbox.push(text);
+        }
+        let _ = outbox.push(ack(recovery.recovered));
+        state.subscribers.insert(id, outbox.clone());
+        recovery.recovered
+    }
+
+    /// Subscribe with `since`, external broker, step 1: parks the connection as pending
+    /// (live events are held back for it) until [`Hub::finish_pending`].
+    pub(crate) fn subscribe_pending(&self, topic: &Topic, id: ConnId, outbox: &Arc<Outbox>) {
+        let mut topics = write(self.shard(topic.as_str()));
+        topics
+            .entry(topic.clone())
+            .or_insert_with(TopicState::new)
+            .pending
+            .insert(
+                id,
+                Pending {
+                    outbox: outbox.clone(),
+                    held: Mutex::new(Vec::new()),
+                },
+            );
+    }
+
+    /// Step 2: queues the replay from `recovery` (or nothing when it failed), the ack, then
+    /// the held events the replay does not already contain, and makes the connection a live
+    /// subscriber. Does nothing when the connection left the topic meanwhile.
+    pub(crate) fn finish_pending(
+        &self,
+        topic: &Topic,
+        id: ConnId,
+        recovery: Recovery,
+        ack: impl FnOnce(bool) -> Utf8Bytes,
+    ) {
+        let mut topics = write(self.shard(topic.as_str()));
+        let Some(state) = topics.get_mut(topic.as_str()) else {
+            return;
+        };
+        let Some(pending) = state.pending.remove(&id) else {
+            return;
+        };
+        let outbox = pending.outbox;
+        let mut last = 0;
+        for (seq, text) in recovery.events {
+            last = seq;
+            let _ = outbox.push(text);
+        }
+        let _ = outbox.push(ack(recovery.recovered));
+        let held = pending
+            .held
+            .into_inner()
+            .unwrap_or_else(PoisonError::into_inner);
+        for (seq, text) in held {
+            // A held event the replay already contained (published before the fetch read
+            // the history, announced after the connection was parked) is skipped.
+            if seq > last {
+                let _ = outbox.push(text);
+            }
+        }
+        state.subscribers.insert(id, outbox);
+    }
+
+    /// Removes connection `id` from `topic`; a topic left without subscribers or history is
+    /// dropped.
     pub(crate) fn unsubscribe(&self, topic: &str, id: ConnId) {
         let mut topics = write(self.shard(topic));
-        if let Some(subscribers) = topics.get_mut(topic) {
-            subscribers.remove(&id);
-            if subscribers.is_empty() {
+        if let Some(state) = topics.get_mut(topic) {
+            state.subscribers.remove(&id);
+            state.pending.remove(&id);
+            if state.is_unused() {
                 topics.remove(topic);
             }
         }
     }
 
-    fn shard(&self, topic: &str) -> &Shard {
+    fn shard_index(&self, topic: &str) -> usize {
         let hash = self.inner.hasher.hash_one(topic);
         // Truncating the hash is fine: any bits pick a shard.
-        &self.inner.shards[hash as usize % self.inner.shards.len()]
+        hash as usize % self.inner.shards.len()
     }
+
+    fn shard(&self, topic: &str) -> &Shard {
+        &self.inner.shards[self.shard_index(topic)]
+    }
+}
+
+impl TopicState {
+    fn new() -> Self {
+        Self {
+            subscribers: HashMap::new(),
+            pending: HashMap::new(),
+            stream: Mutex::new(Stream {
+                epoch: new_epoch().into(),
+                last_seq: 0,
+                history: VecDeque::new(),
+            }),
+        }
+    }
+
+    /// Nobody listens and no history is kept: the entry can go (a later event starts a new
+    /// epoch, so no client can mistake the new numbering for the old one).
+    fn is_unused(&self) -> bool {
+        self.subscribers.is_empty()
+            && self.pending.is_empty()
+            && lock(&self.stream).history.is_empty()
+    }
+
+    /// Queues `text` for every subscriber (held back for pending ones); returns the count and
+    /// the dead subscribers.
+    fn queue(&self, seq: u64, text: &Utf8Bytes) -> (usize, Vec<ConnId>) {
+        let mut delivered = 0;
+        let mut dead = Vec::new();
+        for (id, outbox) in &self.subscribers {
+            match outbox.push(text.clone()) {
+                Ok(()) => delivered += 1,
+                Err(_) => dead.push(*id),
+            }
+        }
+        for (id, pending) in &self.pending {
+            let mut held = lock(&pending.held);
+            // Bounded like the outbound queue itself: a pending subscriber that would
+            // overflow it is as slow as a live one.
+            if held.len() >= pending.outbox.capacity() {
+                pending
+                    .outbox
+                    .close(tidings_protocol::CloseCode::SlowConsumer);
+                dead.push(*id);
+            } else {
+                held.push((seq, text.clone()));
+                delivered += 1;
+            }
+        }
+        (delivered, dead)
+    }
+}
+
+impl Stream {
+    fn expire(&mut self, now: Instant, ttl: Duration) {
+        while self
+            .history
+            .front()
+            .is_some_and(|e| now.duration_since(e.at) > ttl)
+        {
+            self.history.pop_front();
+        }
+    }
+
+    fn recover(&self, since: &StreamPosition) -> Recovery {
+        let failed = Recovery {
+            recovered: false,
+            events: Vec::new(),
+        };
+        if *self.epoch != *since.epoch || since.seq > self.last_seq {
+            return failed;
+        }
+        if since.seq == self.last_seq {
+            return Recovery {
+                recovered: true,
+                events: Vec::new(),
+            };
+        }
+        // The history must still hold the event right after `since`.
+        match self.history.front() {
+            Some(first) if first.seq <= since.seq + 1 => Recovery {
+                recovered: true,
+                events: self
+                    .history
+                    .iter()
+                    .filter(|e| e.seq > since.seq)
+                    .map(|e| (e.seq, e.text.clone()))
+                    .collect(),
+            },
+            _ => failed,
+        }
+    }
+}
+
+/// The JSON text of `event` without `seq` and `epoch` (publisher-supplied ones dropped).
+pub(crate) fn base_text(event: &WSEvent) -> Option<String> {
+    let result = if event.seq.is_some() || event.epoch.is_some() {
+        let mut bare = event.clone();
+        bare.seq = None;
+        bare.epoch = None;
+        serde_json::to_string(&bare)
+    } else {
+        serde_json::to_string(event)
+    };
+    match result {
+        Ok(text) => Some(text),
+        // Cannot happen for events built by the protocol crate; logged rather than
+        // panicking in a caller's handler.
+        Err(e) => {
+            tracing::error!(topic = %event.topic, error = %e, "could not serialize event");
+            None
+        }
+    }
+}
+
+/// `base` (a JSON object without `seq`/`epoch`) with `"seq":seq,"epoch":epoch` added before
+/// its closing brace: the event is numbered without serializing it again. Epochs are
+/// generated by tidings (hex digits), so they need no escaping.
+pub(crate) fn with_position(base: &str, seq: u64, epoch: &str) -> String {
+    let body = base.strip_suffix('}').unwrap_or(base);
+    let mut text = String::with_capacity(base.len() + epoch.len() + 32);
+    text.push_str(body);
+    text.push_str(",\"seq\":");
+    text.push_str(&seq.to_string());
+    text.push_str(",\"epoch\":\"");
+    text.push_str(epoch);
+    text.push_str("\"}");
+    text
+}
+
+/// A fresh random epoch (16 hex digits).
+pub(crate) fn new_epoch() -> String {
+    format!("{:016x}", rand::random::<u64>())
 }
 
 // A panic while a shard is locked cannot leave a map half-updated (every critical section is
 // a single map operation), so a poisoned lock is still safe to use.
-fn read(shard: &Shard) -> RwLockReadGuard<'_, HashMap<Topic, Subscribers>> {
+fn read(shard: &Shard) -> RwLockReadGuard<'_, HashMap<Topic, TopicState>> {
     shard.read().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn write(shard: &Shard) -> RwLockWriteGuard<'_, HashMap<Topic, Subscribers>> {
+fn write(shard: &Shard) -> RwLockWriteGuard<'_, HashMap<Topic, TopicState>> {
     shard.write().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]
@@ -203,21 +652,39 @@ mod tests {
     use tidings_protocol::{EventData, EventType, Payload};
 
     fn event(topic: &str) -> WSEvent {
-        WSEvent {
-            topic: Topic::new(topic).unwrap(),
-            event: EventType::Added,
-            data: EventData {
+        WSEvent::new(
+            Topic::new(topic).unwrap(),
+            EventType::Added,
+            EventData {
                 entity_id: "1".into(),
                 payload: Payload::from_json(r#"{"n":1}"#.into()).unwrap(),
                 user_id: "7".into(),
                 timestamp: "2025-11-26T10:30:00Z".into(),
             },
-        }
+        )
+    }
+
+    fn hub(size: usize, ttl: Duration) -> Hub {
+        Hub::new(HistoryLimits { size, ttl }, None)
+    }
+
+    fn drain(outbox: &Outbox) -> Vec<String> {
+        let mut batch = Vec::new();
+        let _ = outbox.take_now(&mut batch);
+        batch.iter().map(|t| t.to_string()).collect()
+    }
+
+    fn seqs(texts: &[String]) -> Vec<u64> {
+        texts
+            .iter()
+            .filter_map(|t| serde_json::from_str::<WSEvent>(t).ok())
+            .map(|e| e.seq.unwrap())
+            .collect()
     }
 
     #[tokio::test]
     async fn fan_out_isolation_and_dead_subscribers() {
-        let hub = Hub::new();
+        let hub = hub(0, Duration::from_secs(60));
         let a = Arc::new(Outbox::new(1));
         let b = Arc::new(Outbox::new(8));
         let topic = Topic::new("list:1").unwrap();
@@ -232,6 +699,124 @@ mod tests {
         assert_eq!(hub.subscriber_count("list:1"), 1);
         assert!(a.is_closed());
         hub.unsubscribe("list:1", 2);
+        hub.sweep_all(Instant::now());
         assert_eq!(hub.topic_count(), 0);
+    }
+
+    #[test]
+    fn events_are_numbered_and_publisher_positions_replaced() {
+        let hub = hub(10, Duration::from_secs(60));
+        let out = Arc::new(Outbox::new(16));
+        let topic = Topic::new("list:1").unwrap();
+        hub.subscribe(&topic, 1, &out);
+        let mut forged = event("list:1");
+        forged.seq = Some(99);
+        forged.epoch = Some("forged".into());
+        hub.publish(forged);
+        hub.publish(event("list:1"));
+        let texts = drain(&out);
+        assert_eq!(seqs(&texts), [1, 2]);
+        let first: WSEvent = serde_json::from_str(&texts[0]).unwrap();
+        assert_eq!(
+            first.position(),
+            hub.position("list:1")
+                .map(|p| StreamPosition { seq: 1, ..p })
+        );
+        assert!(!texts[0].contains("forged"));
+    }
+
+    #[test]
+    fn replay_since_and_failures() {
+        let hub = hub(3, Duration::from_secs(60));
+        let topic = Topic::new("list:1").unwrap();
+        for _ in 0..5 {
+            hub.publish(event("list:1"));
+        }
+        let pos = hub.position("list:1").unwrap();
+        assert_eq!(pos.seq, 5);
+        let ack = |r: bool| Utf8Bytes::from(format!("ack {r}"));
+        // History holds 3..=5: since 2 replays 3, 4, 5; since 1 is too old.
+        let out = Arc::new(Outbox::new(16));
+        let since = StreamPosition {
+            seq: 2,
+            ..pos.clone()
+        };
+        assert!(hub.subscribe_since(&topic, 1, &out, &since, ack));
+        let texts = drain(&out);
+        assert_eq!(seqs(&texts), [3, 4, 5]);
+        assert_eq!(texts.last().unwrap(), "ack true");
+        let out = Arc::new(Outbox::new(16));
+        let since = StreamPosition {
+            seq: 1,
+            ..pos.clone()
+        };
+        assert!(!hub.subscribe_since(&topic, 2, &out, &since, ack));
+        assert_eq!(drain(&out), ["ack false"]);
+        // Up to date: nothing to replay, recovered.
+        let out = Arc::new(Outbox::new(16));
+        assert!(hub.subscribe_since(&topic, 3, &out, &pos, ack));
+        assert_eq!(drain(&out), ["ack true"]);
+        // Another epoch, or a seq from the future.
+        let out = Arc::new(Outbox::new(16));
+        let other = StreamPosition {
+            seq: 4,
+            epoch: "other".into(),
+        };
+        assert!(!hub.subscribe_since(&topic, 4, &out, &other, ack));
+        let future = StreamPosition { seq: 9, ..pos };
+        assert!(!hub.subscribe_since(&topic, 5, &out, &future, ack));
+    }
+
+    #[test]
+    fn history_expires_and_the_topic_is_dropped() {
+        let ttl = Duration::from_secs(60);
+        let hub = hub(10, ttl);
+        hub.publish(event("list:1"));
+        let pos = hub.position("list:1").unwrap();
+        hub.sweep_all(Instant::now());
+        assert_eq!(hub.topic_count(), 1, "recent history keeps the topic");
+        hub.sweep_all(Instant::now() + ttl * 2);
+        assert_eq!(hub.topic_count(), 0);
+        // The topic starts a new epoch: the old position cannot be recovered.
+        let out = Arc::new(Outbox::new(16));
+        let topic = Topic::new("list:1").unwrap();
+        assert!(!hub.subscribe_since(&topic, 1, &out, &pos, |_| "ack".into()));
+        assert_ne!(hub.position("list:1").unwrap().epoch, pos.epoch);
+    }
+
+    #[test]
+    fn pending_subscribers_merge_replay_and_held_events() {
+        let hub = hub(0, Duration::from_secs(60));
+        let topic = Topic::new("list:1").unwrap();
+        let out = Arc::new(Outbox::new(16));
+        hub.subscribe_pending(&topic, 1, &out);
+        let text = |seq: u64| Utf8Bytes::from(with_position(r#"{"x":1}"#, seq, "e"));
+        // 5 arrives live while the history (3..=5) is fetched, then 6.
+        hub.deliver("list:1", 5, "e", text(5));
+        hub.deliver("list:1", 6, "e", text(6));
+        assert!(drain(&out).is_empty(), "held back");
+        let recovery = Recovery {
+            recovered: true,
+            events: (3..=5).map(|s| (s, text(s))).collect(),
+        };
+        hub.finish_pending(&topic, 1, recovery, |r| format!("ack {r}").into());
+        hub.deliver("list:1", 7, "e", text(7));
+        hub.deliver("list:1", 7, "e", text(7));
+        let got = drain(&out);
+        let want: Vec<String> = [3, 4, 5]
+            .iter()
+            .map(|s| text(*s).to_string())
+            .chain(["ack true".to_owned()])
+            .chain([6, 7].iter().map(|s| text(*s).to_string()))
+            .collect();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn splicing_the_position() {
+        assert_eq!(
+            with_position(r#"{"a":1}"#, 7, "ab"),
+            r#"{"a":1,"seq":7,"epoch":"ab"}"#
+        );
     }
 }

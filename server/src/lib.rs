@@ -8,11 +8,18 @@
 //!   events on subscribed topics; a bad token gets close 4001 after the handshake);
 //! - `POST /publish`: publish one event over HTTP with a `publish`-scoped bearer token,
 //!   answered `202 {"delivered": N}`;
-//! - `GET /healthz`: 200 while serving, 503 once shutting down;
+//! - `GET /healthz`: 200 `ok` while serving, 200 `degraded: <why>` while the broker (Redis)
+//!   is unavailable (kept 200: every node shares the broker, so taking nodes out of a load
+//!   balancer would not help, and existing connections keep working), 503 once shutting down.
 //! - `GET /metrics`: counters and gauges in the Prometheus text format.
 //!
+//! Every event gets a per-topic `seq` and `epoch`, and a bounded history per topic lets a
+//! client that reconnects with `since` recover what it missed (see [`hub`] and [`broker`]).
+//! The broker is in memory by default (one node) or Redis ([`Config::with_redis_url`]) for
+//! several nodes.
+//!
 //! An app embeds it with `app.merge(tidings.router())` and publishes from its own handlers
-//! with [`Hub::publish`]. [`serve`] runs a router until a shutdown future completes, closes
+//! with [`Hub::publish`] (sync) or [`Tidings::publish`] (async, reports broker errors). [`serve`] runs a router until a shutdown future completes, closes
 //! every WebSocket with 1012 and drains for a bounded time.
 //!
 //! ```no_run
@@ -27,6 +34,7 @@
 
 pub mod auth;
 pub mod authz;
+pub mod broker;
 pub mod config;
 mod connection;
 pub mod error;
@@ -50,12 +58,14 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{Request, StatusCode};
 use axum::routing::{get, post};
+use tidings_protocol::WSEvent;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower_http::trace::TraceLayer;
 
 pub use auth::{AuthError, Claims, PUBLISH_SCOPE};
 pub use authz::{ClaimTopics, FORBIDDEN, TopicPolicy};
+pub use broker::BrokerError;
 pub use config::Config;
 pub use connection::TOO_MANY_SUBSCRIPTIONS;
 pub use error::ServeError;
@@ -73,6 +83,9 @@ pub struct Tidings {
 
 struct Inner {
     hub: Hub,
+    broker: Arc<dyn broker::Broker>,
+    /// Stops the broker's background listener (on shutdown or when the handle is dropped).
+    broker_stop: CancellationToken,
     keys: auth::Keys,
     config: Config,
     shutdown: CancellationToken,
@@ -94,20 +107,76 @@ impl std::fmt::Debug for Tidings {
 
 impl Tidings {
     /// A server with `config` and an empty hub.
+    ///
+    /// With [`Config::with_redis_url`] the Redis broker's pub/sub listener is spawned on the
+    /// current tokio runtime (call this inside one); it retries until Redis answers.
     pub fn new(config: Config) -> Self {
+        let shutdown = CancellationToken::new();
+        let broker_stop = shutdown.child_token();
+        let history = hub::HistoryLimits {
+            size: config.history_size,
+            ttl: config.history_ttl,
+        };
+        let (hub, broker): (Hub, Arc<dyn broker::Broker>) = match &config.redis_url {
+            None => (Hub::new(history, None), Arc::new(broker::MemoryBroker)),
+            Some(url) => match broker::RedisBroker::new(url, history) {
+                Ok(redis) => {
+                    let redis = Arc::new(redis);
+                    let hub = Hub::new(history, Some(redis.clone()));
+                    match tokio::runtime::Handle::try_current() {
+                        Ok(rt) => {
+                            rt.spawn(redis.clone().listen(hub.clone(), broker_stop.clone()));
+                        }
+                        Err(_) => tracing::error!(
+                            "the Redis broker needs a tokio runtime: no events will be received"
+                        ),
+                    }
+                    (hub, redis)
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot use the Redis broker");
+                    let broken = Arc::new(broker::UnusableBroker(e.to_string()));
+                    (Hub::new(history, Some(broken.clone())), broken)
+                }
+            },
+        };
         Self {
             inner: Arc::new(Inner {
-                hub: Hub::new(),
+                hub,
+                broker,
+                broker_stop,
                 keys: auth::Keys::new(&config),
                 limits: Arc::new(limits::ConnectionLimits::new(
                     config.max_connections,
                     config.max_connections_per_user,
                 )),
                 config,
-                shutdown: CancellationToken::new(),
+                shutdown,
                 connections: TaskTracker::new(),
             }),
         }
+    }
+
+    /// Publishes `event` through the broker: it gets the topic's next `seq` and its `epoch`
+    /// (whatever the caller set is replaced), enters the history and reaches every subscriber
+    /// (on every node, with Redis). Returns how many local connections it was queued for: with
+    /// the in-memory broker, the connections it was queued on; with Redis, the local
+    /// connections subscribed when Redis took it (they receive it through this node's pub/sub
+    /// subscription, like every other node's subscribers).
+    ///
+    /// # Errors
+    /// [`BrokerError::Unavailable`] when Redis cannot take the event (nothing was delivered).
+    pub async fn publish(&self, event: WSEvent) -> Result<usize, BrokerError> {
+        let base = hub::base_text(&event).ok_or(BrokerError::Serialize)?;
+        self.inner
+            .broker
+            .publish(&self.inner.hub, &event.topic, base)
+            .await
+    }
+
+    /// `None` while the broker is healthy; otherwise why it is degraded (Redis unreachable).
+    pub fn broker_degraded(&self) -> Option<String> {
+        self.inner.broker.degraded()
     }
 
     /// The routes `GET /ws`, `POST /publish`, `GET /healthz` and `GET /metrics` (Prometheus
@@ -193,10 +262,19 @@ impl Tidings {
     }
 }
 
-async fn healthz(State(tidings): State<Tidings>) -> (StatusCode, &'static str) {
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.broker_stop.cancel();
+    }
+}
+
+/// `GET /healthz`: see the crate docs for the statuses and bodies.
+async fn healthz(State(tidings): State<Tidings>) -> (StatusCode, String) {
     if tidings.is_shutting_down() {
-        (StatusCode::SERVICE_UNAVAILABLE, "shutting down")
+        (StatusCode::SERVICE_UNAVAILABLE, "shutting down".to_owned())
+    } else if let Some(why) = tidings.broker_degraded() {
+        (StatusCode::OK, format!("degraded: {why}"))
     } else {
-        (StatusCode::OK, "ok")
+        (StatusCode::OK, "ok".to_owned())
     }
 }

@@ -87,6 +87,11 @@ impl Outbox {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// How many messages may wait at once.
+    pub(crate) fn capacity(&self) -> usize {
+        self.capacity
+    }
+
     /// Queues `msg` without waiting (see [`PushError`]).
     pub(crate) fn push(&self, msg: Utf8Bytes) -> Result<(), PushError> {
         let mut state = self.lock();

@@ -6,12 +6,16 @@
 //! anything. The body, at most [`Config::with_max_publish_body`](crate::Config::with_max_publish_body)
 //! bytes, is one server → client event (`WSEvent`); its `Content-Type` is not checked (so a
 //! plain `curl -d` works). Success is `202 {"delivered": N}`, N being the number of
-//! connections the event was queued for.
+//! connections of THIS node the event was queued for (with the Redis broker: the local
+//! connections subscribed to the topic when Redis took the event; other nodes' subscribers
+//! receive it too but are not counted). The event gets its topic's next `seq` and `epoch`;
+//! values sent by the publisher are replaced.
 //!
 //! Errors are JSON `{"error", "details"}` bodies (the protocol's `WSError` shape):
 //! 401 missing or invalid token, 403 no publish scope, 413 body too large, 400 body not JSON,
 //! 422 JSON that is not a valid event (missing field, wrong type, payload not an object,
-//! unknown event name). Nothing is delivered when the request fails.
+//! unknown event name), 503 the broker (Redis) is unavailable. Nothing is delivered when the
+//! request fails.
 
 use axum::Json;
 use axum::body::Body;
@@ -23,6 +27,7 @@ use tidings_protocol::{WSError, WSEvent};
 
 use crate::Tidings;
 use crate::auth::{AuthError, PUBLISH_SCOPE};
+use crate::broker::BrokerError;
 
 /// Why a `POST /publish` request was refused; each variant is one HTTP status.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +51,9 @@ pub enum PublishError {
     /// 422: JSON that is not a valid event.
     #[error("invalid event: {0}")]
     InvalidEvent(String),
+    /// 503: the broker could not take the event.
+    #[error("{0}")]
+    Unavailable(#[source] BrokerError),
 }
 
 impl PublishError {
@@ -57,6 +65,7 @@ impl PublishError {
             PublishError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             PublishError::NotJson(_) => StatusCode::BAD_REQUEST,
             PublishError::InvalidEvent(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            PublishError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -67,6 +76,7 @@ impl PublishError {
             PublishError::TooLarge { .. } => ("Payload too large", self.to_string()),
             PublishError::NotJson(d) => ("Invalid JSON", d.clone()),
             PublishError::InvalidEvent(d) => ("Invalid event", d.clone()),
+            PublishError::Unavailable(e) => ("Service unavailable", e.to_string()),
         };
         WSError {
             details: Some(details),
@@ -115,8 +125,12 @@ pub(crate) async fn publish(
         serde_json::error::Category::Data => PublishError::InvalidEvent(e.to_string()),
         _ => PublishError::NotJson(e.to_string()),
     })?;
-    let delivered = tidings.hub().publish_ref(&event);
-    tracing::debug!(topic = %event.topic, delivered, publisher = %claims.sub, "published");
+    let topic = event.topic.clone();
+    let delivered = tidings
+        .publish(event)
+        .await
+        .map_err(PublishError::Unavailable)?;
+    tracing::debug!(%topic, delivered, publisher = %claims.sub, "published");
     Ok((StatusCode::ACCEPTED, Json(Delivered { delivered })))
 }
 

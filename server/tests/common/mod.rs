@@ -196,11 +196,38 @@ pub async fn next_frame(ws: &mut Ws) -> Message {
 }
 
 /// The next frame, which must be a text frame.
+///
+/// An event's server-assigned position (`,"seq":N,"epoch":"E"` before its closing brace) is
+/// checked and removed, so that tests compare events byte for byte with the seed's texts;
+/// [`recv_raw`] keeps it.
 pub async fn recv_text(ws: &mut Ws) -> String {
+    strip_position(&recv_raw(ws).await)
+}
+
+/// The next frame, which must be a text frame, exactly as received.
+pub async fn recv_raw(ws: &mut Ws) -> String {
     match next_frame(ws).await {
         Message::Text(text) => text.to_string(),
         other => panic!("expected a text frame, got {other:?}"),
     }
+}
+
+/// `text` without its trailing `,"seq":N,"epoch":"E"` (events only; other texts unchanged).
+pub fn strip_position(text: &str) -> String {
+    if !text.starts_with(r#"{"topic""#) {
+        return text.to_owned();
+    }
+    let cut = text
+        .rfind(r#","seq":"#)
+        .unwrap_or_else(|| panic!("event without seq: {text}"));
+    let tail = &text[cut..];
+    let value: serde_json::Value = serde_json::from_str(&format!("{{{}", &tail[1..])).unwrap();
+    assert!(value["seq"].as_u64().unwrap() >= 1, "bad seq in {text}");
+    assert!(
+        !value["epoch"].as_str().unwrap().is_empty(),
+        "bad epoch in {text}"
+    );
+    format!("{}}}", &text[..cut])
 }
 
 /// The next frame, which must be a close frame; returns its code and reason.

@@ -1,0 +1,38 @@
+//! The in-memory broker: the default, for one node without any external service.
+//!
+//! The hub numbers events and keeps their history itself (see [`crate::hub`]), so this broker
+//! only forwards to it. History is lost with the process; a restarted node hands out new
+//! epochs, so a client's old position is answered `recovered: false`.
+
+use tidings_protocol::{StreamPosition, Topic};
+
+use super::{BoxFuture, Broker, BrokerError};
+use crate::hub::{Hub, Recovery};
+
+/// The default broker (see the module docs).
+#[derive(Debug, Default)]
+pub(crate) struct MemoryBroker;
+
+impl Broker for MemoryBroker {
+    fn publish<'a>(
+        &'a self,
+        hub: &'a Hub,
+        topic: &'a Topic,
+        base: String,
+    ) -> BoxFuture<'a, Result<usize, BrokerError>> {
+        Box::pin(async move { Ok(hub.publish_local(topic, &base)) })
+    }
+
+    fn history<'a>(
+        &'a self,
+        hub: &'a Hub,
+        topic: &'a Topic,
+        since: &'a StreamPosition,
+    ) -> BoxFuture<'a, Result<Recovery, BrokerError>> {
+        Box::pin(async move { Ok(hub.recover(topic.as_str(), since)) })
+    }
+
+    fn degraded(&self) -> Option<String> {
+        None
+    }
+}
