@@ -46,6 +46,16 @@ struct Cli {
     /// `Config::with_max_connections_per_user`.
     #[arg(long, env = "MAX_CONNECTIONS_PER_USER", global = true)]
     max_connections_per_user: Option<usize>,
+    /// Redis URL (`redis://host:port`): use Redis as the broker (history and pub/sub shared by
+    /// every node on it). Without it the broker is in memory (one node).
+    #[arg(long, env = "REDIS_URL", hide_env_values = true, global = true)]
+    redis_url: Option<String>,
+    /// Events kept per topic for recovery; see `Config::with_history_size`.
+    #[arg(long, env = "HISTORY_SIZE", default_value_t = 1000, global = true)]
+    history_size: usize,
+    /// Max age in seconds of a topic's history; see `Config::with_history_ttl`.
+    #[arg(long, env = "HISTORY_TTL_SECS", default_value_t = 300, global = true)]
+    history_ttl_secs: u64,
     /// Same as the `dev` subcommand.
     #[arg(long)]
     dev: bool,
@@ -115,6 +125,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
     init_tracing(cli.log_level.as_deref(), cli.log_format);
     let secret = if dev { dev_secret() } else { secret(&cli)? };
+    if let Some(url) = cli.redis_url.as_deref().filter(|url| !url.is_empty()) {
+        tidings_server::broker::check_redis_url(url)?;
+    }
     raise_open_file_limit();
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -136,7 +149,11 @@ fn config(cli: &Cli, secret: String) -> Config {
     if let Some(max) = cli.max_connections_per_user {
         config = config.with_max_connections_per_user(max);
     }
+    let redis_url = cli.redis_url.clone().filter(|url| !url.is_empty());
     config
+        .with_history_size(cli.history_size)
+        .with_history_ttl(Duration::from_secs(cli.history_ttl_secs))
+        .with_redis_url(redis_url)
 }
 
 fn secret(cli: &Cli) -> anyhow::Result<String> {

@@ -2,6 +2,8 @@
 //! minting (valid and every kind of invalid) and a small WebSocket client.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod stream;
+
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
