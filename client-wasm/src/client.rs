@@ -15,7 +15,7 @@ use std::cell::RefCell;
 use std::rc::{Rc, Weak};
 
 use js_sys::{Array, Function, Object, Promise};
-use tidings_protocol::{MAX_TOPIC_LEN, Topic, TopicError, WSClientMessage};
+use tidings_protocol::{MAX_TOPIC_LEN, StreamPosition, Topic, TopicError, WSClientMessage};
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
@@ -615,9 +615,10 @@ fn on_open(rc: &Shared, generation: u32) {
             return;
         };
         let reconnect = inner.machine.opened();
-        for topic in inner.topics.on_open(reconnect) {
+        for (topic, since) in inner.topics.on_open(reconnect) {
             if let Ok(topic) = Topic::new(topic) {
-                socket.send(&WSClientMessage::Subscribe { topic, since: None });
+                let since = since.map(|(seq, epoch)| StreamPosition { seq, epoch });
+                socket.send(&WSClientMessage::Subscribe { topic, since });
             }
         }
         let now = js_sys::Date::now();
@@ -656,6 +657,17 @@ fn on_message(rc: &Shared, generation: u32, data: JsValue) {
         let mut effects = Vec::new();
         if !browser::get(&msg, "event").is_undefined() {
             if let Some(topic) = topic {
+                // A position the server sent (absent from seed servers). Integers up to 2^53
+                // are exact as f64, which is all a JSON number can be in the browser.
+                let seq = browser::get(&msg, "seq")
+                    .as_f64()
+                    .filter(|s| *s >= 0.0)
+                    .map(|s| s as u64);
+                let epoch = browser::get(&msg, "epoch").as_string();
+                if !inner.topics.on_event(&topic, seq, epoch.as_deref()) {
+                    // Already delivered (a replay overlapping what arrived live).
+                    return;
+                }
                 for listener in inner.topics.listeners(&topic) {
                     effects.push(Effect::Call(listener.clone(), msg.clone()));
                 }
@@ -663,7 +675,8 @@ fn on_message(rc: &Shared, generation: u32, data: JsValue) {
             }
         } else if let Some(action) = browser::get(&msg, "action").as_string() {
             if let (Some(topic), "subscribed") = (topic, action.as_str()) {
-                if let Some(ack) = inner.topics.on_subscribed(&topic) {
+                let recovered = browser::get(&msg, "recovered").as_bool();
+                if let Some(ack) = inner.topics.on_subscribed(&topic, recovered) {
                     for r in ack.ready {
                         effects.push(Effect::Call(r.resolve, JsValue::UNDEFINED));
                     }

@@ -11,6 +11,12 @@
 //! browser) that is handed back when the server acknowledges the topic. Acks are matched to
 //! requests in order: a `subscribed` that answers a request whose topic has since been dropped
 //! is skipped, so a new listener is never told "ready" by the ack of an older request.
+//!
+//! Recovery: each topic remembers the stream position (`seq`, `epoch`) of the last event it
+//! delivered. After a reconnect the topic is subscribed again with `since` that position; the
+//! server replays what was missed before its ack, and only an ack with `recovered: false` (or
+//! a topic that had no position yet) invalidates the topic's queries. An event at or below
+//! the remembered `seq` of the same epoch is a duplicate and is dropped.
 
 use std::collections::BTreeMap;
 
@@ -34,6 +40,8 @@ struct Entry<L, R> {
     waiting: Vec<(ListenerId, R)>,
     server: ServerState,
     invalidate_on_ack: bool,
+    /// `seq` and `epoch` of the last event delivered on this topic.
+    position: Option<(u64, String)>,
 }
 
 /// What [`TopicSet::add`] asks the caller to do.
@@ -113,6 +121,7 @@ impl<L, R> TopicSet<L, R> {
                 waiting: Vec::new(),
                 server,
                 invalidate_on_ack: false,
+                position: None,
             }
         });
         entry.listeners.push((id, listener));
@@ -165,8 +174,9 @@ impl<L, R> TopicSet<L, R> {
     }
 
     /// The socket opened: every topic is requested again. Returns the topics to subscribe, in
-    /// name order. `reconnect` marks them for one query invalidation when their ack comes.
-    pub fn on_open(&mut self, reconnect: bool) -> Vec<String> {
+    /// name order, each with the position to resume from (`since`; only after a reconnect).
+    /// `reconnect` marks them for one query invalidation unless their ack says `recovered`.
+    pub fn on_open(&mut self, reconnect: bool) -> Vec<(String, Option<(u64, String)>)> {
         self.open = true;
         self.stale_acks.clear();
         self.entries
@@ -174,9 +184,31 @@ impl<L, R> TopicSet<L, R> {
             .map(|(topic, entry)| {
                 entry.server = ServerState::Requested;
                 entry.invalidate_on_ack = reconnect;
-                topic.clone()
+                let since = if reconnect {
+                    entry.position.clone()
+                } else {
+                    None
+                };
+                (topic.clone(), since)
             })
             .collect()
+    }
+
+    /// An event arrived on `topic` with position (`seq`, `epoch`) when the server sent one.
+    /// Returns whether to deliver it: `false` for a duplicate (at or below the remembered
+    /// `seq` of the same epoch). A new epoch starts over.
+    pub fn on_event(&mut self, topic: &str, seq: Option<u64>, epoch: Option<&str>) -> bool {
+        let (Some(entry), Some(seq), Some(epoch)) = (self.entries.get_mut(topic), seq, epoch)
+        else {
+            return true;
+        };
+        if let Some((last, known)) = &entry.position {
+            if known == epoch && seq <= *last {
+                return false;
+            }
+        }
+        entry.position = Some((seq, epoch.to_owned()));
+        true
     }
 
     /// The socket is gone: nothing is subscribed on the server any more.
@@ -189,8 +221,9 @@ impl<L, R> TopicSet<L, R> {
         }
     }
 
-    /// The server acknowledged `subscribe` for `topic`.
-    pub fn on_subscribed(&mut self, topic: &str) -> Option<Acked<R>> {
+    /// The server acknowledged `subscribe` for `topic`; `recovered` is the ack's field (only
+    /// present when the subscribe carried `since`).
+    pub fn on_subscribed(&mut self, topic: &str, recovered: Option<bool>) -> Option<Acked<R>> {
         if let Some(pos) = self.stale_acks.iter().position(|(t, _)| t == topic) {
             let n = &mut self.stale_acks[pos].1;
             *n -= 1;
@@ -204,7 +237,13 @@ impl<L, R> TopicSet<L, R> {
             return None;
         }
         entry.server = ServerState::Active;
-        let invalidate = std::mem::take(&mut entry.invalidate_on_ack);
+        if recovered == Some(false) {
+            // The server replayed nothing: the next event starts the position afresh.
+            entry.position = None;
+        }
+        // Recovered: the missed events came before this ack, the queries are up to date.
+        let invalidate =
+            std::mem::take(&mut entry.invalidate_on_ack) && recovered != Some(true);
         Some(Acked {
             ready: entry.waiting.drain(..).map(|(_, r)| r).collect(),
             invalidate,
@@ -266,7 +305,7 @@ mod tests {
             ["a", "b"]
         );
 
-        let ack = s.on_subscribed("list:1").unwrap();
+        let ack = s.on_subscribed("list:1", None).unwrap();
         assert_eq!(ack.ready, ["ra", "rb"]);
         assert!(!ack.invalidate);
         // A third listener on an active topic is ready at once.
@@ -293,7 +332,7 @@ mod tests {
         let removed = s.remove(c.id).unwrap();
         assert!(!removed.send_unsubscribe, "nothing to undo on the server");
         assert_eq!(removed.unsettled, Some("rc"));
-        assert_eq!(s.on_open(false), ["gifts:all", "list:1"]);
+        assert_eq!(s.on_open(false), [("gifts:all".to_owned(), None), ("list:1".to_owned(), None)]);
         assert_eq!(s.state("list:1"), Some(ServerState::Requested));
     }
 
@@ -302,16 +341,16 @@ mod tests {
         let mut s = Set::new();
         s.on_open(false);
         s.add("list:1", "a", "ra");
-        s.on_subscribed("list:1").unwrap();
+        s.on_subscribed("list:1", None).unwrap();
         s.on_close();
         assert_eq!(s.state("list:1"), Some(ServerState::Unsent));
         let b = s.add("list:1", "b", "rb");
         assert_eq!(b.ready_now, None, "not ready while disconnected");
-        assert_eq!(s.on_open(true), ["list:1"]);
-        let ack = s.on_subscribed("list:1").unwrap();
+        assert_eq!(s.on_open(true), [("list:1".to_owned(), None)]);
+        let ack = s.on_subscribed("list:1", None).unwrap();
         assert!(ack.invalidate);
         assert_eq!(ack.ready, ["rb"]);
-        assert!(s.on_subscribed("list:1").is_none(), "duplicate ack ignored");
+        assert!(s.on_subscribed("list:1", None).is_none(), "duplicate ack ignored");
     }
 
     #[test]
@@ -323,8 +362,8 @@ mod tests {
         let b = s.add("list:1", "b", "rb");
         assert!(b.send_subscribe);
         // Acks arrive in request order: subscribed (for a), unsubscribed, subscribed (for b).
-        assert!(s.on_subscribed("list:1").is_none());
-        assert_eq!(s.on_subscribed("list:1").unwrap().ready, ["rb"]);
+        assert!(s.on_subscribed("list:1", None).is_none());
+        assert_eq!(s.on_subscribed("list:1", None).unwrap().ready, ["rb"]);
     }
 
     #[test]
@@ -337,5 +376,48 @@ mod tests {
         assert!(s.on_refused("nope").is_empty());
         assert_eq!(s.clear(), ["rb"]);
         assert_eq!(s.topics().count(), 0);
+    }
+
+    #[test]
+    fn reconnect_resumes_from_the_last_position_and_drops_duplicates() {
+        let mut s = Set::new();
+        s.on_open(false);
+        s.add("list:1", "a", "ra");
+        s.on_subscribed("list:1", None).unwrap();
+        assert!(s.on_event("list:1", Some(1), Some("e")));
+        assert!(s.on_event("list:1", Some(2), Some("e")));
+        assert!(!s.on_event("list:1", Some(2), Some("e")), "duplicate");
+        assert!(s.on_event("list:1", None, None), "a position-less event is delivered");
+        s.on_close();
+        assert_eq!(
+            s.on_open(true),
+            [("list:1".to_owned(), Some((2, "e".to_owned())))]
+        );
+        // The replay (3) and a duplicate of it (2) before the ack: 2 is dropped.
+        assert!(!s.on_event("list:1", Some(2), Some("e")));
+        assert!(s.on_event("list:1", Some(3), Some("e")));
+        let ack = s.on_subscribed("list:1", Some(true)).unwrap();
+        assert!(!ack.invalidate, "recovered: nothing to refetch");
+    }
+
+    #[test]
+    fn failed_recovery_invalidates_and_starts_over() {
+        let mut s = Set::new();
+        s.on_open(false);
+        s.add("list:1", "a", "ra");
+        s.on_subscribed("list:1", None).unwrap();
+        assert!(s.on_event("list:1", Some(7), Some("old")));
+        s.on_close();
+        s.on_open(true);
+        assert!(s.on_subscribed("list:1", Some(false)).unwrap().invalidate);
+        // The new epoch numbers from 1 again and is delivered.
+        assert!(s.on_event("list:1", Some(1), Some("new")));
+        // A topic without a position after a reconnect invalidates (the old behaviour).
+        s.add("list:2", "b", "rb");
+        s.on_subscribed("list:2", None).unwrap();
+        s.on_close();
+        let open = s.on_open(true);
+        assert_eq!(open[1], ("list:2".to_owned(), None));
+        assert!(s.on_subscribed("list:2", None).unwrap().invalidate);
     }
 }

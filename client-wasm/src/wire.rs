@@ -12,14 +12,42 @@ use tidings_protocol::WSClientMessage;
 /// The JSON text of `message`, byte for byte what serde_json would write.
 pub fn encode(message: &WSClientMessage) -> String {
     match message {
-        WSClientMessage::Subscribe { topic, since: _ } => {
+        WSClientMessage::Subscribe { topic, since: None } => {
             format!(r#"{{"action":"subscribe","topic":"{topic}"}}"#)
         }
+        WSClientMessage::Subscribe {
+            topic,
+            since: Some(since),
+        } => format!(
+            r#"{{"action":"subscribe","topic":"{topic}","since":{{"seq":{},"epoch":"{}"}}}}"#,
+            since.seq,
+            escape(&since.epoch)
+        ),
         WSClientMessage::Unsubscribe { topic } => {
             format!(r#"{{"action":"unsubscribe","topic":"{topic}"}}"#)
         }
         WSClientMessage::Ping => r#"{"action":"ping"}"#.to_owned(),
     }
+}
+
+/// `text` escaped for a JSON string. Epochs come from the server (tidings sends hex digits),
+/// but whatever it sent is written back faithfully.
+fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            c if u32::from(c) < 0x20 => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -43,6 +71,20 @@ mod tests {
                 since: None,
             },
             WSClientMessage::Ping,
+            WSClientMessage::Subscribe {
+                topic: Topic::list(1),
+                since: Some(tidings_protocol::StreamPosition {
+                    seq: 41,
+                    epoch: "9f3a00c2e1d4b7a6".into(),
+                }),
+            },
+            WSClientMessage::Subscribe {
+                topic: Topic::list(2),
+                since: Some(tidings_protocol::StreamPosition {
+                    seq: 0,
+                    epoch: "odd \"one\"\\\n\u{1}\u{8}".into(),
+                }),
+            },
         ] {
             assert_eq!(encode(&m), serde_json::to_string(&m).unwrap());
             // And the server's parser reads it back as the same message.
