@@ -473,3 +473,105 @@ async fn online_and_visibility_events_check_liveness_at_once() {
     }
     client.close();
 }
+
+/// A `queryClient` stand-in that records the key of every `invalidateQueries` call (as JSON).
+struct QueryLog {
+    client: JsValue,
+    _f: Closure<dyn FnMut(JsValue)>,
+    keys: Rc<RefCell<Vec<String>>>,
+}
+
+impl QueryLog {
+    fn bind(client: &TidingsClient) -> (Self, tidings_client::client::Disposer) {
+        let keys = Rc::new(RefCell::new(Vec::new()));
+        let k = keys.clone();
+        let f = Closure::<dyn FnMut(JsValue)>::new(move |filters: JsValue| {
+            let key = JSON::stringify(&get(&filters, "queryKey")).unwrap();
+            k.borrow_mut().push(key.as_string().unwrap());
+        });
+        let qc: JsValue = Object::new().into();
+        set(&qc, "invalidateQueries", f.as_ref());
+        let disposer = client
+            .bind_query_client(qc.clone().unchecked_into(), None)
+            .unwrap();
+        (
+            Self {
+                client: qc,
+                _f: f,
+                keys,
+            },
+            disposer,
+        )
+    }
+
+    fn count(&self, key: &str) -> usize {
+        self.keys.borrow().iter().filter(|k| *k == key).count()
+    }
+}
+
+/// The server stays the same process (frozen, then thawed): the client reconnects with
+/// `since`, the in-memory history answers `recovered: true`, and nothing is invalidated.
+#[wasm_bindgen_test]
+async fn a_recovered_reconnect_does_not_invalidate() {
+    let tokens = token_source(None);
+    let client = client(
+        &ws_url().await,
+        &tokens,
+        &[
+            ("pingIntervalMs", 1000.0),
+            ("pongTimeoutMs", 1000.0),
+            ("connectTimeoutMs", 1000.0),
+        ],
+    );
+    let log = status_log(&client);
+    let (queries, _binding) = QueryLog::bind(&client);
+    let inbox = Inbox::new();
+    let sub = client
+        .subscribe("list:41".into(), inbox.as_listener())
+        .unwrap();
+    ready(&sub).await;
+    assert_eq!(publish("list:41", "r1").await, 1.0);
+    wait_for("r1", 10_000.0, || inbox.has("r1")).await;
+    assert_eq!(queries.count(r#"["lists","41"]"#), 1, "the event's own");
+
+    harness("POST", "/freeze", None).await;
+    wait_for("reconnecting", 10_000.0, || log.has("reconnecting")).await;
+    harness("POST", "/thaw", None).await;
+    wait_for("open again", 20_000.0, || log.count("open") >= 2).await;
+    publish_until_received("list:41", "r2", &inbox, 20_000.0).await;
+    // r2's own invalidation only: the reconnect recovered, so it did not invalidate.
+    assert_eq!(queries.count(r#"["lists","41"]"#), 2, "{:?}", queries.keys);
+    assert_eq!(*inbox.ids.borrow(), ["r1", "r2"], "no duplicate");
+    let _ = &queries.client;
+    client.close();
+}
+
+/// A restarted in-memory server has a new epoch: the client's `since` cannot be recovered,
+/// so the reconnect invalidates the topic's queries (without any event).
+#[wasm_bindgen_test]
+async fn after_an_in_memory_restart_recovery_fails_and_the_topic_is_invalidated() {
+    let tokens = token_source(None);
+    let client = client(&ws_url().await, &tokens, &[]);
+    let log = status_log(&client);
+    let (queries, _binding) = QueryLog::bind(&client);
+    let inbox = Inbox::new();
+    let sub = client
+        .subscribe("list:42".into(), inbox.as_listener())
+        .unwrap();
+    ready(&sub).await;
+    assert_eq!(publish("list:42", "k1").await, 1.0);
+    wait_for("k1", 10_000.0, || inbox.has("k1")).await;
+    assert_eq!(queries.count(r#"["lists","42"]"#), 1);
+
+    harness("POST", "/restart?signal=KILL", None).await;
+    wait_for("reconnecting", 10_000.0, || log.has("reconnecting")).await;
+    wait_for("invalidation after the failed recovery", 20_000.0, || {
+        queries.count(r#"["lists","42"]"#) == 2
+    })
+    .await;
+    assert_eq!(state(&client), "open");
+    // Live again, in the new epoch (its seq 1 is not mistaken for a duplicate).
+    publish_until_received("list:42", "k2", &inbox, 20_000.0).await;
+    assert_eq!(*inbox.ids.borrow(), ["k1", "k2"]);
+    client.close();
+}

@@ -377,7 +377,7 @@ impl Connection {
                             }
                         }
                     };
-                    hub.finish_pending(&topic, id, recovery, ack);
+                    hub.finish_pending(&topic, id, since.seq, recovery, ack);
                 });
             }
         }

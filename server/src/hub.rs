@@ -62,6 +62,10 @@ struct TopicState {
 struct Pending {
     outbox: Arc<Outbox>,
     held: Mutex<Vec<(u64, Utf8Bytes)>>,
+    /// `None` while the history is fetched (events are held). `Some(seq)` once replayed but
+    /// this node's pub/sub had not yet caught up with the replay: events up to `seq` are
+    /// already with the client and are skipped, later ones go straight to the outbox.
+    floor: Option<u64>,
 }
 
 /// A topic's stream position and (in-memory broker) its recent events.
@@ -236,7 +240,7 @@ impl Hub {
         }
         // Queued while the stream is locked: two concurrent publishers on one topic reach
         // every subscriber in `seq` order.
-        state.queue(seq, &text)
+        state.queue(seq, &text, false)
     }
 
     /// Delivers an event that the external broker numbered (`seq`) and serialized (`text`) to
@@ -250,14 +254,15 @@ impl Hub {
                 return 0;
             };
             let mut stream = lock(&state.stream);
-            if *stream.epoch != *epoch {
+            let new_epoch = *stream.epoch != *epoch;
+            if new_epoch {
                 // A new stream (Redis lost the topic's keys): numbering starts over.
                 stream.epoch = epoch.into();
             } else if seq <= stream.last_seq {
                 return 0;
             }
             stream.last_seq = seq;
-            state.queue(seq, &text)
+            state.queue(seq, &text, new_epoch)
         };
         self.remove_dead(shard, topic, &dead);
         delivered
@@ -430,17 +435,24 @@ impl Hub {
                 Pending {
                     outbox: outbox.clone(),
                     held: Mutex::new(Vec::new()),
+                    floor: None,
                 },
             );
     }
 
     /// Step 2: queues the replay from `recovery` (or nothing when it failed), the ack, then
-    /// the held events the replay does not already contain, and makes the connection a live
+    /// the held events the client does not already have, and makes the connection a live
     /// subscriber. Does nothing when the connection left the topic meanwhile.
+    ///
+    /// "Already has" is everything up to `since_seq` (delivered by the node the client was on
+    /// before; this node's pub/sub may lag behind it) and the replay. When this node has not
+    /// yet delivered up to there itself, the connection keeps a floor below which live
+    /// events are skipped.
     pub(crate) fn finish_pending(
         &self,
         topic: &Topic,
         id: ConnId,
+        since_seq: u64,
         recovery: Recovery,
         ack: impl FnOnce(bool) -> Utf8Bytes,
     ) {
@@ -448,28 +460,36 @@ impl Hub {
         let Some(state) = topics.get_mut(topic.as_str()) else {
             return;
         };
-        let Some(pending) = state.pending.remove(&id) else {
+        let node_seq = lock(&state.stream).last_seq;
+        let Some(pending) = state.pending.get_mut(&id) else {
             return;
         };
-        let outbox = pending.outbox;
-        let mut last = 0;
+        if pending.floor.is_some() {
+            return;
+        }
+        let outbox = pending.outbox.clone();
+        // Not recovered: another epoch, whose numbers say nothing about what the client has.
+        let mut last = if recovery.recovered { since_seq } else { 0 };
         for (seq, text) in recovery.events {
-            last = seq;
+            last = last.max(seq);
             let _ = outbox.push(text);
         }
         let _ = outbox.push(ack(recovery.recovered));
-        let held = pending
-            .held
-            .into_inner()
-            .unwrap_or_else(PoisonError::into_inner);
+        let held = std::mem::take(&mut *lock(&pending.held));
         for (seq, text) in held {
             // A held event the replay already contained (published before the fetch read
             // the history, announced after the connection was parked) is skipped.
             if seq > last {
+                last = seq;
                 let _ = outbox.push(text);
             }
         }
-        state.subscribers.insert(id, outbox);
+        if node_seq >= last {
+            state.pending.remove(&id);
+            state.subscribers.insert(id, outbox);
+        } else {
+            pending.floor = Some(last);
+        }
     }
 
     /// Removes connection `id` from `topic`; a topic left without subscribers or history is
@@ -519,7 +539,9 @@ impl TopicState {
 
     /// Queues `text` for every subscriber (held back for pending ones); returns the count and
     /// the dead subscribers.
-    fn queue(&self, seq: u64, text: &Utf8Bytes) -> (usize, Vec<ConnId>) {
+    ///
+    /// `new_epoch`: the stream started over, so replay floors no longer apply.
+    fn queue(&self, seq: u64, text: &Utf8Bytes, new_epoch: bool) -> (usize, Vec<ConnId>) {
         let mut delivered = 0;
         let mut dead = Vec::new();
         for (id, outbox) in &self.subscribers {
@@ -529,6 +551,15 @@ impl TopicState {
             }
         }
         for (id, pending) in &self.pending {
+            if let Some(floor) = pending.floor {
+                if seq > floor || new_epoch {
+                    match pending.outbox.push(text.clone()) {
+                        Ok(()) => delivered += 1,
+                        Err(_) => dead.push(*id),
+                    }
+                }
+                continue;
+            }
             let mut held = lock(&pending.held);
             // Bounded like the outbound queue itself: a pending subscriber that would
             // overflow it is as slow as a live one.
@@ -791,6 +822,8 @@ mod tests {
         let out = Arc::new(Outbox::new(16));
         hub.subscribe_pending(&topic, 1, &out);
         let text = |seq: u64| Utf8Bytes::from(with_position(r#"{"x":1}"#, seq, "e"));
+        // 2 (the client's position, received on another node) reaches this node late.
+        hub.deliver("list:1", 2, "e", text(2));
         // 5 arrives live while the history (3..=5) is fetched, then 6.
         hub.deliver("list:1", 5, "e", text(5));
         hub.deliver("list:1", 6, "e", text(6));
@@ -799,15 +832,33 @@ mod tests {
             recovered: true,
             events: (3..=5).map(|s| (s, text(s))).collect(),
         };
-        hub.finish_pending(&topic, 1, recovery, |r| format!("ack {r}").into());
+        hub.finish_pending(&topic, 1, 2, recovery, |r| format!("ack {r}").into());
         hub.deliver("list:1", 7, "e", text(7));
         hub.deliver("list:1", 7, "e", text(7));
+        // This node's pub/sub lags: the replay (up to 9) is ahead of what it delivered (7).
+        let out2 = Arc::new(Outbox::new(16));
+        hub.subscribe_pending(&topic, 2, &out2);
+        let recovery = Recovery {
+            recovered: true,
+            events: (8..=9).map(|s| (s, text(s))).collect(),
+        };
+        hub.finish_pending(&topic, 2, 7, recovery, |r| format!("ack {r}").into());
+        for seq in 8..=10 {
+            hub.deliver("list:1", seq, "e", text(seq));
+        }
+        let got2 = drain(&out2);
+        let want2: Vec<String> = [8, 9]
+            .iter()
+            .map(|s| text(*s).to_string())
+            .chain(["ack true".to_owned(), text(10).to_string()])
+            .collect();
+        assert_eq!(got2, want2);
         let got = drain(&out);
         let want: Vec<String> = [3, 4, 5]
             .iter()
             .map(|s| text(*s).to_string())
             .chain(["ack true".to_owned()])
-            .chain([6, 7].iter().map(|s| text(*s).to_string()))
+            .chain((6..=10).map(|s| text(s).to_string()))
             .collect();
         assert_eq!(got, want);
     }

@@ -167,6 +167,8 @@ impl RedisBroker {
                         .map_err(|e| e.to_string())?;
                 pubsub.subscribe(CHANNEL).await.map_err(|e| e.to_string())?;
                 self.listening.store(true, Ordering::Relaxed);
+                // Redis answers again: the next command reconnects if it must.
+                self.failing.store(false, Ordering::Relaxed);
                 tracing::info!("redis pub/sub subscribed");
                 let mut messages = pubsub.on_message();
                 while let Some(msg) = messages.next().await {
