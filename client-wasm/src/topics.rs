@@ -242,8 +242,7 @@ impl<L, R> TopicSet<L, R> {
             entry.position = None;
         }
         // Recovered: the missed events came before this ack, the queries are up to date.
-        let invalidate =
-            std::mem::take(&mut entry.invalidate_on_ack) && recovered != Some(true);
+        let invalidate = std::mem::take(&mut entry.invalidate_on_ack) && recovered != Some(true);
         Some(Acked {
             ready: entry.waiting.drain(..).map(|(_, r)| r).collect(),
             invalidate,
@@ -332,7 +331,10 @@ mod tests {
         let removed = s.remove(c.id).unwrap();
         assert!(!removed.send_unsubscribe, "nothing to undo on the server");
         assert_eq!(removed.unsettled, Some("rc"));
-        assert_eq!(s.on_open(false), [("gifts:all".to_owned(), None), ("list:1".to_owned(), None)]);
+        assert_eq!(
+            s.on_open(false),
+            [("gifts:all".to_owned(), None), ("list:1".to_owned(), None)]
+        );
         assert_eq!(s.state("list:1"), Some(ServerState::Requested));
     }
 
@@ -350,7 +352,10 @@ mod tests {
         let ack = s.on_subscribed("list:1", None).unwrap();
         assert!(ack.invalidate);
         assert_eq!(ack.ready, ["rb"]);
-        assert!(s.on_subscribed("list:1", None).is_none(), "duplicate ack ignored");
+        assert!(
+            s.on_subscribed("list:1", None).is_none(),
+            "duplicate ack ignored"
+        );
     }
 
     #[test]
@@ -387,7 +392,10 @@ mod tests {
         assert!(s.on_event("list:1", Some(1), Some("e")));
         assert!(s.on_event("list:1", Some(2), Some("e")));
         assert!(!s.on_event("list:1", Some(2), Some("e")), "duplicate");
-        assert!(s.on_event("list:1", None, None), "a position-less event is delivered");
+        assert!(
+            s.on_event("list:1", None, None),
+            "a position-less event is delivered"
+        );
         s.on_close();
         assert_eq!(
             s.on_open(true),

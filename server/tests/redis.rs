@@ -240,8 +240,15 @@ async fn churn_200_clients_lose_nothing() {
         let mut done = done_rx.clone();
         let ready = ready.clone();
         clients.push(tokio::spawn(async move {
-            let mine = [topics[c % TOPICS].clone(), topics[(c * 7 + 3) % TOPICS].clone()];
-            let mine: Vec<String> = if mine[0] == mine[1] { vec![mine[0].clone()] } else { mine.to_vec() };
+            let mine = [
+                topics[c % TOPICS].clone(),
+                topics[(c * 7 + 3) % TOPICS].clone(),
+            ];
+            let mine: Vec<String> = if mine[0] == mine[1] {
+                vec![mine[0].clone()]
+            } else {
+                mine.to_vec()
+            };
             let mut seen: HashMap<String, Seen> = HashMap::new();
             let mut round = 0u64;
             loop {
@@ -252,7 +259,11 @@ async fn churn_200_clients_lose_nothing() {
                     let s = seen.entry(t.clone()).or_default();
                     let sub = subscribe_since(&mut ws, t, s.since()).await;
                     if s.since().is_some() {
-                        assert_eq!(sub.recovered, Some(true), "client {c} could not recover {t}");
+                        assert_eq!(
+                            sub.recovered,
+                            Some(true),
+                            "client {c} could not recover {t}"
+                        );
                     }
                     for e in &sub.events {
                         if e.topic.as_str() == t.as_str() && sub.recovered == Some(true) {
@@ -269,12 +280,18 @@ async fn churn_200_clients_lose_nothing() {
                 if finishing {
                     // Read until every topic reached its final seq.
                     let finals = published.lock().unwrap().clone();
-                    while mine.iter().any(|t| seen[t].last_seq < finals[t].len() as u64) {
+                    while mine
+                        .iter()
+                        .any(|t| seen[t].last_seq < finals[t].len() as u64)
+                    {
                         let e = next_event(&mut ws).await;
                         live.fetch_add(1, Ordering::Relaxed);
                         seen.get_mut(e.topic.as_str()).unwrap().record(&e);
                     }
-                    return mine.into_iter().map(|t| (t.clone(), seen.remove(&t).unwrap())).collect::<Vec<_>>();
+                    return mine
+                        .into_iter()
+                        .map(|t| (t.clone(), seen.remove(&t).unwrap()))
+                        .collect::<Vec<_>>();
                 }
                 // Stay 1-4 s, then drop the connection without a close frame.
                 let stay = Duration::from_millis(1000 + rand::random::<u64>() % 3000);
@@ -336,7 +353,10 @@ async fn churn_200_clients_lose_nothing() {
             assert_eq!(seen.entities, want, "events of {topic}");
         }
     }
-    let (live, replayed) = (live.load(Ordering::Relaxed), replayed.load(Ordering::Relaxed));
+    let (live, replayed) = (
+        live.load(Ordering::Relaxed),
+        replayed.load(Ordering::Relaxed),
+    );
     println!(
         "churn: {CLIENTS} clients, 2 nodes, {n} events in {}s, {} reconnects; \
          delivered {received}/{expected} = {:.4} ({live} live, {replayed} replayed after a reconnect)",
@@ -382,7 +402,10 @@ async fn redis_down_means_503_and_degraded_then_everything_resumes() {
     let (status, body) = publish().await;
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["error"], "Service unavailable");
-    assert!(body["details"].as_str().unwrap().contains("unavailable"), "{body}");
+    assert!(
+        body["details"].as_str().unwrap().contains("unavailable"),
+        "{body}"
+    );
     // The WebSocket stays up and answers.
     roundtrip(&mut ws, r#"{"action":"ping"}"#, r#"{"action":"pong"}"#).await;
     assert!(eventually(|| async { health().await.starts_with("degraded") }).await);
