@@ -1,6 +1,6 @@
 //! A measurement, not a test: fan-out cost through the Redis broker next to the in-memory one.
-//! One process, one topic, `SUBSCRIBERS` WebSocket clients; `EVENTS` events published one
-//! after another with `Tidings::publish`; the time until every client has every event, and
+//! One process, one topic, `SUBSCRIBERS` WebSocket clients; `EVENTS` events published at
+//! `RATE` per second with `Tidings::publish`; the time until every client has every event, and
 //! the process CPU time spent. Run it with a redis-server (see `docs/BENCHMARKS.md`):
 //!
 //! ```text
@@ -17,7 +17,9 @@ use futures_util::StreamExt;
 use tidings_server::Config;
 
 const SUBSCRIBERS: usize = 500;
-const EVENTS: usize = 2000;
+const EVENTS: usize = 1000;
+/// Publishes per second: the same pace for both brokers, so that writes batch alike.
+const RATE: u64 = 200;
 
 fn cpu_seconds() -> f64 {
     // utime + stime of this process, in clock ticks (100 per second on Linux).
@@ -52,13 +54,22 @@ async fn measure(config: Config, topic: &str, redis: bool) -> (Duration, f64) {
     }
     let cpu = cpu_seconds();
     let start = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / RATE));
+    let mut publish_time = Duration::ZERO;
     for i in 0..EVENTS {
+        tick.tick().await;
+        let t = Instant::now();
         server
             .tidings
             .publish(event(topic, &i.to_string()))
             .await
             .expect("publish");
+        publish_time += t.elapsed();
     }
+    println!(
+        "  mean publish call: {:.0} us",
+        publish_time.as_secs_f64() * 1e6 / EVENTS as f64
+    );
     for r in readers {
         r.await.unwrap();
     }
@@ -81,7 +92,7 @@ async fn fanout_cost_redis_vs_memory() {
         let topic = format!("fanout-{name}-{}", std::process::id());
         let (elapsed, cpu) = measure(config, &topic, redis).await;
         println!(
-            "fanout {name}: {SUBSCRIBERS} subscribers x {EVENTS} events (sequential publish): \
+            "fanout {name}: {SUBSCRIBERS} subscribers x {EVENTS} events at {RATE}/s: \
              {:.2} s, {:.0} deliveries/s, {:.0} publishes/s, process CPU {:.2} s \
              ({:.2} us per delivery, clients included)",
             elapsed.as_secs_f64(),
