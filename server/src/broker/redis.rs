@@ -232,6 +232,7 @@ impl Broker for RedisBroker {
         base: String,
     ) -> BoxFuture<'a, Result<usize, BrokerError>> {
         Box::pin(async move {
+            let started = std::time::Instant::now();
             let mut conn = self.connection().await?;
             let (meta, hist) = keys(topic);
             let result: Result<u64, _> = self
@@ -249,7 +250,9 @@ impl Broker for RedisBroker {
             match result {
                 Ok(_) => {
                     self.failing.store(false, Ordering::Relaxed);
-                    Ok(hub.subscriber_count(topic.as_str()))
+                    let delivered = hub.subscriber_count(topic.as_str());
+                    hub.metrics().published(delivered, started.elapsed());
+                    Ok(delivered)
                 }
                 Err(e) => {
                     self.forget_connection(&e).await;
