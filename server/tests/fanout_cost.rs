@@ -30,7 +30,12 @@ fn cpu_seconds() -> f64 {
 }
 
 async fn measure(config: Config, topic: &str, redis: bool) -> (Duration, f64) {
-    let server = start_server_with(config.with_outbound_queue_capacity(EVENTS + 10)).await;
+    let server = start_server_with(
+        config
+            .with_outbound_queue_capacity(EVENTS + 10)
+            .with_max_connections_per_user(SUBSCRIBERS + 10),
+    )
+    .await;
     let mut readers = Vec::new();
     for _ in 0..SUBSCRIBERS {
         let mut ws = server.client().await;

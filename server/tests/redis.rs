@@ -83,7 +83,12 @@ impl Node {
     }
 
     async fn client(&self) -> Ws {
-        connect(&format!("ws://{}/ws?token={}", self.addr, mint_token("42"))).await
+        self.client_as("42").await
+    }
+
+    /// A client of user `sub` (the server limits connections per user).
+    async fn client_as(&self, sub: &str) -> Ws {
+        connect(&format!("ws://{}/ws?token={}", self.addr, mint_token(sub))).await
     }
 
     async fn publish(&self, http: &reqwest::Client, event: &Value) -> (u16, Value) {
@@ -254,7 +259,7 @@ async fn churn_200_clients_lose_nothing() {
             loop {
                 let finishing = *done.borrow();
                 let node = &nodes[(c + round as usize) % 2];
-                let mut ws = node.client().await;
+                let mut ws = node.client_as(&format!("user-{c}")).await;
                 for t in &mine {
                     let s = seen.entry(t.clone()).or_default();
                     let sub = subscribe_since(&mut ws, t, s.since()).await;
