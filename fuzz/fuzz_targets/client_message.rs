@@ -4,7 +4,8 @@
 //! server closes 1007 on anything else before parsing). Besides "never panics", it checks
 //! the parser's contract:
 //! - a parsed subscribe/unsubscribe carries a topic that passes `Topic::check`;
-//! - a parsed message, serialized the way a client sends it, parses back to itself;
+//! - a parsed message (a subscribe's `since` position included), serialized the way a client
+//!   sends it, parses back to itself;
 //! - every error maps to an error reply that serializes to JSON a client reads back as the
 //!   same `WSError` (the reply the server sends must always be well formed).
 
@@ -19,7 +20,7 @@ fuzz_target!(|data: &[u8]| {
     };
     match ClientMessage::parse(text) {
         Ok(Some(message)) => {
-            if let ClientMessage::Subscribe { topic } | ClientMessage::Unsubscribe { topic } =
+            if let ClientMessage::Subscribe { topic, .. } | ClientMessage::Unsubscribe { topic } =
                 &message
             {
                 assert!(

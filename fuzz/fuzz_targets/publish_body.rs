@@ -5,8 +5,11 @@
 //! Besides "never panics", it checks what the hub relies on when it serializes an accepted
 //! event once and sends the bytes to every subscriber:
 //! - the topic passes `Topic::check` and the payload is a JSON object;
-//! - `serde_json::to_string` (what the hub sends) parses back into an equal event, both as a
-//!   `WSEvent` and through the client's `ServerMessage::parse`;
+//! - `serde_json::to_string` parses back into an equal event;
+//! - the hub's text (server/src/hub.rs: `base_text` serializes the event without any
+//!   publisher-supplied `seq`/`epoch`, `with_position` splices `,"seq":N,"epoch":"E"` before
+//!   the closing brace) is one JSON object that a client's `ServerMessage::parse` reads as the
+//!   same event at that position;
 //! - a refused body is never an I/O error (there is no reader that can fail).
 
 #![no_main]
@@ -34,11 +37,21 @@ fuzz_target!(|data: &[u8]| {
         "payload is not an object: {:?}",
         event.data.payload
     );
-    let wire = serde_json::to_string(&event).expect("an accepted event serializes");
-    let back: WSEvent = serde_json::from_str(&wire).expect("the hub's bytes parse back");
-    assert_eq!(back, event, "{wire}");
+    let text = serde_json::to_string(&event).expect("an accepted event serializes");
+    let back: WSEvent = serde_json::from_str(&text).expect("an event's text parses back");
+    assert_eq!(back, event, "{text}");
+
+    // What the hub sends: the base text, then the position spliced in.
+    let mut numbered = event.clone();
+    numbered.seq = None;
+    numbered.epoch = None;
+    let base = serde_json::to_string(&numbered).expect("the base text serializes");
+    let body = base.strip_suffix('}').expect("the base text is an object");
+    let wire = format!("{body},\"seq\":{},\"epoch\":\"{}\"}}", u64::MAX, "0f1e2d3c");
+    numbered.seq = Some(u64::MAX);
+    numbered.epoch = Some("0f1e2d3c".to_owned());
     match ServerMessage::parse(&wire) {
-        Ok(ServerMessage::Event(seen)) => assert_eq!(seen, event, "{wire}"),
+        Ok(ServerMessage::Event(seen)) => assert_eq!(seen, numbered, "{wire}"),
         other => panic!("{wire:?} reads back as {other:?} on the client"),
     }
 });
