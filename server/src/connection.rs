@@ -22,6 +22,7 @@ use futures_util::{SinkExt, StreamExt};
 use tidings_protocol::{ClientMessage, CloseCode, StreamPosition, Topic, WSError, WSReply};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep_until, timeout};
+use tracing::Instrument;
 
 use crate::heartbeat::{Due, Heartbeat};
 use crate::hub::{ConnId, Hub, Recovery};
@@ -84,9 +85,15 @@ pub(crate) fn start(
         Outbox::new(config.outbound_queue_capacity).with_max_bytes(config.max_outbound_bytes),
     );
     let hub = tidings.hub().clone();
-    let writer = tokio::spawn(write_loop(sink, outbox.clone(), tidings.clone()));
+    let id = hub.next_conn_id();
+    // One span over both tasks, so every event of this connection carries its id and user
+    // (the token's `sub`, never the token). Debug level: at the default level it is disabled,
+    // its fields are not even formatted, and the futures carry an empty span.
+    let span = tracing::debug_span!("conn", conn_id = id, user = %claims.sub);
+    let writer =
+        tokio::spawn(write_loop(sink, outbox.clone(), tidings.clone()).instrument(span.clone()));
     let conn = Connection {
-        id: hub.next_conn_id(),
+        id,
         hub,
         outbox,
         topics: Vec::new(),
@@ -101,7 +108,7 @@ pub(crate) fn start(
         claims: Box::new(claims),
         tidings: tidings.clone(),
     };
-    run(conn, stream, writer, config.close_timeout)
+    run(conn, stream, writer, config.close_timeout).instrument(span)
 }
 
 /// The reader loop of a connection, until it ends.

@@ -194,9 +194,13 @@ impl Hub {
     /// The in-memory broker's publish: numbers `base` (an event's JSON without `seq`/`epoch`),
     /// records it and queues it for every local subscriber.
     pub(crate) fn publish_local(&self, topic: &Topic, base: &str) -> usize {
+        // Debug level: disabled by default, and then no field is formatted or allocated.
+        let span = tracing::debug_span!("publish", %topic, delivered = tracing::field::Empty);
+        let _entered = span.enter();
         let started = Instant::now();
         let delivered = self.publish_local_unmeasured(topic, base);
         self.inner.metrics.published(delivered, started.elapsed());
+        span.record("delivered", delivered);
         delivered
     }
 
@@ -247,6 +251,14 @@ impl Hub {
     /// the local subscribers of `topic`; returns how many it was queued for. Events at or
     /// below the topic's last delivered `seq` are dropped (already delivered).
     pub(crate) fn deliver(&self, topic: &str, seq: u64, epoch: &str, text: Utf8Bytes) -> usize {
+        let span = tracing::debug_span!("deliver", topic, seq, delivered = tracing::field::Empty);
+        let _entered = span.enter();
+        let delivered = self.deliver_in_span(topic, seq, epoch, text);
+        span.record("delivered", delivered);
+        delivered
+    }
+
+    fn deliver_in_span(&self, topic: &str, seq: u64, epoch: &str, text: Utf8Bytes) -> usize {
         let shard = self.shard(topic);
         let (delivered, dead) = {
             let topics = read(shard);
