@@ -21,4 +21,8 @@ since?: StreamPosition, } | { "action": "unsubscribe",
 /**
  * The topic to unsubscribe from.
  */
-topic: Topic, } | { "action": "ping" };
+topic: Topic, } | { "action": "ping" } | { "action": "refresh", 
+/**
+ * The new JWT.
+ */
+token: string, };

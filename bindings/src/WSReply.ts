@@ -18,4 +18,4 @@ recovered?: boolean, } | { "action": "unsubscribed",
 /**
  * The topic unsubscribed from.
  */
-topic: Topic, } | { "action": "pong" };
+topic: Topic, } | { "action": "pong" } | { "action": "refreshed" };

@@ -27,11 +27,15 @@ pub fn encode(message: &WSClientMessage) -> String {
             format!(r#"{{"action":"unsubscribe","topic":"{topic}"}}"#)
         }
         WSClientMessage::Ping => r#"{"action":"ping"}"#.to_owned(),
+        WSClientMessage::Refresh { token } => {
+            format!(r#"{{"action":"refresh","token":"{}"}}"#, escape(token))
+        }
     }
 }
 
-/// `text` escaped for a JSON string. Epochs come from the server (tidings sends hex digits),
-/// but whatever it sent is written back faithfully.
+/// `text` escaped for a JSON string. Epochs come from the server (tidings sends hex digits)
+/// and tokens from the app's `getToken` (base64url and dots), but whatever they hold is
+/// written faithfully.
 fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
@@ -71,6 +75,12 @@ mod tests {
                 since: None,
             },
             WSClientMessage::Ping,
+            WSClientMessage::Refresh {
+                token: "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiI0MiJ9.c2ln-_".into(),
+            },
+            WSClientMessage::Refresh {
+                token: "odd \"token\"\\\n".into(),
+            },
             WSClientMessage::Subscribe {
                 topic: Topic::list(1),
                 since: Some(tidings_protocol::StreamPosition {

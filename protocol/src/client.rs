@@ -19,7 +19,11 @@
 //! - a topic that is present but breaks the [topic rules](crate::topic):
 //!   [`ParseError::InvalidTopic`], answered with `{"error": "Invalid topic", "details": "<why>"}`;
 //! - `subscribe` with `"since": {"seq": S, "epoch": E}` asks for the events missed after that
-//!   position (a malformed `since` is an invalid format).
+//!   position (a malformed `since` is an invalid format);
+//! - `{"action": "refresh", "token": T}` swaps the connection's token for a fresh one before
+//!   the old one expires; without a token (absent, `null` or `""`):
+//!   [`ParseError::TokenRequired`], answered with `{"error": "Token is required for refresh
+//!   action"}`; a token that is not a string is an invalid format.
 
 use serde::{Deserialize, Serialize};
 
@@ -51,6 +55,12 @@ pub enum WSClientMessage {
     },
     /// Keepalive; answered by `{"action":"pong"}`.
     Ping,
+    /// Continue the connection on a fresh token (tidings addition); answered by
+    /// `{"action":"refreshed"}`, or closed with 4001 if the token is not valid.
+    Refresh {
+        /// The new JWT.
+        token: String,
+    },
 }
 
 /// A parsed client message: what the server acts on.
@@ -92,6 +102,9 @@ pub enum ParseError {
     /// A topic that breaks the [topic rules](crate::topic) (tidings addition).
     #[error("Invalid topic: {0}")]
     InvalidTopic(TopicError),
+    /// `refresh` without a token (absent, `null` or `""`; tidings addition).
+    #[error("Token is required for refresh action")]
+    TokenRequired,
 }
 
 impl ParseError {
@@ -101,6 +114,7 @@ impl ParseError {
             ParseError::InvalidFormat { details } => WSError::invalid_format(details.clone()),
             ParseError::TopicRequired(action) => WSError::topic_required(*action),
             ParseError::InvalidTopic(e) => WSError::invalid_topic(e),
+            ParseError::TokenRequired => WSError::new(WSError::TOKEN_REQUIRED_REFRESH),
         }
     }
 }
@@ -114,6 +128,8 @@ struct RawClientMessage {
     topic: Option<String>,
     #[serde(default)]
     since: Option<StreamPosition>,
+    #[serde(default)]
+    token: Option<String>,
 }
 
 impl WSClientMessage {
@@ -130,6 +146,14 @@ impl WSClientMessage {
             })?;
         let action = match raw.action.as_str() {
             "ping" => return Ok(Some(WSClientMessage::Ping)),
+            "refresh" => {
+                return match raw.token {
+                    Some(token) if !token.is_empty() => {
+                        Ok(Some(WSClientMessage::Refresh { token }))
+                    }
+                    _ => Err(ParseError::TokenRequired),
+                };
+            }
             "subscribe" => Action::Subscribe,
             "unsubscribe" => Action::Unsubscribe,
             _ => return Ok(None),
@@ -262,6 +286,42 @@ mod tests {
         assert!(invalid_format(
             r#"{"action":"subscribe","topic":"list:1","since":{"seq":"x"}}"#
         ));
+    }
+
+    #[test]
+    fn refresh() {
+        assert_eq!(
+            parse(r#"{"action":"refresh","token":"abc"}"#),
+            Ok(Some(ClientMessage::Refresh {
+                token: "abc".into()
+            }))
+        );
+        for s in [
+            r#"{"action":"refresh"}"#,
+            r#"{"action":"refresh","token":null}"#,
+            r#"{"action":"refresh","token":""}"#,
+        ] {
+            assert_eq!(parse(s), Err(ParseError::TokenRequired), "{s}");
+        }
+        assert_eq!(
+            serde_json::to_string(&ParseError::TokenRequired.to_reply()).unwrap(),
+            r#"{"error":"Token is required for refresh action"}"#
+        );
+        assert!(invalid_format(r#"{"action":"refresh","token":5}"#));
+        assert!(invalid_format(r#"{"action":"refresh","token":{"t":"x"}}"#));
+        // Other actions ignore a token field; `REFRESH` is an unknown action.
+        assert_eq!(
+            parse(r#"{"action":"ping","token":"abc"}"#),
+            Ok(Some(ClientMessage::Ping))
+        );
+        assert_eq!(parse(r#"{"action":"REFRESH","token":"abc"}"#), Ok(None));
+        assert_eq!(
+            serde_json::to_string(&WSClientMessage::Refresh {
+                token: "a.b.c".into()
+            })
+            .unwrap(),
+            r#"{"action":"refresh","token":"a.b.c"}"#
+        );
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! Every server message is one JSON text frame of one of three shapes, told apart by their keys:
 //!
 //! - an event [`WSEvent`]: `{"topic", "event", "data": {"entity_id", "payload", "user_id", "timestamp"}}`;
-//! - a reply [`WSReply`]: `{"action": "subscribed"|"unsubscribed", "topic"}` or `{"action": "pong"}`;
+//! - a reply [`WSReply`]: `{"action": "subscribed"|"unsubscribed", "topic"}`, `{"action": "pong"}`
+//!   or `{"action": "refreshed"}`;
 //! - an error [`WSError`]: `{"error", "details"?}`.
 //!
 //! An event's `payload` is kept as the exact JSON text it was published with ([`Payload`]), so
@@ -237,6 +238,8 @@ pub enum WSReply {
     },
     /// Answer to `ping`.
     Pong,
+    /// The connection now runs on the token sent with `refresh` (tidings addition).
+    Refreshed,
 }
 
 /// An error reply. The connection stays open after it.
@@ -264,6 +267,8 @@ impl WSError {
     pub const TOPIC_REQUIRED_UNSUBSCRIBE: &'static str = "Topic is required for unsubscribe action";
     /// A topic that breaks the topic rules (tidings addition).
     pub const INVALID_TOPIC: &'static str = "Invalid topic";
+    /// A `refresh` without a token (tidings addition).
+    pub const TOKEN_REQUIRED_REFRESH: &'static str = "Token is required for refresh action";
     /// The token is not allowed to subscribe to the topic (tidings addition; `topic` is set).
     pub const FORBIDDEN: &'static str = "Forbidden";
 
@@ -403,6 +408,14 @@ mod tests {
         assert_eq!(
             serde_json::to_string(&WSReply::Pong).unwrap(),
             r#"{"action":"pong"}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&WSReply::Refreshed).unwrap(),
+            r#"{"action":"refreshed"}"#
+        );
+        assert_eq!(
+            ServerMessage::parse(r#"{"action":"refreshed"}"#).unwrap(),
+            ServerMessage::Reply(WSReply::Refreshed)
         );
         assert_eq!(
             serde_json::to_string(&WSError::invalid_format("x")).unwrap(),

@@ -43,6 +43,7 @@ fn every_vector_parses_into_its_type_and_back() {
                 ClientMessage::Subscribe { .. } => "subscribe",
                 ClientMessage::Unsubscribe { .. } => "unsubscribe",
                 ClientMessage::Ping => "ping",
+                ClientMessage::Refresh { .. } => "refresh",
             };
             assert_eq!(action, expected, "{name}");
             same_json(&name, &text, &serde_json::to_string(&msg).unwrap());
@@ -59,6 +60,7 @@ fn every_vector_parses_into_its_type_and_back() {
                         WSReply::Subscribed { .. } => "subscribed",
                         WSReply::Unsubscribed { .. } => "unsubscribed",
                         WSReply::Pong => "pong",
+                        WSReply::Refreshed => "refreshed",
                     };
                     assert_eq!(&kind["reply-".len()..], expected, "{name}");
                 }

@@ -3,7 +3,10 @@
 //! Tokens are HS256 only, signed with the configured secret. A token must carry `sub` (the
 //! user id, a string) and `exp`; `exp` (and `nbf`, when present) is checked with a leeway of
 //! at most 60 seconds. Any other algorithm, including `none`, is refused before the signature
-//! is looked at. A connection is closed with 4002 once its token expires. Publishing over HTTP also needs the claim `"scope"`, a space-separated list that contains `publish`.
+//! is looked at. A connection is closed with 4002 once its token expires, unless the client
+//! refreshed it in-band (`{"action":"refresh","token":T}`): the new token is checked by the
+//! same `Keys::verify` and must carry the connection's `sub`. Publishing over HTTP also needs
+//! the claim `"scope"`, a space-separated list that contains `publish`.
 //!
 //! Tokens are secrets: nothing here logs one, and errors describe what was wrong without
 //! repeating the token.

@@ -2,6 +2,8 @@
 //!
 //! The reader (the task axum hands the upgraded socket to) parses each text frame with the
 //! seed's rules, updates the connection's subscriptions in the [`Hub`] and queues the reply.
+//! A `refresh` swaps the connection's token for a newer one of the same user (new expiry, new
+//! claims for the topic policy); a token that fails the check closes the connection with 4001.
 //! The writer (one spawned task per connection) is the only code that writes to the socket:
 //! it takes everything waiting in the connection's [`Outbox`] as one batch, feeds the frames
 //! to the socket and flushes once. Replies and events share that one ordered queue.
@@ -302,10 +304,37 @@ impl Connection {
             Ok(Some(ClientMessage::Ping)) => {
                 self.push(Utf8Bytes::from_static(r#"{"action":"pong"}"#));
             }
+            Ok(Some(ClientMessage::Refresh { token })) => self.refresh(&token),
             // Unknown actions are ignored without a reply, as in the seed.
             Ok(None) => {}
             Err(e) => self.reply(&e.to_reply()),
         }
+    }
+
+    /// Continues the connection on `token`: checked exactly like the connect token, and it must
+    /// name the same user. A bad credential ends the connection (4001) rather than letting it
+    /// run on the old token: the client has to notice and get a new one.
+    fn refresh(&mut self, token: &str) {
+        let claims = match self.tidings.verify_token(token) {
+            Ok(claims) if claims.sub == self.claims.sub => claims,
+            Ok(_) => {
+                tracing::debug!(conn = self.id, "refresh refused: another user's token");
+                self.outbox.close(CloseCode::Unauthorized);
+                return;
+            }
+            Err(e) => {
+                // The error names what was wrong (expired, bad signature, …), never the token.
+                tracing::debug!(conn = self.id, reason = %e, "refresh refused");
+                self.outbox.close(CloseCode::Unauthorized);
+                return;
+            }
+        };
+        let leeway = self.tidings.config().jwt_leeway;
+        self.heartbeat
+            .set_token_exp(Instant::now(), claims.exp, leeway);
+        // Subscriptions made so far stay; later subscribes are decided on the new claims.
+        *self.claims = claims;
+        self.push(Utf8Bytes::from_static(r#"{"action":"refreshed"}"#));
     }
 
     fn subscribe(&mut self, topic: Topic, since: Option<StreamPosition>) {

@@ -5,12 +5,23 @@
 //! is closed with 4004 (no pong) and dropped, which removes peers that vanished without a FIN
 //! long before TCP keepalive would. A connection whose token expires (its `exp` plus the
 //! leeway passes) is closed with 4002 (token expired) so that the client reconnects with a
-//! fresh token. One timer per connection serves all three: the reader sleeps until the
+//! fresh token, unless it sent a `refresh` with a newer token first, which moves that deadline
+//! ([`Heartbeat::set_token_exp`]). One timer per connection serves all three: the reader sleeps until the
 //! earliest of them and asks [`Heartbeat::on_deadline`] what is due.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::time::Instant;
+
+/// The instant a token with `exp` (seconds since the Unix epoch) stops being valid, `leeway`
+/// included; `None` when it is beyond what `Instant` can represent (as good as never).
+fn expiry(now: Instant, token_exp: u64, leeway: Duration) -> Option<Instant> {
+    let unix_now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let ends = Duration::from_secs(token_exp).saturating_add(leeway);
+    now.checked_add(ends.saturating_sub(unix_now))
+}
 
 /// What the reader has to do when its timer fires.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,17 +60,18 @@ impl Heartbeat {
         token_exp: u64,
         leeway: Duration,
     ) -> Self {
-        let unix_now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
-        let ends = Duration::from_secs(token_exp).saturating_add(leeway);
-        // An expiry beyond what `Instant` can represent is as good as none.
-        let expires = now.checked_add(ends.saturating_sub(unix_now));
         Self {
             last_seen: now,
             next_ping: now + settings.ping_interval,
-            expires,
+            expires: expiry(now, token_exp, leeway),
         }
+    }
+
+    /// Moves the token deadline to a refreshed token's `exp` (plus `leeway`). The reader's
+    /// timer may still fire at the old deadline; [`Heartbeat::on_deadline`] then finds nothing
+    /// due and the timer is reset to the new one.
+    pub(crate) fn set_token_exp(&mut self, now: Instant, token_exp: u64, leeway: Duration) {
+        self.expires = expiry(now, token_exp, leeway);
     }
 
     /// Records inbound traffic at `now`.
@@ -138,6 +150,19 @@ mod tests {
         let deadline = h.deadline(&S);
         assert!(deadline > t0 + Duration::from_secs(3) && deadline <= t0 + Duration::from_secs(5));
         assert_eq!(h.on_deadline(&S, deadline), Due::TokenExpired);
+        // A refresh moves the deadline: the old one finds nothing due, the new one expires.
+        let mut r = Heartbeat::new(&S, t0, unix + 2, Duration::ZERO);
+        let old = r.deadline(&S);
+        r.set_token_exp(t0, unix + 40, Duration::ZERO);
+        assert_eq!(r.on_deadline(&S, old), Due::Nothing);
+        assert_eq!(
+            r.on_deadline(&S, t0 + Duration::from_secs(10)),
+            Due::Nothing
+        );
+        assert_eq!(
+            r.on_deadline(&S, t0 + Duration::from_secs(40)),
+            Due::TokenExpired
+        );
         // An already expired token (possible within the leeway) is due at once.
         let mut h = Heartbeat::new(&S, t0, unix - 10, Duration::ZERO);
         assert_eq!(h.on_deadline(&S, t0), Due::TokenExpired);

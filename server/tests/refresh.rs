@@ -1,0 +1,224 @@
+//! In-band token refresh over a real socket: `{"action":"refresh","token":T}` moves the
+//! connection's expiry (4002) to the new token's `exp` and replaces the claims the topic policy
+//! reads; a bad token or another user's token closes the connection with 4001.
+
+mod common;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use common::*;
+use jsonwebtoken::Algorithm;
+use serde_json::json;
+use tidings_server::Config;
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// No leeway, so that a token is dead exactly at its `exp`.
+async fn strict_server() -> TestServer {
+    start_server_with(Config::new(SECRET).with_jwt_leeway(Duration::ZERO)).await
+}
+
+fn token_for(sub: &str, ttl_secs: u64) -> String {
+    mint_claims(json!({"sub": sub, "exp": unix_now() + ttl_secs}))
+}
+
+fn refresh(token: &str) -> String {
+    format!(r#"{{"action":"refresh","token":"{token}"}}"#)
+}
+
+/// Sleeps until the wall clock is past `exp` (seconds since the Unix epoch) by `margin`.
+async fn sleep_past(exp: u64, margin: Duration) {
+    let until = UNIX_EPOCH + Duration::from_secs(exp) + margin;
+    if let Ok(left) = until.duration_since(SystemTime::now()) {
+        tokio::time::sleep(left).await;
+    }
+}
+
+/// Publishes one event on `topic` and expects it on `ws`, byte for byte.
+async fn delivers(server: &TestServer, ws: &mut Ws, topic: &str, id: &str) {
+    assert_eq!(server.tidings.hub().publish(event(topic, id)), 1);
+    assert_eq!(recv_text(ws).await, event_text(topic, id));
+}
+
+#[tokio::test]
+async fn a_refreshed_connection_outlives_its_first_token() {
+    let server = strict_server().await;
+    let first_exp = unix_now() + 4;
+    let first = mint_claims(json!({"sub": "42", "exp": first_exp}));
+    let mut ws = connect(&server.ws_url(&first)).await;
+    subscribe(&mut ws, "list:1").await;
+    roundtrip(
+        &mut ws,
+        &refresh(&token_for("42", 3600)),
+        r#"{"action":"refreshed"}"#,
+    )
+    .await;
+    // Past the first token's expiry the connection is still open and still delivers.
+    sleep_past(first_exp, Duration::from_millis(1500)).await;
+    delivers(&server, &mut ws, "list:1", "1").await;
+    roundtrip(&mut ws, r#"{"action":"ping"}"#, r#"{"action":"pong"}"#).await;
+    assert_eq!(server.tidings.connection_count(), 1);
+}
+
+#[tokio::test]
+async fn the_new_expiry_is_enforced_with_4002() {
+    let server = strict_server().await;
+    let first_exp = unix_now() + 3;
+    let first = mint_claims(json!({"sub": "42", "exp": first_exp}));
+    let mut ws = connect(&server.ws_url(&first)).await;
+    subscribe(&mut ws, "list:1").await;
+    // The second token lives 3 s longer: the deadline moves there, not to "never".
+    let second = mint_claims(json!({"sub": "42", "exp": first_exp + 3}));
+    roundtrip(&mut ws, &refresh(&second), r#"{"action":"refreshed"}"#).await;
+    sleep_past(first_exp, Duration::from_millis(500)).await;
+    delivers(&server, &mut ws, "list:1", "1").await;
+    let (code, reason) = recv_close(&mut ws).await;
+    assert_eq!((code, reason.as_str()), (4002, "token expired"));
+    assert!(eventually(|| async { server.tidings.hub().subscriber_count("list:1") == 0 }).await);
+}
+
+#[tokio::test]
+async fn replies_stay_in_order_with_pipelined_messages() {
+    let server = start_server().await;
+    let mut ws = server.client().await;
+    send(&mut ws, r#"{"action":"subscribe","topic":"list:1"}"#).await;
+    send(&mut ws, &refresh(&mint_token("42"))).await;
+    send(&mut ws, r#"{"action":"ping"}"#).await;
+    assert_eq!(
+        recv_text(&mut ws).await,
+        r#"{"action":"subscribed","topic":"list:1"}"#
+    );
+    assert_eq!(recv_text(&mut ws).await, r#"{"action":"refreshed"}"#);
+    assert_eq!(recv_text(&mut ws).await, r#"{"action":"pong"}"#);
+}
+
+#[tokio::test]
+async fn a_bad_token_closes_4001() {
+    let server = start_server_with(Config::new(SECRET).with_jwt_leeway(Duration::ZERO)).await;
+    let now = unix_now();
+    let bad = [
+        ("garbage", "not-a-jwt".to_owned()),
+        (
+            "wrong secret",
+            sign(
+                &json!({"sub": "42", "exp": now + 3600}),
+                Algorithm::HS256,
+                "another-secret",
+            ),
+        ),
+        ("expired", expired_token()),
+        ("alg none", alg_none_token()),
+        (
+            "HS512",
+            sign(
+                &json!({"sub": "42", "exp": now + 3600}),
+                Algorithm::HS512,
+                SECRET,
+            ),
+        ),
+        ("no exp", mint_claims(json!({"sub": "42"}))),
+        (
+            "before nbf",
+            mint_claims(json!({"sub": "42", "exp": now + 3600, "nbf": now + 600})),
+        ),
+    ];
+    for (what, token) in bad {
+        let mut ws = server.client().await;
+        subscribe(&mut ws, "list:1").await;
+        send(&mut ws, &refresh(&token)).await;
+        // No reply before the close frame.
+        let (code, reason) = recv_close(&mut ws).await;
+        assert_eq!((code, reason.as_str()), (4001, "Unauthorized"), "{what}");
+        assert!(
+            eventually(|| async { server.tidings.hub().subscriber_count("list:1") == 0 }).await,
+            "{what}: the connection left its topics"
+        );
+    }
+}
+
+#[tokio::test]
+async fn another_users_token_closes_4001() {
+    let server = start_server().await;
+    let mut ws = connect(&server.ws_url(&mint_token("42"))).await;
+    subscribe(&mut ws, "list:1").await;
+    send(&mut ws, &refresh(&mint_token("43"))).await;
+    let (code, reason) = recv_close(&mut ws).await;
+    assert_eq!((code, reason.as_str()), (4001, "Unauthorized"));
+}
+
+#[tokio::test]
+async fn a_missing_token_is_an_error_reply_and_the_connection_stays() {
+    let server = start_server().await;
+    let mut ws = server.client().await;
+    for text in [
+        r#"{"action":"refresh"}"#,
+        r#"{"action":"refresh","token":null}"#,
+        r#"{"action":"refresh","token":""}"#,
+    ] {
+        roundtrip(
+            &mut ws,
+            text,
+            r#"{"error":"Token is required for refresh action"}"#,
+        )
+        .await;
+    }
+    send(&mut ws, r#"{"action":"refresh","token":42}"#).await;
+    let reply: serde_json::Value = serde_json::from_str(&recv_text(&mut ws).await).unwrap();
+    assert_eq!(reply["error"], "Invalid message format");
+    roundtrip(&mut ws, r#"{"action":"ping"}"#, r#"{"action":"pong"}"#).await;
+}
+
+#[tokio::test]
+async fn the_new_claims_decide_later_subscribes() {
+    let server = start_server().await;
+    let narrow = mint_claims(json!({"sub": "42", "exp": unix_now() + 3600, "topics": ["list:*"]}));
+    let mut ws = connect(&server.ws_url(&narrow)).await;
+    roundtrip(
+        &mut ws,
+        r#"{"action":"subscribe","topic":"gifts:all"}"#,
+        r#"{"error":"Forbidden","topic":"gifts:all"}"#,
+    )
+    .await;
+    subscribe(&mut ws, "list:1").await;
+    let wide = mint_claims(json!({"sub": "42", "exp": unix_now() + 3600, "topics": ["gifts:*"]}));
+    roundtrip(&mut ws, &refresh(&wide), r#"{"action":"refreshed"}"#).await;
+    subscribe(&mut ws, "gifts:all").await;
+    roundtrip(
+        &mut ws,
+        r#"{"action":"subscribe","topic":"list:2"}"#,
+        r#"{"error":"Forbidden","topic":"list:2"}"#,
+    )
+    .await;
+    // A subscription made under the old token stays.
+    delivers(&server, &mut ws, "list:1", "7").await;
+}
+
+#[tokio::test]
+async fn a_seed_client_that_never_refreshes_is_unaffected() {
+    let server = start_server().await;
+    let mut seed = server.client().await;
+    let mut fresh = server.client().await;
+    subscribe(&mut seed, "list:1").await;
+    subscribe(&mut fresh, "list:1").await;
+    roundtrip(
+        &mut fresh,
+        &refresh(&mint_token("42")),
+        r#"{"action":"refreshed"}"#,
+    )
+    .await;
+    assert_eq!(server.tidings.hub().publish(event("list:1", "5")), 2);
+    assert_eq!(recv_text(&mut seed).await, event_text("list:1", "5"));
+    assert_eq!(recv_text(&mut fresh).await, event_text("list:1", "5"));
+    roundtrip(&mut seed, r#"{"action":"ping"}"#, r#"{"action":"pong"}"#).await;
+    roundtrip(
+        &mut seed,
+        r#"{"action":"unsubscribe","topic":"list:1"}"#,
+        r#"{"action":"unsubscribed","topic":"list:1"}"#,
+    )
+    .await;
+}
