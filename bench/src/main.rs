@@ -111,8 +111,15 @@ impl Scenario {
                 o.subscribers, o.topics, o.publishers, o.max_in_flight, o.warmup, o.duration
             ),
             Scenario::Latency(o) => format!(
-                "subscribers={} topics={} rate={}/s publishers={} sample_every={} warmup={}s duration={}s",
-                o.subscribers, o.topics, o.rate, o.publishers, o.sample_every, o.warmup, o.duration
+                "subscribers={} topics={} rate={}/s publishers={} sample_every={} stalled_readers={} warmup={}s duration={}s",
+                o.subscribers,
+                o.topics,
+                o.rate,
+                o.publishers,
+                o.sample_every,
+                o.stalled_readers,
+                o.warmup,
+                o.duration
             ),
             Scenario::Handshake(o) => format!(
                 "workers={} topics={} warmup={}s duration={}s",
@@ -126,7 +133,9 @@ impl Scenario {
         match self {
             Scenario::Idle(o) => o.conns as u64,
             Scenario::Fanout(o) => (o.subscribers + o.publishers) as u64,
-            Scenario::Latency(o) => (o.subscribers + o.publishers) as u64,
+            Scenario::Latency(o) => {
+                (o.subscribers + o.publishers + o.stalled_readers * o.topics) as u64
+            }
             Scenario::Handshake(o) => o.workers as u64,
         }
     }

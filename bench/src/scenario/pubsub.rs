@@ -10,7 +10,9 @@
 //! `fanout` publishes as fast as the server accepts, but keeps at most `--max-in-flight`
 //! deliveries published-but-not-received, so that the receivers (on the same two cores)
 //! never fall so far behind that the server drops them as slow consumers. `latency` publishes
-//! at a fixed total rate, spread over the publishers.
+//! at a fixed total rate, spread over the publishers; with `--stalled-readers N` it measures
+//! twice, without and then with N subscribers per topic that never read, and reports how much
+//! the stalled readers raise the healthy subscribers' p99.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -77,6 +79,12 @@ pub struct LatencyOpts {
     /// checked). 1 = all read live. Keeps the load tool's CPU from inflating the latency.
     #[arg(long, default_value_t = 1)]
     pub sample_every: usize,
+    /// Stalled readers per topic: extra subscribers that connect, subscribe and then never
+    /// read a byte. With N > 0 the scenario runs twice against the same server, first without
+    /// them (baseline), then with them, and reports the healthy subscribers' p50/p99 of both
+    /// and the p99 ratio (target ≤ 2).
+    #[arg(long, default_value_t = 0)]
+    pub stalled_readers: usize,
     /// Seconds of publishing before the measurement window.
     #[arg(long, default_value_t = 2.0)]
     pub warmup: f64,
@@ -88,6 +96,8 @@ pub struct LatencyOpts {
 /// The targets.
 const GOAL_CPU_US_PER_DELIVERY: f64 = 1.5;
 const GOAL_P99_US: f64 = 5_000.0;
+/// A slow reader may not raise a healthy subscriber's p99 by more than this factor.
+const GOAL_STALLED_P99_RATIO: f64 = 2.0;
 
 /// How the publishers pace themselves.
 #[derive(Debug, Clone, Copy)]
@@ -106,6 +116,8 @@ struct Plan {
     duration: f64,
     pace: Pace,
     sample_every: usize,
+    /// Subscribers per topic that never read (not owed anything by the drain check).
+    stalled_per_topic: u64,
 }
 
 /// Runs `fanout` against `server`.
@@ -124,6 +136,7 @@ pub async fn fanout(server: &Server, common: &Common, opts: &FanoutOpts) -> Resu
         },
         // The in-flight window counts received events: every subscriber must read live.
         sample_every: 1,
+        stalled_per_topic: 0,
     };
     run(server, common, &plan).await
 }
@@ -133,7 +146,7 @@ pub async fn fanout(server: &Server, common: &Common, opts: &FanoutOpts) -> Resu
 /// # Errors
 /// As [`fanout`].
 pub async fn latency(server: &Server, common: &Common, opts: &LatencyOpts) -> Result<Run> {
-    let plan = Plan {
+    let mut plan = Plan {
         subscribers: opts.subscribers,
         topics: opts.topics,
         publishers: opts.publishers,
@@ -141,8 +154,66 @@ pub async fn latency(server: &Server, common: &Common, opts: &LatencyOpts) -> Re
         duration: opts.duration,
         pace: Pace::Rate(opts.rate),
         sample_every: opts.sample_every.max(1),
+        stalled_per_topic: 0,
     };
-    run(server, common, &plan).await
+    if opts.stalled_readers == 0 {
+        return run(server, common, &plan).await;
+    }
+    let baseline = run(server, common, &plan).await?;
+    if !baseline.ok() {
+        return Ok(baseline);
+    }
+    // Subscriber n is on topic n % topics: stalled_readers of them on every topic. They are
+    // held, never polled, so their socket buffers and then their server-side queues fill up
+    // (the server closes them 4003 once a queue overflows; nothing here reads that either).
+    let spec = SwarmSpec {
+        conns: opts.stalled_readers * plan.topics.max(1),
+        topics: swarm::bench_topics(plan.topics)?,
+        concurrency: common.connect_concurrency,
+        sources: common.sources,
+        subscribe: true,
+    };
+    let stalled = match swarm::open(server.addr, &common.minter, &spec).await {
+        Ok(conns) => conns,
+        Err(e) => {
+            let mut failed = baseline;
+            failed.errors += 1;
+            failed.error_samples.push(format!("stalled readers: {e:#}"));
+            return Ok(failed);
+        }
+    };
+    // The server counts the stalled readers in its `delivered` answers; they owe no drain.
+    plan.stalled_per_topic = opts.stalled_readers as u64;
+    let mut with = run(server, common, &plan).await?;
+    drop(stalled);
+    let value = |run: &Run, name: &str| {
+        run.metrics
+            .iter()
+            .find(|m| m.name == name)
+            .map_or(0.0, |m| m.value)
+    };
+    let (p50_0, p99_0) = (
+        value(&baseline, "latency p50"),
+        value(&baseline, "latency p99"),
+    );
+    let p99_1 = value(&with, "latency p99");
+    with.metrics.extend([
+        Metric::new(
+            "stalled readers (per topic)",
+            "count",
+            opts.stalled_readers as f64,
+        ),
+        Metric::new("without stalled readers: latency p50", "µs", p50_0),
+        Metric::new("without stalled readers: latency p99", "µs", p99_0),
+        Metric::new(
+            "p99 with / without stalled readers",
+            "ratio",
+            p99_1 / p99_0.max(1.0),
+        )
+        .with_goal(Goal::AtMost(GOAL_STALLED_P99_RATIO)),
+    ]);
+    with.errors += baseline.errors;
+    Ok(with)
 }
 
 /// Shared by the publishers: what the server said it delivered, and how many events went out.
@@ -206,6 +277,7 @@ async fn run(server: &Server, common: &Common, plan: &Plan) -> Result<Run> {
             count,
             topics: topics.clone(),
             pace: plan.pace,
+            stalled_per_topic: plan.stalled_per_topic,
             recorder: recorder.clone(),
             published: published.clone(),
             stop: stop_publishers.clone(),
@@ -335,6 +407,8 @@ struct PublishShared {
     count: usize,
     topics: Vec<Topic>,
     pace: Pace,
+    /// Subtracted from every `delivered` answer (see [`Plan::stalled_per_topic`]).
+    stalled_per_topic: u64,
     recorder: Arc<Recorder>,
     published: Arc<Published>,
     stop: CancellationToken,
@@ -346,6 +420,7 @@ async fn publish_loop(publisher: Publisher, id: usize, shared: PublishShared) {
         count,
         topics,
         pace,
+        stalled_per_topic,
         recorder,
         published,
         stop,
@@ -392,7 +467,10 @@ async fn publish_loop(publisher: Publisher, id: usize, shared: PublishShared) {
         match publisher.publish(topic, recorder.clock().now_ns()).await {
             Ok(delivered) => {
                 recorder.on_publish(sent.elapsed());
-                published.deliveries.fetch_add(delivered, Ordering::Relaxed);
+                // A stalled reader the server already closed (4003) is no longer counted:
+                // then less is owed than arrives, which the drain check (arrived ≥ owed) accepts.
+                let owed = delivered.saturating_sub(stalled_per_topic);
+                published.deliveries.fetch_add(owed, Ordering::Relaxed);
                 published.events.fetch_add(1, Ordering::Relaxed);
             }
             Err(e) => {
