@@ -197,6 +197,7 @@ pub async fn latency(server: &Server, common: &Common, opts: &LatencyOpts) -> Re
         value(&baseline, "latency p99"),
     );
     let p99_1 = value(&with, "latency p99");
+    let others_0 = value(&baseline, "other processes' CPU");
     with.metrics.extend([
         Metric::new(
             "stalled readers (per topic)",
@@ -205,6 +206,11 @@ pub async fn latency(server: &Server, common: &Common, opts: &LatencyOpts) -> Re
         ),
         Metric::new("without stalled readers: latency p50", "µs", p50_0),
         Metric::new("without stalled readers: latency p99", "µs", p99_0),
+        Metric::new(
+            "without stalled readers: other processes' CPU",
+            "% of 1 core",
+            others_0,
+        ),
         Metric::new(
             "p99 with / without stalled readers",
             "ratio",
