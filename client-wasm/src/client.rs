@@ -8,6 +8,10 @@
 //! returns [`Effect`]s that run after the borrow ends, so a callback may call back into the
 //! client (unsubscribe from inside a listener, close from a status listener).
 //!
+//! With a `getToken`, an open connection refreshes its token in band before it expires (see
+//! [`refresh`](crate::refresh)); a failed refresh leaves the connection to the server's 4002
+//! close and the normal reconnect.
+//!
 //! Incoming frames are parsed with the browser's `JSON.parse` and read with `Reflect` (no
 //! serde_json in the wasm); a topic listener receives the parsed `WSEvent` object itself.
 
@@ -24,6 +28,7 @@ use web_sys::{CloseEvent, MessageEvent, WebSocket};
 use crate::backoff::{Backoff, DEFAULT_INITIAL_DELAY_MS, DEFAULT_MAX_DELAY_MS};
 use crate::browser::{self, Listener, Timeout};
 use crate::keepalive::{DEFAULT_PING_INTERVAL_MS, DEFAULT_PONG_TIMEOUT_MS, Keepalive, Tick};
+use crate::refresh::{TokenRefresh, jwt_payload};
 use crate::rules::{QueryKey, Rule, Rules};
 use crate::status::{Decision, Status, StatusMachine};
 use crate::topics::{ListenerId, TopicSet};
@@ -254,13 +259,20 @@ enum Phase {
     FetchingToken { _timeout: Timeout },
     /// Waiting out a reconnect delay (the timer starts the next attempt).
     Waiting { _timer: Timeout },
-    /// Handshake in progress, with its timeout.
-    Connecting { socket: Socket, _timeout: Timeout },
-    /// Open, with the keepalive and its timer.
+    /// Handshake in progress, with its timeout and the expiry of its token (Unix ms).
+    Connecting {
+        socket: Socket,
+        _timeout: Timeout,
+        token_exp_ms: Option<f64>,
+    },
+    /// Open, with the keepalive and its timer, and the token refresh and its timer (none
+    /// without `getToken` or a readable `exp`).
     Open {
         socket: Socket,
         keepalive: Keepalive,
         timer: Timeout,
+        refresh: TokenRefresh,
+        refresh_timer: Option<Timeout>,
     },
 }
 
@@ -348,6 +360,16 @@ fn topic_error(topic: &str, error: &TopicError) -> JsError {
 
 fn js_error(message: &str) -> JsValue {
     js_sys::Error::new(message).into()
+}
+
+/// When `token` expires (its `exp` claim, in Unix ms); `None` when it is not a JWT with a
+/// numeric `exp`.
+fn token_exp_ms(token: &str) -> Option<f64> {
+    let claims = js_sys::JSON::parse(&jwt_payload(token)?).ok()?;
+    browser::get(&claims, "exp")
+        .as_f64()
+        .filter(|exp| exp.is_finite())
+        .map(|exp| exp * 1000.0)
 }
 
 fn describe(error: &JsValue) -> String {
@@ -539,6 +561,7 @@ fn start_attempt(rc: &Shared) {
 
 fn open_socket(rc: &Shared, generation: u32, token: Option<String>) {
     let weak = Rc::downgrade(rc);
+    let token_exp_ms = token.as_deref().and_then(token_exp_ms);
     let url = rc.borrow().config.socket_url(token.as_deref());
     let ws = match WebSocket::new(&url) {
         Ok(ws) => ws,
@@ -591,6 +614,7 @@ fn open_socket(rc: &Shared, generation: u32, token: Option<String>) {
     inner.phase = Phase::Connecting {
         socket,
         _timeout: timeout,
+        token_exp_ms,
     };
 }
 
@@ -610,7 +634,11 @@ fn on_open(rc: &Shared, generation: u32) {
         if inner.generation != generation {
             return;
         }
-        let Phase::Connecting { socket, .. } = std::mem::replace(&mut inner.phase, Phase::Idle)
+        let Phase::Connecting {
+            socket,
+            token_exp_ms,
+            ..
+        } = std::mem::replace(&mut inner.phase, Phase::Idle)
         else {
             return;
         };
@@ -627,10 +655,17 @@ fn on_open(rc: &Shared, generation: u32) {
             inner.config.pong_timeout_ms,
             now,
         );
+        // A fixed token cannot be refreshed: only `getToken` can give a newer one.
+        let refresh = TokenRefresh::new(token_exp_ms.filter(|_| inner.config.get_token.is_some()));
+        let refresh_timer = refresh
+            .first_delay(now)
+            .map(|delay| refresh_timer(&weak, generation, delay));
         inner.phase = Phase::Open {
             socket,
             keepalive,
             timer: keepalive_timer(&weak, generation, due - now),
+            refresh,
+            refresh_timer,
         };
         inner.status_changed()
     };
@@ -685,6 +720,21 @@ fn on_message(rc: &Shared, generation: u32, data: JsValue) {
                     }
                 }
             }
+            if action == "refreshed" {
+                let weak = Rc::downgrade(rc);
+                if let Phase::Open {
+                    refresh,
+                    refresh_timer,
+                    ..
+                } = &mut inner.phase
+                {
+                    // The server now holds the new token's expiry: schedule the next refresh
+                    // from it (nothing when it did not move forward).
+                    if let Some(delay) = refresh.refreshed(now) {
+                        *refresh_timer = Some(self::refresh_timer(&weak, generation, delay));
+                    }
+                }
+            }
             // "unsubscribed" and "pong" only prove liveness (recorded above).
         } else if let Some(error) = browser::get(&msg, "error").as_string() {
             let details = browser::get(&msg, "details").as_string();
@@ -734,6 +784,60 @@ fn fail(rc: &Shared, generation: u32, reason: &str) {
     run(effects);
 }
 
+fn refresh_timer(weak: &Weak<RefCell<Inner>>, generation: u32, delay_ms: f64) -> Timeout {
+    let weak = weak.clone();
+    Timeout::new(delay_ms, move || {
+        if let Some(rc) = weak.upgrade() {
+            refresh_token(&rc, generation);
+        }
+    })
+}
+
+/// The refresh timer fired: fetch a token and send it in a `refresh`. A `getToken` that fails
+/// (or settles after the connection ended) sends nothing: the server then closes with 4002
+/// at the old token's expiry and the normal reconnect takes over.
+fn refresh_token(rc: &Shared, generation: u32) {
+    let get_token = {
+        let inner = rc.borrow();
+        if inner.generation != generation || !matches!(inner.phase, Phase::Open { .. }) {
+            return;
+        }
+        inner.config.get_token.clone()
+    };
+    let Some(get_token) = get_token else { return };
+    // Application code: called with no borrow held.
+    let result = get_token.call0(&JsValue::UNDEFINED);
+    let weak = Rc::downgrade(rc);
+    wasm_bindgen_futures::spawn_local(async move {
+        let token = match result {
+            Ok(v) => JsFuture::from(Promise::resolve(&v)).await,
+            Err(e) => Err(e),
+        };
+        let Some(rc) = weak.upgrade() else { return };
+        let mut inner = rc.borrow_mut();
+        if inner.generation != generation {
+            return;
+        }
+        let Phase::Open {
+            socket, refresh, ..
+        } = &mut inner.phase
+        else {
+            return;
+        };
+        match token.map(|t| t.as_string().filter(|t| !t.is_empty())) {
+            Ok(Some(token)) => {
+                refresh.sent(token_exp_ms(&token));
+                socket.send(&WSClientMessage::Refresh { token });
+            }
+            Ok(None) => browser::report(
+                "tidings: token refresh skipped",
+                &JsValue::from_str("getToken did not return a non-empty string"),
+            ),
+            Err(e) => browser::report("tidings: token refresh skipped: getToken failed", &e),
+        }
+    });
+}
+
 fn on_keepalive_tick(rc: &Shared, generation: u32) {
     let weak = Rc::downgrade(rc);
     let dead = {
@@ -745,6 +849,7 @@ fn on_keepalive_tick(rc: &Shared, generation: u32) {
             socket,
             keepalive,
             timer,
+            ..
         } = &mut inner.phase
         else {
             return;
@@ -780,6 +885,7 @@ fn check_liveness(rc: &Shared) {
                 socket,
                 keepalive,
                 timer,
+                ..
             } => {
                 if keepalive.check_now() {
                     let now = js_sys::Date::now();

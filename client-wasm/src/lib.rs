@@ -10,10 +10,12 @@
 //! - [`rules`]: topic → query keys invalidated by an event or a reconnect;
 //! - [`status`]: the connection status machine and the reconnect decision;
 //! - [`keepalive`]: ping / pong-timeout decisions by elapsed time;
+//! - [`refresh`]: when to refresh the token of an open connection in band;
 //! - [`wire`]: outgoing frames as text.
 
 pub mod backoff;
 pub mod keepalive;
+pub mod refresh;
 pub mod rules;
 pub mod status;
 pub mod topics;

@@ -1,5 +1,6 @@
-// Control harness for the browser tests (tests/web.rs): runs a REAL `tidings` server and lets
-// the test, which cannot touch processes, drive it over CORS-enabled HTTP.
+// Control harness for the browser tests (tests/web.rs): runs a REAL `tidings` server (with a
+// JWT leeway of 0) and lets the test, which cannot touch processes, drive it over CORS-enabled
+// HTTP.
 //
 //   node client-wasm/tests/harness.mjs        (env: TIDINGS_BIN, HARNESS_PIDFILE optional)
 //
@@ -21,7 +22,14 @@ import { createInterface } from "node:readline";
 const BIN = process.env.TIDINGS_BIN ?? "target/release/tidings";
 const SECRET = randomBytes(24).toString("hex");
 const PIDFILE = process.env.HARNESS_PIDFILE;
-const env = { ...process.env, JWT_SECRET: SECRET, RUST_LOG: process.env.RUST_LOG ?? "warn" };
+// No JWT leeway: a token is dead exactly at its `exp`, so the refresh tests see a connection
+// that did not refresh in time closed at once (4002), not up to 30 s later.
+const env = {
+  ...process.env,
+  JWT_SECRET: SECRET,
+  JWT_LEEWAY_SECS: process.env.JWT_LEEWAY_SECS ?? "0",
+  RUST_LOG: process.env.RUST_LOG ?? "warn",
+};
 
 let server = null; // the child process
 let port = 0; // fixed after the first start

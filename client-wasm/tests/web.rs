@@ -108,15 +108,28 @@ struct TokenSource {
 }
 
 fn token_source(fixed: Option<&'static str>) -> TokenSource {
+    scripted_token_source(move |_| match fixed {
+        Some(t) => Ok(t.to_owned()),
+        None => Err("/token?sub=u1"),
+    })
+}
+
+/// A `getToken` whose `n`-th call (1-based) does what `script(n)` says: `Ok(token)` returns
+/// that token, `Err(path)` fetches a token from the harness at `path`, and `Err("")` rejects.
+fn scripted_token_source(
+    script: impl Fn(u32) -> Result<String, &'static str> + 'static,
+) -> TokenSource {
     let calls = Rc::new(RefCell::new(0));
     let c = calls.clone();
     let function = Closure::<dyn FnMut() -> Promise>::new(move || {
         *c.borrow_mut() += 1;
+        let step = script(*c.borrow());
         wasm_bindgen_futures::future_to_promise(async move {
-            Ok(match fixed {
-                Some(t) => JsValue::from_str(t),
-                None => JsValue::from_str(&harness("GET", "/token?sub=u1", None).await),
-            })
+            match step {
+                Ok(t) => Ok(JsValue::from_str(&t)),
+                Err("") => Err(JsValue::from_str("no token today")),
+                Err(path) => Ok(JsValue::from_str(&harness("GET", path, None).await)),
+            }
         })
     });
     TokenSource { function, calls }
@@ -573,5 +586,73 @@ async fn after_an_in_memory_restart_recovery_fails_and_the_topic_is_invalidated(
     // Live again, in the new epoch (its seq 1 is not mistaken for a duplicate).
     publish_until_received("list:42", "k2", &inbox, 20_000.0).await;
     assert_eq!(*inbox.ids.borrow(), ["k1", "k2"]);
+    client.close();
+}
+
+/// Tokens that live 5 s on a server without leeway: the client refreshes each one in band
+/// before it expires, so one connection outlives several tokens with no reconnect.
+#[wasm_bindgen_test]
+async fn short_lived_tokens_are_refreshed_in_band_without_reconnecting() {
+    const TTL_MS: f64 = 5000.0;
+    let tokens = scripted_token_source(|_| Err("/token?sub=u1&ttl=5"));
+    let client = client(&ws_url().await, &tokens, &[]);
+    let log = status_log(&client);
+    let inbox = Inbox::new();
+    let sub = client
+        .subscribe("list:50".into(), inbox.as_listener())
+        .unwrap();
+    ready(&sub).await;
+    let start = Date::now();
+    let mut n = 0;
+    // Past three lifetimes of a token, events keep arriving on the same single connection.
+    while Date::now() - start < 3.0 * TTL_MS + 1000.0 {
+        n += 1;
+        let id = format!("t{n}");
+        assert_eq!(
+            publish("list:50", &id).await,
+            1.0,
+            "one connection, subscribed"
+        );
+        wait_for(&format!("event {id}"), 10_000.0, || inbox.has(&id)).await;
+        sleep(1000).await;
+    }
+    assert_eq!(state(&client), "open");
+    assert_eq!(log.count("open"), 1, "{:?}", log.seen.borrow());
+    assert!(!log.has("reconnecting"), "{:?}", log.seen.borrow());
+    // One token to connect, then one per refresh.
+    assert!(
+        *tokens.calls.borrow() >= 4,
+        "{} tokens",
+        tokens.calls.borrow()
+    );
+    client.close();
+}
+
+/// A refresh whose `getToken` fails sends nothing: the server closes with 4002 when the
+/// token expires and the client reconnects with a fresh token, as without refresh.
+#[wasm_bindgen_test]
+async fn a_failed_refresh_falls_back_to_4002_and_a_reconnect() {
+    let tokens = scripted_token_source(|n| match n {
+        1 => Err("/token?sub=u1&ttl=3"),
+        2 => Err(""),
+        _ => Err("/token?sub=u1"),
+    });
+    let client = client(&ws_url().await, &tokens, &[]);
+    let log = status_log(&client);
+    let inbox = Inbox::new();
+    let sub = client
+        .subscribe("list:51".into(), inbox.as_listener())
+        .unwrap();
+    ready(&sub).await;
+    wait_for("close 4002", 15_000.0, || {
+        log.seen
+            .borrow()
+            .iter()
+            .any(|(s, code, _)| s == "reconnecting" && *code == Some(4002.0))
+    })
+    .await;
+    publish_until_received("list:51", "after-4002", &inbox, 20_000.0).await;
+    assert_eq!(state(&client), "open");
+    assert!(*tokens.calls.borrow() >= 3);
     client.close();
 }

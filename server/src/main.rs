@@ -56,6 +56,10 @@ struct Cli {
     /// Max age in seconds of a topic's history; see `Config::with_history_ttl`.
     #[arg(long, env = "HISTORY_TTL_SECS", default_value_t = 300, global = true)]
     history_ttl_secs: u64,
+    /// Seconds of clock skew allowed when checking a token's `exp`/`nbf` (at most 60; a
+    /// connection closes 4002 at `exp` plus this); see `Config::with_jwt_leeway`.
+    #[arg(long, env = "JWT_LEEWAY_SECS", default_value_t = 30, global = true)]
+    jwt_leeway_secs: u64,
     /// Same as the `dev` subcommand.
     #[arg(long)]
     dev: bool,
@@ -138,8 +142,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 
 /// The library configuration from the flags and environment.
 fn config(cli: &Cli, secret: String) -> Config {
-    let mut config =
-        Config::new(secret).with_write_delay(Duration::from_millis(cli.write_delay_ms));
+    let mut config = Config::new(secret)
+        .with_write_delay(Duration::from_millis(cli.write_delay_ms))
+        .with_jwt_leeway(Duration::from_secs(cli.jwt_leeway_secs));
     if let Some(origins) = &cli.allowed_origins {
         config = config.with_allowed_origins(origins.iter().filter(|o| !o.trim().is_empty()));
     }
