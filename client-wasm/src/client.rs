@@ -67,7 +67,7 @@ export interface TidingsClientOptions {
   url: string;
   /** A fixed token (when `getToken` is not given). */
   token?: string;
-  /** Called before every connect and reconnect; wins over `token`. */
+  /** Called before every connect and reconnect, and to refresh an open connection's token before its `exp`; wins over `token`. */
   getToken?: () => Promise<string> | string;
   /** First reconnect window in ms (full jitter). Defaults to 500. */
   initialDelayMs?: number;
