@@ -6,7 +6,8 @@ import type { Topic } from "./Topic";
  * A client → server message as a sender writes it (the TypeScript `WSClientMessage`).
  *
  * Parsing received frames goes through [`ClientMessage::parse`], which applies the seed's
- * rules; this type is the shape a well-behaved client sends.
+ * rules; this type is the shape a well-behaved client sends. Its `Debug` output never shows a
+ * refresh token.
  */
 export type WSClientMessage = { "action": "subscribe", 
 /**

@@ -33,8 +33,9 @@ use crate::topic::{Topic, TopicError};
 /// A client → server message as a sender writes it (the TypeScript `WSClientMessage`).
 ///
 /// Parsing received frames goes through [`ClientMessage::parse`], which applies the seed's
-/// rules; this type is the shape a well-behaved client sends.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// rules; this type is the shape a well-behaved client sends. Its `Debug` output never shows a
+/// refresh token.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "action", rename_all = "lowercase")]
 #[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]
 pub enum WSClientMessage {
@@ -61,6 +62,27 @@ pub enum WSClientMessage {
         /// The new JWT.
         token: String,
     },
+}
+
+impl std::fmt::Debug for WSClientMessage {
+    // By hand so that a token never reaches a log line through `{:?}`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WSClientMessage::Subscribe { topic, since } => f
+                .debug_struct("Subscribe")
+                .field("topic", topic)
+                .field("since", since)
+                .finish(),
+            WSClientMessage::Unsubscribe { topic } => {
+                f.debug_struct("Unsubscribe").field("topic", topic).finish()
+            }
+            WSClientMessage::Ping => f.write_str("Ping"),
+            WSClientMessage::Refresh { .. } => f
+                .debug_struct("Refresh")
+                .field("token", &"<redacted>")
+                .finish(),
+        }
+    }
 }
 
 /// A parsed client message: what the server acts on.
@@ -322,6 +344,14 @@ mod tests {
             .unwrap(),
             r#"{"action":"refresh","token":"a.b.c"}"#
         );
+    }
+
+    #[test]
+    fn debug_never_shows_a_token() {
+        let msg = ClientMessage::Refresh {
+            token: "secret.jwt.value".into(),
+        };
+        assert!(!format!("{msg:?}").contains("secret"));
     }
 
     #[test]
