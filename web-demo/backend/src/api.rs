@@ -160,6 +160,19 @@ async fn gifts(State(store): State<Store>) -> Result<Json<Vec<Gift>>, ApiError> 
 
 // ---------------------------------------------------------------- items
 
+/// Runs one item mutation in the store and, once it has committed, publishes `event` for the
+/// changed item on its list's topic and `list-items:all`. A failed write publishes nothing.
+async fn change_item(
+    state: &AppState,
+    actor: &Member,
+    event: EventType,
+    op: impl FnOnce(&mut rusqlite::Connection) -> Result<Item, store::StoreError> + Send + 'static,
+) -> Result<Item, ApiError> {
+    let item = state.store.run(op).await?;
+    state.publish(events::item_changed(event, &item, actor, None));
+    Ok(item)
+}
+
 async fn add_item(
     State(state): State<AppState>,
     Actor(actor): Actor,
@@ -181,16 +194,10 @@ async fn edit_item(
     Id(id): Id<i64>,
     Body(edit): Body<ItemEdit>,
 ) -> Result<Json<Item>, ApiError> {
-    let item = state
-        .store
-        .run(move |c| store::edit_item(c, id, edit))
-        .await?;
-    state.publish(events::item_changed(
-        EventType::Updated,
-        &item,
-        &actor,
-        None,
-    ));
+    let item = change_item(&state, &actor, EventType::Updated, move |c| {
+        store::edit_item(c, id, edit)
+    })
+    .await?;
     Ok(Json(item))
 }
 
@@ -208,16 +215,10 @@ async fn set_status(
     Id(id): Id<i64>,
     Body(change): Body<StatusChange>,
 ) -> Result<Json<Item>, ApiError> {
-    let item = state
-        .store
-        .run(move |c| store::set_item_status(c, id, change.status))
-        .await?;
-    state.publish(events::item_changed(
-        EventType::StatusChanged,
-        &item,
-        &actor,
-        None,
-    ));
+    let item = change_item(&state, &actor, EventType::StatusChanged, move |c| {
+        store::set_item_status(c, id, change.status)
+    })
+    .await?;
     Ok(Json(item))
 }
 
@@ -235,16 +236,10 @@ async fn assign(
     Id(id): Id<i64>,
     Body(assignment): Body<Assignment>,
 ) -> Result<Json<Item>, ApiError> {
-    let item = state
-        .store
-        .run(move |c| store::assign_item(c, id, assignment.assignee_id))
-        .await?;
-    state.publish(events::item_changed(
-        EventType::Assigned,
-        &item,
-        &actor,
-        None,
-    ));
+    let item = change_item(&state, &actor, EventType::Assigned, move |c| {
+        store::assign_item(c, id, assignment.assignee_id)
+    })
+    .await?;
     Ok(Json(item))
 }
 
@@ -281,13 +276,10 @@ async fn delete_item(
     Actor(actor): Actor,
     Id(id): Id<i64>,
 ) -> Result<Json<Item>, ApiError> {
-    let item = state.store.run(move |c| store::delete_item(c, id)).await?;
-    state.publish(events::item_changed(
-        EventType::Deleted,
-        &item,
-        &actor,
-        None,
-    ));
+    let item = change_item(&state, &actor, EventType::Deleted, move |c| {
+        store::delete_item(c, id)
+    })
+    .await?;
     Ok(Json(item))
 }
 
