@@ -92,6 +92,17 @@ impl Outbox {
         self.capacity
     }
 
+    /// Whether a replay of `count` messages totalling `bytes` may be queued now: together with
+    /// what already waits it must stay within half of the queue's bounds (messages and bytes),
+    /// so that the live events following it still fit. A recovery that does not fit is answered
+    /// `recovered: false` (the client refetches) instead of overflowing the queue into a 4003
+    /// that the client's next reconnect would repeat.
+    pub(crate) fn replay_fits(&self, count: usize, bytes: usize) -> bool {
+        let state = self.lock();
+        state.queue.len().saturating_add(count) <= self.capacity / 2
+            && state.bytes.saturating_add(bytes) <= self.max_bytes / 2
+    }
+
     /// Queues `msg` without waiting (see [`PushError`]).
     pub(crate) fn push(&self, msg: Utf8Bytes) -> Result<(), PushError> {
         let mut state = self.lock();
