@@ -19,6 +19,19 @@ const MIN_HEARTBEAT: Duration = Duration::from_millis(10);
 /// The longest heartbeat interval or timeout accepted (keeps deadline arithmetic in range).
 const MAX_HEARTBEAT: Duration = Duration::from_secs(24 * 3600);
 
+/// Default of [`Config::with_history_max_topic_bytes`]: 1 MiB per topic.
+pub const DEFAULT_HISTORY_MAX_TOPIC_BYTES: usize = 1024 * 1024;
+/// Default of [`Config::with_history_max_total_bytes`]: 256 MiB in all histories.
+pub const DEFAULT_HISTORY_MAX_TOTAL_BYTES: usize = 256 * 1024 * 1024;
+/// Default of [`Config::with_max_history_topics`]: 100,000 topics holding history.
+pub const DEFAULT_MAX_HISTORY_TOPICS: usize = 100_000;
+/// Default of [`Config::with_publish_rate`]: 1,000 events per second per publisher.
+pub const DEFAULT_PUBLISH_RATE: u32 = 1000;
+/// Default burst of [`Config::with_publish_rate`]: 5,000 events.
+pub const DEFAULT_PUBLISH_BURST: u32 = 5000;
+/// Default of [`Config::with_max_publishers`]: 10,000 publishers tracked by the rate limit.
+pub const DEFAULT_MAX_PUBLISHERS: usize = 10_000;
+
 /// Configuration of a [`Tidings`](crate::Tidings) instance.
 #[derive(Clone)]
 pub struct Config {
@@ -50,6 +63,12 @@ pub struct Config {
     pub(crate) history_size: usize,
     pub(crate) history_ttl: Duration,
     pub(crate) redis_url: Option<String>,
+    pub(crate) history_max_topic_bytes: usize,
+    pub(crate) history_max_total_bytes: usize,
+    pub(crate) max_history_topics: usize,
+    pub(crate) publish_rate: u32,
+    pub(crate) publish_burst: u32,
+    pub(crate) max_publishers: usize,
 }
 
 impl Config {
@@ -85,6 +104,12 @@ impl Config {
             history_size: 1000,
             history_ttl: Duration::from_secs(300),
             redis_url: None,
+            history_max_topic_bytes: DEFAULT_HISTORY_MAX_TOPIC_BYTES,
+            history_max_total_bytes: DEFAULT_HISTORY_MAX_TOTAL_BYTES,
+            max_history_topics: DEFAULT_MAX_HISTORY_TOPICS,
+            publish_rate: DEFAULT_PUBLISH_RATE,
+            publish_burst: DEFAULT_PUBLISH_BURST,
+            max_publishers: DEFAULT_MAX_PUBLISHERS,
         }
     }
 
@@ -318,6 +343,59 @@ impl Config {
         self
     }
 
+    /// The most bytes one topic's history keeps (in-memory broker; each event counts its JSON
+    /// text plus 96 bytes of bookkeeping, so tiny events are bounded too): the oldest events
+    /// are dropped first, so a few huge events cannot pin megabytes per topic. A replay
+    /// larger than half a connection's outbound budget
+    /// ([`Config::with_max_outbound_bytes`]) is answered `recovered: false` anyway. Defaults to
+    /// 1 MiB ([`DEFAULT_HISTORY_MAX_TOPIC_BYTES`]).
+    pub fn with_history_max_topic_bytes(mut self, bytes: usize) -> Self {
+        self.history_max_topic_bytes = bytes;
+        self
+    }
+
+    /// The most bytes all topics' histories keep together (in-memory broker; counted as in
+    /// [`Config::with_history_max_topic_bytes`]).
+    /// When an event would take the total over it, the publishing topic's own oldest events
+    /// are dropped to make room; a topic with nothing to drop does not record the event (it is
+    /// still delivered live; a later recovery across it answers `recovered: false`). Defaults
+    /// to 256 MiB ([`DEFAULT_HISTORY_MAX_TOTAL_BYTES`]).
+    pub fn with_history_max_total_bytes(mut self, bytes: usize) -> Self {
+        self.history_max_total_bytes = bytes;
+        self
+    }
+
+    /// The most topics that hold history at once (in-memory broker). Beyond it, an event on a
+    /// topic without history is delivered to its live subscribers but not recorded, and an
+    /// event on a topic nobody follows is dropped without creating the topic, so publishing
+    /// to millions of distinct topics cannot grow memory. Defaults to 100,000
+    /// ([`DEFAULT_MAX_HISTORY_TOPICS`]).
+    pub fn with_max_history_topics(mut self, topics: usize) -> Self {
+        self.max_history_topics = topics;
+        self
+    }
+
+    /// Events per second one publisher (the `sub` of a publish token) may send through
+    /// `POST /publish`, with a burst of `burst`; beyond it the request is answered 429 with
+    /// `Retry-After`, and nothing is published. In-process
+    /// [`Tidings::publish`](crate::Tidings::publish) is not limited (the embedding app is
+    /// trusted). Defaults to 1,000 per second, burst 5,000 ([`DEFAULT_PUBLISH_RATE`],
+    /// [`DEFAULT_PUBLISH_BURST`]).
+    pub fn with_publish_rate(mut self, per_second: u32, burst: u32) -> Self {
+        self.publish_rate = per_second.max(1);
+        self.publish_burst = burst.max(1);
+        self
+    }
+
+    /// How many distinct publishers the publish rate limit tracks at once. Publishers idle for
+    /// longer than a full bucket's refill are forgotten first; when all are recent, a new
+    /// publisher is refused with 429 rather than letting the table grow. Defaults to 10,000
+    /// ([`DEFAULT_MAX_PUBLISHERS`]).
+    pub fn with_max_publishers(mut self, publishers: usize) -> Self {
+        self.max_publishers = publishers.max(1);
+        self
+    }
+
     /// The per-topic history size in effect.
     pub fn history_size(&self) -> usize {
         self.history_size
@@ -413,6 +491,12 @@ impl fmt::Debug for Config {
             .field("allowed_origins", &self.allowed_origins)
             .field("history_size", &self.history_size)
             .field("history_ttl", &self.history_ttl)
+            .field("history_max_topic_bytes", &self.history_max_topic_bytes)
+            .field("history_max_total_bytes", &self.history_max_total_bytes)
+            .field("max_history_topics", &self.max_history_topics)
+            .field("publish_rate", &self.publish_rate)
+            .field("publish_burst", &self.publish_burst)
+            .field("max_publishers", &self.max_publishers)
             // The URL may carry a password.
             .field("redis", &self.redis_url.as_ref().map(|_| "<set>"))
             .finish()

@@ -25,7 +25,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, RandomState};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
@@ -69,11 +69,16 @@ struct Pending {
 }
 
 /// A topic's stream position and (in-memory broker) its recent events.
+///
+/// Invariant: `history` is contiguous and ends at `last_seq`, or is empty. An event that cannot
+/// be recorded empties it, so a recovery never replays around a hole.
 struct Stream {
     epoch: Arc<str>,
     /// The `seq` of the last event (0: none yet).
     last_seq: u64,
     history: VecDeque<Entry>,
+    /// What `history` is charged against the byte bounds (see [`cost`]).
+    bytes: usize,
 }
 
 struct Entry {
@@ -91,11 +96,44 @@ pub(crate) struct Recovery {
     pub(crate) events: Vec<(u64, Utf8Bytes)>,
 }
 
-/// Bounds of the in-memory history.
+/// Bounds of the in-memory history (see the `Config::with_history_*` settings).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct HistoryLimits {
     pub(crate) size: usize,
     pub(crate) ttl: Duration,
+    /// Most bytes of event text one topic keeps.
+    pub(crate) max_topic_bytes: usize,
+    /// Most bytes of event text all topics keep together.
+    pub(crate) max_total_bytes: usize,
+    /// Most topics holding history at once.
+    pub(crate) max_topics: usize,
+}
+
+impl HistoryLimits {
+    /// The limits configured in `config`.
+    pub(crate) fn from_config(config: &crate::Config) -> Self {
+        Self {
+            size: config.history_size,
+            ttl: config.history_ttl,
+            max_topic_bytes: config.history_max_topic_bytes,
+            max_total_bytes: config.history_max_total_bytes,
+            max_topics: config.max_history_topics,
+        }
+    }
+}
+
+/// Counters kept as the maps change, so that reading them (every `/metrics` scrape, every
+/// history bound check) costs the same with ten topics or a million.
+#[derive(Debug, Default)]
+struct Totals {
+    /// Entries in the topic maps.
+    topics: AtomicUsize,
+    /// (connection, topic) pairs, live or pending.
+    subscriptions: AtomicUsize,
+    /// Bytes of event text in all histories.
+    history_bytes: AtomicUsize,
+    /// Topics whose history is not empty.
+    history_topics: AtomicUsize,
 }
 
 /// Topic → subscribed connections, and the broadcast (see the module docs).
@@ -114,6 +152,7 @@ struct Inner {
     /// The server's counters (the hub is the one part every path reaches).
     metrics: Metrics,
     limits: HistoryLimits,
+    totals: Totals,
     /// `None`: the in-memory broker (this hub numbers events and keeps their history).
     /// `Some`: events go through an external broker and come back through [`Hub::deliver`].
     external: Option<Arc<dyn Broker>>,
@@ -139,6 +178,7 @@ impl Hub {
                 next_id: AtomicU64::new(1),
                 metrics: Metrics::default(),
                 limits,
+                totals: Totals::default(),
                 external,
             }),
         }
@@ -212,10 +252,15 @@ impl Hub {
             let topics = read(shard);
             if let Some(state) = topics.get(topic.as_str()) {
                 self.append(state, base, now)
+            } else if !self.may_start_history() {
+                // Nobody follows the topic and it could not keep the event for a later
+                // recovery: creating it would only cost memory (a publisher spraying
+                // distinct topics is bounded here).
+                return 0;
             } else {
                 drop(topics);
                 let mut topics = write(shard);
-                let state = topics.entry(topic.clone()).or_insert_with(TopicState::new);
+                let state = self.entry(&mut topics, topic);
                 self.append(state, base, now)
             }
         };
@@ -230,21 +275,67 @@ impl Hub {
         let seq = stream.last_seq + 1;
         stream.last_seq = seq;
         let text = Utf8Bytes::from(with_position(base, seq, &stream.epoch));
-        let limits = self.inner.limits;
-        if limits.size > 0 {
-            if stream.history.len() >= limits.size {
-                stream.history.pop_front();
-            }
-            stream.history.push_back(Entry {
-                seq,
-                at: now,
-                text: text.clone(),
-            });
-            stream.expire(now, limits.ttl);
-        }
+        self.record(&mut stream, seq, &text, now);
         // Queued while the stream is locked: two concurrent publishers on one topic reach
         // every subscriber in `seq` order.
         state.queue(seq, &text, false)
+    }
+
+    /// Whether a topic without history may start keeping one (the history-topic cap).
+    fn may_start_history(&self) -> bool {
+        self.inner.limits.size > 0
+            && self.inner.totals.history_topics.load(Ordering::Relaxed)
+                < self.inner.limits.max_topics
+    }
+
+    /// Records event `seq` in `stream`'s history within every bound: count and bytes per
+    /// topic, bytes in total (the topic makes room from its own oldest events), topics with
+    /// history. An event that cannot be recorded empties the history instead, so the history
+    /// stays contiguous and a recovery across the event answers `recovered: false`.
+    fn record(&self, stream: &mut Stream, seq: u64, text: &Utf8Bytes, now: Instant) {
+        let limits = self.inner.limits;
+        let totals = &self.inner.totals;
+        stream.expire(now, limits.ttl, totals);
+        let len = cost(text);
+        if limits.size == 0 || len > limits.max_topic_bytes || len > limits.max_total_bytes {
+            stream.clear(totals);
+            return;
+        }
+        while stream.history.len() >= limits.size
+            || stream.bytes + len > limits.max_topic_bytes
+            || totals.history_bytes.load(Ordering::Relaxed) + len > limits.max_total_bytes
+        {
+            if stream.pop_front(totals).is_none() {
+                break;
+            }
+        }
+        if totals.history_bytes.load(Ordering::Relaxed) + len > limits.max_total_bytes
+            || (stream.history.is_empty() && !self.may_start_history())
+        {
+            // Other topics hold the whole budget: this one keeps nothing rather than evicting
+            // theirs (one publisher cannot wipe everyone's recovery window).
+            return;
+        }
+        stream.push_back(
+            Entry {
+                seq,
+                at: now,
+                text: text.clone(),
+            },
+            totals,
+        );
+    }
+
+    /// The entry of `topic` in a write-locked shard map, created (and counted) if missing.
+    fn entry<'m>(
+        &self,
+        topics: &'m mut HashMap<Topic, TopicState>,
+        topic: &Topic,
+    ) -> &'m mut TopicState {
+        topics.entry(topic.clone()).or_insert_with(|| {
+            self.inner.totals.topics.fetch_add(1, Ordering::Relaxed);
+            TopicState::new()
+        })
     }
 
     /// Delivers an event that the external broker numbered (`seq`) and serialized (`text`) to
@@ -288,12 +379,28 @@ impl Hub {
         let mut topics = write(shard);
         if let Some(state) = topics.get_mut(topic) {
             for id in dead {
-                state.subscribers.remove(id);
-                state.pending.remove(id);
+                self.forget_subscriber(state, *id);
             }
-            if state.is_unused() {
-                topics.remove(topic);
-            }
+        }
+        self.drop_if_unused(&mut topics, topic);
+    }
+
+    /// Removes connection `id` from `state` (live or pending), keeping the count right.
+    fn forget_subscriber(&self, state: &mut TopicState, id: ConnId) {
+        let removed = usize::from(state.subscribers.remove(&id).is_some())
+            + usize::from(state.pending.remove(&id).is_some());
+        self.inner
+            .totals
+            .subscriptions
+            .fetch_sub(removed, Ordering::Relaxed);
+    }
+
+    /// Drops `topic` from a write-locked shard map when nobody follows it and it keeps no
+    /// history.
+    fn drop_if_unused(&self, topics: &mut HashMap<Topic, TopicState>, topic: &str) {
+        if topics.get(topic).is_some_and(TopicState::is_unused) {
+            topics.remove(topic);
+            self.inner.totals.topics.fetch_sub(1, Ordering::Relaxed);
         }
     }
 
@@ -315,11 +422,35 @@ impl Hub {
 
     fn sweep(&self, index: usize, now: Instant) {
         let ttl = self.inner.limits.ttl;
+        let totals = &self.inner.totals;
         let mut topics = write(&self.inner.shards[index]);
+        let before = topics.len();
         topics.retain(|_, state| {
-            lock(&state.stream).expire(now, ttl);
+            lock(&state.stream).expire(now, ttl, totals);
             !state.is_unused()
         });
+        totals
+            .topics
+            .fetch_sub(before - topics.len(), Ordering::Relaxed);
+    }
+
+    /// Sweeps every shard in turn until `stop`, one shard every [`SWEEP_INTERVAL`] /
+    /// [`SHARDS`]: expired history is freed and abandoned topics are dropped even when no
+    /// later publish comes (publishing also sweeps lazily), and no shard is locked for long.
+    pub(crate) async fn sweep_forever(self, stop: tokio_util::sync::CancellationToken) {
+        let step = SWEEP_INTERVAL / u32::try_from(SHARDS).unwrap_or(u32::MAX);
+        let mut tick = tokio::time::interval(step);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut index = 0;
+        loop {
+            tokio::select! {
+                // The server shut down (or the handle was dropped): nothing left to sweep.
+                () = stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            self.sweep(index, Instant::now());
+            index = (index + 1) % SHARDS;
+        }
     }
 
     /// Sweeps every shard now (what publishing does lazily).
@@ -337,23 +468,27 @@ impl Hub {
             .map_or(0, |s| s.subscribers.len() + s.pending.len())
     }
 
-    /// How many topics the hub tracks (with subscribers or recent history).
+    /// How many topics the hub tracks (with subscribers or recent history). A maintained
+    /// counter: O(1), whatever the topic count.
     pub fn topic_count(&self) -> usize {
-        self.inner.shards.iter().map(|s| read(s).len()).sum()
+        self.inner.totals.topics.load(Ordering::Relaxed)
     }
 
-    /// How many (connection, topic) subscriptions exist.
+    /// How many (connection, topic) subscriptions exist. A maintained counter: O(1).
     pub fn subscription_count(&self) -> usize {
-        self.inner
-            .shards
-            .iter()
-            .map(|s| {
-                read(s)
-                    .values()
-                    .map(|t| t.subscribers.len() + t.pending.len())
-                    .sum::<usize>()
-            })
-            .sum()
+        self.inner.totals.subscriptions.load(Ordering::Relaxed)
+    }
+
+    /// Bytes of event text held by the in-memory history of every topic (bounded by
+    /// [`Config::with_history_max_total_bytes`](crate::Config::with_history_max_total_bytes)).
+    pub fn history_bytes(&self) -> usize {
+        self.inner.totals.history_bytes.load(Ordering::Relaxed)
+    }
+
+    /// How many topics hold in-memory history (bounded by
+    /// [`Config::with_max_history_topics`](crate::Config::with_max_history_topics)).
+    pub fn history_topic_count(&self) -> usize {
+        self.inner.totals.history_topics.load(Ordering::Relaxed)
     }
 
     pub(crate) fn metrics(&self) -> &Metrics {
@@ -378,7 +513,7 @@ impl Hub {
         match topics.get(topic) {
             Some(state) => {
                 let mut stream = lock(&state.stream);
-                stream.expire(Instant::now(), self.inner.limits.ttl);
+                stream.expire(Instant::now(), self.inner.limits.ttl, &self.inner.totals);
                 stream.recover(since)
             }
             None => Recovery {
@@ -400,11 +535,13 @@ impl Hub {
     /// Adds connection `id` to `topic` (idempotent).
     pub(crate) fn subscribe(&self, topic: &Topic, id: ConnId, outbox: &Arc<Outbox>) {
         let mut topics = write(self.shard(topic.as_str()));
-        topics
-            .entry(topic.clone())
-            .or_insert_with(TopicState::new)
-            .subscribers
-            .insert(id, outbox.clone());
+        let state = self.entry(&mut topics, topic);
+        if state.subscribers.insert(id, outbox.clone()).is_none() {
+            self.inner
+                .totals
+                .subscriptions
+                .fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Subscribe with `since`, in-memory broker: under the shard's write lock, queues the
@@ -420,17 +557,22 @@ impl Hub {
     ) -> bool {
         let now = Instant::now();
         let mut topics = write(self.shard(topic.as_str()));
-        let state = topics.entry(topic.clone()).or_insert_with(TopicState::new);
+        let state = self.entry(&mut topics, topic);
         let recovery = {
             let mut stream = lock(&state.stream);
-            stream.expire(now, self.inner.limits.ttl);
-            stream.recover(since)
+            stream.expire(now, self.inner.limits.ttl, &self.inner.totals);
+            fit_outbox(stream.recover(since), outbox)
         };
         for (_, text) in recovery.events {
             let _ = outbox.push(text);
         }
         let _ = outbox.push(ack(recovery.recovered));
-        state.subscribers.insert(id, outbox.clone());
+        if state.subscribers.insert(id, outbox.clone()).is_none() {
+            self.inner
+                .totals
+                .subscriptions
+                .fetch_add(1, Ordering::Relaxed);
+        }
         recovery.recovered
     }
 
@@ -438,18 +580,20 @@ impl Hub {
     /// (live events are held back for it) until [`Hub::finish_pending`].
     pub(crate) fn subscribe_pending(&self, topic: &Topic, id: ConnId, outbox: &Arc<Outbox>) {
         let mut topics = write(self.shard(topic.as_str()));
-        topics
-            .entry(topic.clone())
-            .or_insert_with(TopicState::new)
-            .pending
-            .insert(
-                id,
-                Pending {
-                    outbox: outbox.clone(),
-                    held: Mutex::new(Vec::new()),
-                    floor: None,
-                },
-            );
+        let previous = self.entry(&mut topics, topic).pending.insert(
+            id,
+            Pending {
+                outbox: outbox.clone(),
+                held: Mutex::new(Vec::new()),
+                floor: None,
+            },
+        );
+        if previous.is_none() {
+            self.inner
+                .totals
+                .subscriptions
+                .fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Step 2: queues the replay from `recovery` (or nothing when it failed), the ack, then
@@ -509,12 +653,9 @@ impl Hub {
     pub(crate) fn unsubscribe(&self, topic: &str, id: ConnId) {
         let mut topics = write(self.shard(topic));
         if let Some(state) = topics.get_mut(topic) {
-            state.subscribers.remove(&id);
-            state.pending.remove(&id);
-            if state.is_unused() {
-                topics.remove(topic);
-            }
+            self.forget_subscriber(state, id);
         }
+        self.drop_if_unused(&mut topics, topic);
     }
 
     fn shard_index(&self, topic: &str) -> usize {
@@ -537,6 +678,7 @@ impl TopicState {
                 epoch: new_epoch().into(),
                 last_seq: 0,
                 history: VecDeque::new(),
+                bytes: 0,
             }),
         }
     }
@@ -590,14 +732,46 @@ impl TopicState {
 }
 
 impl Stream {
-    fn expire(&mut self, now: Instant, ttl: Duration) {
+    fn expire(&mut self, now: Instant, ttl: Duration, totals: &Totals) {
         while self
             .history
             .front()
-            .is_some_and(|e| now.duration_since(e.at) > ttl)
+            .is_some_and(|e| now.saturating_duration_since(e.at) > ttl)
         {
-            self.history.pop_front();
+            self.pop_front(totals);
         }
+    }
+
+    /// Drops the oldest event, keeping the byte and topic counts right.
+    fn pop_front(&mut self, totals: &Totals) -> Option<Entry> {
+        let entry = self.history.pop_front()?;
+        self.bytes -= cost(&entry.text);
+        totals
+            .history_bytes
+            .fetch_sub(cost(&entry.text), Ordering::Relaxed);
+        if self.history.is_empty() {
+            totals.history_topics.fetch_sub(1, Ordering::Relaxed);
+        }
+        // Shrinks a ring that once held a burst: an idle topic keeps no big buffer.
+        if self.history.capacity() > 64 && self.history.len() < self.history.capacity() / 4 {
+            self.history.shrink_to(self.history.len() * 2);
+        }
+        Some(entry)
+    }
+
+    fn push_back(&mut self, entry: Entry, totals: &Totals) {
+        if self.history.is_empty() {
+            totals.history_topics.fetch_add(1, Ordering::Relaxed);
+        }
+        self.bytes += cost(&entry.text);
+        totals
+            .history_bytes
+            .fetch_add(cost(&entry.text), Ordering::Relaxed);
+        self.history.push_back(entry);
+    }
+
+    fn clear(&mut self, totals: &Totals) {
+        while self.pop_front(totals).is_some() {}
     }
 
     fn recover(&self, since: &StreamPosition) -> Recovery {
@@ -626,6 +800,32 @@ impl Stream {
                     .collect(),
             },
             _ => failed,
+        }
+    }
+}
+
+/// What one history entry is charged against the byte bounds: its text plus the entry and
+/// shared-buffer bookkeeping, so that a flood of tiny events is bounded as well as a few huge
+/// ones.
+fn cost(text: &Utf8Bytes) -> usize {
+    text.len() + ENTRY_OVERHEAD
+}
+
+/// Bytes of bookkeeping per history entry (the ring slot: seq, time and the shared-bytes
+/// handle, plus the shared buffer's header), rounded up.
+const ENTRY_OVERHEAD: usize = 96;
+
+/// `recovery` if its replay fits the share of `outbox`'s budget a replay may take
+/// ([`Outbox::replay_fits`]), else `recovered: false`: the client refetches instead of
+/// overflowing its queue into a 4003 that every retry would repeat.
+pub(crate) fn fit_outbox(recovery: Recovery, outbox: &Outbox) -> Recovery {
+    let bytes = recovery.events.iter().map(|(_, t)| t.len()).sum();
+    if !recovery.recovered || outbox.replay_fits(recovery.events.len(), bytes) {
+        recovery
+    } else {
+        Recovery {
+            recovered: false,
+            events: Vec::new(),
         }
     }
 }
@@ -708,7 +908,10 @@ mod tests {
     }
 
     fn hub(size: usize, ttl: Duration) -> Hub {
-        Hub::new(HistoryLimits { size, ttl }, None)
+        let config = crate::Config::new("s")
+            .with_history_size(size)
+            .with_history_ttl(ttl);
+        Hub::new(HistoryLimits::from_config(&config), None)
     }
 
     fn drain(outbox: &Outbox) -> Vec<String> {
@@ -873,6 +1076,44 @@ mod tests {
             .chain((6..=10).map(|s| text(s).to_string()))
             .collect();
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn an_event_that_cannot_be_kept_leaves_no_hole_in_the_history() {
+        let config = crate::Config::new("s")
+            .with_history_size(10)
+            .with_history_max_topic_bytes(2048);
+        let hub = Hub::new(HistoryLimits::from_config(&config), None);
+        let topic = Topic::new("list:1").unwrap();
+        let small = event("list:1");
+        let mut huge = event("list:1");
+        huge.data.payload =
+            Payload::from_json(format!(r#"{{"blob":"{}"}}"#, "x".repeat(4096))).unwrap();
+        hub.publish(small.clone());
+        hub.publish(small.clone());
+        assert!(hub.history_bytes() > 0);
+        hub.publish(huge);
+        assert_eq!(hub.history_bytes(), 0, "history emptied, not holed");
+        assert_eq!(hub.history_topic_count(), 0);
+        hub.publish(small);
+        assert_eq!(hub.history_topic_count(), 1);
+        let pos = hub.position("list:1").unwrap();
+        assert_eq!(pos.seq, 4);
+        let ack = |r: bool| Utf8Bytes::from(format!("ack {r}"));
+        // Across the huge event (seq 3): not recoverable. After it: recovered.
+        let out = Arc::new(Outbox::new(16));
+        let since = StreamPosition {
+            seq: 2,
+            ..pos.clone()
+        };
+        assert!(!hub.subscribe_since(&topic, 1, &out, &since, ack));
+        let since = StreamPosition { seq: 3, ..pos };
+        assert!(hub.subscribe_since(&topic, 2, &out, &since, ack));
+        assert_eq!(hub.subscription_count(), 2);
+        hub.unsubscribe("list:1", 1);
+        hub.unsubscribe("list:1", 2);
+        assert_eq!(hub.subscription_count(), 0);
+        assert_eq!(hub.topic_count(), 1, "history keeps the topic");
     }
 
     #[test]

@@ -45,6 +45,7 @@ mod metrics;
 mod origin;
 mod outbox;
 pub mod publish;
+mod publishers;
 mod rate;
 mod serve;
 pub mod shutdown;
@@ -83,6 +84,8 @@ pub struct Tidings {
 
 struct Inner {
     hub: Hub,
+    /// The `POST /publish` rate limit per publisher.
+    publishers: publishers::PublishLimiter,
     broker: Arc<dyn broker::Broker>,
     /// Stops the broker's background listener (on shutdown or when the handle is dropped).
     broker_stop: CancellationToken,
@@ -113,10 +116,7 @@ impl Tidings {
     pub fn new(config: Config) -> Self {
         let shutdown = CancellationToken::new();
         let broker_stop = shutdown.child_token();
-        let history = hub::HistoryLimits {
-            size: config.history_size,
-            ttl: config.history_ttl,
-        };
+        let history = hub::HistoryLimits::from_config(&config);
         let (hub, broker): (Hub, Arc<dyn broker::Broker>) = match &config.redis_url {
             None => (Hub::new(history, None), Arc::new(broker::MemoryBroker)),
             Some(url) => match broker::RedisBroker::new(url, history) {
@@ -140,8 +140,14 @@ impl Tidings {
                 }
             },
         };
+        // Expired history is freed by a background sweep, not only when a later publish lands
+        // in the same shard (without a runtime, publishing still sweeps lazily).
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(hub.clone().sweep_forever(broker_stop.clone()));
+        }
         Self {
             inner: Arc::new(Inner {
+                publishers: publishers::PublishLimiter::new(&config),
                 hub,
                 broker,
                 broker_stop,
@@ -251,6 +257,10 @@ impl Tidings {
 
     fn limits(&self) -> &Arc<limits::ConnectionLimits> {
         &self.inner.limits
+    }
+
+    fn publishers(&self) -> &publishers::PublishLimiter {
+        &self.inner.publishers
     }
 
     fn tracker(&self) -> &TaskTracker {

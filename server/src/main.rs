@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use tidings_server::{Config, PUBLISH_SCOPE, Tidings};
+use tidings_server::{Config, PUBLISH_SCOPE, Tidings, config};
 use tracing_subscriber::EnvFilter;
 
 /// The tidings realtime gateway.
@@ -56,6 +56,24 @@ struct Cli {
     /// Max age in seconds of a topic's history; see `Config::with_history_ttl`.
     #[arg(long, env = "HISTORY_TTL_SECS", default_value_t = 300, global = true)]
     history_ttl_secs: u64,
+    /// Most bytes of event text one topic's history keeps; see
+    /// `Config::with_history_max_topic_bytes`.
+    #[arg(long, env = "HISTORY_MAX_TOPIC_BYTES", default_value_t = config::DEFAULT_HISTORY_MAX_TOPIC_BYTES, global = true)]
+    history_max_topic_bytes: usize,
+    /// Most bytes of event text all histories keep together; see
+    /// `Config::with_history_max_total_bytes`.
+    #[arg(long, env = "HISTORY_MAX_TOTAL_BYTES", default_value_t = config::DEFAULT_HISTORY_MAX_TOTAL_BYTES, global = true)]
+    history_max_total_bytes: usize,
+    /// Most topics holding history at once; see `Config::with_max_history_topics`.
+    #[arg(long, env = "MAX_HISTORY_TOPICS", default_value_t = config::DEFAULT_MAX_HISTORY_TOPICS, global = true)]
+    max_history_topics: usize,
+    /// Events per second one publisher may send to POST /publish; see
+    /// `Config::with_publish_rate`.
+    #[arg(long, env = "PUBLISH_RATE", default_value_t = config::DEFAULT_PUBLISH_RATE, global = true)]
+    publish_rate: u32,
+    /// Burst of the per-publisher rate; see `Config::with_publish_rate`.
+    #[arg(long, env = "PUBLISH_BURST", default_value_t = config::DEFAULT_PUBLISH_BURST, global = true)]
+    publish_burst: u32,
     /// Seconds of clock skew allowed when checking a token's `exp`/`nbf` (at most 60; a
     /// connection closes 4002 at `exp` plus this); see `Config::with_jwt_leeway`.
     #[arg(long, env = "JWT_LEEWAY_SECS", default_value_t = 30, global = true)]
@@ -158,6 +176,10 @@ fn config(cli: &Cli, secret: String) -> Config {
     config
         .with_history_size(cli.history_size)
         .with_history_ttl(Duration::from_secs(cli.history_ttl_secs))
+        .with_history_max_topic_bytes(cli.history_max_topic_bytes)
+        .with_history_max_total_bytes(cli.history_max_total_bytes)
+        .with_max_history_topics(cli.max_history_topics)
+        .with_publish_rate(cli.publish_rate, cli.publish_burst)
         .with_redis_url(redis_url)
 }
 

@@ -14,7 +14,9 @@
 //! Errors are JSON `{"error", "details"}` bodies (the protocol's `WSError` shape):
 //! 401 missing or invalid token, 403 no publish scope, 413 body too large, 400 body not JSON,
 //! 422 JSON that is not a valid event (missing field, wrong type, payload not an object,
-//! unknown event name), 503 the broker (Redis) is unavailable. Nothing is delivered when the
+//! unknown event name), 429 the publisher went over its rate (with `Retry-After`; see
+//! [`Config::with_publish_rate`](crate::Config::with_publish_rate)), 503 the broker (Redis) is
+//! unavailable. Nothing is delivered when the
 //! request fails.
 
 use axum::Json;
@@ -28,6 +30,7 @@ use tidings_protocol::{WSError, WSEvent};
 use crate::Tidings;
 use crate::auth::{AuthError, PUBLISH_SCOPE};
 use crate::broker::BrokerError;
+use crate::rate::RATE_LIMIT_EXCEEDED;
 
 /// Why a `POST /publish` request was refused; each variant is one HTTP status.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +57,13 @@ pub enum PublishError {
     /// 503: the broker could not take the event.
     #[error("{0}")]
     Unavailable(#[source] BrokerError),
+    /// 429: the publisher went over its rate
+    /// ([`Config::with_publish_rate`](crate::Config::with_publish_rate)).
+    #[error("publish rate exceeded; retry in {} ms", retry_after.as_millis())]
+    RateLimited {
+        /// When enough of the publisher's budget will be back (sent as `Retry-After`).
+        retry_after: std::time::Duration,
+    },
 }
 
 impl PublishError {
@@ -66,6 +76,7 @@ impl PublishError {
             PublishError::NotJson(_) => StatusCode::BAD_REQUEST,
             PublishError::InvalidEvent(_) => StatusCode::UNPROCESSABLE_ENTITY,
             PublishError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            PublishError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -77,6 +88,7 @@ impl PublishError {
             PublishError::NotJson(d) => ("Invalid JSON", d.clone()),
             PublishError::InvalidEvent(d) => ("Invalid event", d.clone()),
             PublishError::Unavailable(e) => ("Service unavailable", e.to_string()),
+            PublishError::RateLimited { .. } => (RATE_LIMIT_EXCEEDED, self.to_string()),
         };
         WSError {
             details: Some(details),
@@ -92,6 +104,13 @@ impl IntoResponse for PublishError {
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let PublishError::RateLimited { retry_after } = self {
+            // Whole seconds, rounded up (the header takes no fractions).
+            let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
         }
         response
     }
@@ -117,6 +136,11 @@ pub(crate) async fn publish(
     if !claims.has_scope(PUBLISH_SCOPE) {
         return Err(PublishError::Forbidden);
     }
+    // Before reading the body: a publisher over its rate costs no buffering or parsing.
+    tidings
+        .publishers()
+        .check(&claims.sub, 1, std::time::Instant::now())
+        .map_err(|retry_after| PublishError::RateLimited { retry_after })?;
     let limit = tidings.config().max_publish_body;
     let bytes = axum::body::to_bytes(body, limit)
         .await
