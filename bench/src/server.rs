@@ -90,7 +90,8 @@ impl Server {
                 // The benchmark's publisher is trusted and publishes flat out: the
                 // per-publisher rate limit (1,000/s by default) would measure the limiter.
                 if std::env::var_os("PUBLISH_RATE").is_none() {
-                    c.env("PUBLISH_RATE", "4000000000").env("PUBLISH_BURST", "4000000000");
+                    c.env("PUBLISH_RATE", "4000000000")
+                        .env("PUBLISH_BURST", "4000000000");
                 }
                 c
             }

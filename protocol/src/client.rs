@@ -27,7 +27,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::server::{StreamPosition, WSError};
+pub use crate::action::Action;
+use crate::position::StreamPosition;
+use crate::server::WSError;
 use crate::topic::{Topic, TopicError};
 
 /// A client → server message as a sender writes it (the TypeScript `WSClientMessage`).
@@ -87,25 +89,6 @@ impl std::fmt::Debug for WSClientMessage {
 
 /// A parsed client message: what the server acts on.
 pub type ClientMessage = WSClientMessage;
-
-/// The actions that take a topic (used in [`ParseError::TopicRequired`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
-    /// `subscribe`
-    Subscribe,
-    /// `unsubscribe`
-    Unsubscribe,
-}
-
-impl Action {
-    /// The action's wire name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Action::Subscribe => "subscribe",
-            Action::Unsubscribe => "unsubscribe",
-        }
-    }
-}
 
 /// Why a client frame was not a usable message. Each variant maps to one error reply
 /// ([`ParseError::to_reply`]); the connection stays open after any of them.

@@ -12,12 +12,16 @@
 //! `wasm32-unknown-unknown`.
 //!
 //! - [`topic`]: the validated [`Topic`] name.
+//! - [`action`]: the names of the actions that take a topic (shared by requests and errors).
+//! - [`position`]: a [`StreamPosition`] in a topic's stream (`seq` + `epoch`).
 //! - [`client`]: client → server messages and the seed's exact parsing rules.
 //! - [`server`]: server → client events, replies and error replies.
 //! - [`close`]: WebSocket close codes and whether a client should reconnect after them.
 
+pub mod action;
 pub mod client;
 pub mod close;
+pub mod position;
 pub mod server;
 pub mod topic;
 

@@ -16,7 +16,8 @@ use std::fmt;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
 
-use crate::client::Action;
+use crate::action::Action;
+pub use crate::position::StreamPosition;
 use crate::topic::{Topic, TopicError};
 
 /// What happened to the entity an event is about.
@@ -204,17 +205,6 @@ impl WSEvent {
     }
 }
 
-/// A position in a topic's stream: the `seq` of the last event seen, and its `epoch`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]
-pub struct StreamPosition {
-    /// The sequence number of the last event received.
-    #[cfg_attr(feature = "ts", ts(type = "number"))]
-    pub seq: u64,
-    /// The epoch that sequence number belongs to.
-    pub epoch: String,
-}
-
 /// A reply to a client's action.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "action", rename_all = "lowercase")]
@@ -240,6 +230,13 @@ pub enum WSReply {
     Pong,
     /// The connection now runs on the token sent with `refresh` (tidings addition).
     Refreshed,
+}
+
+impl WSReply {
+    /// [`WSReply::Pong`] as JSON text, so the server can answer a ping without serializing.
+    pub const PONG_JSON: &'static str = r#"{"action":"pong"}"#;
+    /// [`WSReply::Refreshed`] as JSON text.
+    pub const REFRESHED_JSON: &'static str = r#"{"action":"refreshed"}"#;
 }
 
 /// An error reply. The connection stays open after it.
@@ -271,6 +268,17 @@ impl WSError {
     pub const TOKEN_REQUIRED_REFRESH: &'static str = "Token is required for refresh action";
     /// The token is not allowed to subscribe to the topic (tidings addition; `topic` is set).
     pub const FORBIDDEN: &'static str = "Forbidden";
+    /// A subscribe beyond the per-connection subscription limit (tidings addition; `topic`
+    /// and `details` are set; the connection stays open).
+    pub const TOO_MANY_SUBSCRIPTIONS: &'static str = "Too many subscriptions";
+    /// A message dropped by the per-connection rate limit, or a publish refused by the
+    /// per-publisher one (tidings addition).
+    pub const RATE_LIMIT_EXCEEDED: &'static str = "Rate limit exceeded";
+    /// A reply the server could not produce (should not happen; tidings addition).
+    pub const INTERNAL_ERROR: &'static str = "Internal error";
+    /// [`WSError::INTERNAL_ERROR`] as a whole JSON reply, for the one place that cannot
+    /// serialize.
+    pub const INTERNAL_ERROR_JSON: &'static str = r#"{"error":"Internal error"}"#;
 
     /// A bare error with a fixed text.
     pub fn new(error: impl Into<String>) -> Self {
@@ -408,6 +416,18 @@ mod tests {
         assert_eq!(
             serde_json::to_string(&WSReply::Pong).unwrap(),
             r#"{"action":"pong"}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&WSReply::Pong).unwrap(),
+            WSReply::PONG_JSON
+        );
+        assert_eq!(
+            serde_json::to_string(&WSReply::Refreshed).unwrap(),
+            WSReply::REFRESHED_JSON
+        );
+        assert_eq!(
+            serde_json::to_string(&WSError::new(WSError::INTERNAL_ERROR)).unwrap(),
+            WSError::INTERNAL_ERROR_JSON
         );
         assert_eq!(
             serde_json::to_string(&WSReply::Refreshed).unwrap(),

@@ -13,7 +13,7 @@ use tidings_protocol::Topic;
 use crate::Claims;
 
 /// The error text of a denied subscribe.
-pub const FORBIDDEN: &str = "Forbidden";
+pub const FORBIDDEN: &str = tidings_protocol::WSError::FORBIDDEN;
 
 /// Decides whether a connection may subscribe to a topic. Called on the connection's reader
 /// for every subscribe, so it must be quick and must not block.

@@ -34,7 +34,7 @@ use crate::{Claims, Tidings};
 
 /// The error text sent when a subscribe would exceed the per-connection limit (tidings
 /// addition; the connection stays open).
-pub const TOO_MANY_SUBSCRIPTIONS: &str = "Too many subscriptions";
+pub const TOO_MANY_SUBSCRIPTIONS: &str = WSError::TOO_MANY_SUBSCRIPTIONS;
 
 /// A writer's batch keeps at most this many slots allocated between batches.
 const RETAINED_BATCH: usize = 16;
@@ -302,7 +302,7 @@ impl Connection {
                 self.reply(&WSReply::Unsubscribed { topic });
             }
             Ok(Some(ClientMessage::Ping)) => {
-                self.push(Utf8Bytes::from_static(r#"{"action":"pong"}"#));
+                self.push(Utf8Bytes::from_static(WSReply::PONG_JSON));
             }
             Ok(Some(ClientMessage::Refresh { token })) => self.refresh(&token),
             // Unknown actions are ignored without a reply, as in the seed.
@@ -334,7 +334,7 @@ impl Connection {
             .set_token_exp(Instant::now(), claims.exp, leeway);
         // Subscriptions made so far stay; later subscribes are decided on the new claims.
         *self.claims = claims;
-        self.push(Utf8Bytes::from_static(r#"{"action":"refreshed"}"#));
+        self.push(Utf8Bytes::from_static(WSReply::REFRESHED_JSON));
     }
 
     fn subscribe(&mut self, topic: Topic, since: Option<StreamPosition>) {
@@ -443,7 +443,7 @@ fn ack_text<T: serde::Serialize>(reply: &T) -> Utf8Bytes {
         // Cannot happen for protocol replies; logged rather than panicking.
         Err(e) => {
             tracing::error!(error = %e, "could not serialize a reply");
-            Utf8Bytes::from_static(r#"{"error":"Internal error"}"#)
+            Utf8Bytes::from_static(WSError::INTERNAL_ERROR_JSON)
         }
     }
 }

@@ -83,7 +83,7 @@ impl PublishError {
     fn body(&self) -> WSError {
         let (error, details) = match self {
             PublishError::Unauthorized(e) => ("Unauthorized", e.to_string()),
-            PublishError::Forbidden => ("Forbidden", self.to_string()),
+            PublishError::Forbidden => (WSError::FORBIDDEN, self.to_string()),
             PublishError::TooLarge { .. } => ("Payload too large", self.to_string()),
             PublishError::NotJson(d) => ("Invalid JSON", d.clone()),
             PublishError::InvalidEvent(d) => ("Invalid event", d.clone()),

@@ -14,7 +14,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 /// The error text sent back for a message dropped by the rate limit.
-pub const RATE_LIMIT_EXCEEDED: &str = "Rate limit exceeded";
+pub const RATE_LIMIT_EXCEEDED: &str = tidings_protocol::WSError::RATE_LIMIT_EXCEEDED;
 
 /// The rate-limit settings (from [`Config`](crate::Config)).
 #[derive(Debug, Clone, Copy, PartialEq)]
