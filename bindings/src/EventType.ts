@@ -2,5 +2,10 @@
 
 /**
  * What happened to the entity an event is about.
+ *
+ * Open: the seed's six names are variants (exact, as the seed sends them), and any other
+ * UPPER_SNAKE_CASE name ([`EventType::is_valid_name`]) is accepted as [`EventType::Other`]
+ * and forwarded unchanged, so an application is not tied to the gift dashboard's
+ * vocabulary. TypeScript sees the six names or any string.
  */
-export type EventType = "ADDED" | "UPDATED" | "DELETED" | "STATUS_CHANGED" | "ASSIGNED" | "COMMENT_ADDED";
+export type EventType = "ADDED" | "UPDATED" | "DELETED" | "STATUS_CHANGED" | "ASSIGNED" | "COMMENT_ADDED" | (string & {});

@@ -21,9 +21,20 @@ pub use crate::position::StreamPosition;
 use crate::topic::{Topic, TopicError};
 
 /// What happened to the entity an event is about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]
+///
+/// Open: the seed's six names are variants (exact, as the seed sends them), and any other
+/// UPPER_SNAKE_CASE name ([`EventType::is_valid_name`]) is accepted as [`EventType::Other`]
+/// and forwarded unchanged, so an application is not tied to the gift dashboard's
+/// vocabulary. TypeScript sees the six names or any string.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[cfg_attr(
+    feature = "ts",
+    derive(ts_rs::TS),
+    ts(
+        export,
+        type = r#""ADDED" | "UPDATED" | "DELETED" | "STATUS_CHANGED" | "ASSIGNED" | "COMMENT_ADDED" | (string & {})"#
+    )
+)]
 pub enum EventType {
     /// A new entity was created.
     Added,
@@ -37,7 +48,12 @@ pub enum EventType {
     Assigned,
     /// A comment was added to an entity.
     CommentAdded,
+    /// Any other UPPER_SNAKE_CASE name (tidings addition), e.g. `"TODO_DONE"`.
+    Other(String),
 }
+
+/// The longest event name accepted.
+pub const MAX_EVENT_NAME_LEN: usize = 64;
 
 impl EventType {
     /// Every event type, in declaration order.
@@ -50,8 +66,27 @@ impl EventType {
         EventType::CommentAdded,
     ];
 
+    /// The event type for wire name `name`: one of the six seed names, or any other valid
+    /// name as [`EventType::Other`]; `None` when `name` is not UPPER_SNAKE_CASE.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|e| e.as_str() == name)
+            .or_else(|| Self::is_valid_name(name).then(|| EventType::Other(name.to_owned())))
+    }
+
+    /// Whether `name` is a valid event name: 1 to [`MAX_EVENT_NAME_LEN`] characters, an
+    /// ASCII capital letter first, then capitals, digits and `_` (what the seed's six names
+    /// look like).
+    pub fn is_valid_name(name: &str) -> bool {
+        let mut chars = name.chars();
+        name.len() <= MAX_EVENT_NAME_LEN
+            && chars.next().is_some_and(|c| c.is_ascii_uppercase())
+            && chars.all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+    }
+
     /// The wire name (`"ADDED"`, `"STATUS_CHANGED"`, …).
-    pub fn as_str(self) -> &'static str {
+    pub fn as_str(&self) -> &str {
         match self {
             EventType::Added => "ADDED",
             EventType::Updated => "UPDATED",
@@ -59,7 +94,25 @@ impl EventType {
             EventType::StatusChanged => "STATUS_CHANGED",
             EventType::Assigned => "ASSIGNED",
             EventType::CommentAdded => "COMMENT_ADDED",
+            EventType::Other(name) => name,
         }
+    }
+}
+
+impl Serialize for EventType {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for EventType {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = std::borrow::Cow::<'de, str>::deserialize(deserializer)?;
+        Self::from_name(&name).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "unknown event type `{name}`: expected an UPPER_SNAKE_CASE name of at most {MAX_EVENT_NAME_LEN} characters"
+            ))
+        })
     }
 }
 
@@ -398,9 +451,20 @@ mod tests {
     }
 
     #[test]
-    fn unknown_event_name_is_refused() {
-        let text = r#"{"topic":"list:1","event":"EXPLODED","data":{"entity_id":"1","payload":{},"user_id":"7","timestamp":"t"}}"#;
-        assert!(serde_json::from_str::<WSEvent>(text).is_err());
+    fn event_names_are_open_but_upper_snake_case() {
+        let with = |name: &str| {
+            format!(
+                r#"{{"topic":"list:1","event":"{name}","data":{{"entity_id":"1","payload":{{}},"user_id":"7","timestamp":"t"}}}}"#
+            )
+        };
+        let other: WSEvent = serde_json::from_str(&with("EXPLODED")).unwrap();
+        assert_eq!(other.event, EventType::Other("EXPLODED".into()));
+        assert_eq!(serde_json::to_string(&other).unwrap(), with("EXPLODED"));
+        let seed: WSEvent = serde_json::from_str(&with("ADDED")).unwrap();
+        assert_eq!(seed.event, EventType::Added);
+        for bad in ["exploded", "", "1UP", "A-B", "ÉTÉ", &"A".repeat(65)] {
+            assert!(serde_json::from_str::<WSEvent>(&with(bad)).is_err(), "{bad}");
+        }
     }
 
     #[test]
@@ -446,6 +510,7 @@ mod tests {
     #[test]
     fn event_type_names() {
         for e in EventType::ALL {
+            assert_eq!(EventType::from_name(e.as_str()), Some(e.clone()));
             assert_eq!(
                 serde_json::to_string(&e).unwrap(),
                 format!("\"{}\"", e.as_str())

@@ -44,7 +44,7 @@ fn events<T: Serialize>(
     };
     Ok(topics
         .into_iter()
-        .map(|topic| WSEvent::new(topic, event, data.clone()))
+        .map(|topic| WSEvent::new(topic, event.clone(), data.clone()))
         .collect())
 }
 

@@ -37,5 +37,8 @@ export function describe(event: WSEvent): string {
     }
     case "DELETED":
       return `${who} removed ${name}`;
+    default:
+      // Event names are open (any UPPER_SNAKE_CASE name): say something sensible.
+      return `${who} changed ${name}`;
   }
 }
