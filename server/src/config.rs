@@ -50,6 +50,8 @@ pub struct Config {
     pub(crate) history_size: usize,
     pub(crate) history_ttl: Duration,
     pub(crate) redis_url: Option<String>,
+    pub(crate) max_history_fetches: usize,
+    pub(crate) max_history_fetches_per_connection: usize,
 }
 
 impl Config {
@@ -85,6 +87,8 @@ impl Config {
             history_size: 1000,
             history_ttl: Duration::from_secs(300),
             redis_url: None,
+            max_history_fetches: 32,
+            max_history_fetches_per_connection: 4,
         }
     }
 
@@ -318,6 +322,24 @@ impl Config {
         self
     }
 
+    /// With Redis: how many history fetches (subscribes with `since`) one node runs against
+    /// Redis at once. A fetch that waits longer than 2 s for a slot answers `recovered: false`
+    /// (the client refetches). Bounds the load one node's clients put on Redis. At least 1.
+    /// Defaults to 32.
+    pub fn with_max_history_fetches(mut self, max: usize) -> Self {
+        self.max_history_fetches = max.max(1);
+        self
+    }
+
+    /// With Redis: how many history fetches one connection runs at once; its further
+    /// subscribes with `since` wait their turn (in order, every one answered), at most one
+    /// per topic it may subscribe to (a subscribe beyond that, from a client looping
+    /// subscribe/unsubscribe, answers `recovered: false` at once). At least 1. Defaults to 4.
+    pub fn with_max_history_fetches_per_connection(mut self, max: usize) -> Self {
+        self.max_history_fetches_per_connection = max.max(1);
+        self
+    }
+
     /// The per-topic history size in effect.
     pub fn history_size(&self) -> usize {
         self.history_size
@@ -415,6 +437,11 @@ impl fmt::Debug for Config {
             .field("history_ttl", &self.history_ttl)
             // The URL may carry a password.
             .field("redis", &self.redis_url.as_ref().map(|_| "<set>"))
+            .field("max_history_fetches", &self.max_history_fetches)
+            .field(
+                "max_history_fetches_per_connection",
+                &self.max_history_fetches_per_connection,
+            )
             .finish()
     }
 }
