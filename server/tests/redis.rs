@@ -939,3 +939,65 @@ async fn history_fetches_beyond_the_bounds_wait_their_turn() {
         }
     }
 }
+
+/// Issue 10, item 3: a client looping subscribe-with-`since` + unsubscribe while Redis is
+/// slow cannot pile up fetches: beyond one outstanding fetch per topic it may subscribe to,
+/// the subscribe is answered `recovered: false` at once (and the connection joins live);
+/// the fetches already queued are answered once Redis is back.
+#[tokio::test]
+#[ignore = "needs a redis-server: run ./scripts/test-redis"]
+async fn outstanding_fetches_per_connection_are_capped() {
+    let redis = RedisServer::start(RedisServer::free_port()).await;
+    let server = start_server_with(
+        Config::new(SECRET)
+            .with_redis_url(Some(redis.url()))
+            .with_max_subscriptions_per_connection(2)
+            .with_max_history_fetches_per_connection(1),
+    )
+    .await;
+    assert!(eventually(|| async { server.tidings.broker_degraded().is_none() }).await);
+    let mut ws = server.client().await;
+    let mut positions = Vec::new();
+    for topic in ["list:a", "list:b"] {
+        subscribe_since(&mut ws, topic, None).await;
+        server.tidings.publish(event(topic, "1")).await.unwrap();
+        let e = next_event(&mut ws).await;
+        positions.push((e.seq.unwrap(), e.epoch.unwrap()));
+        roundtrip(
+            &mut ws,
+            &format!(r#"{{"action":"unsubscribe","topic":"{topic}"}}"#),
+            &format!(r#"{{"action":"unsubscribed","topic":"{topic}"}}"#),
+        )
+        .await;
+    }
+    let since = |topic: &str, (seq, epoch): &(u64, String)| {
+        serde_json::json!({"action": "subscribe", "topic": topic, "since": {"seq": seq, "epoch": epoch}})
+            .to_string()
+    };
+    // Redis stalls every client for 1.5 s: the first fetch hangs, the second waits its turn.
+    redis_cmd(
+        &redis.url(),
+        redis::cmd("CLIENT").arg("PAUSE").arg(1500).arg("ALL"),
+    )
+    .await;
+    send(&mut ws, &since("list:a", &positions[0])).await;
+    send(&mut ws, &since("list:b", &positions[1])).await;
+    roundtrip(
+        &mut ws,
+        r#"{"action":"unsubscribe","topic":"list:a"}"#,
+        r#"{"action":"unsubscribed","topic":"list:a"}"#,
+    )
+    .await;
+    // Two fetches outstanding, two topics allowed: the third is not queued.
+    send(&mut ws, &since("list:a", &positions[0])).await;
+    assert_eq!(
+        recv_text(&mut ws).await,
+        r#"{"action":"subscribed","topic":"list:a","recovered":false}"#
+    );
+    // Once Redis answers, the queued fetch completes (the first one's parking is gone).
+    assert_eq!(
+        recv_text(&mut ws).await,
+        r#"{"action":"subscribed","topic":"list:b","recovered":true}"#
+    );
+    roundtrip(&mut ws, r#"{"action":"ping"}"#, r#"{"action":"pong"}"#).await;
+}

@@ -43,7 +43,8 @@
 //! Live events skipping numbers (a lost pub/sub message) are repaired the same way before
 //! the next one is delivered (see [`Hub::deliver`]). The listener does this inline, so events
 //! of other topics wait meanwhile (normally a few milliseconds; each command is bounded by
-//! [`REDIS_TIMEOUT`], and a failure restarts the subscription and the check).
+//! [`REDIS_TIMEOUT`], and a failure restarts the subscription and the check). The link is
+//! pinged every [`PUBSUB_PING`], so one that hangs without an error counts as a break too.
 //!
 //! [`Config::with_max_history_fetches`]: crate::Config::with_max_history_fetches
 //! [`Config::with_max_history_fetches_per_connection`]: crate::Config::with_max_history_fetches_per_connection
@@ -68,6 +69,9 @@ const CHANNEL: &str = "tidings:events";
 const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
 /// The longest pause between two attempts to restore the pub/sub subscription.
 pub(crate) const MAX_RETRY: Duration = Duration::from_secs(2);
+/// How often the pub/sub link is pinged: one that hangs without an error (a silent network
+/// failure) is noticed within this plus [`REDIS_TIMEOUT`], then restored and checked.
+const PUBSUB_PING: Duration = Duration::from_secs(5);
 /// Topics whose position one pipelined round trip reads after the subscription comes back.
 const RESYNC_BATCH: usize = 512;
 /// How long before a detected break an event may have been lost in flight: a topic with no
@@ -242,9 +246,25 @@ impl RedisBroker {
                 // Redis answers again: the next command reconnects if it must.
                 self.failing.store(false, Ordering::Relaxed);
                 tracing::info!("redis pub/sub subscribed");
-                let mut messages = pubsub.on_message();
-                while let Some(msg) = messages.next().await {
-                    self.deliver(&hub, msg.get_payload_bytes()).await?;
+                let (mut sink, mut messages) = pubsub.split();
+                let mut check = tokio::time::interval_at(
+                    tokio::time::Instant::now() + PUBSUB_PING,
+                    PUBSUB_PING,
+                );
+                loop {
+                    tokio::select! {
+                        msg = messages.next() => match msg {
+                            Some(msg) => self.deliver(&hub, msg.get_payload_bytes()).await?,
+                            None => break,
+                        },
+                        _ = check.tick() => {
+                            // A link that hangs without an error would lose events silently.
+                            tokio::time::timeout(REDIS_TIMEOUT, sink.ping::<redis::Value>())
+                                .await
+                                .map_err(|_| "pub/sub ping timed out".to_owned())?
+                                .map_err(|e| e.to_string())?;
+                        }
+                    }
                 }
                 Err::<(), String>("pub/sub connection closed".to_owned())
             };
