@@ -94,16 +94,6 @@ pub(crate) struct Recovery {
     pub(crate) events: Vec<(u64, Utf8Bytes)>,
 }
 
-/// What [`Hub::deliver`] did with an event of the external broker.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Delivered {
-    /// Queued for this many local connections (0: none here, or already delivered).
-    Queued(usize),
-    /// Not queued: the events after this position (the topic's last delivered one) never
-    /// reached this node. Replay them ([`Hub::repair`]), then hand the event in again.
-    Gap(StreamPosition),
-}
-
 /// Bounds of the in-memory history.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct HistoryLimits {
@@ -738,6 +728,57 @@ impl TopicState {
     }
 }
 
+impl Stream {
+    fn expire(&mut self, now: Instant, ttl: Duration) {
+        while self
+            .history
+            .front()
+            .is_some_and(|e| now.duration_since(e.at) > ttl)
+        {
+            self.history.pop_front();
+        }
+    }
+
+    fn recover(&self, since: &StreamPosition) -> Recovery {
+        let failed = Recovery {
+            recovered: false,
+            events: Vec::new(),
+        };
+        if *self.epoch != *since.epoch || since.seq > self.last_seq {
+            return failed;
+        }
+        if since.seq == self.last_seq {
+            return Recovery {
+                recovered: true,
+                events: Vec::new(),
+            };
+        }
+        // The history must still hold the event right after `since`.
+        match self.history.front() {
+            Some(first) if first.seq <= since.seq + 1 => Recovery {
+                recovered: true,
+                events: self
+                    .history
+                    .iter()
+                    .filter(|e| e.seq > since.seq)
+                    .map(|e| (e.seq, e.text.clone()))
+                    .collect(),
+            },
+            _ => failed,
+        }
+    }
+}
+
+/// What [`Hub::deliver`] did with an event of the external broker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Delivered {
+    /// Queued for this many local connections (0: none here, or already delivered).
+    Queued(usize),
+    /// Not queued: the events after this position (the topic's last delivered one) never
+    /// reached this node. Replay them ([`Hub::repair`]), then hand the event in again.
+    Gap(StreamPosition),
+}
+
 impl TopicState {
     /// Closes every subscriber, live or pending, with 1013 (reconnect and recover) and
     /// returns them, to be removed.
@@ -778,47 +819,6 @@ impl TopicState {
             }
         }
         dead
-    }
-}
-
-impl Stream {
-    fn expire(&mut self, now: Instant, ttl: Duration) {
-        while self
-            .history
-            .front()
-            .is_some_and(|e| now.duration_since(e.at) > ttl)
-        {
-            self.history.pop_front();
-        }
-    }
-
-    fn recover(&self, since: &StreamPosition) -> Recovery {
-        let failed = Recovery {
-            recovered: false,
-            events: Vec::new(),
-        };
-        if *self.epoch != *since.epoch || since.seq > self.last_seq {
-            return failed;
-        }
-        if since.seq == self.last_seq {
-            return Recovery {
-                recovered: true,
-                events: Vec::new(),
-            };
-        }
-        // The history must still hold the event right after `since`.
-        match self.history.front() {
-            Some(first) if first.seq <= since.seq + 1 => Recovery {
-                recovered: true,
-                events: self
-                    .history
-                    .iter()
-                    .filter(|e| e.seq > since.seq)
-                    .map(|e| (e.seq, e.text.clone()))
-                    .collect(),
-            },
-            _ => failed,
-        }
     }
 }
 

@@ -845,38 +845,54 @@ async fn resubscribing_at_the_current_position_reads_no_history() {
 #[tokio::test]
 #[ignore = "needs a redis-server: run ./scripts/test-redis"]
 async fn a_replay_over_the_outbound_budget_answers_not_recovered() {
+    // A replay may take 16 events and 32 KB.
     let server = start_server_with(
         Config::new(SECRET)
             .with_redis_url(Some(redis_url()))
+            .with_outbound_queue_capacity(32)
             .with_max_outbound_bytes(64 * 1024),
     )
     .await;
     assert!(eventually(|| async { server.tidings.broker_degraded().is_none() }).await);
-    let topic = unique("list");
+    let (big, many) = (unique("big"), unique("many"));
     let mut ws = server.client().await;
-    subscribe_since(&mut ws, &topic, None).await;
-    server.publish_http(&event_json(&topic, "1")).await;
-    let first = next_event(&mut ws).await;
-    let since = (first.seq.unwrap(), first.epoch.clone().unwrap());
+    let mut since = Vec::new();
+    for topic in [&big, &many] {
+        subscribe_since(&mut ws, topic, None).await;
+        server.publish_http(&event_json(topic, "1")).await;
+        let first = next_event(&mut ws).await;
+        since.push((first.seq.unwrap(), first.epoch.clone().unwrap()));
+    }
     drop(ws);
-    // 20 events of 4 KB missed: 80 KB, over the 32 KB a replay may take.
-    let mut event = event_json(&topic, "2");
+    // Missed: 10 events of 4 KB (40 KB, over the bytes) and 20 small ones (over the count).
+    let mut event = event_json(&big, "2");
     event["data"]["payload"]["name"] = Value::String("y".repeat(4000));
-    for _ in 0..20 {
+    for _ in 0..10 {
         server.publish_http(&event).await;
+    }
+    for i in 2..=21 {
+        server
+            .publish_http(&event_json(&many, &i.to_string()))
+            .await;
     }
     for _ in 0..3 {
         let mut ws = server.client().await;
-        let sub = subscribe_since(&mut ws, &topic, Some((since.0, &since.1))).await;
-        assert_eq!(sub.recovered, Some(false));
-        assert!(sub.events.is_empty());
+        for (topic, (seq, epoch)) in [&big, &many].into_iter().zip(&since) {
+            let sub = subscribe_since(&mut ws, topic, Some((*seq, epoch))).await;
+            assert_eq!(sub.recovered, Some(false), "{topic}");
+            assert!(sub.events.is_empty());
+        }
+        // Still up: no 4003.
         roundtrip(&mut ws, r#"{"action":"ping"}"#, r#"{"action":"pong"}"#).await;
     }
-    // From a later position the replay fits.
+    // From later positions the replays fit.
     let mut ws = server.client().await;
-    let sub = subscribe_since(&mut ws, &topic, Some((since.0 + 16, &since.1))).await;
+    let sub = subscribe_since(&mut ws, &big, Some((since[0].0 + 6, &since[0].1))).await;
     assert_eq!(sub.recovered, Some(true));
     assert_eq!(sub.events.len(), 4);
+    let sub = subscribe_since(&mut ws, &many, Some((since[1].0 + 5, &since[1].1))).await;
+    assert_eq!(sub.recovered, Some(true));
+    assert_eq!(sub.events.len(), 15);
 }
 
 /// Issue 10, item 3: with one history fetch per connection and per node, a client
