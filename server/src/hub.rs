@@ -1150,6 +1150,31 @@ mod tests {
     }
 
     #[test]
+    fn a_repair_merges_with_a_recovering_subscriber() {
+        let hub = hub(0, Duration::from_secs(60));
+        let topic = Topic::new("list:1").unwrap();
+        let live = Arc::new(Outbox::new(64));
+        hub.subscribe(&topic, 1, &live);
+        hub.deliver("list:1", 1, "e", text(1, "e"));
+        // A client recovering from seq 1 is parked; 2..=4 are lost on the way to this node.
+        let out = Arc::new(Outbox::new(64));
+        let ticket = hub.subscribe_pending(&topic, 2, &out);
+        let Delivered::Gap(from) = hub.deliver("list:1", 5, "e", text(5, "e")) else {
+            panic!("gap not reported");
+        };
+        hub.repair("list:1", &from, replay(2..=5));
+        hub.deliver("list:1", 5, "e", text(5, "e"));
+        // Its own fetch read up to 6 (published meanwhile, not yet delivered here).
+        hub.finish_pending(&topic, 2, ticket, 1, replay(2..=6), |r| {
+            format!("{{\"seq\":0,\"ack\":{r}}}").into()
+        });
+        hub.deliver("list:1", 6, "e", text(6, "e"));
+        hub.deliver("list:1", 7, "e", text(7, "e"));
+        assert_eq!(positions(&drain(&live)), (1..=7).collect::<Vec<_>>());
+        assert_eq!(positions(&drain(&out)), [2, 3, 4, 5, 6, 0, 7]);
+    }
+
+    #[test]
     fn a_repair_over_a_subscribers_budget_closes_it_with_1013() {
         let hub = hub(0, Duration::from_secs(60));
         let topic = Topic::new("list:1").unwrap();
