@@ -2,7 +2,8 @@
 //!
 //! Per topic `T` Redis holds two keys (the `{T}` hash tag keeps them in one cluster slot):
 //! `tidings:{T}:meta`, a hash with the stream's `epoch` (set once with `HSETNX` to a random
-//! value) and its last `seq` (`HINCRBY`), and `tidings:{T}:hist`, a list of the last N events
+//! value), its last `seq` (`HINCRBY`) and the time of its last event (`at`, unix ms, for the
+//! check after a pub/sub break), and `tidings:{T}:hist`, a list of the last N events
 //! as `seq \n unix-ms \n json`, trimmed with `LTRIM`. One Lua script per publish numbers the
 //! event, splices `seq`/`epoch` into its JSON, appends it to the history, refreshes both
 //! keys' TTL (the history's max age: a topic idle for longer forgets its keys, and its next
@@ -38,10 +39,11 @@
 //!   (try again later). A client reconnects and resubscribes with `since`, which either
 //!   recovers or answers `recovered: false` (refetch);
 //! - a topic this node has subscribers of but no event yet, whose last event was published
-//!   while the subscription was down (or within [`RESYNC_MARGIN`] before): 1013 too.
+//!   after the subscription was last known to deliver (minus [`RESYNC_MARGIN`]): 1013 too.
 //!
 //! Live events skipping numbers (a lost pub/sub message) are repaired the same way before
-//! the next one is delivered (see [`Hub::deliver`]). The listener does this inline, so events
+//! the next one is delivered, and a new epoch that starts past `seq` 1 on a topic this node
+//! had delivered events of closes its subscribers with 1013 (see [`Hub::deliver`]). The listener does this inline, so events
 //! of other topics wait meanwhile (normally a few milliseconds; each command is bounded by
 //! [`REDIS_TIMEOUT`], and a failure restarts the subscription and the check). The link is
 //! pinged every [`PUBSUB_PING`], so one that hangs without an error counts as a break too.
@@ -74,9 +76,9 @@ pub(crate) const MAX_RETRY: Duration = Duration::from_secs(2);
 const PUBSUB_PING: Duration = Duration::from_secs(5);
 /// Topics whose position one pipelined round trip reads after the subscription comes back.
 const RESYNC_BATCH: usize = 512;
-/// How long before a detected break an event may have been lost in flight: a topic with no
-/// position on this node counts as affected when its last event is younger than the outage
-/// plus this.
+/// Slack for events in flight: a topic with no position on this node counts as
+/// affected by a break when its last event is younger than the time since the subscription
+/// was last known to deliver (last event or ping answered) plus this.
 const RESYNC_MARGIN: Duration = Duration::from_secs(2);
 
 const PUBLISH: &str = r#"
@@ -229,8 +231,9 @@ impl RedisBroker {
     /// to `hub`, and re-subscribes after any failure.
     pub(crate) async fn listen(self: Arc<Self>, hub: Hub, stop: CancellationToken) {
         let mut retry = Duration::from_millis(100);
-        // Since when this node may have missed events: its start, then each detected break.
-        let mut down_since = std::time::Instant::now();
+        // The last moment this node's subscription was known to be delivering (its start,
+        // then the last event or ping answered): events after it may have been missed.
+        let mut alive_at = std::time::Instant::now();
         loop {
             let session = async {
                 let mut pubsub =
@@ -241,7 +244,8 @@ impl RedisBroker {
                 pubsub.subscribe(CHANNEL).await.map_err(|e| e.to_string())?;
                 // Every event from here on arrives through `pubsub` (buffered meanwhile);
                 // what was published while it was down is repaired first.
-                self.resync(&hub, down_since.elapsed()).await?;
+                self.resync(&hub, alive_at.elapsed()).await?;
+                alive_at = std::time::Instant::now();
                 self.listening.store(true, Ordering::Relaxed);
                 // Redis answers again: the next command reconnects if it must.
                 self.failing.store(false, Ordering::Relaxed);
@@ -254,15 +258,21 @@ impl RedisBroker {
                 loop {
                     tokio::select! {
                         msg = messages.next() => match msg {
-                            Some(msg) => self.deliver(&hub, msg.get_payload_bytes()).await?,
+                            Some(msg) => {
+                                alive_at = std::time::Instant::now();
+                                self.deliver(&hub, msg.get_payload_bytes()).await?;
+                            }
                             None => break,
                         },
                         _ = check.tick() => {
                             // A link that hangs without an error would lose events silently.
+                            let sent = std::time::Instant::now();
                             tokio::time::timeout(REDIS_TIMEOUT, sink.ping::<redis::Value>())
                                 .await
                                 .map_err(|_| "pub/sub ping timed out".to_owned())?
                                 .map_err(|e| e.to_string())?;
+                            // Everything published before the ping has been received.
+                            alive_at = sent;
                         }
                     }
                 }
@@ -274,9 +284,6 @@ impl RedisBroker {
                 result = session => result,
             };
             let was_up = self.listening.swap(false, Ordering::Relaxed);
-            if was_up {
-                down_since = std::time::Instant::now();
-            }
             if let Err(e) = result {
                 if was_up {
                     tracing::warn!(error = %e, "redis pub/sub lost; retrying");
