@@ -30,8 +30,8 @@ impl Broker for MemoryBroker {
         since: &'a StreamPosition,
         _bound: ReplayBound,
     ) -> BoxFuture<'a, Result<Recovery, BrokerError>> {
-        // The in-memory path replays under the topic's lock (`Hub::subscribe_since`), which
-        // applies the outbound budget itself; this read is not used for recovery.
+        // In memory, recovery replays under the topic's lock (`Hub::subscribe_since`); this
+        // read is not on that path, so `bound` is not applied here.
         Box::pin(async move { Ok(hub.recover(topic.as_str(), since)) })
     }
 
