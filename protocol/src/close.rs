@@ -29,7 +29,9 @@ pub enum CloseCode {
     InternalError = 1011,
     /// 1012: the server is restarting; reconnect (with jitter).
     ServiceRestart = 1012,
-    /// 1013: the server is overloaded; try again later.
+    /// 1013: try again later. With the Redis broker: the node's pub/sub link broke and events
+    /// of a subscribed topic were missed that it cannot replay; reconnect and resubscribe with
+    /// `since` (which recovers, or answers `recovered: false`).
     TryAgainLater = 1013,
     /// 4001: the token is missing, invalid or expired at connect time (the seed's code).
     Unauthorized = 4001,

@@ -463,7 +463,10 @@ mod tests {
         let seed: WSEvent = serde_json::from_str(&with("ADDED")).unwrap();
         assert_eq!(seed.event, EventType::Added);
         for bad in ["exploded", "", "1UP", "A-B", "ÉTÉ", &"A".repeat(65)] {
-            assert!(serde_json::from_str::<WSEvent>(&with(bad)).is_err(), "{bad}");
+            assert!(
+                serde_json::from_str::<WSEvent>(&with(bad)).is_err(),
+                "{bad}"
+            );
         }
     }
 

@@ -69,6 +69,8 @@ pub struct Config {
     pub(crate) publish_rate: u32,
     pub(crate) publish_burst: u32,
     pub(crate) max_publishers: usize,
+    pub(crate) max_history_fetches: usize,
+    pub(crate) max_history_fetches_per_connection: usize,
 }
 
 impl Config {
@@ -110,6 +112,8 @@ impl Config {
             publish_rate: DEFAULT_PUBLISH_RATE,
             publish_burst: DEFAULT_PUBLISH_BURST,
             max_publishers: DEFAULT_MAX_PUBLISHERS,
+            max_history_fetches: 32,
+            max_history_fetches_per_connection: 4,
         }
     }
 
@@ -396,6 +400,24 @@ impl Config {
         self
     }
 
+    /// With Redis: how many history fetches (subscribes with `since`) one node runs against
+    /// Redis at once. A fetch that waits longer than 2 s for a slot answers `recovered: false`
+    /// (the client refetches). Bounds the load one node's clients put on Redis. At least 1.
+    /// Defaults to 32.
+    pub fn with_max_history_fetches(mut self, max: usize) -> Self {
+        self.max_history_fetches = max.max(1);
+        self
+    }
+
+    /// With Redis: how many history fetches one connection runs at once; its further
+    /// subscribes with `since` wait their turn (in order, every one answered), at most one
+    /// per topic it may subscribe to (a subscribe beyond that, from a client looping
+    /// subscribe/unsubscribe, answers `recovered: false` at once). At least 1. Defaults to 4.
+    pub fn with_max_history_fetches_per_connection(mut self, max: usize) -> Self {
+        self.max_history_fetches_per_connection = max.max(1);
+        self
+    }
+
     /// The per-topic history size in effect.
     pub fn history_size(&self) -> usize {
         self.history_size
@@ -499,6 +521,11 @@ impl fmt::Debug for Config {
             .field("max_publishers", &self.max_publishers)
             // The URL may carry a password.
             .field("redis", &self.redis_url.as_ref().map(|_| "<set>"))
+            .field("max_history_fetches", &self.max_history_fetches)
+            .field(
+                "max_history_fetches_per_connection",
+                &self.max_history_fetches_per_connection,
+            )
             .finish()
     }
 }

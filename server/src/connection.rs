@@ -15,6 +15,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
@@ -26,6 +27,7 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep_until, timeout};
 use tracing::Instrument;
 
+use crate::broker::ReplayBound;
 use crate::heartbeat::{Due, Heartbeat};
 use crate::hub::{ConnId, Hub, Recovery};
 use crate::outbox::Outbox;
@@ -55,6 +57,27 @@ struct Connection {
     claims: Box<Claims>,
     /// The server handle, for settings read on demand (cheaper to keep than copies).
     tidings: Tidings,
+    /// This connection's history fetches (Redis), made on its first subscribe with `since`.
+    fetches: Option<Arc<FetchSlots>>,
+}
+
+/// Bounds one connection's history fetches (Redis broker): a few run at once
+/// ([`Config::with_max_history_fetches_per_connection`](crate::Config::with_max_history_fetches_per_connection)),
+/// the others wait their turn in order, and at most one per topic the connection may hold
+/// can be outstanding (running or waiting), so a client looping subscribe/unsubscribe cannot
+/// pile up waiting tasks.
+struct FetchSlots {
+    running: tokio::sync::Semaphore,
+    outstanding: AtomicUsize,
+}
+
+/// One outstanding fetch of a connection, counted out when its task ends.
+struct Outstanding(Arc<FetchSlots>);
+
+impl Drop for Outstanding {
+    fn drop(&mut self) {
+        self.0.outstanding.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// The halves of an upgraded socket. The socket is split as soon as it is upgraded (before
@@ -109,6 +132,7 @@ pub(crate) fn start(
         ),
         claims: Box::new(claims),
         tidings: tidings.clone(),
+        fetches: None,
     };
     run(conn, stream, writer, config.close_timeout).instrument(span)
 }
@@ -398,12 +422,42 @@ impl Connection {
             // Redis: park the connection (live events are held back), fetch the history,
             // then replay and merge. The reader goes on meanwhile.
             Some(broker) => {
+                let config = self.tidings.config();
+                let slots = self
+                    .fetches
+                    .get_or_insert_with(|| {
+                        Arc::new(FetchSlots {
+                            running: tokio::sync::Semaphore::new(
+                                config.max_history_fetches_per_connection,
+                            ),
+                            outstanding: AtomicUsize::new(0),
+                        })
+                    })
+                    .clone();
+                if slots.outstanding.fetch_add(1, Ordering::Relaxed) >= self.max_subscriptions {
+                    slots.outstanding.fetch_sub(1, Ordering::Relaxed);
+                    tracing::debug!(%topic, "too many history fetches queued; not recovered");
+                    self.hub.subscribe(&topic, self.id, &self.outbox);
+                    self.push(ack(false));
+                    return;
+                }
+                let outstanding = Outstanding(slots);
+                let bound =
+                    ReplayBound::for_outbox(self.outbox.capacity(), config.max_outbound_bytes);
                 let broker = broker.clone();
                 let hub = self.hub.clone();
                 let id = self.id;
-                hub.subscribe_pending(&topic, id, &self.outbox);
+                let ticket = hub.subscribe_pending(&topic, id, &self.outbox);
                 tokio::spawn(async move {
-                    let recovery = match broker.history(&hub, &topic, &since).await {
+                    let slots = &outstanding.0;
+                    let Ok(_running) = slots.running.acquire().await else {
+                        return;
+                    };
+                    // Left the topic while waiting: nothing to fetch.
+                    if !hub.pending_is_current(topic.as_str(), id, ticket) {
+                        return;
+                    }
+                    let recovery = match broker.history(&hub, &topic, &since, bound).await {
                         Ok(recovery) => recovery,
                         Err(e) => {
                             tracing::debug!(%topic, error = %e, "history unavailable; not recovered");
@@ -413,7 +467,7 @@ impl Connection {
                             }
                         }
                     };
-                    hub.finish_pending(&topic, id, since.seq, recovery, ack);
+                    hub.finish_pending(&topic, id, ticket, since.seq, recovery, ack);
                 });
             }
         }

@@ -61,6 +61,9 @@ struct TopicState {
 
 struct Pending {
     outbox: Arc<Outbox>,
+    /// Tells this parking apart from an earlier one of the same connection on the same topic
+    /// (unsubscribed and subscribed again while the first fetch was in flight).
+    ticket: u64,
     held: Mutex<Vec<(u64, Utf8Bytes)>>,
     /// `None` while the history is fetched (events are held). `Some(seq)` once replayed but
     /// this node's pub/sub had not yet caught up with the replay: events up to `seq` are
@@ -339,36 +342,64 @@ impl Hub {
     }
 
     /// Delivers an event that the external broker numbered (`seq`) and serialized (`text`) to
-    /// the local subscribers of `topic`; returns how many it was queued for. Events at or
-    /// below the topic's last delivered `seq` are dropped (already delivered).
-    pub(crate) fn deliver(&self, topic: &str, seq: u64, epoch: &str, text: Utf8Bytes) -> usize {
+    /// the local subscribers of `topic`. Events at or below the topic's last delivered `seq`
+    /// are dropped (already delivered).
+    ///
+    /// A topic's position is known once this node delivered one of its events (`last_seq >
+    /// 0`); before that, any event is taken as the first. A known topic whose events skip
+    /// numbers lost some on the way: nothing is queued and [`Delivered::Gap`] asks the caller
+    /// to replay the missing ones ([`Hub::repair`]) and hand this event in again. A known
+    /// topic on which a new epoch starts past `seq` 1 lost events of both streams: its
+    /// subscribers are closed with 1013 (reconnect, then recover with `since`).
+    pub(crate) fn deliver(&self, topic: &str, seq: u64, epoch: &str, text: Utf8Bytes) -> Delivered {
         let span = tracing::debug_span!("deliver", topic, seq, delivered = tracing::field::Empty);
         let _entered = span.enter();
         let delivered = self.deliver_in_span(topic, seq, epoch, text);
-        span.record("delivered", delivered);
+        if let Delivered::Queued(count) = delivered {
+            span.record("delivered", count);
+        }
         delivered
     }
 
-    fn deliver_in_span(&self, topic: &str, seq: u64, epoch: &str, text: Utf8Bytes) -> usize {
+    fn deliver_in_span(&self, topic: &str, seq: u64, epoch: &str, text: Utf8Bytes) -> Delivered {
         let shard = self.shard(topic);
         let (delivered, dead) = {
             let topics = read(shard);
             let Some(state) = topics.get(topic) else {
-                return 0;
+                return Delivered::Queued(0);
             };
             let mut stream = lock(&state.stream);
+            let known = stream.last_seq > 0;
             let new_epoch = *stream.epoch != *epoch;
             if new_epoch {
                 // A new stream (Redis lost the topic's keys): numbering starts over.
                 stream.epoch = epoch.into();
+                if known && seq > 1 {
+                    tracing::warn!(
+                        topic,
+                        seq,
+                        "a new epoch began with missed events; closing its subscribers"
+                    );
+                    stream.last_seq = seq;
+                    let dead = state.close_all();
+                    drop(stream);
+                    drop(topics);
+                    self.remove_dead(shard, topic, &dead);
+                    return Delivered::Queued(0);
+                }
             } else if seq <= stream.last_seq {
-                return 0;
+                return Delivered::Queued(0);
+            } else if known && seq > stream.last_seq + 1 {
+                return Delivered::Gap(StreamPosition {
+                    seq: stream.last_seq,
+                    epoch: epoch.to_owned(),
+                });
             }
             stream.last_seq = seq;
             state.queue(seq, &text, new_epoch)
         };
         self.remove_dead(shard, topic, &dead);
-        delivered
+        Delivered::Queued(delivered)
     }
 
     fn remove_dead(&self, shard: &Shard, topic: &str, dead: &[ConnId]) {
@@ -577,13 +608,16 @@ impl Hub {
     }
 
     /// Subscribe with `since`, external broker, step 1: parks the connection as pending
-    /// (live events are held back for it) until [`Hub::finish_pending`].
-    pub(crate) fn subscribe_pending(&self, topic: &Topic, id: ConnId, outbox: &Arc<Outbox>) {
+    /// (live events are held back for it) until [`Hub::finish_pending`]. Returns the ticket
+    /// that names this parking.
+    pub(crate) fn subscribe_pending(&self, topic: &Topic, id: ConnId, outbox: &Arc<Outbox>) -> u64 {
+        let ticket = self.next_conn_id();
         let mut topics = write(self.shard(topic.as_str()));
         let previous = self.entry(&mut topics, topic).pending.insert(
             id,
             Pending {
                 outbox: outbox.clone(),
+                ticket,
                 held: Mutex::new(Vec::new()),
                 floor: None,
             },
@@ -594,11 +628,17 @@ impl Hub {
                 .subscriptions
                 .fetch_add(1, Ordering::Relaxed);
         }
+        ticket
     }
 
     /// Step 2: queues the replay from `recovery` (or nothing when it failed), the ack, then
     /// the held events the client does not already have, and makes the connection a live
-    /// subscriber. Does nothing when the connection left the topic meanwhile.
+    /// subscriber. Does nothing when the connection left the topic meanwhile (or parked on it
+    /// again: another `ticket`).
+    ///
+    /// A replay that would take the connection's outbound queue past half its budget
+    /// ([`Outbox::replay_fits`]) is not queued and the ack says `recovered: false`: the client
+    /// refetches instead of being closed with 4003 on every attempt.
     ///
     /// "Already has" is everything up to `since_seq` (delivered by the node the client was on
     /// before; this node's pub/sub may lag behind it) and the replay. When this node has not
@@ -608,8 +648,9 @@ impl Hub {
         &self,
         topic: &Topic,
         id: ConnId,
+        ticket: u64,
         since_seq: u64,
-        recovery: Recovery,
+        mut recovery: Recovery,
         ack: impl FnOnce(bool) -> Utf8Bytes,
     ) {
         let mut topics = write(self.shard(topic.as_str()));
@@ -620,10 +661,18 @@ impl Hub {
         let Some(pending) = state.pending.get_mut(&id) else {
             return;
         };
-        if pending.floor.is_some() {
+        if pending.floor.is_some() || pending.ticket != ticket {
             return;
         }
         let outbox = pending.outbox.clone();
+        let bytes = recovery.events.iter().map(|(_, t)| t.len()).sum();
+        if recovery.recovered && !outbox.replay_fits(recovery.events.len(), bytes) {
+            tracing::debug!(%topic, events = recovery.events.len(), bytes, "replay over the outbound budget; not recovered");
+            recovery = Recovery {
+                recovered: false,
+                events: Vec::new(),
+            };
+        }
         // Not recovered: another epoch, whose numbers say nothing about what the client has.
         let mut last = if recovery.recovered { since_seq } else { 0 };
         for (seq, text) in recovery.events {
@@ -656,6 +705,96 @@ impl Hub {
             self.forget_subscriber(state, id);
         }
         self.drop_if_unused(&mut topics, topic);
+    }
+
+    /// Whether connection `id` is still parked on `topic` under `ticket` (its history fetch
+    /// is still wanted).
+    pub(crate) fn pending_is_current(&self, topic: &str, id: ConnId, ticket: u64) -> bool {
+        read(self.shard(topic))
+            .get(topic)
+            .and_then(|state| state.pending.get(&id))
+            .is_some_and(|pending| pending.ticket == ticket && pending.floor.is_none())
+    }
+
+    /// The delivered position of every topic with local subscribers (external broker):
+    /// `seq` 0 when this node has not delivered any event of it yet.
+    pub(crate) fn external_positions(&self) -> Vec<(Topic, StreamPosition)> {
+        let mut out = Vec::new();
+        for shard in &self.inner.shards {
+            for (topic, state) in read(shard).iter() {
+                if state.subscribers.is_empty() && state.pending.is_empty() {
+                    continue;
+                }
+                let stream = lock(&state.stream);
+                out.push((
+                    topic.clone(),
+                    StreamPosition {
+                        seq: stream.last_seq,
+                        epoch: stream.epoch.to_string(),
+                    },
+                ));
+            }
+        }
+        out
+    }
+
+    /// Delivers the events the external broker's history holds after `from` (the topic's
+    /// delivered position, see [`Delivered::Gap`]) to the local subscribers of `topic`, in
+    /// order, as if they had arrived live. When the history could not cover them
+    /// (`recovery.recovered` false), every subscriber of the topic is closed with 1013 (it
+    /// reconnects and its `since` resubscribe answers whether it can still recover) and the
+    /// topic's position is forgotten. A subscriber whose outbound queue cannot take the
+    /// replay ([`Outbox::replay_fits`]) is closed the same way rather than with 4003. Does
+    /// nothing when the topic moved past `from` meanwhile.
+    pub(crate) fn repair(&self, topic: &str, from: &StreamPosition, recovery: Recovery) {
+        let shard = self.shard(topic);
+        let dead = {
+            let topics = read(shard);
+            let Some(state) = topics.get(topic) else {
+                return;
+            };
+            let mut stream = lock(&state.stream);
+            if stream.last_seq != from.seq || *stream.epoch != *from.epoch {
+                return;
+            }
+            if !recovery.recovered {
+                tracing::warn!(
+                    topic,
+                    "missed events cannot be replayed; closing the topic's subscribers"
+                );
+                stream.last_seq = 0;
+                state.close_all()
+            } else {
+                let events: Vec<_> = recovery
+                    .events
+                    .into_iter()
+                    .filter(|(seq, _)| *seq > from.seq)
+                    .collect();
+                let bytes = events.iter().map(|(_, t)| t.len()).sum();
+                let mut dead = state.close_unfit(events.len(), bytes);
+                for (seq, text) in events {
+                    stream.last_seq = seq;
+                    dead.extend(state.queue(seq, &text, false).1);
+                }
+                dead
+            }
+        };
+        self.remove_dead(shard, topic, &dead);
+    }
+
+    /// Closes every subscriber of `topic` with 1013 and forgets its position: this node may
+    /// have missed events of it that nothing can replay any more.
+    pub(crate) fn abandon(&self, topic: &str) {
+        let shard = self.shard(topic);
+        let dead = {
+            let topics = read(shard);
+            let Some(state) = topics.get(topic) else {
+                return;
+            };
+            lock(&state.stream).last_seq = 0;
+            state.close_all()
+        };
+        self.remove_dead(shard, topic, &dead);
     }
 
     fn shard_index(&self, topic: &str) -> usize {
@@ -827,6 +966,59 @@ pub(crate) fn fit_outbox(recovery: Recovery, outbox: &Outbox) -> Recovery {
             recovered: false,
             events: Vec::new(),
         }
+    }
+}
+
+/// What [`Hub::deliver`] did with an event of the external broker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Delivered {
+    /// Queued for this many local connections (0: none here, or already delivered).
+    Queued(usize),
+    /// Not queued: the events after this position (the topic's last delivered one) never
+    /// reached this node. Replay them ([`Hub::repair`]), then hand the event in again.
+    Gap(StreamPosition),
+}
+
+impl TopicState {
+    /// Closes every subscriber, live or pending, with 1013 (reconnect and recover) and
+    /// returns them, to be removed.
+    fn close_all(&self) -> Vec<ConnId> {
+        let code = tidings_protocol::CloseCode::TryAgainLater;
+        let mut dead = Vec::new();
+        for (id, outbox) in &self.subscribers {
+            outbox.close(code);
+            dead.push(*id);
+        }
+        for (id, pending) in &self.pending {
+            pending.outbox.close(code);
+            dead.push(*id);
+        }
+        dead
+    }
+
+    /// Before a repair replay of `count` events (`bytes`): closes with 1013 the subscribers
+    /// that could not take it within half their outbound budget and returns them, to be
+    /// removed (the replay skips them: pushing to a closed outbox fails).
+    fn close_unfit(&self, count: usize, bytes: usize) -> Vec<ConnId> {
+        let code = tidings_protocol::CloseCode::TryAgainLater;
+        let mut dead = Vec::new();
+        for (id, outbox) in &self.subscribers {
+            if !outbox.replay_fits(count, bytes) {
+                outbox.close(code);
+                dead.push(*id);
+            }
+        }
+        for (id, pending) in &self.pending {
+            let fits = match pending.floor {
+                Some(_) => pending.outbox.replay_fits(count, bytes),
+                None => lock(&pending.held).len() + count <= pending.outbox.capacity() / 2,
+            };
+            if !fits {
+                pending.outbox.close(code);
+                dead.push(*id);
+            }
+        }
+        dead
     }
 }
 
@@ -1035,29 +1227,39 @@ mod tests {
         let hub = hub(0, Duration::from_secs(60));
         let topic = Topic::new("list:1").unwrap();
         let out = Arc::new(Outbox::new(16));
-        hub.subscribe_pending(&topic, 1, &out);
+        let ticket = hub.subscribe_pending(&topic, 1, &out);
         let text = |seq: u64| Utf8Bytes::from(with_position(r#"{"x":1}"#, seq, "e"));
-        // 2 (the client's position, received on another node) reaches this node late.
-        hub.deliver("list:1", 2, "e", text(2));
-        // 5 arrives live while the history (3..=5) is fetched, then 6.
-        hub.deliver("list:1", 5, "e", text(5));
-        hub.deliver("list:1", 6, "e", text(6));
+        // 2 (the client's position, received on another node) reaches this node late, then
+        // 3..=5 arrive live while the history (3..=5) is fetched, then 6.
+        for seq in 2..=6 {
+            hub.deliver("list:1", seq, "e", text(seq));
+        }
         assert!(drain(&out).is_empty(), "held back");
         let recovery = Recovery {
             recovered: true,
             events: (3..=5).map(|s| (s, text(s))).collect(),
         };
-        hub.finish_pending(&topic, 1, 2, recovery, |r| format!("ack {r}").into());
+        // A stale ticket (an earlier parking) changes nothing.
+        hub.finish_pending(&topic, 1, ticket + 1, 2, recovery.clone(), |r| {
+            format!("ack {r}").into()
+        });
+        assert!(hub.pending_is_current("list:1", 1, ticket));
+        hub.finish_pending(&topic, 1, ticket, 2, recovery, |r| {
+            format!("ack {r}").into()
+        });
+        assert!(!hub.pending_is_current("list:1", 1, ticket));
         hub.deliver("list:1", 7, "e", text(7));
         hub.deliver("list:1", 7, "e", text(7));
         // This node's pub/sub lags: the replay (up to 9) is ahead of what it delivered (7).
         let out2 = Arc::new(Outbox::new(16));
-        hub.subscribe_pending(&topic, 2, &out2);
+        let ticket2 = hub.subscribe_pending(&topic, 2, &out2);
         let recovery = Recovery {
             recovered: true,
             events: (8..=9).map(|s| (s, text(s))).collect(),
         };
-        hub.finish_pending(&topic, 2, 7, recovery, |r| format!("ack {r}").into());
+        hub.finish_pending(&topic, 2, ticket2, 7, recovery, |r| {
+            format!("ack {r}").into()
+        });
         for seq in 8..=10 {
             hub.deliver("list:1", seq, "e", text(seq));
         }
@@ -1076,6 +1278,181 @@ mod tests {
             .chain((6..=10).map(|s| text(s).to_string()))
             .collect();
         assert_eq!(got, want);
+    }
+
+    /// The `seq` of each text (any JSON object with one).
+    fn positions(texts: &[String]) -> Vec<u64> {
+        texts
+            .iter()
+            .map(|t| {
+                serde_json::from_str::<serde_json::Value>(t).unwrap()["seq"]
+                    .as_u64()
+                    .unwrap()
+            })
+            .collect()
+    }
+
+    fn text(seq: u64, epoch: &str) -> Utf8Bytes {
+        Utf8Bytes::from(with_position(r#"{"x":1}"#, seq, epoch))
+    }
+
+    fn replay(seqs: std::ops::RangeInclusive<u64>) -> Recovery {
+        Recovery {
+            recovered: true,
+            events: seqs.map(|s| (s, text(s, "e"))).collect(),
+        }
+    }
+
+    #[test]
+    fn gaps_are_reported_then_repaired_in_order() {
+        let hub = hub(0, Duration::from_secs(60));
+        let topic = Topic::new("list:1").unwrap();
+        let out = Arc::new(Outbox::new(64));
+        hub.subscribe(&topic, 1, &out);
+        // No position yet: the first event is taken whatever its seq.
+        assert_eq!(
+            hub.deliver("list:1", 4, "e", text(4, "e")),
+            Delivered::Queued(1)
+        );
+        assert_eq!(
+            hub.deliver("list:1", 5, "e", text(5, "e")),
+            Delivered::Queued(1)
+        );
+        // 6 and 7 were lost: 8 is held back and the gap reported from 5.
+        let Delivered::Gap(from) = hub.deliver("list:1", 8, "e", text(8, "e")) else {
+            panic!("gap not reported");
+        };
+        assert_eq!((from.seq, from.epoch.as_str()), (5, "e"));
+        assert_eq!(positions(&drain(&out)), [4, 5]);
+        hub.repair("list:1", &from, replay(4..=8));
+        assert_eq!(
+            hub.deliver("list:1", 8, "e", text(8, "e")),
+            Delivered::Queued(0)
+        );
+        assert_eq!(
+            hub.deliver("list:1", 9, "e", text(9, "e")),
+            Delivered::Queued(1)
+        );
+        // A stale repair (the topic moved on) changes nothing.
+        hub.repair("list:1", &from, replay(6..=9));
+        assert_eq!(positions(&drain(&out)), [6, 7, 8, 9]);
+        // A gap the history cannot cover: the subscribers are told to reconnect.
+        let Delivered::Gap(from) = hub.deliver("list:1", 12, "e", text(12, "e")) else {
+            panic!("gap not reported");
+        };
+        let lost = Recovery {
+            recovered: false,
+            events: Vec::new(),
+        };
+        hub.repair("list:1", &from, lost);
+        assert_eq!(
+            out.close_code(),
+            Some(tidings_protocol::CloseCode::TryAgainLater)
+        );
+        assert_eq!(hub.subscriber_count("list:1"), 0);
+    }
+
+    #[test]
+    fn a_repair_merges_with_a_recovering_subscriber() {
+        let hub = hub(0, Duration::from_secs(60));
+        let topic = Topic::new("list:1").unwrap();
+        let live = Arc::new(Outbox::new(64));
+        hub.subscribe(&topic, 1, &live);
+        hub.deliver("list:1", 1, "e", text(1, "e"));
+        // A client recovering from seq 1 is parked; 2..=4 are lost on the way to this node.
+        let out = Arc::new(Outbox::new(64));
+        let ticket = hub.subscribe_pending(&topic, 2, &out);
+        let Delivered::Gap(from) = hub.deliver("list:1", 5, "e", text(5, "e")) else {
+            panic!("gap not reported");
+        };
+        hub.repair("list:1", &from, replay(2..=5));
+        hub.deliver("list:1", 5, "e", text(5, "e"));
+        // Its own fetch read up to 6 (published meanwhile, not yet delivered here).
+        hub.finish_pending(&topic, 2, ticket, 1, replay(2..=6), |r| {
+            format!("{{\"seq\":0,\"ack\":{r}}}").into()
+        });
+        hub.deliver("list:1", 6, "e", text(6, "e"));
+        hub.deliver("list:1", 7, "e", text(7, "e"));
+        assert_eq!(positions(&drain(&live)), (1..=7).collect::<Vec<_>>());
+        assert_eq!(positions(&drain(&out)), [2, 3, 4, 5, 6, 0, 7]);
+    }
+
+    #[test]
+    fn a_repair_over_a_subscribers_budget_closes_it_with_1013() {
+        let hub = hub(0, Duration::from_secs(60));
+        let topic = Topic::new("list:1").unwrap();
+        let small = Arc::new(Outbox::new(8));
+        let large = Arc::new(Outbox::new(64));
+        hub.subscribe(&topic, 1, &small);
+        hub.subscribe(&topic, 2, &large);
+        hub.deliver("list:1", 1, "e", text(1, "e"));
+        let Delivered::Gap(from) = hub.deliver("list:1", 10, "e", text(10, "e")) else {
+            panic!("gap not reported");
+        };
+        hub.repair("list:1", &from, replay(2..=10));
+        assert_eq!(
+            small.close_code(),
+            Some(tidings_protocol::CloseCode::TryAgainLater),
+            "not 4003"
+        );
+        assert_eq!(positions(&drain(&large)), (1..=10).collect::<Vec<_>>());
+        assert_eq!(hub.subscriber_count("list:1"), 1);
+    }
+
+    #[test]
+    fn a_new_epoch_past_its_start_closes_a_known_topic() {
+        let hub = hub(0, Duration::from_secs(60));
+        let topic = Topic::new("list:1").unwrap();
+        let out = Arc::new(Outbox::new(16));
+        hub.subscribe(&topic, 1, &out);
+        hub.deliver("list:1", 1, "e", text(1, "e"));
+        // The stream started over normally: delivered.
+        assert_eq!(
+            hub.deliver("list:1", 1, "f", text(1, "f")),
+            Delivered::Queued(1)
+        );
+        // It started over and events of it were missed: told.
+        assert_eq!(
+            hub.deliver("list:1", 3, "g", text(3, "g")),
+            Delivered::Queued(0)
+        );
+        assert_eq!(
+            out.close_code(),
+            Some(tidings_protocol::CloseCode::TryAgainLater)
+        );
+        // A new subscriber takes the stream from there.
+        let out2 = Arc::new(Outbox::new(16));
+        hub.subscribe(&topic, 2, &out2);
+        assert_eq!(
+            hub.deliver("list:1", 4, "g", text(4, "g")),
+            Delivered::Queued(1)
+        );
+        // abandon: closed, and the next event is taken as the first.
+        hub.abandon("list:1");
+        assert_eq!(
+            out2.close_code(),
+            Some(tidings_protocol::CloseCode::TryAgainLater)
+        );
+        let out3 = Arc::new(Outbox::new(16));
+        hub.subscribe(&topic, 3, &out3);
+        assert_eq!(
+            hub.deliver("list:1", 9, "g", text(9, "g")),
+            Delivered::Queued(1)
+        );
+    }
+
+    #[test]
+    fn a_replay_over_the_outbound_budget_is_not_recovered() {
+        let hub = hub(0, Duration::from_secs(60));
+        let topic = Topic::new("list:1").unwrap();
+        let out = Arc::new(Outbox::new(8));
+        let ticket = hub.subscribe_pending(&topic, 1, &out);
+        hub.finish_pending(&topic, 1, ticket, 0, replay(1..=5), |r| {
+            format!("ack {r}").into()
+        });
+        assert_eq!(drain(&out), ["ack false"]);
+        assert_eq!(out.close_code(), None);
+        assert_eq!(hub.subscriber_count("list:1"), 1);
     }
 
     #[test]

@@ -119,7 +119,15 @@ impl Tidings {
         let history = hub::HistoryLimits::from_config(&config);
         let (hub, broker): (Hub, Arc<dyn broker::Broker>) = match &config.redis_url {
             None => (Hub::new(history, None), Arc::new(broker::MemoryBroker)),
-            Some(url) => match broker::RedisBroker::new(url, history) {
+            Some(url) => match broker::RedisBroker::new(
+                url,
+                history,
+                config.max_history_fetches,
+                broker::ReplayBound::for_outbox(
+                    config.outbound_queue_capacity,
+                    config.max_outbound_bytes,
+                ),
+            ) {
                 Ok(redis) => {
                     let redis = Arc::new(redis);
                     let hub = Hub::new(history, Some(redis.clone()));

@@ -166,7 +166,10 @@ async fn malformed_bodies_get_400_or_422_and_deliver_nothing() {
             "payload null",
             with(&["data", "payload"], Some(Value::Null)),
         ),
-        ("invalid event name", with(&["event"], Some(json!("exploded")))),
+        (
+            "invalid event name",
+            with(&["event"], Some(json!("exploded"))),
+        ),
         ("lowercase event", with(&["event"], Some(json!("added")))),
         ("bad topic", with(&["topic"], Some(json!("list 1")))),
         ("empty topic", with(&["topic"], Some(json!("")))),

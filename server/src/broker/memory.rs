@@ -6,7 +6,7 @@
 
 use tidings_protocol::{StreamPosition, Topic};
 
-use super::{BoxFuture, Broker, BrokerError};
+use super::{BoxFuture, Broker, BrokerError, ReplayBound};
 use crate::hub::{Hub, Recovery};
 
 /// The default broker (see the module docs).
@@ -28,7 +28,10 @@ impl Broker for MemoryBroker {
         hub: &'a Hub,
         topic: &'a Topic,
         since: &'a StreamPosition,
+        _bound: ReplayBound,
     ) -> BoxFuture<'a, Result<Recovery, BrokerError>> {
+        // In memory, recovery replays under the topic's lock (`Hub::subscribe_since`); this
+        // read is not on that path, so `bound` is not applied here.
         Box::pin(async move { Ok(hub.recover(topic.as_str(), since)) })
     }
 

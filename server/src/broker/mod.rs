@@ -54,16 +54,42 @@ pub(crate) trait Broker: Send + Sync + 'static {
         base: String,
     ) -> BoxFuture<'a, Result<usize, BrokerError>>;
 
-    /// The events of `topic` after `since`, if the history still holds all of them.
+    /// The events of `topic` after `since`, if the history still holds all of them and they
+    /// fit in `bound` (else `recovered: false` and no events: a replay the connection could
+    /// not take is not fetched).
     fn history<'a>(
         &'a self,
         hub: &'a Hub,
         topic: &'a Topic,
         since: &'a StreamPosition,
+        bound: ReplayBound,
     ) -> BoxFuture<'a, Result<Recovery, BrokerError>>;
 
     /// `None` when healthy, else why the broker is degraded.
     fn degraded(&self) -> Option<String>;
+}
+
+/// The most a recovery replay may hold: half of a connection's outbound budget (messages and
+/// bytes), as [`Outbox::replay_fits`](crate::outbox::Outbox::replay_fits) allows, so that the
+/// live events following it still fit. A broker answers a larger replay `recovered: false`
+/// without reading it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ReplayBound {
+    /// Most events.
+    pub(crate) events: usize,
+    /// Most bytes of event text.
+    pub(crate) bytes: usize,
+}
+
+impl ReplayBound {
+    /// The bound for a connection whose outbound queue holds `capacity` messages and
+    /// `max_bytes` bytes.
+    pub(crate) fn for_outbox(capacity: usize, max_bytes: usize) -> Self {
+        Self {
+            events: capacity / 2,
+            bytes: max_bytes / 2,
+        }
+    }
 }
 
 /// Checks that `url` is a usable Redis URL (`redis://host:port[/db]`), as
@@ -98,6 +124,7 @@ impl Broker for UnusableBroker {
         _hub: &'a Hub,
         _topic: &'a Topic,
         _since: &'a StreamPosition,
+        _bound: ReplayBound,
     ) -> BoxFuture<'a, Result<Recovery, BrokerError>> {
         Box::pin(async move { Err(BrokerError::Unavailable(self.0.clone())) })
     }

@@ -2,7 +2,8 @@
 //!
 //! Per topic `T` Redis holds two keys (the `{T}` hash tag keeps them in one cluster slot):
 //! `tidings:{T}:meta`, a hash with the stream's `epoch` (set once with `HSETNX` to a random
-//! value) and its last `seq` (`HINCRBY`), and `tidings:{T}:hist`, a list of the last N events
+//! value), its last `seq` (`HINCRBY`) and the time of its last event (`at`, unix ms, for the
+//! check after a pub/sub break), and `tidings:{T}:hist`, a list of the last N events
 //! as `seq \n unix-ms \n json`, trimmed with `LTRIM`. One Lua script per publish numbers the
 //! event, splices `seq`/`epoch` into its JSON, appends it to the history, refreshes both
 //! keys' TTL (the history's max age: a topic idle for longer forgets its keys, and its next
@@ -15,11 +16,40 @@
 //! `delivered` (the result of a publish) is the number of local connections subscribed to the
 //! topic when Redis took the event: they receive it through the node's subscription.
 //!
+//! Recovery reads only what a client misses: the history script computes where the events
+//! after `since` start in the list and returns nothing when the client is up to date, and a
+//! replay larger than half a connection's outbound budget ([`ReplayBound`]) is answered
+//! `recovered: false` without being read. At most [`Config::with_max_history_fetches`]
+//! fetches run at once per node (a fetch that waits longer than [`REDIS_TIMEOUT`] for a slot
+//! answers `recovered: false`); each connection runs a few at a time and queues the rest
+//! ([`Config::with_max_history_fetches_per_connection`]).
+//!
 //! Redis unavailable: publishing fails with [`BrokerError::Unavailable`] (`POST /publish`
 //! answers 503), the pub/sub listener retries every few hundred milliseconds (backing off
-//! to [`MAX_RETRY`]) and [`Broker::degraded`] says so; WebSocket connections are not touched.
-//! Events published on other nodes while this node's subscription was down are not delivered
-//! live to its clients; they get them on their next reconnect with `since`.
+//! to [`MAX_RETRY`]) and [`Broker::degraded`] says so; WebSocket connections stay up.
+//!
+//! No silent loss when the subscription breaks (Redis restarted, `CLIENT KILL TYPE pubsub`, a
+//! dropped connection): once subscribed again, and before it delivers anything new, the
+//! listener reads every local topic's `epoch`/`seq` from Redis (pipelined, [`RESYNC_BATCH`]
+//! topics per round trip) and, for each topic this node had delivered events of:
+//! - same epoch, further on: replays the missed events from the history to the local
+//!   subscribers, in order, exactly once (later live duplicates are dropped by `seq`);
+//! - history cannot cover them (trimmed, expired, over the bound), or the stream is gone or
+//!   started over (Redis lost its data): closes the topic's local subscribers with **1013**
+//!   (try again later). A client reconnects and resubscribes with `since`, which either
+//!   recovers or answers `recovered: false` (refetch);
+//! - a topic this node has subscribers of but no event yet, whose last event was published
+//!   after the subscription was last known to deliver (minus [`RESYNC_MARGIN`]): 1013 too.
+//!
+//! Live events skipping numbers (a lost pub/sub message) are repaired the same way before
+//! the next one is delivered, and a new epoch that starts past `seq` 1 on a topic this node
+//! had delivered events of closes its subscribers with 1013 (see [`Hub::deliver`]). The listener does this inline, so events
+//! of other topics wait meanwhile (normally a few milliseconds; each command is bounded by
+//! [`REDIS_TIMEOUT`], and a failure restarts the subscription and the check). The link is
+//! pinged every [`PUBSUB_PING`], so one that hangs without an error counts as a break too.
+//!
+//! [`Config::with_max_history_fetches`]: crate::Config::with_max_history_fetches
+//! [`Config::with_max_history_fetches_per_connection`]: crate::Config::with_max_history_fetches_per_connection
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,8 +62,8 @@ use redis::{AsyncConnectionConfig, Client, Script};
 use tidings_protocol::{StreamPosition, Topic};
 use tokio_util::sync::CancellationToken;
 
-use super::{BoxFuture, Broker, BrokerError};
-use crate::hub::{HistoryLimits, Hub, Recovery, new_epoch};
+use super::{BoxFuture, Broker, BrokerError, ReplayBound};
+use crate::hub::{Delivered, HistoryLimits, Hub, Recovery, new_epoch};
 
 /// The pub/sub channel every node listens on.
 const CHANNEL: &str = "tidings:events";
@@ -41,6 +71,15 @@ const CHANNEL: &str = "tidings:events";
 const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
 /// The longest pause between two attempts to restore the pub/sub subscription.
 pub(crate) const MAX_RETRY: Duration = Duration::from_secs(2);
+/// How often the pub/sub link is pinged: one that hangs without an error (a silent network
+/// failure) is noticed within this plus [`REDIS_TIMEOUT`], then restored and checked.
+const PUBSUB_PING: Duration = Duration::from_secs(5);
+/// Topics whose position one pipelined round trip reads after the subscription comes back.
+const RESYNC_BATCH: usize = 512;
+/// Slack for events in flight: a topic with no position on this node counts as
+/// affected by a break when its last event is younger than the time since the subscription
+/// was last known to deliver (last event or ping answered) plus this.
+const RESYNC_MARGIN: Duration = Duration::from_secs(2);
 
 const PUBLISH: &str = r#"
 redis.call('HSETNX', KEYS[1], 'epoch', ARGV[2])
@@ -49,6 +88,7 @@ local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
 local t = redis.call('TIME')
 local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local json = string.sub(ARGV[1], 1, -2) .. ',"seq":' .. seq .. ',"epoch":"' .. epoch .. '"}'
+redis.call('HSET', KEYS[1], 'at', string.format('%d', ms))
 local size = tonumber(ARGV[3])
 if size > 0 then
   redis.call('RPUSH', KEYS[2], seq .. '\n' .. string.format('%d', ms) .. '\n' .. json)
@@ -60,15 +100,35 @@ redis.call('PUBLISH', ARGV[5], seq .. '\n' .. epoch .. '\n' .. ARGV[6] .. '\n' .
 return seq
 "#;
 
+/// The events after `since` (ARGV: epoch, seq, most events, most bytes), as
+/// `[epoch, last seq, now ms, status, entries...]`. Every publish appends exactly one entry
+/// in the script that numbers it, so the list's tail holds `last - n + 1 ..= last` and the
+/// entries after `since` are its last `last - since`: only those are read, in chunks, and
+/// the read stops (status `big`, no entries) as soon as the byte bound is passed. Nothing is
+/// read when the client is up to date, the epoch differs or the replay is over the count
+/// bound.
 const HISTORY: &str = r#"
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 local t = redis.call('TIME')
-local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-if not epoch then return {'', '0', string.format('%d', ms)} end
-local seq = redis.call('HGET', KEYS[1], 'seq') or '0'
-local out = {epoch, seq, string.format('%d', ms)}
-if epoch == ARGV[1] then
-  for _, e in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do out[#out + 1] = e end
+local now = string.format('%d', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
+if not epoch then return {'', '0', now, 'gone'} end
+local last = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
+local out = {epoch, string.format('%d', last), now, 'ok'}
+local since = tonumber(ARGV[2])
+if epoch ~= ARGV[1] or since >= last then return out end
+local need = last - since
+if need > tonumber(ARGV[3]) then out[4] = 'big' return out end
+if redis.call('LLEN', KEYS[2]) < need then out[4] = 'trimmed' return out end
+local budget = tonumber(ARGV[4])
+local from = -need
+while from <= -1 do
+  local to = math.min(from + 63, -1)
+  for _, e in ipairs(redis.call('LRANGE', KEYS[2], from, to)) do
+    budget = budget - #e
+    if budget < 0 then return {out[1], out[2], out[3], 'big'} end
+    out[#out + 1] = e
+  end
+  from = to + 1
 end
 return out
 "#;
@@ -81,6 +141,10 @@ pub(crate) struct RedisBroker {
     publish: Script,
     history: Script,
     limits: HistoryLimits,
+    /// The most a repair replays to this node's subscribers (the configured outbound budget).
+    repair_bound: ReplayBound,
+    /// The history fetches of subscribes with `since` in flight on this node.
+    fetches: tokio::sync::Semaphore,
     /// Whether this node's pub/sub subscription is up.
     listening: AtomicBool,
     /// Whether the last command failed for want of Redis.
@@ -96,8 +160,15 @@ impl std::fmt::Debug for RedisBroker {
 }
 
 impl RedisBroker {
-    /// A broker for the Redis at `url`; nothing connects until it is used.
-    pub(crate) fn new(url: &str, limits: HistoryLimits) -> Result<Self, BrokerError> {
+    /// A broker for the Redis at `url`; nothing connects until it is used. `max_fetches`
+    /// bounds the history fetches in flight; `repair_bound` is the outbound budget's share a
+    /// repair after a pub/sub break may replay.
+    pub(crate) fn new(
+        url: &str,
+        limits: HistoryLimits,
+        max_fetches: usize,
+        repair_bound: ReplayBound,
+    ) -> Result<Self, BrokerError> {
         let client = Client::open(url)
             .map_err(|e| BrokerError::Unavailable(format!("invalid Redis URL: {e}")))?;
         Ok(Self {
@@ -106,6 +177,8 @@ impl RedisBroker {
             publish: Script::new(PUBLISH),
             history: Script::new(HISTORY),
             limits,
+            repair_bound,
+            fetches: tokio::sync::Semaphore::new(max_fetches.max(1)),
             listening: AtomicBool::new(false),
             failing: AtomicBool::new(false),
         })
@@ -158,6 +231,9 @@ impl RedisBroker {
     /// to `hub`, and re-subscribes after any failure.
     pub(crate) async fn listen(self: Arc<Self>, hub: Hub, stop: CancellationToken) {
         let mut retry = Duration::from_millis(100);
+        // The last moment this node's subscription was known to be delivering (its start,
+        // then the last event or ping answered): events after it may have been missed.
+        let mut alive_at = std::time::Instant::now();
         loop {
             let session = async {
                 let mut pubsub =
@@ -166,13 +242,39 @@ impl RedisBroker {
                         .map_err(|_| "connect timed out".to_owned())?
                         .map_err(|e| e.to_string())?;
                 pubsub.subscribe(CHANNEL).await.map_err(|e| e.to_string())?;
+                // Every event from here on arrives through `pubsub` (buffered meanwhile);
+                // what was published while it was down is repaired first.
+                self.resync(&hub, alive_at.elapsed()).await?;
+                alive_at = std::time::Instant::now();
                 self.listening.store(true, Ordering::Relaxed);
                 // Redis answers again: the next command reconnects if it must.
                 self.failing.store(false, Ordering::Relaxed);
                 tracing::info!("redis pub/sub subscribed");
-                let mut messages = pubsub.on_message();
-                while let Some(msg) = messages.next().await {
-                    deliver(&hub, msg.get_payload_bytes());
+                let (mut sink, mut messages) = pubsub.split();
+                let mut check = tokio::time::interval_at(
+                    tokio::time::Instant::now() + PUBSUB_PING,
+                    PUBSUB_PING,
+                );
+                loop {
+                    tokio::select! {
+                        msg = messages.next() => match msg {
+                            Some(msg) => {
+                                alive_at = std::time::Instant::now();
+                                self.deliver(&hub, msg.get_payload_bytes()).await?;
+                            }
+                            None => break,
+                        },
+                        _ = check.tick() => {
+                            // A link that hangs without an error would lose events silently.
+                            let sent = std::time::Instant::now();
+                            tokio::time::timeout(REDIS_TIMEOUT, sink.ping::<redis::Value>())
+                                .await
+                                .map_err(|_| "pub/sub ping timed out".to_owned())?
+                                .map_err(|e| e.to_string())?;
+                            // Everything published before the ping has been received.
+                            alive_at = sent;
+                        }
+                    }
                 }
                 Err::<(), String>("pub/sub connection closed".to_owned())
             };
@@ -197,27 +299,176 @@ impl RedisBroker {
             retry = (retry * 2).min(MAX_RETRY);
         }
     }
-}
 
-/// Hands one pub/sub message (`seq \n epoch \n topic \n json`) to the hub.
-fn deliver(hub: &Hub, payload: &[u8]) {
-    let parsed = std::str::from_utf8(payload).ok().and_then(|text| {
-        let mut parts = text.splitn(4, '\n');
-        let seq = parts.next()?.parse::<u64>().ok()?;
-        let epoch = parts.next()?;
-        let topic = parts.next()?;
-        let json = parts.next()?;
-        Some((seq, epoch, topic, json))
-    });
-    match parsed {
-        Some((seq, epoch, topic, json)) => {
-            hub.deliver(topic, seq, epoch, Utf8Bytes::from(json.to_owned()));
+    /// Hands one pub/sub message (`seq \n epoch \n topic \n json`) to the hub; when the
+    /// topic's numbers skip (a message was lost), repairs first. An error means Redis failed
+    /// during the repair: the subscription restarts (and checks every topic again).
+    async fn deliver(&self, hub: &Hub, payload: &[u8]) -> Result<(), String> {
+        let Some((seq, epoch, topic, json)) = parse_message(payload) else {
+            tracing::warn!("ignoring a malformed message on {CHANNEL}");
+            return Ok(());
+        };
+        let text = Utf8Bytes::from(json.to_owned());
+        if let Delivered::Gap(from) = hub.deliver(topic, seq, epoch, text.clone()) {
+            tracing::warn!(
+                topic,
+                from = from.seq,
+                seq,
+                "pub/sub skipped events; replaying them from the history"
+            );
+            self.repair(hub, topic, &from).await?;
+            // Already in the replay (dropped), or the first event after an abandoned stream.
+            hub.deliver(topic, seq, epoch, text);
         }
-        None => tracing::warn!("ignoring a malformed message on {CHANNEL}"),
+        Ok(())
+    }
+
+    /// Replays the events of `topic` after `from` to the local subscribers (see
+    /// [`Hub::repair`]).
+    async fn repair(&self, hub: &Hub, topic: &str, from: &StreamPosition) -> Result<(), String> {
+        let recovery = self
+            .fetch(topic, from, self.repair_bound)
+            .await
+            .map_err(|e| e.to_string())?;
+        hub.repair(topic, from, recovery);
+        Ok(())
+    }
+
+    /// After (re)subscribing: compares every local topic's delivered position with Redis and
+    /// repairs or abandons the ones that moved while the subscription was down (`down_for`);
+    /// see the module docs.
+    async fn resync(&self, hub: &Hub, down_for: Duration) -> Result<(), String> {
+        let positions = hub.external_positions();
+        if positions.is_empty() {
+            return Ok(());
+        }
+        let window = millis(down_for + RESYNC_MARGIN);
+        let (mut repaired, mut abandoned) = (0usize, 0usize);
+        for batch in positions.chunks(RESYNC_BATCH) {
+            let mut conn = self.connection().await.map_err(|e| e.to_string())?;
+            let mut pipe = redis::pipe();
+            pipe.cmd("TIME");
+            for (topic, _) in batch {
+                pipe.cmd("HMGET")
+                    .arg(keys(topic.as_str()).0)
+                    .arg("epoch")
+                    .arg("seq")
+                    .arg("at");
+            }
+            let replies: Vec<Vec<Option<String>>> = match pipe.query_async(&mut conn).await {
+                Ok(replies) => replies,
+                Err(e) => {
+                    self.forget_connection(&e).await;
+                    return Err(self.failed(e).to_string());
+                }
+            };
+            let field = |reply: &Vec<Option<String>>, i: usize| {
+                reply
+                    .get(i)
+                    .cloned()
+                    .flatten()
+                    .and_then(|v| v.parse::<u64>().ok())
+            };
+            let Some((time, metas)) = replies.split_first() else {
+                return Err("empty pipeline reply".to_owned());
+            };
+            let now = field(time, 0)
+                .unwrap_or(0)
+                .saturating_mul(1000)
+                .saturating_add(field(time, 1).unwrap_or(0) / 1000);
+            for ((topic, pos), meta) in batch.iter().zip(metas) {
+                let epoch = meta.first().cloned().flatten();
+                let seq = field(meta, 1).unwrap_or(0);
+                let known = pos.seq > 0;
+                match epoch {
+                    Some(epoch) if known && epoch == pos.epoch => {
+                        if seq > pos.seq {
+                            self.repair(hub, topic.as_str(), pos).await?;
+                            repaired += 1;
+                        } else if seq < pos.seq {
+                            hub.abandon(topic.as_str());
+                            abandoned += 1;
+                        }
+                    }
+                    // The stream this node delivered is gone (Redis lost its data, or the
+                    // keys expired) or started over: what it missed cannot be known.
+                    _ if known => {
+                        hub.abandon(topic.as_str());
+                        abandoned += 1;
+                    }
+                    // No position here yet: affected when its last event may have fallen
+                    // into the outage.
+                    Some(_) => {
+                        let recent =
+                            field(meta, 2).is_none_or(|at| at.saturating_add(window) >= now);
+                        if seq > 0 && recent {
+                            hub.abandon(topic.as_str());
+                            abandoned += 1;
+                        }
+                    }
+                    None => {}
+                }
+            }
+        }
+        if repaired + abandoned > 0 {
+            tracing::warn!(
+                topics = positions.len(),
+                repaired,
+                abandoned,
+                "redis pub/sub was down: missed events replayed, or subscribers closed with 1013"
+            );
+        }
+        Ok(())
+    }
+
+    /// Runs the history script for `topic` after `since`, within `bound`.
+    async fn fetch(
+        &self,
+        topic: &str,
+        since: &StreamPosition,
+        bound: ReplayBound,
+    ) -> Result<Recovery, BrokerError> {
+        let mut conn = self.connection().await?;
+        let (meta, hist) = keys(topic);
+        let result: Result<Vec<String>, _> = self
+            .history
+            .key(meta)
+            .key(hist)
+            .arg(&since.epoch)
+            .arg(since.seq)
+            .arg(bound.events)
+            .arg(bound.bytes)
+            .invoke_async(&mut conn)
+            .await;
+        match result {
+            Ok(reply) => {
+                self.failing.store(false, Ordering::Relaxed);
+                Ok(recovery(&reply, since, self.ttl_ms()))
+            }
+            Err(e) => {
+                self.forget_connection(&e).await;
+                Err(self.failed(e))
+            }
+        }
     }
 }
 
-fn keys(topic: &Topic) -> (String, String) {
+/// Splits one pub/sub message into `seq`, `epoch`, topic and JSON text.
+fn parse_message(payload: &[u8]) -> Option<(u64, &str, &str, &str)> {
+    let text = std::str::from_utf8(payload).ok()?;
+    let mut parts = text.splitn(4, '\n');
+    let seq = parts.next()?.parse::<u64>().ok()?;
+    let epoch = parts.next()?;
+    let topic = parts.next()?;
+    let json = parts.next()?;
+    Some((seq, epoch, topic, json))
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn keys(topic: &str) -> (String, String) {
     (
         format!("tidings:{{{topic}}}:meta"),
         format!("tidings:{{{topic}}}:hist"),
@@ -234,7 +485,7 @@ impl Broker for RedisBroker {
         Box::pin(async move {
             let started = std::time::Instant::now();
             let mut conn = self.connection().await?;
-            let (meta, hist) = keys(topic);
+            let (meta, hist) = keys(topic.as_str());
             let result: Result<u64, _> = self
                 .publish
                 .key(meta)
@@ -267,27 +518,16 @@ impl Broker for RedisBroker {
         _hub: &'a Hub,
         topic: &'a Topic,
         since: &'a StreamPosition,
+        bound: ReplayBound,
     ) -> BoxFuture<'a, Result<Recovery, BrokerError>> {
         Box::pin(async move {
-            let mut conn = self.connection().await?;
-            let (meta, hist) = keys(topic);
-            let result: Result<Vec<String>, _> = self
-                .history
-                .key(meta)
-                .key(hist)
-                .arg(&since.epoch)
-                .invoke_async(&mut conn)
-                .await;
-            match result {
-                Ok(reply) => {
-                    self.failing.store(false, Ordering::Relaxed);
-                    Ok(recovery(&reply, since, self.ttl_ms()))
-                }
-                Err(e) => {
-                    self.forget_connection(&e).await;
-                    Err(self.failed(e))
-                }
-            }
+            // One of this node's fetch slots, or `recovered: false` (the caller's answer to
+            // an error) rather than an ever longer queue in front of Redis.
+            let _slot = tokio::time::timeout(REDIS_TIMEOUT, self.fetches.acquire())
+                .await
+                .map_err(|_| BrokerError::Unavailable("too many history fetches".to_owned()))?
+                .map_err(|_| BrokerError::Unavailable("history fetches closed".to_owned()))?;
+            self.fetch(topic.as_str(), since, bound).await
         })
     }
 
@@ -302,15 +542,18 @@ impl Broker for RedisBroker {
     }
 }
 
-/// Interprets the history script's reply `[epoch, last seq, now ms, entries...]`.
+/// Interprets the history script's reply `[epoch, last seq, now ms, status, entries...]`.
 fn recovery(reply: &[String], since: &StreamPosition, ttl_ms: u64) -> Recovery {
     let failed = Recovery {
         recovered: false,
         events: Vec::new(),
     };
-    let [epoch, last, now, entries @ ..] = reply else {
+    let [epoch, last, now, status, entries @ ..] = reply else {
         return failed;
     };
+    if status != "ok" {
+        return failed;
+    }
     let (Ok(last), Ok(now)) = (last.parse::<u64>(), now.parse::<u64>()) else {
         return failed;
     };
@@ -355,7 +598,12 @@ mod tests {
     }
 
     fn reply(last: u64, entries: &[(u64, u64)]) -> Vec<String> {
-        let mut r = vec!["e".to_owned(), last.to_string(), "10000".to_owned()];
+        let mut r = vec![
+            "e".to_owned(),
+            last.to_string(),
+            "10000".to_owned(),
+            "ok".to_owned(),
+        ];
         r.extend(
             entries
                 .iter()
@@ -380,5 +628,19 @@ mod tests {
         let mut other = full.clone();
         other[0] = "x".into();
         assert!(!recovery(&other, &pos(1), 5000).recovered);
+        // Over the bound, or trimmed: the script says so and returns nothing.
+        let mut big = full.clone();
+        big[3] = "big".into();
+        assert!(!recovery(&big, &pos(1), 5000).recovered);
+    }
+
+    #[test]
+    fn pub_sub_messages_parse() {
+        assert_eq!(
+            parse_message(b"7\nab\nlist:1\n{\"a\":\"x\ny\"}"),
+            Some((7, "ab", "list:1", "{\"a\":\"x\ny\"}"))
+        );
+        assert_eq!(parse_message(b"x\nab\nlist:1\n{}"), None);
+        assert_eq!(parse_message(b"7\nab"), None);
     }
 }
