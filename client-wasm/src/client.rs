@@ -383,7 +383,7 @@ fn describe(error: &JsValue) -> String {
 struct Inner {
     config: Config,
     machine: StatusMachine,
-    topics: TopicSet<Function, Ready>,
+    topics: TopicSet<Function, Ready, Timeout>,
     phase: Phase,
     /// Increases with every connection attempt; callbacks of older ones are ignored.
     generation: u32,
@@ -699,8 +699,15 @@ fn on_message(rc: &Shared, generation: u32, data: JsValue) {
                     .filter(|s| *s >= 0.0)
                     .map(|s| s as u64);
                 let epoch = browser::get(&msg, "epoch").as_string();
-                if !inner.topics.on_event(&topic, seq, epoch.as_deref()) {
-                    // Already delivered (a replay overlapping what arrived live).
+                let weak = Rc::downgrade(rc);
+                let schedule = |delay| recovery_timer(&weak, generation, &topic, delay);
+                let random = js_sys::Math::random();
+                if !inner
+                    .topics
+                    .on_event(&topic, seq, epoch.as_deref(), now, random, schedule)
+                {
+                    // Already delivered (a replay overlapping what arrived live), or held
+                    // back until the topic's gap recovery replays it.
                     return;
                 }
                 for listener in inner.topics.listeners(&topic) {
@@ -711,7 +718,13 @@ fn on_message(rc: &Shared, generation: u32, data: JsValue) {
         } else if let Some(action) = browser::get(&msg, "action").as_string() {
             if let (Some(topic), "subscribed") = (topic, action.as_str()) {
                 let recovered = browser::get(&msg, "recovered").as_bool();
-                if let Some(ack) = inner.topics.on_subscribed(&topic, recovered) {
+                let weak = Rc::downgrade(rc);
+                let schedule = |delay| recovery_timer(&weak, generation, &topic, delay);
+                let random = js_sys::Math::random();
+                if let Some(ack) = inner
+                    .topics
+                    .on_subscribed(&topic, recovered, now, random, schedule)
+                {
                     for r in ack.ready {
                         effects.push(Effect::Call(r.resolve, JsValue::UNDEFINED));
                     }
@@ -755,6 +768,44 @@ fn on_message(rc: &Shared, generation: u32, data: JsValue) {
         effects
     };
     run(effects);
+}
+
+/// The timer of a topic's gap recovery (owned by the topic's entry: it dies with it, or when
+/// the socket closes).
+fn recovery_timer(
+    weak: &Weak<RefCell<Inner>>,
+    generation: u32,
+    topic: &str,
+    delay_ms: f64,
+) -> Timeout {
+    let weak = weak.clone();
+    let topic = topic.to_owned();
+    Timeout::new(delay_ms, move || {
+        if let Some(rc) = weak.upgrade() {
+            recover_topic(&rc, generation, &topic);
+        }
+    })
+}
+
+/// Resubscribes `topic` from its last delivered position: `unsubscribe` first, since the
+/// server answers a subscribe for a topic it already has with `recovered: false` at once.
+fn recover_topic(rc: &Shared, generation: u32, topic: &str) {
+    let mut inner = rc.borrow_mut();
+    if inner.generation != generation {
+        return;
+    }
+    let Some((seq, epoch)) = inner.topics.recover_now(topic) else {
+        return;
+    };
+    if let (Some(socket), Ok(topic)) = (inner.socket(), Topic::new(topic.to_owned())) {
+        socket.send(&WSClientMessage::Unsubscribe {
+            topic: topic.clone(),
+        });
+        socket.send(&WSClientMessage::Subscribe {
+            topic,
+            since: Some(StreamPosition { seq, epoch }),
+        });
+    }
 }
 
 fn on_close(rc: &Shared, generation: u32, code: u16, reason: &str) {
@@ -923,12 +974,15 @@ impl TidingsClient {
         let config = Config::parse(&options)?;
         let machine =
             StatusMachine::new(Backoff::new(config.initial_delay_ms, config.max_delay_ms));
+        // Repeated gap recoveries of a topic are paced like reconnects.
+        let topics =
+            TopicSet::with_backoff(Backoff::new(config.initial_delay_ms, config.max_delay_ms));
         let last_status = machine.status().clone();
         let status_js = status_to_js(&last_status);
         let inner = Rc::new(RefCell::new(Inner {
             config,
             machine,
-            topics: TopicSet::new(),
+            topics,
             phase: Phase::Idle,
             generation: 0,
             status_listeners: Vec::new(),

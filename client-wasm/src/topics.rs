@@ -17,8 +17,30 @@
 //! server replays what was missed before its ack, and only an ack with `recovered: false` (or
 //! a topic that had no position yet) invalidates the topic's queries. An event at or below
 //! the remembered `seq` of the same epoch is a duplicate and is dropped.
+//!
+//! Gaps: the server numbers a topic's events without holes, so an event of the remembered
+//! epoch with `seq` above the next one, or an event of another epoch, means events were lost
+//! on the way (a broken broker subscription, a lost history). The topic then recovers on the
+//! open socket: `unsubscribe`, then `subscribe` with `since` the last delivered position (the
+//! server answers an already-subscribed topic `recovered: false` at once, hence the
+//! unsubscribe first). The server replays what follows that position and acks
+//! `recovered: true`, or acks `recovered: false` (history too short, epoch changed) and the
+//! topic's queries are invalidated once, as after a failed reconnect.
+//!
+//! The event that revealed the gap is NOT delivered, nor is any later event of the topic that
+//! does not follow the last delivered one, until the recovery ends: the server's replay
+//! contains them (its history is everything up to the resubscribe), so listeners see each
+//! event once and in `seq` order, and nothing is buffered in the client. When the replay does
+//! not reach an event that was held back (`recovered: true` but still behind it), the topic
+//! recovers again. One recovery at most is scheduled or in flight per topic, and a topic that
+//! keeps needing one waits out the reconnect backoff: the first recovery starts at once, each
+//! further one within the current backoff window after the previous one waits a full-jitter
+//! delay over that window (doubling up to `maxDelayMs`); a topic quiet for longer than the
+//! window starts over.
 
 use std::collections::BTreeMap;
+
+use crate::backoff::Backoff;
 
 /// Identifies one listener (one `subscribe` call on the client).
 pub type ListenerId = u32;
@@ -34,14 +56,63 @@ pub enum ServerState {
     Active,
 }
 
+/// Where a topic's recovery stands (a subscribe with `since`).
 #[derive(Debug)]
-struct Entry<L, R> {
+enum Recovery<T> {
+    /// None scheduled or in flight.
+    Idle,
+    /// A gap was seen; the timer (`T`, made by the caller) calls [`TopicSet::recover_now`].
+    Scheduled(T),
+    /// A `subscribe` with `since` was sent (after a gap or a reconnect); its ack ends it.
+    InFlight,
+}
+
+#[derive(Debug)]
+struct Entry<L, R, T> {
     listeners: Vec<(ListenerId, L)>,
     waiting: Vec<(ListenerId, R)>,
     server: ServerState,
     invalidate_on_ack: bool,
     /// `seq` and `epoch` of the last event delivered on this topic.
     position: Option<(u64, String)>,
+    recovery: Recovery<T>,
+    /// The last event held back during a recovery (or that revealed the gap): the recovery
+    /// must deliver up to it.
+    ahead: Option<(u64, String)>,
+    /// Paces repeated recoveries of this topic.
+    backoff: Backoff,
+    /// When the last recovery was due to start (`Date.now()` ms).
+    last_recovery_ms: Option<f64>,
+}
+
+impl<L, R, T> Entry<L, R, T> {
+    /// Whether the position has reached `ahead` (or nothing is ahead).
+    fn caught_up(&self) -> bool {
+        match (&self.ahead, &self.position) {
+            (None, _) => true,
+            (Some((a, ae)), Some((p, pe))) => ae == pe && a <= p,
+            (Some(_), None) => false,
+        }
+    }
+
+    /// Schedules a recovery after the backoff's delay; `schedule` turns the delay into a timer.
+    fn schedule(&mut self, now_ms: f64, random: f64, schedule: impl FnOnce(f64) -> T) {
+        if self
+            .last_recovery_ms
+            .is_some_and(|last| now_ms - last > self.backoff.window_ms())
+        {
+            self.backoff.reset();
+        }
+        // The first recovery runs at once; only repeated ones are spread out.
+        let random = if self.backoff.attempt() == 0 {
+            0.0
+        } else {
+            random
+        };
+        let delay_ms = self.backoff.next_delay_ms(random);
+        self.last_recovery_ms = Some(now_ms + delay_ms);
+        self.recovery = Recovery::Scheduled(schedule(delay_ms));
+    }
 }
 
 /// What [`TopicSet::add`] asks the caller to do.
@@ -71,36 +142,53 @@ pub struct Removed<R> {
 pub struct Acked<R> {
     /// Ready handles to resolve.
     pub ready: Vec<R>,
-    /// The ack ends a resubscription after a reconnect: invalidate the topic's queries once.
+    /// The ack ends a resubscription after a reconnect or a gap: invalidate the topic's
+    /// queries once.
     pub invalidate: bool,
 }
 
-/// Topics → listeners, with the server-side state of each topic.
+/// Topics → listeners, with the server-side state of each topic. `T` is the timer of a
+/// scheduled gap recovery (dropping it cancels it).
 #[derive(Debug)]
-pub struct TopicSet<L, R> {
-    entries: BTreeMap<String, Entry<L, R>>,
+pub struct TopicSet<L, R, T = ()> {
+    entries: BTreeMap<String, Entry<L, R, T>>,
     /// `subscribed` acks still to come for requests whose topic was dropped meanwhile (a short
     /// list: a plain Vec keeps the wasm smaller than a second map type).
     stale_acks: Vec<(String, u32)>,
     open: bool,
     next_id: ListenerId,
+    /// The schedule each topic's recoveries start from.
+    backoff: Backoff,
 }
 
-impl<L, R> Default for TopicSet<L, R> {
+impl<L, R, T> Default for TopicSet<L, R, T> {
     fn default() -> Self {
         Self {
             entries: BTreeMap::new(),
             stale_acks: Vec::new(),
             open: false,
             next_id: 1,
+            backoff: Backoff::new(
+                crate::backoff::DEFAULT_INITIAL_DELAY_MS,
+                crate::backoff::DEFAULT_MAX_DELAY_MS,
+            ),
         }
     }
 }
 
-impl<L, R> TopicSet<L, R> {
+impl<L, R, T> TopicSet<L, R, T> {
     /// An empty set, socket closed.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty set whose repeated gap recoveries are paced by `backoff` (the client's
+    /// reconnect backoff settings).
+    pub fn with_backoff(backoff: Backoff) -> Self {
+        Self {
+            backoff,
+            ..Self::default()
+        }
     }
 
     /// Adds a listener on `topic`.
@@ -109,6 +197,7 @@ impl<L, R> TopicSet<L, R> {
         self.next_id = self.next_id.wrapping_add(1).max(1);
         let open = self.open;
         let mut send_subscribe = false;
+        let backoff = &self.backoff;
         let entry = self.entries.entry(topic.to_owned()).or_insert_with(|| {
             let server = if open {
                 send_subscribe = true;
@@ -122,6 +211,10 @@ impl<L, R> TopicSet<L, R> {
                 server,
                 invalidate_on_ack: false,
                 position: None,
+                recovery: Recovery::Idle,
+                ahead: None,
+                backoff: backoff.clone(),
+                last_recovery_ms: None,
             }
         });
         entry.listeners.push((id, listener));
@@ -189,6 +282,16 @@ impl<L, R> TopicSet<L, R> {
                 } else {
                     None
                 };
+                // Without `since` nothing is replayed: numbering starts afresh.
+                if since.is_none() {
+                    entry.position = None;
+                }
+                entry.recovery = if since.is_some() {
+                    Recovery::InFlight
+                } else {
+                    Recovery::Idle
+                };
+                entry.ahead = None;
                 (topic.clone(), since)
             })
             .collect()
@@ -196,19 +299,69 @@ impl<L, R> TopicSet<L, R> {
 
     /// An event arrived on `topic` with position (`seq`, `epoch`) when the server sent one.
     /// Returns whether to deliver it: `false` for a duplicate (at or below the remembered
-    /// `seq` of the same epoch). A new epoch starts over.
-    pub fn on_event(&mut self, topic: &str, seq: Option<u64>, epoch: Option<&str>) -> bool {
+    /// `seq` of the same epoch), and for an event that does not follow the last delivered one
+    /// (a gap, or another epoch) on a topic that is acknowledged or recovering.
+    ///
+    /// The first such event schedules a recovery: `schedule(delay_ms)` is called once and
+    /// returns the timer that calls [`TopicSet::recover_now`] after `delay_ms` (0 the first
+    /// time, then the backoff's). `now_ms` is the current time, `random` a uniform number in
+    /// `[0, 1)` for the jitter.
+    pub fn on_event(
+        &mut self,
+        topic: &str,
+        seq: Option<u64>,
+        epoch: Option<&str>,
+        now_ms: f64,
+        random: f64,
+        schedule: impl FnOnce(f64) -> T,
+    ) -> bool {
         let (Some(entry), Some(seq), Some(epoch)) = (self.entries.get_mut(topic), seq, epoch)
         else {
             return true;
         };
-        if let Some((last, known)) = &entry.position {
-            if known == epoch && seq <= *last {
-                return false;
+        let follows = match &entry.position {
+            None => true,
+            Some((last, known)) if known == epoch => {
+                if seq <= *last {
+                    return false;
+                }
+                seq == *last + 1
             }
+            Some(_) => false,
+        };
+        // A plain subscribe in flight starts a fresh stream: nothing to recover from yet.
+        let checked =
+            entry.server == ServerState::Active || !matches!(entry.recovery, Recovery::Idle);
+        if follows || !checked {
+            entry.position = Some((seq, epoch.to_owned()));
+            return true;
         }
-        entry.position = Some((seq, epoch.to_owned()));
-        true
+        // Held back: the recovery's replay delivers it in order.
+        entry.ahead = Some((seq, epoch.to_owned()));
+        if matches!(entry.recovery, Recovery::Idle) {
+            entry.schedule(now_ms, random, schedule);
+        }
+        false
+    }
+
+    /// The recovery timer of `topic` fired: returns the position to resubscribe from (send
+    /// `unsubscribe`, then `subscribe` with this `since`), or `None` when there is nothing
+    /// to do any more (topic gone, socket closed, or caught up meanwhile).
+    pub fn recover_now(&mut self, topic: &str) -> Option<(u64, String)> {
+        let open = self.open;
+        let entry = self.entries.get_mut(topic)?;
+        if !matches!(entry.recovery, Recovery::Scheduled(_)) {
+            return None;
+        }
+        entry.recovery = Recovery::Idle;
+        if !open || entry.server != ServerState::Active || entry.caught_up() {
+            return None;
+        }
+        let since = entry.position.clone()?;
+        entry.recovery = Recovery::InFlight;
+        entry.server = ServerState::Requested;
+        entry.invalidate_on_ack = true;
+        Some(since)
     }
 
     /// The socket is gone: nothing is subscribed on the server any more.
@@ -218,12 +371,24 @@ impl<L, R> TopicSet<L, R> {
         for entry in self.entries.values_mut() {
             entry.server = ServerState::Unsent;
             entry.invalidate_on_ack = false;
+            // The reconnect resubscribes from the last delivered position.
+            entry.recovery = Recovery::Idle;
+            entry.ahead = None;
         }
     }
 
     /// The server acknowledged `subscribe` for `topic`; `recovered` is the ack's field (only
-    /// present when the subscribe carried `since`).
-    pub fn on_subscribed(&mut self, topic: &str, recovered: Option<bool>) -> Option<Acked<R>> {
+    /// present when the subscribe carried `since`). When the ack ends a recovery whose replay
+    /// fell short of an event held back, another recovery is scheduled as in
+    /// [`TopicSet::on_event`].
+    pub fn on_subscribed(
+        &mut self,
+        topic: &str,
+        recovered: Option<bool>,
+        now_ms: f64,
+        random: f64,
+        schedule: impl FnOnce(f64) -> T,
+    ) -> Option<Acked<R>> {
         if let Some(pos) = self.stale_acks.iter().position(|(t, _)| t == topic) {
             let n = &mut self.stale_acks[pos].1;
             *n -= 1;
@@ -237,9 +402,18 @@ impl<L, R> TopicSet<L, R> {
             return None;
         }
         entry.server = ServerState::Active;
-        if recovered == Some(false) {
-            // The server replayed nothing: the next event starts the position afresh.
+        let recovering = matches!(entry.recovery, Recovery::InFlight);
+        entry.recovery = Recovery::Idle;
+        if recovered == Some(false) || (recovering && recovered.is_none()) {
+            // The server replayed nothing: the next event starts the position afresh, and
+            // whatever was held back is covered by the invalidation below.
             entry.position = None;
+            entry.ahead = None;
+        } else if recovering && !entry.caught_up() {
+            // Recovered, yet short of an event already seen: try again, paced.
+            entry.schedule(now_ms, random, schedule);
+        } else {
+            entry.ahead = None;
         }
         // Recovered: the missed events came before this ack, the queries are up to date.
         let invalidate = std::mem::take(&mut entry.invalidate_on_ack) && recovered != Some(true);
@@ -289,7 +463,45 @@ impl<L, R> TopicSet<L, R> {
 mod tests {
     use super::*;
 
-    type Set = TopicSet<&'static str, &'static str>;
+    /// The "timer" of a scheduled recovery is its delay, so tests can read it.
+    type Set = TopicSet<&'static str, &'static str, f64>;
+
+    impl Set {
+        fn event(&mut self, topic: &str, seq: Option<u64>, epoch: Option<&str>) -> bool {
+            self.event_at(topic, seq, epoch, 0.0)
+        }
+
+        fn event_at(
+            &mut self,
+            topic: &str,
+            seq: Option<u64>,
+            epoch: Option<&str>,
+            now: f64,
+        ) -> bool {
+            self.on_event(topic, seq, epoch, now, 0.5, |delay| delay)
+        }
+
+        fn ack(&mut self, topic: &str, recovered: Option<bool>) -> Option<Acked<&'static str>> {
+            self.ack_at(topic, recovered, 0.0)
+        }
+
+        fn ack_at(
+            &mut self,
+            topic: &str,
+            recovered: Option<bool>,
+            now: f64,
+        ) -> Option<Acked<&'static str>> {
+            self.on_subscribed(topic, recovered, now, 0.5, |delay| delay)
+        }
+
+        /// The delay of the recovery scheduled on `topic`, if one is.
+        fn scheduled(&self, topic: &str) -> Option<f64> {
+            match self.entries.get(topic)?.recovery {
+                Recovery::Scheduled(delay) => Some(delay),
+                _ => None,
+            }
+        }
+    }
 
     #[test]
     fn listeners_share_one_server_subscription() {
@@ -304,7 +516,7 @@ mod tests {
             ["a", "b"]
         );
 
-        let ack = s.on_subscribed("list:1", None).unwrap();
+        let ack = s.ack("list:1", None).unwrap();
         assert_eq!(ack.ready, ["ra", "rb"]);
         assert!(!ack.invalidate);
         // A third listener on an active topic is ready at once.
@@ -343,19 +555,16 @@ mod tests {
         let mut s = Set::new();
         s.on_open(false);
         s.add("list:1", "a", "ra");
-        s.on_subscribed("list:1", None).unwrap();
+        s.ack("list:1", None).unwrap();
         s.on_close();
         assert_eq!(s.state("list:1"), Some(ServerState::Unsent));
         let b = s.add("list:1", "b", "rb");
         assert_eq!(b.ready_now, None, "not ready while disconnected");
         assert_eq!(s.on_open(true), [("list:1".to_owned(), None)]);
-        let ack = s.on_subscribed("list:1", None).unwrap();
+        let ack = s.ack("list:1", None).unwrap();
         assert!(ack.invalidate);
         assert_eq!(ack.ready, ["rb"]);
-        assert!(
-            s.on_subscribed("list:1", None).is_none(),
-            "duplicate ack ignored"
-        );
+        assert!(s.ack("list:1", None).is_none(), "duplicate ack ignored");
     }
 
     #[test]
@@ -367,8 +576,8 @@ mod tests {
         let b = s.add("list:1", "b", "rb");
         assert!(b.send_subscribe);
         // Acks arrive in request order: subscribed (for a), unsubscribed, subscribed (for b).
-        assert!(s.on_subscribed("list:1", None).is_none());
-        assert_eq!(s.on_subscribed("list:1", None).unwrap().ready, ["rb"]);
+        assert!(s.ack("list:1", None).is_none());
+        assert_eq!(s.ack("list:1", None).unwrap().ready, ["rb"]);
     }
 
     #[test]
@@ -388,12 +597,12 @@ mod tests {
         let mut s = Set::new();
         s.on_open(false);
         s.add("list:1", "a", "ra");
-        s.on_subscribed("list:1", None).unwrap();
-        assert!(s.on_event("list:1", Some(1), Some("e")));
-        assert!(s.on_event("list:1", Some(2), Some("e")));
-        assert!(!s.on_event("list:1", Some(2), Some("e")), "duplicate");
+        s.ack("list:1", None).unwrap();
+        assert!(s.event("list:1", Some(1), Some("e")));
+        assert!(s.event("list:1", Some(2), Some("e")));
+        assert!(!s.event("list:1", Some(2), Some("e")), "duplicate");
         assert!(
-            s.on_event("list:1", None, None),
+            s.event("list:1", None, None),
             "a position-less event is delivered"
         );
         s.on_close();
@@ -402,9 +611,9 @@ mod tests {
             [("list:1".to_owned(), Some((2, "e".to_owned())))]
         );
         // The replay (3) and a duplicate of it (2) before the ack: 2 is dropped.
-        assert!(!s.on_event("list:1", Some(2), Some("e")));
-        assert!(s.on_event("list:1", Some(3), Some("e")));
-        let ack = s.on_subscribed("list:1", Some(true)).unwrap();
+        assert!(!s.event("list:1", Some(2), Some("e")));
+        assert!(s.event("list:1", Some(3), Some("e")));
+        let ack = s.ack("list:1", Some(true)).unwrap();
         assert!(!ack.invalidate, "recovered: nothing to refetch");
     }
 
@@ -413,19 +622,212 @@ mod tests {
         let mut s = Set::new();
         s.on_open(false);
         s.add("list:1", "a", "ra");
-        s.on_subscribed("list:1", None).unwrap();
-        assert!(s.on_event("list:1", Some(7), Some("old")));
+        s.ack("list:1", None).unwrap();
+        assert!(s.event("list:1", Some(7), Some("old")));
         s.on_close();
         s.on_open(true);
-        assert!(s.on_subscribed("list:1", Some(false)).unwrap().invalidate);
+        assert!(s.ack("list:1", Some(false)).unwrap().invalidate);
         // The new epoch numbers from 1 again and is delivered.
-        assert!(s.on_event("list:1", Some(1), Some("new")));
+        assert!(s.event("list:1", Some(1), Some("new")));
         // A topic without a position after a reconnect invalidates (the old behaviour).
         s.add("list:2", "b", "rb");
-        s.on_subscribed("list:2", None).unwrap();
+        s.ack("list:2", None).unwrap();
         s.on_close();
         let open = s.on_open(true);
         assert_eq!(open[1], ("list:2".to_owned(), None));
-        assert!(s.on_subscribed("list:2", None).unwrap().invalidate);
+        assert!(s.ack("list:2", None).unwrap().invalidate);
+    }
+
+    /// A topic acknowledged on an open socket, with events 1..=`last` of epoch `epoch` delivered.
+    fn active(topic: &str, last: u64, epoch: &str) -> Set {
+        let mut s = Set::new();
+        s.on_open(false);
+        s.add(topic, "a", "ra");
+        s.ack(topic, None).unwrap();
+        for seq in 1..=last {
+            assert!(s.event(topic, Some(seq), Some(epoch)));
+        }
+        s
+    }
+
+    #[test]
+    fn a_gap_holds_events_back_until_the_replay_delivers_them_in_order() {
+        let mut s = active("list:1", 2, "e");
+        // 3 and 4 were lost on the way: 5 reveals the gap and is not delivered.
+        assert!(!s.event("list:1", Some(5), Some("e")));
+        assert_eq!(
+            s.scheduled("list:1"),
+            Some(0.0),
+            "the first recovery is immediate"
+        );
+        // Later live events are held back too, and no second recovery is scheduled.
+        assert!(!s.event("list:1", Some(6), Some("e")));
+        assert_eq!(s.scheduled("list:1"), Some(0.0));
+        // The timer fires: resubscribe from the last DELIVERED position.
+        assert_eq!(s.recover_now("list:1"), Some((2, "e".to_owned())));
+        assert_eq!(s.state("list:1"), Some(ServerState::Requested));
+        assert_eq!(s.recover_now("list:1"), None, "one recovery in flight");
+        // A live event still queued before the server read the unsubscribe: held back.
+        assert!(!s.event("list:1", Some(7), Some("e")));
+        assert_eq!(s.scheduled("list:1"), None, "not while one is in flight");
+        // The replay: everything after 2, in order, each once.
+        for seq in 3..=7 {
+            assert!(s.event("list:1", Some(seq), Some("e")), "replayed {seq}");
+        }
+        assert!(!s.event("list:1", Some(5), Some("e")), "duplicate");
+        let ack = s.ack("list:1", Some(true)).unwrap();
+        assert!(!ack.invalidate, "recovered: nothing to refetch");
+        assert_eq!(s.scheduled("list:1"), None);
+        assert_eq!(s.state("list:1"), Some(ServerState::Active));
+        assert!(s.event("list:1", Some(8), Some("e")), "live again");
+        // Position-less events (a seed server) are never held back.
+        assert!(s.event("list:1", None, None));
+    }
+
+    #[test]
+    fn an_epoch_change_recovers_invalidates_once_then_delivers_the_new_epoch() {
+        let mut s = active("list:1", 7, "old");
+        assert!(!s.event("list:1", Some(1), Some("new")));
+        assert!(!s.event("list:1", Some(2), Some("new")));
+        assert_eq!(s.recover_now("list:1"), Some((7, "old".to_owned())));
+        assert!(
+            !s.event("list:1", Some(3), Some("new")),
+            "held until the ack"
+        );
+        // The old epoch cannot be recovered.
+        let ack = s.ack("list:1", Some(false)).unwrap();
+        assert!(ack.invalidate, "told once");
+        assert_eq!(s.scheduled("list:1"), None, "and nothing more to recover");
+        assert!(s.event("list:1", Some(4), Some("new")));
+        assert!(s.event("list:1", Some(5), Some("new")));
+        assert!(!s.event("list:1", Some(5), Some("new")), "duplicate");
+        assert_eq!(s.scheduled("list:1"), None);
+    }
+
+    #[test]
+    fn duplicates_are_not_gaps() {
+        let mut s = active("list:1", 5, "e");
+        assert!(!s.event("list:1", Some(3), Some("e")));
+        assert!(!s.event("list:1", Some(5), Some("e")));
+        assert_eq!(s.scheduled("list:1"), None);
+        assert!(s.event("list:1", Some(6), Some("e")));
+    }
+
+    #[test]
+    fn a_replay_that_falls_short_recovers_again_with_a_growing_delay() {
+        let mut s = active("list:1", 2, "e");
+        assert!(!s.event("list:1", Some(9), Some("e")));
+        let mut delays = vec![s.scheduled("list:1").unwrap()];
+        // A server that keeps answering `recovered: true` without reaching 9: every ack
+        // schedules another recovery, each further out (random 0.5 → half the window).
+        for _ in 0..8 {
+            assert!(s.recover_now("list:1").is_some());
+            let ack = s.ack("list:1", Some(true)).unwrap();
+            assert!(!ack.invalidate);
+            delays.push(s.scheduled("list:1").expect("recovers again"));
+        }
+        assert_eq!(
+            delays,
+            [
+                0.0, 500.0, 1000.0, 2000.0, 4000.0, 8000.0, 15_000.0, 15_000.0, 15_000.0
+            ]
+        );
+        // Once the replay reaches it, the topic is healthy again.
+        assert_eq!(s.recover_now("list:1"), Some((2, "e".to_owned())));
+        for seq in 3..=9 {
+            assert!(s.event("list:1", Some(seq), Some("e")));
+        }
+        s.ack("list:1", Some(true)).unwrap();
+        assert_eq!(s.scheduled("list:1"), None);
+    }
+
+    #[test]
+    fn the_recovery_backoff_starts_over_after_a_quiet_window() {
+        let mut s = active("list:1", 1, "e");
+        assert!(!s.event_at("list:1", Some(3), Some("e"), 1000.0));
+        assert_eq!(s.scheduled("list:1"), Some(0.0));
+        s.recover_now("list:1").unwrap();
+        assert!(s.event_at("list:1", Some(2), Some("e"), 1010.0));
+        assert!(s.event_at("list:1", Some(3), Some("e"), 1010.0));
+        s.ack_at("list:1", Some(true), 1020.0).unwrap();
+        // Another gap soon after: paced.
+        assert!(!s.event_at("list:1", Some(5), Some("e"), 1100.0));
+        assert_eq!(s.scheduled("list:1"), Some(500.0));
+        s.recover_now("list:1").unwrap();
+        assert!(s.event_at("list:1", Some(4), Some("e"), 1700.0));
+        assert!(s.event_at("list:1", Some(5), Some("e"), 1700.0));
+        s.ack_at("list:1", Some(true), 1700.0).unwrap();
+        // A gap long after the last recovery (beyond its 2 s window): immediate again.
+        assert!(!s.event_at("list:1", Some(7), Some("e"), 10_000.0));
+        assert_eq!(s.scheduled("list:1"), Some(0.0));
+    }
+
+    #[test]
+    fn a_gap_in_a_reconnect_replay_recovers_after_its_ack() {
+        let mut s = active("list:1", 2, "e");
+        s.on_close();
+        assert_eq!(
+            s.on_open(true),
+            [("list:1".to_owned(), Some((2, "e".to_owned())))]
+        );
+        assert!(s.event("list:1", Some(3), Some("e")));
+        assert!(
+            !s.event("list:1", Some(5), Some("e")),
+            "a hole in the replay"
+        );
+        assert_eq!(
+            s.scheduled("list:1"),
+            None,
+            "the resubscribe is still in flight"
+        );
+        let ack = s.ack("list:1", Some(true)).unwrap();
+        assert!(!ack.invalidate);
+        assert!(s.scheduled("list:1").is_some(), "short of 5: recover again");
+        assert_eq!(s.recover_now("list:1"), Some((3, "e".to_owned())));
+    }
+
+    #[test]
+    fn a_plain_subscribe_in_flight_is_not_checked_for_gaps() {
+        let mut s = Set::new();
+        s.on_open(false);
+        s.add("list:1", "a", "ra");
+        // Events may come before the ack of a subscribe without `since`: a fresh stream.
+        assert!(s.event("list:1", Some(40), Some("e")));
+        assert!(s.event("list:1", Some(42), Some("e")));
+        assert_eq!(s.scheduled("list:1"), None);
+        s.ack("list:1", None).unwrap();
+        assert!(
+            !s.event("list:1", Some(44), Some("e")),
+            "acknowledged: checked"
+        );
+        assert!(s.scheduled("list:1").is_some());
+    }
+
+    #[test]
+    fn closing_or_leaving_cancels_a_recovery() {
+        // Closed while scheduled: the timer is dropped; the reconnect resumes from the last
+        // delivered position, not from the held-back event.
+        let mut s = active("list:1", 2, "e");
+        assert!(!s.event("list:1", Some(5), Some("e")));
+        s.on_close();
+        assert_eq!(s.scheduled("list:1"), None);
+        assert_eq!(s.recover_now("list:1"), None);
+        assert_eq!(
+            s.on_open(true),
+            [("list:1".to_owned(), Some((2, "e".to_owned())))]
+        );
+        // Every listener left while in flight: the ack is stale and nothing is recovered.
+        let mut s = active("list:2", 2, "e");
+        assert!(!s.event("list:2", Some(5), Some("e")));
+        s.recover_now("list:2").unwrap();
+        let removed = s.remove(1).unwrap();
+        assert!(removed.send_unsubscribe);
+        assert!(s.ack("list:2", Some(true)).is_none());
+        assert_eq!(s.recover_now("list:2"), None);
+        // Left while scheduled: the timer fires for nothing.
+        let mut s = active("list:3", 2, "e");
+        assert!(!s.event("list:3", Some(5), Some("e")));
+        s.remove(1).unwrap();
+        assert_eq!(s.recover_now("list:3"), None);
     }
 }

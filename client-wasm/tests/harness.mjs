@@ -10,11 +10,20 @@
 //   POST /publish              body: one WSEvent → {"status": 202, "body": {...}} (publish token)
 //   POST /restart[?signal=KILL|TERM]  → kills the server and starts it again on the SAME port
 //   POST /freeze, POST /thaw   → SIGSTOP / SIGCONT (a server that stops answering pings)
+// A SCRIPTED WebSocket server (not tidings) on the harness's own port, for what a real server
+// never does on its own (skip a seq, change epoch on a live connection). Sessions by name:
+//   ws://127.0.0.1:HPORT/script/ws?name=N   accepts any client; answers ping → pong and
+//                              unsubscribe → unsubscribed; everything else is up to the test
+//   POST /script/send?name=N   body: a JSON array of frames → sent as text to N's sockets
+//   GET  /script/received?name=N  → the text frames N's clients sent, in order
+//   POST /script/loop?name=N   from now on answers every subscribe: `subscribed`, and for one
+//                              with `since` also `recovered: true` and then an event with a
+//                              gap (seq since+2): a server whose recovery never succeeds
 // The server's pid goes to $HARNESS_PIDFILE (so the caller can kill it even if we die).
 // SIGTERM/SIGINT: kills the server, then exits. No dependencies beyond Node 20.
 
 import { spawn, spawnSync } from "node:child_process";
-import { randomBytes } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import { writeFileSync } from "node:fs";
 import { createServer } from "node:http";
 import { createInterface } from "node:readline";
@@ -111,6 +120,113 @@ function readBody(req) {
   });
 }
 
+/** Scripted WebSocket sessions by name: open sockets, frames received, loop mode. */
+const sessions = new Map();
+function session(name) {
+  let s = sessions.get(name);
+  if (!s) {
+    s = { sockets: new Set(), received: [], loop: false };
+    sessions.set(name, s);
+  }
+  return s;
+}
+
+/** One unmasked server frame (FIN set) with `opcode` and `payload` (a Buffer). */
+function frame(opcode, payload) {
+  const n = payload.length;
+  const head = n < 126 ? Buffer.from([0x80 | opcode, n]) : Buffer.alloc(n < 65536 ? 4 : 10);
+  if (n >= 126 && n < 65536) {
+    head[0] = 0x80 | opcode;
+    head[1] = 126;
+    head.writeUInt16BE(n, 2);
+  } else if (n >= 65536) {
+    head[0] = 0x80 | opcode;
+    head[1] = 127;
+    head.writeBigUInt64BE(BigInt(n), 2);
+  }
+  return Buffer.concat([head, payload]);
+}
+
+function sendText(socket, text) {
+  if (!socket.destroyed) socket.write(frame(0x1, Buffer.from(text, "utf8")));
+}
+
+/** What the scripted server answers by itself to one text frame of a client. */
+function autoReply(s, socket, text) {
+  let msg;
+  try {
+    msg = JSON.parse(text);
+  } catch {
+    return;
+  }
+  if (msg.action === "ping") sendText(socket, JSON.stringify({ action: "pong" }));
+  if (msg.action === "unsubscribe") sendText(socket, JSON.stringify({ action: "unsubscribed", topic: msg.topic }));
+  if (msg.action === "subscribe" && s.loop) {
+    if (!msg.since) return sendText(socket, JSON.stringify({ action: "subscribed", topic: msg.topic }));
+    sendText(socket, JSON.stringify({ action: "subscribed", topic: msg.topic, recovered: true }));
+    sendText(
+      socket,
+      JSON.stringify({
+        topic: msg.topic,
+        event: "UPDATED",
+        data: { entity_id: `loop${msg.since.seq + 2}`, payload: {}, user_id: "u1", timestamp: "2025-11-26T10:30:00Z" },
+        seq: msg.since.seq + 2,
+        epoch: msg.since.epoch,
+      }),
+    );
+  }
+}
+
+/** RFC 6455 by hand (Node 20 has no WebSocket server): handshake, then masked client frames. */
+function acceptScripted(req, socket) {
+  const url = new URL(req.url ?? "/", "http://harness");
+  const key = req.headers["sec-websocket-key"];
+  if (url.pathname !== "/script/ws" || !key) return socket.destroy();
+  const s = session(url.searchParams.get("name") ?? "");
+  const accept = createHash("sha1").update(`${key}258EAFA5-E914-47DA-95CA-C5AB0DC85B11`).digest("base64");
+  socket.write(
+    `HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${accept}\r\n\r\n`,
+  );
+  socket.setNoDelay(true);
+  s.sockets.add(socket);
+  let buf = Buffer.alloc(0);
+  socket.on("data", (chunk) => {
+    buf = Buffer.concat([buf, chunk]);
+    for (;;) {
+      if (buf.length < 2) return;
+      const opcode = buf[0] & 0x0f;
+      let len = buf[1] & 0x7f;
+      let at = 2;
+      if (len === 126) {
+        if (buf.length < 4) return;
+        len = buf.readUInt16BE(2);
+        at = 4;
+      } else if (len === 127) {
+        if (buf.length < 10) return;
+        len = Number(buf.readBigUInt64BE(2));
+        at = 10;
+      }
+      if (buf.length < at + 4 + len) return;
+      const mask = buf.subarray(at, at + 4);
+      const payload = Buffer.from(buf.subarray(at + 4, at + 4 + len));
+      for (let i = 0; i < payload.length; i++) payload[i] ^= mask[i % 4];
+      buf = buf.subarray(at + 4 + len);
+      if (opcode === 0x1) {
+        const text = payload.toString("utf8");
+        s.received.push(text);
+        autoReply(s, socket, text);
+      } else if (opcode === 0x8) {
+        socket.end(frame(0x8, payload.subarray(0, 2)));
+        return;
+      } else if (opcode === 0x9) {
+        socket.write(frame(0xa, payload));
+      }
+    }
+  });
+  socket.on("close", () => s.sockets.delete(socket));
+  socket.on("error", () => s.sockets.delete(socket));
+}
+
 async function handle(req, res) {
   const url = new URL(req.url ?? "/", "http://harness");
   const send = (status, body, type = "application/json") => {
@@ -158,6 +274,17 @@ async function handle(req, res) {
     case "POST /thaw":
       server?.kill("SIGCONT");
       return send(200, { frozen: false });
+    case "POST /script/send": {
+      const s = session(url.searchParams.get("name") ?? "");
+      const frames = JSON.parse(await readBody(req));
+      for (const socket of s.sockets) for (const f of frames) sendText(socket, JSON.stringify(f));
+      return send(200, { sockets: s.sockets.size });
+    }
+    case "GET /script/received":
+      return send(200, session(url.searchParams.get("name") ?? "").received);
+    case "POST /script/loop":
+      session(url.searchParams.get("name") ?? "").loop = true;
+      return send(200, { loop: true });
     default:
       return send(404, { error: `no route ${route}` });
   }
@@ -183,6 +310,7 @@ const http = createServer((req, res) =>
     res.end(String(e));
   }),
 );
+http.on("upgrade", acceptScripted);
 http.listen(Number(process.env.HARNESS_PORT ?? 0), "127.0.0.1", () => {
   const address = http.address();
   console.log(`harness listening on http://127.0.0.1:${address.port} (tidings on ${port})`);

@@ -210,3 +210,39 @@ async fn publishing_while_nobody_listens_is_still_recoverable() {
     assert_eq!(sub.events.len(), 1);
     assert_eq!(sub.events[0].data.entity_id, "2");
 }
+
+/// The browser client's gap recovery, on ONE live connection: `unsubscribe`, then `subscribe`
+/// with `since` an older position, replays what followed that position and resumes live. (A
+/// subscribe for a topic the connection still has answers `recovered:false` at once, which is
+/// why the client unsubscribes first.)
+#[tokio::test]
+async fn unsubscribe_then_since_on_the_same_connection_replays_from_there() {
+    let server = start_server().await;
+    let mut ws = server.client().await;
+    subscribe_since(&mut ws, "list:1", None).await;
+    for i in 1..=4 {
+        server
+            .tidings
+            .hub()
+            .publish(event("list:1", &i.to_string()));
+        assert_eq!(next_event(&mut ws).await.seq, Some(i));
+    }
+    let epoch = server.tidings.hub().position("list:1").unwrap().epoch;
+    // Still subscribed: a `since` cannot be checked against what was delivered.
+    let sub = subscribe_since(&mut ws, "list:1", Some((2, &epoch))).await;
+    assert_eq!((sub.recovered, sub.events.len()), (Some(false), 0));
+    // The client's way: as if 3 and 4 had been lost, it resumes from 2.
+    roundtrip(
+        &mut ws,
+        r#"{"action":"unsubscribe","topic":"list:1"}"#,
+        r#"{"action":"unsubscribed","topic":"list:1"}"#,
+    )
+    .await;
+    server.tidings.hub().publish(event("list:1", "5"));
+    let sub = subscribe_since(&mut ws, "list:1", Some((2, &epoch))).await;
+    assert_eq!(sub.recovered, Some(true));
+    let seqs: Vec<u64> = sub.events.iter().map(|e| e.seq.unwrap()).collect();
+    assert_eq!(seqs, [3, 4, 5]);
+    server.tidings.hub().publish(event("list:1", "6"));
+    assert_eq!(next_event(&mut ws).await.seq, Some(6));
+}
