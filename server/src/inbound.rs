@@ -166,8 +166,10 @@ pub(crate) struct Metered<S> {
 #[derive(Debug)]
 struct Throttle {
     budget: ByteBudget,
-    /// The wait in progress, and when it started.
-    sleep: Option<(Pin<Box<Sleep>>, Instant)>,
+    /// The timer of the waits, created at the first one and reset for each later one.
+    timer: Option<Pin<Box<Sleep>>>,
+    /// When the wait in progress started.
+    waiting: Option<Instant>,
     /// The wait that just ended, if its read has not returned yet.
     waited_since: Option<Instant>,
     flooding: bool,
@@ -205,7 +207,8 @@ impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {
             }
             this.state = Some(Box::new(Throttle {
                 budget: ByteBudget::new(&this.switch.settings, Instant::now()),
-                sleep: None,
+                timer: None,
+                waiting: None,
                 waited_since: None,
                 flooding: false,
             }));
@@ -218,19 +221,19 @@ impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {
             return Poll::Ready(Err(io::Error::other(InboundFlood)));
         }
         loop {
-            if let Some((sleep, since)) = &mut state.sleep {
-                ready!(sleep.as_mut().poll(cx));
-                state.waited_since = Some(*since);
-                state.sleep = None;
+            if let (Some(_), Some(timer)) = (state.waiting, state.timer.as_mut()) {
+                ready!(timer.as_mut().poll(cx));
+                state.waited_since = state.waiting.take();
             }
             let now = Instant::now();
-            match state.budget.wait_until(settings, now) {
-                Some(until) => {
-                    // Keep the start of a wait that was cut short by another poll.
-                    let since = state.waited_since.take().unwrap_or(now);
-                    state.sleep = Some((Box::pin(sleep_until(until)), since));
-                }
-                None => break,
+            let Some(until) = state.budget.wait_until(settings, now) else {
+                break;
+            };
+            // A wait that needs another one goes on counting from its start.
+            state.waiting = Some(state.waited_since.take().unwrap_or(now));
+            match &mut state.timer {
+                Some(timer) => timer.as_mut().reset(until),
+                None => state.timer = Some(Box::pin(sleep_until(until))),
             }
         }
         let before = buf.filled().len();

@@ -11,7 +11,9 @@
 //! - `GET /healthz`: 200 `ok` while serving, 200 `degraded: <why>` while the broker (Redis)
 //!   is unavailable (kept 200: every node shares the broker, so taking nodes out of a load
 //!   balancer would not help, and existing connections keep working), 503 once shutting down.
-//! - `GET /metrics`: counters and gauges in the Prometheus text format.
+//! - `GET /metrics`: counters and gauges in the Prometheus text format, O(1) per scrape;
+//!   optionally behind a bearer token ([`Config::with_metrics_token`]) or only on
+//!   [`Tidings::metrics_router`] ([`Config::with_metrics_route`]).
 //!
 //! Every event gets a per-topic `seq` and `epoch`, and a bounded history per topic lets a
 //! client that reconnects with `since` recover what it missed (see [`hub`] and [`broker`]).

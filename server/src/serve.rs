@@ -44,6 +44,9 @@ const KEEPALIVE_RETRIES: u32 = 3;
 /// closed and requests in flight may finish; this returns once everything is done or the
 /// configured drain timeout (`Config::with_drain_timeout`) has passed, whichever is first.
 ///
+/// Every upgraded WebSocket's inbound bytes are metered (`Config::with_inbound_byte_rate`):
+/// an app serving the router some other way does not get that bound.
+///
 /// # Errors
 /// [`ServeError::Io`] if the listener fails for good (transient accept errors such as a
 /// connection reset or running out of file descriptors are logged and retried).
