@@ -372,8 +372,9 @@ impl Config {
     }
 
     /// Whether [`Tidings::router`](crate::Tidings::router) serves `GET /metrics`. Turn it off
-    /// to serve the metrics elsewhere, e.g. [`Tidings::metrics_router`](crate::Tidings::metrics_router)
-    /// on a private listener. Defaults to `true`.
+    /// to serve the metrics elsewhere, e.g.
+    /// [`Tidings::metrics_router`](crate::Tidings::metrics_router) on a private listener.
+    /// Defaults to `true`.
     pub fn with_metrics_route(mut self, enabled: bool) -> Self {
         self.metrics_route = enabled;
         self

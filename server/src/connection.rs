@@ -90,8 +90,8 @@ pub(crate) fn start(
     let hub = tidings.hub().clone();
     let id = hub.next_conn_id();
     // One span over both tasks, so every event of this connection carries its id and user
-    // (the token's `sub`, escaped: it is the client's text, and a newline in it must not
-    // start a forged log line; never the token). Debug level: at the default level it is disabled,
+    // (the token's `sub`, escaped: it is the client's text, and a newline in it must not start
+    // a forged log line; never the token). Debug level: at the default level it is disabled,
     // its fields are not even formatted, and the futures carry an empty span.
     let span = tracing::debug_span!("conn", conn_id = id, user = %Escaped(&claims.sub));
     let writer =
@@ -176,7 +176,8 @@ async fn run(
                     Some(Ok(Message::Close(_))) | None => break End::Peer,
                     Some(Err(e)) => match close_code_for(&e) {
                         Some(code) => {
-                            tracing::debug!(conn = id, error = %Escaped(&e), "closing after a bad frame");
+                            let error = Escaped(&e);
+                            tracing::debug!(conn = id, %error, "closing after a bad frame");
                             outbox.close(code);
                             break End::Server;
                         }
