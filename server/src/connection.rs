@@ -26,9 +26,9 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep_until, timeout};
 use tracing::Instrument;
 
-use crate::escape::Escaped;
 use crate::heartbeat::{Due, Heartbeat};
 use crate::hub::{ConnId, Hub, Recovery};
+use crate::logging::Escaped;
 use crate::outbox::Outbox;
 use crate::rate::{RATE_LIMIT_EXCEEDED, RateLimiter, Verdict};
 use crate::{Claims, Tidings};

@@ -313,7 +313,7 @@ fn init_tracing(level: Option<&str>, format: LogFormat) {
     // full and as hex: a `refresh` message's token, the events' payloads. No filter, however
     // verbose (`RUST_LOG=trace`, `tungstenite::protocol=trace`), may turn them on: tokens
     // must never reach the logs. Their warnings and errors still pass.
-    let no_frame_dumps = filter_fn(|meta| !is_frame_dump(meta));
+    let no_frame_dumps = filter_fn(|meta| !tidings_server::logging::is_frame_dump(meta));
     // Logs go to stderr: stdout carries the listening line and tokens for harnesses.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -326,17 +326,6 @@ fn init_tracing(level: Option<&str>, format: LogFormat) {
             .init(),
         LogFormat::Json => builder.json().finish().with(no_frame_dumps).init(),
     }
-}
-
-/// A debug or trace event of tungstenite or tokio-tungstenite (see `init_tracing`).
-fn is_frame_dump(meta: &tracing::Metadata<'_>) -> bool {
-    let target = meta.target();
-    let websocket_crate = ["tungstenite", "tokio_tungstenite"].iter().any(|name| {
-        target
-            .strip_prefix(name)
-            .is_some_and(|rest| rest.is_empty() || rest.starts_with("::"))
-    });
-    websocket_crate && matches!(*meta.level(), tracing::Level::DEBUG | tracing::Level::TRACE)
 }
 
 /// Many clients each hold a socket: lift the soft open-file limit to the hard one.

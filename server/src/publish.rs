@@ -31,7 +31,7 @@ use tidings_protocol::{WSError, WSEvent};
 use crate::Tidings;
 use crate::auth::{AuthError, PUBLISH_SCOPE};
 use crate::broker::BrokerError;
-use crate::escape::Escaped;
+use crate::logging::Escaped;
 
 /// Why a `POST /publish` request was refused; each variant is one HTTP status.
 #[derive(Debug, thiserror::Error)]

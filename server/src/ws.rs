@@ -22,8 +22,8 @@ use tidings_protocol::CloseCode;
 use tokio::time::timeout;
 
 use crate::Tidings;
-use crate::escape::Escaped;
 use crate::inbound::UpgradeMeter;
+use crate::logging::Escaped;
 use crate::{connection, origin};
 
 /// Handles `GET /ws`.
