@@ -330,13 +330,53 @@ impl Config {
         self
     }
 
+    /// The per-topic history size in effect.
+    pub fn history_size(&self) -> usize {
+        self.history_size
+    }
+
+    /// The history max age in effect.
+    pub fn history_ttl(&self) -> Duration {
+        self.history_ttl
+    }
+
+    /// The JWT clock leeway in effect.
+    pub fn jwt_leeway(&self) -> Duration {
+        self.jwt_leeway
+    }
+
+    /// The per-connection outbound queue capacity in effect.
+    pub fn outbound_queue_capacity(&self) -> usize {
+        self.outbound_queue_capacity
+    }
+
+    /// The maximum inbound WebSocket message size in effect.
+    pub fn max_message_size(&self) -> usize {
+        self.max_message_size
+    }
+
+    /// The maximum number of subscriptions per connection in effect.
+    pub fn max_subscriptions_per_connection(&self) -> usize {
+        self.max_subscriptions_per_connection
+    }
+
+    /// The maximum `POST /publish` body size in effect.
+    pub fn max_publish_body(&self) -> usize {
+        self.max_publish_body
+    }
+
+    /// The shutdown drain timeout in effect.
+    pub fn drain_timeout(&self) -> Duration {
+        self.drain_timeout
+    }
+
     // issue 10: hardening
 
     /// Sustained bytes per second one WebSocket connection may send (the refill rate of its
-    /// inbound byte budget). Every byte counts, frame headers
-    /// included, so this also bounds frames per second (a masked client frame is at least 6
-    /// bytes) and the CPU one connection can cost, which the message rate alone does not: a
-    /// run of continuation frames is no message until its last frame. Over the budget the
+    /// inbound byte budget). Every byte counts, frame headers included, so this also bounds
+    /// frames per second (a masked client frame is at least 6 bytes) and the CPU one
+    /// connection can cost, which the message rate alone does not: a run of continuation
+    /// frames is no message until its last frame. Over the budget the
     /// connection is simply not read (TCP slows the client down); a connection held back for
     /// more than half of the [violation window](Config::with_rate_violation_window) within it
     /// is closed with 1008. Enforced by [`serve`](crate::serve). Defaults to 8 MiB/s: above
@@ -378,46 +418,6 @@ impl Config {
     pub fn with_metrics_route(mut self, enabled: bool) -> Self {
         self.metrics_route = enabled;
         self
-    }
-
-    /// The per-topic history size in effect.
-    pub fn history_size(&self) -> usize {
-        self.history_size
-    }
-
-    /// The history max age in effect.
-    pub fn history_ttl(&self) -> Duration {
-        self.history_ttl
-    }
-
-    /// The JWT clock leeway in effect.
-    pub fn jwt_leeway(&self) -> Duration {
-        self.jwt_leeway
-    }
-
-    /// The per-connection outbound queue capacity in effect.
-    pub fn outbound_queue_capacity(&self) -> usize {
-        self.outbound_queue_capacity
-    }
-
-    /// The maximum inbound WebSocket message size in effect.
-    pub fn max_message_size(&self) -> usize {
-        self.max_message_size
-    }
-
-    /// The maximum number of subscriptions per connection in effect.
-    pub fn max_subscriptions_per_connection(&self) -> usize {
-        self.max_subscriptions_per_connection
-    }
-
-    /// The maximum `POST /publish` body size in effect.
-    pub fn max_publish_body(&self) -> usize {
-        self.max_publish_body
-    }
-
-    /// The shutdown drain timeout in effect.
-    pub fn drain_timeout(&self) -> Duration {
-        self.drain_timeout
     }
 }
 
