@@ -3,7 +3,8 @@
 /**
  * An event's payload: a JSON object, kept as the exact text it arrived as.
  *
- * Deserializing refuses anything but an object. Only deserializers that can hand out raw
- * text (`serde_json::from_str` / `from_slice`) can produce it.
+ * Deserializing refuses anything but an object, and an object nested deeper than
+ * [`MAX_PAYLOAD_DEPTH`]. Only deserializers that can hand out raw text
+ * (`serde_json::from_str` / `from_slice`) can produce it.
  */
 export type Payload = Record<string, unknown>;

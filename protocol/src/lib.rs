@@ -28,6 +28,7 @@ pub mod topic;
 pub use client::{Action, ClientMessage, ParseError, WSClientMessage};
 pub use close::CloseCode;
 pub use server::{
-    EventData, EventType, Payload, ServerMessage, StreamPosition, WSError, WSEvent, WSReply,
+    EventData, EventType, MAX_PAYLOAD_DEPTH, Payload, ServerMessage, StreamPosition, WSError,
+    WSEvent, WSReply,
 };
 pub use topic::{MAX_TOPIC_LEN, Topic, TopicError};

@@ -122,10 +122,21 @@ impl fmt::Display for EventType {
     }
 }
 
+/// The deepest nesting of objects and arrays a [`Payload`] may have, the payload object itself
+/// being level 1.
+///
+/// serde_json keeps raw text without looking inside, so without this bound a payload nested
+/// tens of thousands of levels deep would be relayed to every subscriber, and the recursive
+/// JSON parsers of typical clients overflow their stack on it. 64 levels is far more than any
+/// entity needs, and keeps a whole event (two levels around the payload) under serde_json's own
+/// recursion limit of 128.
+pub const MAX_PAYLOAD_DEPTH: usize = 64;
+
 /// An event's payload: a JSON object, kept as the exact text it arrived as.
 ///
-/// Deserializing refuses anything but an object. Only deserializers that can hand out raw
-/// text (`serde_json::from_str` / `from_slice`) can produce it.
+/// Deserializing refuses anything but an object, and an object nested deeper than
+/// [`MAX_PAYLOAD_DEPTH`]. Only deserializers that can hand out raw text
+/// (`serde_json::from_str` / `from_slice`) can produce it.
 #[derive(Clone, Serialize)]
 #[serde(transparent)]
 #[cfg_attr(
@@ -154,11 +165,15 @@ impl Payload {
     }
 
     fn object(raw: Box<RawValue>) -> Result<Self, serde_json::Error> {
-        if raw.get().trim_start().starts_with('{') {
-            Ok(Self(raw))
-        } else {
-            Err(serde::de::Error::custom("payload must be a JSON object"))
+        if !raw.get().trim_start().starts_with('{') {
+            return Err(serde::de::Error::custom("payload must be a JSON object"));
         }
+        if nesting_exceeds(raw.get(), MAX_PAYLOAD_DEPTH) {
+            return Err(serde::de::Error::custom(format_args!(
+                "payload is nested deeper than {MAX_PAYLOAD_DEPTH} levels"
+            )));
+        }
+        Ok(Self(raw))
     }
 
     /// The payload's JSON text, exactly as received.
@@ -173,6 +188,38 @@ impl Payload {
     pub fn to_value(&self) -> Result<serde_json::Value, serde_json::Error> {
         serde_json::from_str(self.get())
     }
+}
+
+/// Whether the valid JSON text `json` nests objects and arrays more than `max` levels deep.
+/// One pass over the bytes, stopping at the first level too deep.
+fn nesting_exceeds(json: &str, max: usize) -> bool {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &b in json.as_bytes() {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
 }
 
 impl<'de> Deserialize<'de> for Payload {
@@ -332,6 +379,8 @@ impl WSError {
     /// [`WSError::INTERNAL_ERROR`] as a whole JSON reply, for the one place that cannot
     /// serialize.
     pub const INTERNAL_ERROR_JSON: &'static str = r#"{"error":"Internal error"}"#;
+    /// `POST /publish` (HTTP 408): the request body did not arrive in time (tidings addition).
+    pub const REQUEST_TIMEOUT: &'static str = "Request timeout";
 
     /// A bare error with a fixed text.
     pub fn new(error: impl Into<String>) -> Self {
@@ -447,7 +496,43 @@ mod tests {
             assert!(serde_json::from_str::<WSEvent>(&text).is_err(), "{bad}");
         }
         assert!(Payload::from_json("[]".into()).is_err());
+        assert!(Payload::from_json(r#"{"a":{"b":[1,{"c":"]]]{{{"}]}}"#.into()).is_ok());
         assert!(Payload::from_value(&serde_json::json!({"a": 1})).is_ok());
+    }
+
+    /// `{"a":{"a":…{}…}}` with `depth` objects, or with arrays inside the first object.
+    fn nested(depth: usize, arrays: bool) -> String {
+        let (open, close) = if arrays {
+            ("[", "]")
+        } else {
+            (r#"{"a":"#, "}")
+        };
+        format!(
+            "{{\"s\":\"{{[\\\"\",\"x\":{}1{}}}",
+            open.repeat(depth - 1),
+            close.repeat(depth - 1)
+        )
+    }
+
+    #[test]
+    fn payload_nesting_is_bounded() {
+        for arrays in [false, true] {
+            let ok = nested(MAX_PAYLOAD_DEPTH, arrays);
+            assert!(Payload::from_json(ok.clone()).is_ok(), "{ok}");
+            let deep = nested(MAX_PAYLOAD_DEPTH + 1, arrays);
+            let e = Payload::from_json(deep.clone()).unwrap_err();
+            assert!(e.to_string().contains("nested deeper than 64"), "{e}");
+            // Through an event, as POST /publish and clients parse it: a data error.
+            let text = format!(
+                r#"{{"topic":"list:1","event":"ADDED","data":{{"entity_id":"1","payload":{deep},"user_id":"7","timestamp":"t"}}}}"#
+            );
+            let e = serde_json::from_str::<WSEvent>(&text).unwrap_err();
+            assert_eq!(e.classify(), serde_json::error::Category::Data);
+        }
+        // 40,000 levels: refused without recursion.
+        let deep = format!("{}1{}", "{\"a\":".repeat(40_000), "}".repeat(40_000));
+        let e = Payload::from_json(deep).unwrap_err();
+        assert!(e.to_string().contains("nested deeper"), "{e}");
     }
 
     #[test]

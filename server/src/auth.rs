@@ -21,6 +21,12 @@ use crate::config::Config;
 /// The scope a token needs to publish over HTTP.
 pub const PUBLISH_SCOPE: &str = "publish";
 
+/// The shortest HS256 secret considered strong, in bytes: the hash's output size (RFC 7518
+/// §3.2 asks for at least this much key). A shorter secret can be brute-forced offline from
+/// any one token. [`Tidings::new`](crate::Tidings::new) warns below it; the `tidings` binary
+/// refuses to start below it unless told `--allow-weak-secret`.
+pub const MIN_SECRET_LEN: usize = 32;
+
 /// Why a token was refused, or could not be minted.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

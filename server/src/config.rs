@@ -71,6 +71,12 @@ pub struct Config {
     pub(crate) max_publishers: usize,
     pub(crate) max_history_fetches: usize,
     pub(crate) max_history_fetches_per_connection: usize,
+    // issue 10: hardening
+    pub(crate) inbound_byte_rate: u64,
+    pub(crate) inbound_byte_burst: u64,
+    pub(crate) publish_body_timeout: Duration,
+    pub(crate) metrics_token: Option<String>,
+    pub(crate) metrics_route: bool,
 }
 
 impl Config {
@@ -114,6 +120,12 @@ impl Config {
             max_publishers: DEFAULT_MAX_PUBLISHERS,
             max_history_fetches: 32,
             max_history_fetches_per_connection: 4,
+            // issue 10: hardening
+            inbound_byte_rate: 8 * 1024 * 1024,
+            inbound_byte_burst: 8 * 1024 * 1024,
+            publish_body_timeout: Duration::from_secs(10),
+            metrics_token: None,
+            metrics_route: true,
         }
     }
 
@@ -457,6 +469,56 @@ impl Config {
     pub fn drain_timeout(&self) -> Duration {
         self.drain_timeout
     }
+
+    // issue 10: hardening
+
+    /// Sustained bytes per second one WebSocket connection may send (the refill rate of its
+    /// inbound byte budget). Every byte counts, frame headers included, so this also bounds
+    /// frames per second (a masked client frame is at least 6 bytes) and the CPU one
+    /// connection can cost, which the message rate alone does not: a run of continuation
+    /// frames is no message until its last frame. Over the budget the
+    /// connection is simply not read (TCP slows the client down); a connection held back for
+    /// more than half of the [violation window](Config::with_rate_violation_window) within it
+    /// is closed with 1008. Enforced by [`serve`](crate::serve). Defaults to 8 MiB/s: above
+    /// 100 messages/s of 64 KiB (the default message rate and size); values below 1 are
+    /// raised to 1.
+    pub fn with_inbound_byte_rate(mut self, bytes_per_second: u64) -> Self {
+        self.inbound_byte_rate = bytes_per_second.max(1);
+        self
+    }
+
+    /// How many bytes one WebSocket connection may send at once before its
+    /// [inbound byte rate](Config::with_inbound_byte_rate) applies (the bucket's size; a new
+    /// connection starts with a full bucket). Defaults to 8 MiB: 128 messages of 64 KiB, or a
+    /// thousand topics resubscribed twenty times over; values below 1 are raised to 1.
+    pub fn with_inbound_byte_burst(mut self, bytes: u64) -> Self {
+        self.inbound_byte_burst = bytes.max(1);
+        self
+    }
+
+    /// How long `POST /publish` waits for the whole request body once the handler starts
+    /// reading it; a slower body is answered 408 and the connection is closed, so a client
+    /// trickling a body cannot hold a connection. Defaults to 10 seconds.
+    pub fn with_publish_body_timeout(mut self, timeout: Duration) -> Self {
+        self.publish_body_timeout = timeout;
+        self
+    }
+
+    /// A bearer token that `GET /metrics` requires (`Authorization: Bearer <token>`; 401
+    /// otherwise). Defaults to `None`: the metrics are served to anyone who can reach them.
+    pub fn with_metrics_token(mut self, token: Option<String>) -> Self {
+        self.metrics_token = token.filter(|t| !t.is_empty());
+        self
+    }
+
+    /// Whether [`Tidings::router`](crate::Tidings::router) serves `GET /metrics`. Turn it off
+    /// to serve the metrics elsewhere, e.g.
+    /// [`Tidings::metrics_router`](crate::Tidings::metrics_router) on a private listener.
+    /// Defaults to `true`.
+    pub fn with_metrics_route(mut self, enabled: bool) -> Self {
+        self.metrics_route = enabled;
+        self
+    }
 }
 
 impl Config {
@@ -466,6 +528,17 @@ impl Config {
             burst: f64::from(self.message_burst),
             max_violations: self.max_rate_violations,
             window: self.rate_violation_window,
+        }
+    }
+}
+
+impl Config {
+    pub(crate) fn inbound_byte_settings(&self) -> crate::inbound::ByteBudgetSettings {
+        crate::inbound::ByteBudgetSettings {
+            per_second: self.inbound_byte_rate as f64,
+            burst: self.inbound_byte_burst as f64,
+            window: self.rate_violation_window,
+            max_throttled: self.rate_violation_window / 2,
         }
     }
 }
@@ -526,6 +599,15 @@ impl fmt::Debug for Config {
                 "max_history_fetches_per_connection",
                 &self.max_history_fetches_per_connection,
             )
+            // issue 10: hardening
+            .field("inbound_byte_rate", &self.inbound_byte_rate)
+            .field("inbound_byte_burst", &self.inbound_byte_burst)
+            .field("publish_body_timeout", &self.publish_body_timeout)
+            .field(
+                "metrics_token",
+                &self.metrics_token.as_ref().map(|_| "<redacted>"),
+            )
+            .field("metrics_route", &self.metrics_route)
             .finish()
     }
 }
@@ -542,7 +624,11 @@ mod tests {
 
     #[test]
     fn debug_hides_the_secret() {
-        let text = format!("{:?}", Config::new("hunter2"));
+        let text = format!(
+            "{:?}",
+            Config::new("hunter2").with_metrics_token(Some("scrape-me".into()))
+        );
         assert!(!text.contains("hunter2"));
+        assert!(!text.contains("scrape-me"));
     }
 }

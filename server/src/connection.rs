@@ -30,6 +30,7 @@ use tracing::Instrument;
 use crate::broker::ReplayBound;
 use crate::heartbeat::{Due, Heartbeat};
 use crate::hub::{ConnId, Hub, Recovery};
+use crate::logging::Escaped;
 use crate::outbox::Outbox;
 use crate::rate::{RATE_LIMIT_EXCEEDED, RateLimiter, Verdict};
 use crate::{Claims, Tidings};
@@ -112,9 +113,10 @@ pub(crate) fn start(
     let hub = tidings.hub().clone();
     let id = hub.next_conn_id();
     // One span over both tasks, so every event of this connection carries its id and user
-    // (the token's `sub`, never the token). Debug level: at the default level it is disabled,
+    // (the token's `sub`, escaped: it is the client's text, and a newline in it must not start
+    // a forged log line; never the token). Debug level: at the default level it is disabled,
     // its fields are not even formatted, and the futures carry an empty span.
-    let span = tracing::debug_span!("conn", conn_id = id, user = %claims.sub);
+    let span = tracing::debug_span!("conn", conn_id = id, user = %Escaped(&claims.sub));
     let writer =
         tokio::spawn(write_loop(sink, outbox.clone(), tidings.clone()).instrument(span.clone()));
     let conn = Connection {
@@ -198,7 +200,8 @@ async fn run(
                     Some(Ok(Message::Close(_))) | None => break End::Peer,
                     Some(Err(e)) => match close_code_for(&e) {
                         Some(code) => {
-                            tracing::debug!(conn = id, error = %e, "closing after a bad frame");
+                            let error = Escaped(&e);
+                            tracing::debug!(conn = id, %error, "closing after a bad frame");
                             outbox.close(code);
                             break End::Server;
                         }
@@ -348,7 +351,7 @@ impl Connection {
             }
             Err(e) => {
                 // The error names what was wrong (expired, bad signature, …), never the token.
-                tracing::debug!(conn = self.id, reason = %e, "refresh refused");
+                tracing::debug!(conn = self.id, reason = %Escaped(&e), "refresh refused");
                 self.outbox.close(CloseCode::Unauthorized);
                 return;
             }
@@ -511,6 +514,8 @@ fn close_code_for(error: &axum::Error) -> Option<CloseCode> {
         Error::Capacity(_) => Some(CloseCode::MessageTooBig),
         Error::Utf8(_) => Some(CloseCode::InvalidPayload),
         Error::Protocol(_) => Some(CloseCode::ProtocolError),
+        // Over the inbound byte budget for too long (see `inbound`).
+        Error::Io(e) if crate::inbound::is_flood(e) => Some(CloseCode::PolicyViolation),
         _ => None,
     }
 }

@@ -11,7 +11,9 @@
 //! - `GET /healthz`: 200 `ok` while serving, 200 `degraded: <why>` while the broker (Redis)
 //!   is unavailable (kept 200: every node shares the broker, so taking nodes out of a load
 //!   balancer would not help, and existing connections keep working), 503 once shutting down.
-//! - `GET /metrics`: counters and gauges in the Prometheus text format.
+//! - `GET /metrics`: counters and gauges in the Prometheus text format, O(1) per scrape;
+//!   optionally behind a bearer token ([`Config::with_metrics_token`]) or only on
+//!   [`Tidings::metrics_router`] ([`Config::with_metrics_route`]).
 //!
 //! Every event gets a per-topic `seq` and `epoch`, and a bounded history per topic lets a
 //! client that reconnects with `since` recover what it missed (see [`hub`] and [`broker`]).
@@ -40,7 +42,9 @@ mod connection;
 pub mod error;
 mod heartbeat;
 pub mod hub;
+mod inbound;
 mod limits;
+pub mod logging;
 mod metrics;
 mod origin;
 mod outbox;
@@ -64,7 +68,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower_http::trace::TraceLayer;
 
-pub use auth::{AuthError, Claims, PUBLISH_SCOPE};
+pub use auth::{AuthError, Claims, MIN_SECRET_LEN, PUBLISH_SCOPE};
 pub use authz::{ClaimTopics, FORBIDDEN, TopicPolicy};
 pub use broker::BrokerError;
 pub use config::Config;
@@ -109,11 +113,19 @@ impl std::fmt::Debug for Tidings {
 }
 
 impl Tidings {
-    /// A server with `config` and an empty hub.
+    /// A server with `config` and an empty hub. Logs a warning when the JWT secret is shorter
+    /// than [`MIN_SECRET_LEN`] bytes (tests may use short ones; a deployment should not).
     ///
     /// With [`Config::with_redis_url`] the Redis broker's pub/sub listener is spawned on the
     /// current tokio runtime (call this inside one); it retries until Redis answers.
     pub fn new(config: Config) -> Self {
+        if config.jwt_secret.len() < MIN_SECRET_LEN {
+            tracing::warn!(
+                bytes = config.jwt_secret.len(),
+                "the JWT secret is shorter than {MIN_SECRET_LEN} bytes: tokens signed with it \
+                 can be brute-forced offline; use a long random secret"
+            );
+        }
         let shutdown = CancellationToken::new();
         let broker_stop = shutdown.child_token();
         let history = hub::HistoryLimits::from_config(&config);
@@ -194,16 +206,31 @@ impl Tidings {
     }
 
     /// The routes `GET /ws`, `POST /publish`, `GET /healthz` and `GET /metrics` (Prometheus
-    /// text format), with this handle as state.
+    /// text format; left out when [`Config::with_metrics_route`] is off), with this handle as
+    /// state.
     ///
     /// Request logs name the method and path only: the query string of `/ws` carries a token
     /// and is never logged.
     pub fn router(&self) -> Router {
-        Router::new()
+        let mut router = Router::new()
             .route("/ws", get(ws::upgrade))
             .route("/publish", post(publish::publish))
-            .route("/healthz", get(healthz))
-            .route("/metrics", get(metrics::serve))
+            .route("/healthz", get(healthz));
+        if self.inner.config.metrics_route {
+            router = router.route("/metrics", get(metrics::serve));
+        }
+        self.traced(router)
+    }
+
+    /// `GET /metrics` alone, to serve on a private listener (e.g. the binary's
+    /// `--metrics-bind`) while [`Config::with_metrics_route`] keeps it off the public router.
+    /// [`Config::with_metrics_token`] applies here too.
+    pub fn metrics_router(&self) -> Router {
+        self.traced(Router::new().route("/metrics", get(metrics::serve)))
+    }
+
+    fn traced(&self, router: Router<Tidings>) -> Router {
+        router
             .layer(
                 // A debug span, like the layer's request/response events: at the default `info`
                 // level it costs nothing per handshake.

@@ -12,8 +12,10 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use tidings_server::{Config, PUBLISH_SCOPE, Tidings, config};
+use tidings_server::{Config, MIN_SECRET_LEN, PUBLISH_SCOPE, Tidings, config};
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::filter_fn;
+use tracing_subscriber::prelude::*;
 
 /// The tidings realtime gateway.
 #[derive(Debug, Parser)]
@@ -22,9 +24,31 @@ struct Cli {
     /// Address to listen on (`127.0.0.1:0` picks a free port).
     #[arg(long, env = "BIND", default_value = "127.0.0.1:8000", global = true)]
     bind: String,
-    /// HS256 secret for every token (required, except with `dev`).
+    /// HS256 secret for every token (required, except with `dev`), at least 32 bytes. Prefer
+    /// the environment variable or `--jwt-secret-file`: a flag's value is visible to every
+    /// local user in `ps`.
     #[arg(long, env = "JWT_SECRET", hide_env_values = true, global = true)]
     jwt_secret: Option<String>,
+    /// A file holding the HS256 secret (one trailing newline is ignored); instead of
+    /// `--jwt-secret`.
+    #[arg(
+        long,
+        env = "JWT_SECRET_FILE",
+        global = true,
+        conflicts_with = "jwt_secret"
+    )]
+    jwt_secret_file: Option<std::path::PathBuf>,
+    /// Accept a JWT secret shorter than 32 bytes (only for local experiments: a short secret
+    /// can be brute-forced from any one token).
+    #[arg(long, env = "ALLOW_WEAK_SECRET", global = true)]
+    allow_weak_secret: bool,
+    /// Serve `GET /metrics` on this address only (e.g. `127.0.0.1:9100`), and not on `--bind`.
+    #[arg(long, env = "METRICS_BIND", global = true)]
+    metrics_bind: Option<String>,
+    /// Require `Authorization: Bearer <token>` on `GET /metrics`; see
+    /// `Config::with_metrics_token`.
+    #[arg(long, env = "METRICS_TOKEN", hide_env_values = true, global = true)]
+    metrics_token: Option<String>,
     /// Log filter, e.g. `info` or `tidings_server=debug` (defaults to RUST_LOG, then `info`).
     #[arg(long, global = true)]
     log_level: Option<String>,
@@ -119,8 +143,8 @@ enum Command {
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const MISSING_SECRET: &str = "JWT_SECRET is required: set the JWT_SECRET environment variable \
-     (or pass --jwt-secret) to the HS256 secret your tokens are signed with, or run `tidings dev` \
-     to try it out with a generated secret";
+     (or pass --jwt-secret-file) to the HS256 secret your tokens are signed with, or run \
+     `tidings dev` to try it out with a generated secret";
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -155,7 +179,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the tokio runtime")?
-        .block_on(serve(cli.bind.clone(), config(&cli, secret), dev))
+        .block_on(serve(
+            cli.bind.clone(),
+            cli.metrics_bind.clone().filter(|b| !b.is_empty()),
+            config(&cli, secret),
+            dev,
+        ))
 }
 
 /// The library configuration from the flags and environment.
@@ -181,32 +210,88 @@ fn config(cli: &Cli, secret: String) -> Config {
         .with_max_history_topics(cli.max_history_topics)
         .with_publish_rate(cli.publish_rate, cli.publish_burst)
         .with_redis_url(redis_url)
+        .with_metrics_token(cli.metrics_token.clone())
+        // With a private metrics listener, the public router does not serve them.
+        .with_metrics_route(cli.metrics_bind.as_deref().is_none_or(str::is_empty))
 }
 
+/// The secret from `--jwt-secret` / `JWT_SECRET` or `--jwt-secret-file`, refused when shorter
+/// than [`MIN_SECRET_LEN`] unless `--allow-weak-secret`.
 fn secret(cli: &Cli) -> anyhow::Result<String> {
-    match cli.jwt_secret.as_deref() {
-        Some(s) if !s.is_empty() => Ok(s.to_owned()),
-        _ => anyhow::bail!(MISSING_SECRET),
+    let secret = match (&cli.jwt_secret_file, cli.jwt_secret.as_deref()) {
+        (Some(path), _) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the JWT secret file {}", path.display()))?;
+            let text = text.strip_suffix('\n').unwrap_or(&text);
+            text.strip_suffix('\r').unwrap_or(text).to_owned()
+        }
+        (None, Some(s)) => s.to_owned(),
+        (None, None) => String::new(),
+    };
+    if secret.is_empty() {
+        anyhow::bail!(MISSING_SECRET);
     }
+    if secret.len() < MIN_SECRET_LEN && !cli.allow_weak_secret {
+        anyhow::bail!(
+            "JWT_SECRET is {} bytes; at least {MIN_SECRET_LEN} are required, because a short \
+             HS256 secret can be brute-forced offline from any one token. Generate one with \
+             `openssl rand -hex 32`, or pass --allow-weak-secret for a local experiment",
+            secret.len()
+        );
+    }
+    Ok(secret)
 }
 
-async fn serve(bind: String, config: Config, dev: bool) -> anyhow::Result<()> {
+async fn serve(
+    bind: String,
+    metrics_bind: Option<String>,
+    config: Config,
+    dev: bool,
+) -> anyhow::Result<()> {
     let tidings = Tidings::new(config);
     let listener = tokio::net::TcpListener::bind(&bind)
         .await
         .with_context(|| format!("cannot listen on {bind}"))?;
     let addr = listener.local_addr()?;
+    let metrics_listener = match &metrics_bind {
+        Some(bind) => Some(
+            tokio::net::TcpListener::bind(bind)
+                .await
+                .with_context(|| format!("cannot listen on {bind} for metrics"))?,
+        ),
+        None => None,
+    };
     {
         let mut out = std::io::stdout().lock();
         writeln!(out, "tidings listening on http://{addr}")?;
+        if let Some(listener) = &metrics_listener {
+            writeln!(
+                out,
+                "tidings metrics on http://{}/metrics",
+                listener.local_addr()?
+            )?;
+        }
         if dev {
             print_dev_help(&mut out, &tidings, addr)?;
         }
         out.flush()?;
     }
     tracing::info!(%addr, "listening");
+    // The metrics listener stops with the main one: `serve` returns once the handle's shutdown
+    // has started, which the main listener's `serve` starts on SIGTERM.
+    let metrics = metrics_listener.map(|listener| {
+        tokio::spawn(tidings_server::serve(
+            listener,
+            tidings.metrics_router(),
+            tidings.clone(),
+            std::future::pending(),
+        ))
+    });
     let app = tidings.router();
     tidings_server::serve(listener, app, tidings, tidings_server::shutdown::signal()).await?;
+    if let Some(metrics) = metrics {
+        metrics.await.context("the metrics listener panicked")??;
+    }
     tracing::info!("stopped");
     Ok(())
 }
@@ -246,13 +331,22 @@ fn init_tracing(level: Option<&str>, format: LogFormat) {
         Some(l) => EnvFilter::new(l),
         None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
     };
+    // tungstenite's debug and trace lines dump every frame and message a client sends, in
+    // full and as hex: a `refresh` message's token, the events' payloads. No filter, however
+    // verbose (`RUST_LOG=trace`, `tungstenite::protocol=trace`), may turn them on: tokens
+    // must never reach the logs. Their warnings and errors still pass.
+    let no_frame_dumps = filter_fn(|meta| !tidings_server::logging::is_frame_dump(meta));
     // Logs go to stderr: stdout carries the listening line and tokens for harnesses.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     match format {
-        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
-        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .finish()
+            .with(no_frame_dumps)
+            .init(),
+        LogFormat::Json => builder.json().finish().with(no_frame_dumps).init(),
     }
 }
 

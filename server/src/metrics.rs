@@ -6,13 +6,21 @@
 //! are read when scraped. The fan-out histogram records the time each
 //! [`Hub::publish`](crate::Hub::publish) spends serializing and queuing one event. The page
 //! carries counts only: no token, user id or topic name.
+//!
+//! A scrape costs the same with ten topics or a million: [`render`] takes the gauges as plain
+//! numbers ([`Gauges`]), read from counters the hub and the connection tracker maintain, and
+//! never sees a topic or a connection. With
+//! [`Config::with_metrics_token`](crate::Config::with_metrics_token) a scrape needs
+//! `Authorization: Bearer <token>` (401 otherwise); with
+//! [`Config::with_metrics_route`](crate::Config::with_metrics_route) off, the page is served
+//! only where the app mounts [`Tidings::metrics_router`](crate::Tidings::metrics_router).
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tidings_protocol::CloseCode;
 
@@ -87,9 +95,31 @@ impl Metrics {
     }
 }
 
-/// Renders every metric of `tidings` in the Prometheus text format (version 0.0.4).
-pub(crate) fn render(tidings: &Tidings) -> String {
-    let m = tidings.hub().metrics();
+/// The gauges of one scrape, each read from a maintained counter (O(1)), never by walking
+/// topics or connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Gauges {
+    pub(crate) connections: u64,
+    pub(crate) subscriptions: u64,
+    pub(crate) topics: u64,
+}
+
+impl Gauges {
+    /// Reads the gauges of `tidings`.
+    pub(crate) fn read(tidings: &Tidings) -> Self {
+        let hub = tidings.hub();
+        Self {
+            // The task tracker's count: one atomic load.
+            connections: tidings.connection_count() as u64,
+            subscriptions: hub.subscription_count() as u64,
+            topics: hub.topic_count() as u64,
+        }
+    }
+}
+
+/// Renders every metric in the Prometheus text format (version 0.0.4), from the gauges and
+/// the counters alone.
+pub(crate) fn render(gauges: Gauges, m: &Metrics) -> String {
     let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
     let mut out = String::with_capacity(4096);
     let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
@@ -98,24 +128,23 @@ pub(crate) fn render(tidings: &Tidings) -> String {
             "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
         );
     };
-    let hub = tidings.hub();
     metric(
         "tidings_connections",
         "gauge",
         "Open WebSocket connections.",
-        tidings.connection_count() as u64,
+        gauges.connections,
     );
     metric(
         "tidings_subscriptions",
         "gauge",
         "Subscriptions (connection, topic pairs).",
-        hub.subscription_count() as u64,
+        gauges.subscriptions,
     );
     metric(
         "tidings_topics",
         "gauge",
         "Topics with at least one subscriber.",
-        hub.topic_count() as u64,
+        gauges.topics,
     );
     metric(
         "tidings_messages_in_total",
@@ -188,16 +217,35 @@ pub(crate) fn render(tidings: &Tidings) -> String {
 }
 
 /// Handles `GET /metrics`.
-pub(crate) async fn serve(State(tidings): State<Tidings>) -> Response {
+pub(crate) async fn serve(State(tidings): State<Tidings>, headers: HeaderMap) -> Response {
+    if let Some(expected) = tidings.config().metrics_token.as_deref() {
+        if !bearer_matches(&headers, expected) {
+            let mut response = (StatusCode::UNAUTHORIZED, "metrics token required").into_response();
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            return response;
+        }
+    }
     (
         StatusCode::OK,
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        render(&tidings),
+        render(Gauges::read(&tidings), tidings.hub().metrics()),
     )
         .into_response()
+}
+
+/// Whether the request carries `Authorization: Bearer <expected>`, compared in time that does
+/// not depend on where the first difference is.
+fn bearer_matches(headers: &HeaderMap, expected: &str) -> bool {
+    let Some(token) = crate::publish::bearer_token(headers) else {
+        return false;
+    };
+    let (a, b) = (token.as_bytes(), expected.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]
@@ -206,17 +254,60 @@ mod tests {
 
     #[test]
     fn histogram_buckets_are_cumulative() {
-        let tidings = Tidings::new(crate::Config::new("s"));
-        let m = tidings.hub().metrics();
+        let m = Metrics::default();
         m.published(2, Duration::from_micros(3));
         m.published(0, Duration::from_secs(5));
         m.closed(CloseCode::SlowConsumer);
-        let text = render(&tidings);
+        let gauges = Gauges {
+            connections: 0,
+            subscriptions: 0,
+            topics: 0,
+        };
+        let text = render(gauges, &m);
         assert!(text.contains("tidings_fanout_seconds_bucket{le=\"0.000005\"} 1\n"));
         assert!(text.contains("tidings_fanout_seconds_bucket{le=\"1\"} 1\n"));
         assert!(text.contains("tidings_fanout_seconds_bucket{le=\"+Inf\"} 2\n"));
         assert!(text.contains("tidings_deliveries_total 2\n"));
         assert!(text.contains("tidings_slow_consumer_drops_total 1\n"));
         assert!(text.contains("tidings_closes_total{code=\"4003\"} 1\n"));
+    }
+
+    /// A scrape's cost does not depend on the number of topics or connections: `render` gets
+    /// three numbers and the counters, and has no way to walk a topic or a connection. (Its
+    /// inputs come from `Gauges::read`, which reads maintained counts only.)
+    #[test]
+    fn render_takes_numbers_not_topics() {
+        let gauges = Gauges {
+            connections: 120_000,
+            subscriptions: 2_000_000,
+            topics: 950_000,
+        };
+        let text = render(gauges, &Metrics::default());
+        assert!(text.contains("\ntidings_topics 950000\n"));
+        assert!(text.contains("\ntidings_subscriptions 2000000\n"));
+        assert!(text.contains("\ntidings_connections 120000\n"));
+        // The page has the same size whatever the counts: nothing is listed per topic.
+        let small = render(
+            Gauges {
+                connections: 1,
+                subscriptions: 1,
+                topics: 1,
+            },
+            &Metrics::default(),
+        );
+        assert_eq!(text.lines().count(), small.lines().count());
+    }
+
+    #[test]
+    fn metrics_token_comparison() {
+        let mut headers = HeaderMap::new();
+        assert!(!bearer_matches(&headers, "t0ken"));
+        headers.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer t0ken"),
+        );
+        assert!(bearer_matches(&headers, "t0ken"));
+        assert!(!bearer_matches(&headers, "t0ke"));
+        assert!(!bearer_matches(&headers, "t0kem"));
     }
 }

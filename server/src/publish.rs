@@ -12,12 +12,15 @@
 //! values sent by the publisher are replaced.
 //!
 //! Errors are JSON `{"error", "details"}` bodies (the protocol's `WSError` shape):
-//! 401 missing or invalid token, 403 no publish scope, 413 body too large, 400 body not JSON,
-//! 422 JSON that is not a valid event (missing field, wrong type, payload not an object,
-//! unknown event name), 429 the publisher went over its rate (with `Retry-After`; see
+//! 401 missing or invalid token, 403 no publish scope or a topic the token's topic policy
+//! denies (the body then names the `topic`), 408 a body not received within
+//! [`Config::with_publish_body_timeout`](crate::Config::with_publish_body_timeout) (the
+//! connection is closed), 413 body too large, 400 body not JSON, 422 JSON that is not a valid
+//! event (missing field, wrong type, payload not an object or nested deeper than
+//! [`MAX_PAYLOAD_DEPTH`](tidings_protocol::server::MAX_PAYLOAD_DEPTH), unknown event name),
+//! 429 the publisher went over its rate (with `Retry-After`; see
 //! [`Config::with_publish_rate`](crate::Config::with_publish_rate)), 503 the broker (Redis) is
-//! unavailable. Nothing is delivered when the
-//! request fails.
+//! unavailable. Nothing is delivered when the request fails.
 
 use axum::Json;
 use axum::body::Body;
@@ -30,6 +33,7 @@ use tidings_protocol::{WSError, WSEvent};
 use crate::Tidings;
 use crate::auth::{AuthError, PUBLISH_SCOPE};
 use crate::broker::BrokerError;
+use crate::logging::Escaped;
 use crate::rate::RATE_LIMIT_EXCEEDED;
 
 /// Why a `POST /publish` request was refused; each variant is one HTTP status.
@@ -42,6 +46,18 @@ pub enum PublishError {
     /// 403: a valid token without the `publish` scope.
     #[error("token lacks the `publish` scope")]
     Forbidden,
+    /// 403: the topic policy does not let this token publish to `topic`.
+    #[error("token may not publish to this topic")]
+    TopicForbidden {
+        /// The topic of the refused event.
+        topic: String,
+    },
+    /// 408: the body did not arrive within the configured timeout.
+    #[error("body not received within {} ms", timeout.as_millis())]
+    BodyTimeout {
+        /// The configured timeout.
+        timeout: std::time::Duration,
+    },
     /// 413: the body is larger than the configured limit (or could not be read).
     #[error("body exceeds {limit} bytes or could not be read")]
     TooLarge {
@@ -71,7 +87,8 @@ impl PublishError {
     pub fn status(&self) -> StatusCode {
         match self {
             PublishError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            PublishError::Forbidden => StatusCode::FORBIDDEN,
+            PublishError::Forbidden | PublishError::TopicForbidden { .. } => StatusCode::FORBIDDEN,
+            PublishError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             PublishError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             PublishError::NotJson(_) => StatusCode::BAD_REQUEST,
             PublishError::InvalidEvent(_) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -84,6 +101,14 @@ impl PublishError {
         let (error, details) = match self {
             PublishError::Unauthorized(e) => ("Unauthorized", e.to_string()),
             PublishError::Forbidden => (WSError::FORBIDDEN, self.to_string()),
+            PublishError::TopicForbidden { topic } => {
+                return WSError {
+                    details: Some(self.to_string()),
+                    topic: Some(topic.clone()),
+                    ..WSError::new(WSError::FORBIDDEN)
+                };
+            }
+            PublishError::BodyTimeout { .. } => (WSError::REQUEST_TIMEOUT, self.to_string()),
             PublishError::TooLarge { .. } => ("Payload too large", self.to_string()),
             PublishError::NotJson(d) => ("Invalid JSON", d.clone()),
             PublishError::InvalidEvent(d) => ("Invalid event", d.clone()),
@@ -111,6 +136,12 @@ impl IntoResponse for PublishError {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+        }
+        if matches!(self, PublishError::BodyTimeout { .. }) {
+            // The rest of the body may still arrive: the connection cannot carry another request.
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         response
     }
@@ -142,24 +173,38 @@ pub(crate) async fn publish(
         .check(&claims.sub, 1, std::time::Instant::now())
         .map_err(|retry_after| PublishError::RateLimited { retry_after })?;
     let limit = tidings.config().max_publish_body;
-    let bytes = axum::body::to_bytes(body, limit)
+    let timeout = tidings.config().publish_body_timeout;
+    // Bounded in time as well as size: the header read timeout ends with the headers, and a
+    // body trickled a byte at a time would otherwise hold the connection for as long as the
+    // client likes.
+    let bytes = tokio::time::timeout(timeout, axum::body::to_bytes(body, limit))
         .await
+        .map_err(|_| PublishError::BodyTimeout { timeout })?
         .map_err(|_| PublishError::TooLarge { limit })?;
     let event: WSEvent = serde_json::from_slice(&bytes).map_err(|e| match e.classify() {
         serde_json::error::Category::Data => PublishError::InvalidEvent(e.to_string()),
         _ => PublishError::NotJson(e.to_string()),
     })?;
+    if !tidings
+        .config()
+        .topic_policy
+        .allow_publish(&claims, &event.topic)
+    {
+        return Err(PublishError::TopicForbidden {
+            topic: event.topic.as_str().to_owned(),
+        });
+    }
     let topic = event.topic.clone();
     let delivered = tidings
         .publish(event)
         .await
         .map_err(PublishError::Unavailable)?;
-    tracing::debug!(%topic, delivered, publisher = %claims.sub, "published");
+    tracing::debug!(%topic, delivered, publisher = %Escaped(&claims.sub), "published");
     Ok((StatusCode::ACCEPTED, Json(Delivered { delivered })))
 }
 
 /// The token of an `Authorization: Bearer <token>` header (scheme case-insensitive).
-fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+pub(crate) fn bearer_token(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     let token = token.trim();

@@ -7,6 +7,11 @@
 //! WebSockets run in their own tasks after the upgrade; [`Tidings`] tracks them, and the drain
 //! waits for both kinds of connection under one deadline.
 //!
+//! Every accepted socket is wrapped in a [`Metered`] stream: reads pass through untouched
+//! until `/ws` upgrades the connection, then the inbound byte budget applies (see
+//! [`inbound`](crate::inbound)). The switch that turns it on travels to the handler in each
+//! request's extensions.
+//!
 //! HTTP/2 is not offered: browsers open WebSockets over HTTP/1.1, and publishers are plain
 //! HTTP/1.1 clients.
 
@@ -15,6 +20,7 @@ use std::io;
 use std::time::Duration;
 
 use axum::Router;
+use hyper::service::Service as _;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use socket2::TcpKeepalive;
@@ -22,6 +28,7 @@ use tokio::net::TcpListener;
 use tokio::time::{Instant, timeout_at};
 use tokio_util::task::TaskTracker;
 
+use crate::inbound::Metered;
 use crate::{ServeError, Tidings};
 
 /// Seconds between TCP keepalive probes once a connection has been idle for
@@ -36,6 +43,9 @@ const KEEPALIVE_RETRIES: u32 = 3;
 /// Then the listener is closed, every WebSocket gets close 1012, idle HTTP connections are
 /// closed and requests in flight may finish; this returns once everything is done or the
 /// configured drain timeout (`Config::with_drain_timeout`) has passed, whichever is first.
+///
+/// Every upgraded WebSocket's inbound bytes are metered (`Config::with_inbound_byte_rate`):
+/// an app serving the router some other way does not get that bound.
 ///
 /// # Errors
 /// [`ServeError::Io`] if the listener fails for good (transient accept errors such as a
@@ -63,6 +73,7 @@ pub async fn serve(
     // accepted socket gets them instead.
     let listener_options_inherited =
         set_socket_options(&socket2::SockRef::from(&listener), keepalive.as_ref());
+    let inbound = config.inbound_byte_settings();
     let http_connections = TaskTracker::new();
     tokio::pin!(shutdown);
 
@@ -87,8 +98,14 @@ pub async fn serve(
         if !listener_options_inherited {
             set_socket_options(&socket2::SockRef::from(&tcp), keepalive.as_ref());
         }
+        let (tcp, meter) = Metered::new(tcp, inbound);
+        let router = TowerToHyperService::new(app.clone());
+        let service = hyper::service::service_fn(move |mut request| {
+            request.extensions_mut().insert(meter.clone());
+            router.call(request)
+        });
         let connection = http
-            .serve_connection(TokioIo::new(tcp), TowerToHyperService::new(app.clone()))
+            .serve_connection(TokioIo::new(tcp), service)
             .with_upgrades();
         let token = token.clone();
         http_connections.spawn(async move {

@@ -11,6 +11,7 @@
 
 use std::time::Duration;
 
+use axum::Extension;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocketUpgrade};
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -21,6 +22,8 @@ use tidings_protocol::CloseCode;
 use tokio::time::timeout;
 
 use crate::Tidings;
+use crate::inbound::UpgradeMeter;
+use crate::logging::Escaped;
 use crate::{connection, origin};
 
 /// Handles `GET /ws`.
@@ -28,6 +31,7 @@ pub(crate) async fn upgrade(
     State(tidings): State<Tidings>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
+    meter: Option<Extension<UpgradeMeter>>,
     ws: WebSocketUpgrade,
 ) -> Response {
     if tidings.is_shutting_down() {
@@ -44,17 +48,17 @@ pub(crate) async fn upgrade(
     let admission = match tidings.verify_token(token.as_deref().unwrap_or("")) {
         Ok(claims) => match tidings.limits().acquire(&claims.sub) {
             Ok(permit) => {
-                tracing::debug!(user = %claims.sub, "websocket accepted");
+                tracing::debug!(user = %Escaped(&claims.sub), "websocket accepted");
                 Ok((permit, claims))
             }
             Err(limit) => {
-                tracing::debug!(user = %claims.sub, ?limit, "websocket over the connection limit");
+                tracing::debug!(user = %Escaped(&claims.sub), ?limit, "websocket over the connection limit");
                 Err(CloseCode::TooManyConnections)
             }
         },
         Err(e) => {
             // The error names what was wrong (expired, bad signature, …), never the token.
-            tracing::debug!(reason = %e, "websocket refused");
+            tracing::debug!(reason = %Escaped(&e), "websocket refused");
             Err(CloseCode::Unauthorized)
         }
     };
@@ -70,6 +74,11 @@ pub(crate) async fn upgrade(
         )
         .max_message_size(config.max_message_size)
         .max_frame_size(config.max_message_size);
+    // From here on the connection's reads count against its inbound byte budget (when it is
+    // served by `serve`, which provides the meter).
+    if let Some(Extension(meter)) = meter {
+        meter.activate();
+    }
     ws.on_upgrade(move |socket| {
         let (sink, stream) = socket.split();
         let tracker = tidings.tracker().clone();

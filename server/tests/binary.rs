@@ -20,6 +20,11 @@ fn tidings() -> Command {
         .env_remove("ALLOWED_ORIGINS")
         .env_remove("MAX_CONNECTIONS")
         .env_remove("MAX_CONNECTIONS_PER_USER")
+        .env_remove("JWT_SECRET_FILE")
+        .env_remove("ALLOW_WEAK_SECRET")
+        .env_remove("METRICS_BIND")
+        .env_remove("METRICS_TOKEN")
+        .env_remove("LOG_FORMAT")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -111,6 +116,22 @@ async fn serves_publishes_and_closes_with_1012_on_sigterm() {
         .unwrap();
     assert_eq!(response.text().await.unwrap(), r#"{"delivered":1}"#);
     assert_eq!(recv_text(&mut ws).await, event_text("list:1", "9"));
+    // A refresh frame carries a token in the message itself: tungstenite's trace lines
+    // ("Received message …", frames as hex) would print it.
+    let refresh_token = mint_claims(serde_json::json!({
+        "sub": "42",
+        "exp": std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            + 7200,
+    }));
+    roundtrip(
+        &mut ws,
+        &format!(r#"{{"action":"refresh","token":"{refresh_token}"}}"#),
+        r#"{"action":"refreshed"}"#,
+    )
+    .await;
 
     sigterm(&child).await;
     assert_eq!(recv_close(&mut ws).await.0, 1012);
@@ -133,14 +154,182 @@ async fn serves_publishes_and_closes_with_1012_on_sigterm() {
         logs.contains("/ws"),
         "request logging is on at trace level: {logs}"
     );
-    for secret in [&token, &publish_token, &SECRET.to_owned()] {
+    for secret in [&token, &publish_token, &refresh_token, &SECRET.to_owned()] {
         assert!(
             !logs.contains(secret.as_str()),
             "a secret leaked into the logs"
         );
     }
-    // The signature part alone must not appear either.
+    // The signature part alone must not appear either, nor the refresh token as hex.
     assert!(!logs.contains(token.rsplit('.').next().unwrap()));
+    let signature = refresh_token.rsplit('.').next().unwrap();
+    assert!(!logs.contains(signature));
+    let hex: String = signature
+        .bytes()
+        .take(16)
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert!(!logs.contains(&hex), "the refresh token leaked as hex");
+}
+
+/// Spawns the binary with `args` and `JWT_SECRET=SECRET`; returns it and its address.
+async fn spawn_serving(
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (Child, Lines<BufReader<ChildStdout>>, String) {
+    let mut cmd = tidings();
+    cmd.env("JWT_SECRET", SECRET).env("BIND", "127.0.0.1:0");
+    for (key, value) in env {
+        cmd.env(key, value);
+    }
+    let mut child = cmd.args(args).spawn().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let addr = listening(&mut lines).await;
+    (child, lines, addr)
+}
+
+/// Stops the binary with SIGTERM and returns its stderr.
+async fn stop_and_read_logs(mut child: Child) -> String {
+    sigterm(&child).await;
+    let status = tokio::time::timeout(TIMEOUT, child.wait())
+        .await
+        .expect("tidings did not exit after SIGTERM")
+        .unwrap();
+    assert!(status.success(), "{status}");
+    let mut logs = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut logs)
+        .await
+        .unwrap();
+    logs
+}
+
+/// Issue 10 item 8b: a `sub` with a newline and ANSI escape codes cannot forge a log line or
+/// reach the terminal: it is logged escaped.
+#[tokio::test]
+async fn a_hostile_sub_is_logged_escaped() {
+    let (child, _lines, addr) = spawn_serving(&["--log-level", "debug"], &[]).await;
+    let sub = "mallory\n2026-01-01T00:00:00.000000Z  INFO FORGED: admin logged in\x1b[2J";
+    let token = mint_claims(serde_json::json!({
+        "sub": sub,
+        "exp": std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            + 3600,
+    }));
+    let mut ws = connect(&format!("ws://{addr}/ws?token={token}")).await;
+    subscribe(&mut ws, "list:1").await;
+    // A forged-looking alg in a token's header ends up in the refusal reason.
+    let header = base64url(br#"{"alg":"HS256\n FORGED-ALG\u001b[31m"}"#);
+    let mut refused = connect(&format!("ws://{addr}/ws?token={header}.e30.c2ln")).await;
+    assert_eq!(recv_close(&mut refused).await.0, 4001);
+    drop(ws);
+    let logs = stop_and_read_logs(child).await;
+    assert!(
+        logs.contains(r"mallory\n2026"),
+        "the sub is logged, escaped: {logs}"
+    );
+    assert!(!logs.contains('\x1b'), "an escape code reached the logs");
+    for line in logs.lines() {
+        assert!(
+            !line.contains("FORGED") || line.contains(r"\n"),
+            "forged line: {line}"
+        );
+    }
+}
+
+/// Issue 10 item 8d: a secret under 32 bytes is refused (serve and token), unless
+/// `--allow-weak-secret`; `--jwt-secret-file` reads the secret from a file.
+#[tokio::test]
+async fn a_weak_secret_is_refused_unless_allowed() {
+    for args in [&[][..], &["token", "--sub", "1"][..]] {
+        let out = tidings()
+            .env("JWT_SECRET", "short")
+            .env("BIND", "127.0.0.1:0")
+            .args(args)
+            .output()
+            .await
+            .unwrap();
+        assert!(!out.status.success(), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("at least 32 are required"), "{stderr}");
+    }
+    let out = tidings()
+        .env("JWT_SECRET", "short")
+        .args(["--allow-weak-secret", "token", "--sub", "1"])
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success());
+
+    let dir = std::env::temp_dir().join(format!("tidings-secret-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("jwt-secret");
+    std::fs::write(&file, format!("{SECRET}\n")).unwrap();
+    let out = tidings()
+        .arg("--jwt-secret-file")
+        .arg(&file)
+        .args(["token", "--sub", "42"])
+        .output()
+        .await
+        .unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).unwrap();
+    let claims = Tidings::new(Config::new(SECRET))
+        .verify_token(token.trim())
+        .unwrap();
+    assert_eq!(claims.sub, "42");
+}
+
+/// Issue 10 item 6: `METRICS_BIND` moves `/metrics` to its own listener (gone from the public
+/// one), and `METRICS_TOKEN` protects it.
+#[tokio::test]
+async fn metrics_on_their_own_listener_with_a_token() {
+    let (child, mut lines, addr) = spawn_serving(
+        &[],
+        &[
+            ("METRICS_BIND", "127.0.0.1:0"),
+            ("METRICS_TOKEN", "m3trics"),
+        ],
+    )
+    .await;
+    let line = next_line(&mut lines).await;
+    let metrics_url = line
+        .strip_prefix("tidings metrics on ")
+        .unwrap_or_else(|| panic!("unexpected line {line:?}"))
+        .to_owned();
+    let public = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap();
+    assert_eq!(public.status(), 404);
+    let client = reqwest::Client::new();
+    let anonymous = client.get(&metrics_url).send().await.unwrap();
+    assert_eq!(anonymous.status(), 401);
+    let scraped = client
+        .get(&metrics_url)
+        .bearer_auth("m3trics")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(scraped.status(), 200);
+    assert!(
+        scraped
+            .text()
+            .await
+            .unwrap()
+            .contains("tidings_connections")
+    );
+    let logs = stop_and_read_logs(child).await;
+    assert!(!logs.contains("m3trics"));
 }
 
 #[tokio::test]

@@ -222,3 +222,93 @@ async fn a_ping_frame_flood_closes_1008() {
     let (code, _) = recv_close(&mut ws).await;
     assert_eq!(code, 1008);
 }
+
+/// Issue 10 item 5: a message that never ends (a non-final text frame, then empty non-final
+/// continuation frames as fast as the socket takes them) is no message for the message rate
+/// limit; the inbound byte budget throttles it and closes it with 1008, while a subscribed
+/// client on the same server keeps receiving every event.
+#[tokio::test]
+async fn an_endless_continuation_frame_stream_closes_1008_and_others_keep_receiving() {
+    use tokio::io::AsyncWriteExt;
+    let config = Config::new(SECRET)
+        .with_inbound_byte_rate(64 * 1024)
+        .with_inbound_byte_burst(64 * 1024)
+        // Closed once held back for half of this window.
+        .with_rate_violation_window(Duration::from_secs(2));
+    let server = start_server_with(config).await;
+    let mut healthy = server.client().await;
+    subscribe(&mut healthy, "list:1").await;
+
+    let (mut flood_read, mut flood_write) = raw::raw_connect(&server, "flooder").await.into_split();
+    let start = raw::encode(false, raw::TEXT, b"");
+    let empties = raw::encode(false, raw::CONTINUATION, b"").repeat(10_000);
+    let flooder = tokio::spawn(async move {
+        flood_write.write_all(&start).await?;
+        let mut sent = 0usize;
+        loop {
+            flood_write.write_all(&empties).await?;
+            sent += 10_000;
+            if sent > 100_000_000 {
+                return Ok::<_, std::io::Error>(());
+            }
+        }
+    });
+    let close = tokio::spawn(async move { raw::read_close_code(&mut flood_read).await });
+
+    let mut delivered = 0;
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while !close.is_finished() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the flooding connection was not closed within {TIMEOUT:?}"
+        );
+        delivered += 1;
+        let id = delivered.to_string();
+        server.tidings.hub().publish(event("list:1", &id));
+        assert_eq!(recv_text(&mut healthy).await, event_text("list:1", &id));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(close.await.unwrap(), 1008);
+    assert!(delivered > 0);
+    // The flooder's writes end with the connection.
+    let _ = tokio::time::timeout(TIMEOUT, flooder).await;
+    // And the healthy client is still served.
+    server.tidings.hub().publish(event("list:1", "999999"));
+    assert_eq!(
+        recv_text(&mut healthy).await,
+        event_text("list:1", "999999")
+    );
+}
+
+/// With the default byte budget, a burst of long-topic subscribes and a run of maximum-size
+/// messages within the message burst pass untouched.
+#[tokio::test]
+async fn the_default_byte_budget_lets_big_bursts_through() {
+    let server = start_server().await;
+    let mut ws = server.client().await;
+    let long = "x".repeat(200);
+    for i in 0..500 {
+        send(
+            &mut ws,
+            &format!(r#"{{"action":"subscribe","topic":"list:{long}{i}"}}"#),
+        )
+        .await;
+    }
+    for i in 0..500 {
+        assert_eq!(
+            recv_text(&mut ws).await,
+            format!(r#"{{"action":"subscribed","topic":"list:{long}{i}"}}"#)
+        );
+    }
+    // 6.4 MB at once: 100 pings padded to just under the 64 KiB message limit.
+    let big = format!(
+        r#"{{"action":"ping","pad":"{}"}}"#,
+        "p".repeat(64 * 1024 - 40)
+    );
+    for _ in 0..100 {
+        send(&mut ws, &big).await;
+    }
+    for _ in 0..100 {
+        assert_eq!(recv_text(&mut ws).await, r#"{"action":"pong"}"#);
+    }
+}

@@ -86,3 +86,74 @@ async fn metrics_count_connections_traffic_and_closes() {
         .await
     );
 }
+
+/// Issue 10 item 6: with a metrics token, a scrape without it (or with another) gets 401, and
+/// one with `Authorization: Bearer <token>` gets the page.
+#[tokio::test]
+async fn a_metrics_token_protects_the_page() {
+    let server =
+        start_server_with(Config::new(SECRET).with_metrics_token(Some("scrape-s3cret".into())))
+            .await;
+    let client = reqwest::Client::new();
+    for auth in [
+        None,
+        Some("Bearer wrong"),
+        Some("Bearer scrape-s3cre"),
+        Some("scrape-s3cret"),
+    ] {
+        let mut request = client.get(server.http_url("/metrics"));
+        if let Some(auth) = auth {
+            request = request.header("authorization", auth);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 401, "{auth:?}");
+        assert_eq!(response.headers()["www-authenticate"], "Bearer");
+        assert!(!response.text().await.unwrap().contains("tidings_"));
+    }
+    let response = client
+        .get(server.http_url("/metrics"))
+        .bearer_auth("scrape-s3cret")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(
+        response
+            .text()
+            .await
+            .unwrap()
+            .contains("tidings_connections")
+    );
+}
+
+/// Issue 10 item 6: with the metrics route off, the public router has no `/metrics`, and
+/// `Tidings::metrics_router` serves it on another listener.
+#[tokio::test]
+async fn metrics_can_move_to_their_own_listener() {
+    let server = start_server_with(Config::new(SECRET).with_metrics_route(false)).await;
+    let response = reqwest::get(server.http_url("/metrics")).await.unwrap();
+    assert_eq!(response.status(), 404);
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let tidings = server.tidings.clone();
+    tokio::spawn(tidings_server::serve(
+        listener,
+        tidings.metrics_router(),
+        tidings,
+        std::future::pending(),
+    ));
+    let mut ws = server.client().await;
+    subscribe(&mut ws, "list:1").await;
+    let response = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let text = response.text().await.unwrap();
+    assert_eq!(sample(&text, "tidings_subscriptions"), 1);
+    // Only the metrics live there.
+    let response = reqwest::get(format!("http://{addr}/healthz"))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404);
+}

@@ -248,3 +248,108 @@ async fn healthz_is_200() {
     let response = reqwest::get(server.http_url("/healthz")).await.unwrap();
     assert_eq!(response.status(), 200);
 }
+
+/// Issue 10 item 7: a body trickled a byte at a time is cut off with 408 (JSON error) after
+/// the body timeout, and the connection is closed, instead of being held for as long as the
+/// client likes.
+#[tokio::test]
+async fn a_trickled_body_gets_408_and_the_connection_is_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = start_server_with(
+        Config::new(SECRET).with_publish_body_timeout(std::time::Duration::from_secs(1)),
+    )
+    .await;
+    let mut tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let body = event_text("list:1", "1");
+    let head = format!(
+        "POST /publish HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        server.addr,
+        mint_publish_token(),
+        body.len()
+    );
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    let (mut read, mut write) = tcp.into_split();
+    // One byte every 200 ms: the whole body would take about 40 s.
+    let trickle = tokio::spawn(async move {
+        for byte in body.into_bytes() {
+            if write.write_all(&[byte]).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    });
+    let mut response = Vec::new();
+    tokio::time::timeout(TIMEOUT, read.read_to_end(&mut response))
+        .await
+        .expect("the server held the connection")
+        .unwrap();
+    trickle.abort();
+    let response = String::from_utf8_lossy(&response);
+    assert!(
+        response.starts_with("HTTP/1.1 408 Request Timeout\r\n"),
+        "{response}"
+    );
+    let body = response.split("\r\n\r\n").nth(1).unwrap();
+    let error: Value = serde_json::from_str(body).unwrap();
+    assert_eq!(error["error"], "Request timeout");
+}
+
+/// Issue 10 item 8c: a publish token restricted by a `topics` claim publishes only there:
+/// elsewhere 403 with a JSON error naming the topic, and nothing is delivered.
+#[tokio::test]
+async fn the_topics_claim_limits_publishing() {
+    let server = start_server().await;
+    let mut ws = server.client().await;
+    subscribe(&mut ws, "list:2").await;
+    subscribe(&mut ws, "list:1").await;
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3600;
+    let token = mint_claims(
+        json!({"sub": "backend", "exp": exp, "scope": "publish", "topics": ["list:1", "list:1:*"]}),
+    );
+    let (status, text) = post(&server, Some(&bearer(&token)), &event_text("list:2", "1")).await;
+    assert_eq!(status, 403, "{text}");
+    let error: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(error["error"], "Forbidden");
+    assert_eq!(error["topic"], "list:2");
+    let (status, text) = post(&server, Some(&bearer(&token)), &event_text("list:1", "2")).await;
+    assert_eq!(status, 202, "{text}");
+    // Only the allowed event arrives.
+    assert_eq!(recv_text(&mut ws).await, event_text("list:1", "2"));
+}
+
+/// Issue 10 item 8f: a payload nested deeper than 64 levels is refused with 422 and a clear
+/// error, over HTTP and in process, and reaches nobody.
+#[tokio::test]
+async fn a_deeply_nested_payload_is_refused() {
+    let server = start_server().await;
+    let mut ws = server.client().await;
+    subscribe(&mut ws, "list:1").await;
+    let payload = |depth: usize| format!("{}1{}", r#"{"a":"#.repeat(depth), "}".repeat(depth));
+    let event_with = |depth: usize| {
+        format!(
+            r#"{{"topic":"list:1","event":"ADDED","data":{{"entity_id":"1","payload":{},"user_id":"7","timestamp":"t"}}}}"#,
+            payload(depth)
+        )
+    };
+    let publisher = bearer(&mint_publish_token());
+    for depth in [65, 40_000] {
+        let (status, text) = post(&server, Some(&publisher), &event_with(depth)).await;
+        assert_eq!(status, 422, "{text}");
+        let error: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(error["error"], "Invalid event");
+        let details = error["details"].as_str().unwrap();
+        assert!(details.contains("nested deeper than 64"), "{details}");
+    }
+    // In process, the payload cannot even be built.
+    assert!(tidings_server::protocol::Payload::from_json(payload(65)).is_err());
+    // 64 levels pass, and that event is the only one delivered.
+    let (status, text) = post(&server, Some(&publisher), &event_with(64)).await;
+    assert_eq!(status, 202, "{text}");
+    let received = recv_text(&mut ws).await;
+    assert_eq!(received, event_with(64));
+}

@@ -2,6 +2,7 @@
 //! minting (valid and every kind of invalid) and a small WebSocket client.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod raw;
 pub mod stream;
 
 use std::net::SocketAddr;
@@ -17,8 +18,8 @@ use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-/// The secret every test server uses.
-pub const SECRET: &str = "integration-test-secret";
+/// The secret every test server uses (at least 32 bytes: the binary refuses shorter ones).
+pub const SECRET: &str = "integration-test-secret-of-at-least-32-bytes";
 
 /// Generous: the machine is busy, and nothing here is a timing assertion.
 pub const TIMEOUT: Duration = Duration::from_secs(10);

@@ -10,6 +10,8 @@ use anyhow::Context;
 use clap::Parser;
 use tidings_demo::{DEFAULT_TOKEN_TTL, DemoConfig};
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::filter_fn;
+use tracing_subscriber::prelude::*;
 
 /// The family gifting dashboard: REST API + live updates over tidings + the React UI.
 #[derive(Parser)]
@@ -35,9 +37,15 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    // tungstenite's debug/trace events dump client messages (refresh tokens): never logged,
+    // whatever the filter says (see tidings_server::logging).
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_new(&args.log_level).context("bad --log-level")?)
         .with_writer(std::io::stderr)
+        .finish()
+        .with(filter_fn(|meta| {
+            !tidings_server::logging::is_frame_dump(meta)
+        }))
         .init();
 
     if args.db != ":memory:" {
