@@ -98,6 +98,14 @@ struct Cli {
     /// Burst of the per-publisher rate; see `Config::with_publish_rate`.
     #[arg(long, env = "PUBLISH_BURST", default_value_t = config::DEFAULT_PUBLISH_BURST, global = true)]
     publish_burst: u32,
+    /// With Redis: history fetches one node runs at once (default 32); see
+    /// `Config::with_max_history_fetches`.
+    #[arg(long, env = "MAX_HISTORY_FETCHES", global = true)]
+    max_history_fetches: Option<usize>,
+    /// With Redis: history fetches one connection runs at once (default 4); see
+    /// `Config::with_max_history_fetches_per_connection`.
+    #[arg(long, env = "MAX_HISTORY_FETCHES_PER_CONNECTION", global = true)]
+    max_history_fetches_per_connection: Option<usize>,
     /// Seconds of clock skew allowed when checking a token's `exp`/`nbf` (at most 60; a
     /// connection closes 4002 at `exp` plus this); see `Config::with_jwt_leeway`.
     #[arg(long, env = "JWT_LEEWAY_SECS", default_value_t = 30, global = true)]
@@ -200,6 +208,12 @@ fn config(cli: &Cli, secret: String) -> Config {
     }
     if let Some(max) = cli.max_connections_per_user {
         config = config.with_max_connections_per_user(max);
+    }
+    if let Some(max) = cli.max_history_fetches {
+        config = config.with_max_history_fetches(max);
+    }
+    if let Some(max) = cli.max_history_fetches_per_connection {
+        config = config.with_max_history_fetches_per_connection(max);
     }
     let redis_url = cli.redis_url.clone().filter(|url| !url.is_empty());
     config

@@ -102,6 +102,10 @@ pub(crate) struct Gauges {
     pub(crate) connections: u64,
     pub(crate) subscriptions: u64,
     pub(crate) topics: u64,
+    /// Bytes charged to the in-memory history (see `Config::with_history_max_total_bytes`).
+    pub(crate) history_bytes: u64,
+    /// Topics holding in-memory history.
+    pub(crate) history_topics: u64,
 }
 
 impl Gauges {
@@ -113,6 +117,8 @@ impl Gauges {
             connections: tidings.connection_count() as u64,
             subscriptions: hub.subscription_count() as u64,
             topics: hub.topic_count() as u64,
+            history_bytes: hub.history_bytes() as u64,
+            history_topics: hub.history_topic_count() as u64,
         }
     }
 }
@@ -143,8 +149,20 @@ pub(crate) fn render(gauges: Gauges, m: &Metrics) -> String {
     metric(
         "tidings_topics",
         "gauge",
-        "Topics with at least one subscriber.",
+        "Topics the hub tracks (with subscribers or recent history).",
         gauges.topics,
+    );
+    metric(
+        "tidings_history_bytes",
+        "gauge",
+        "Bytes charged to the in-memory history (event text + bookkeeping).",
+        gauges.history_bytes,
+    );
+    metric(
+        "tidings_history_topics",
+        "gauge",
+        "Topics holding in-memory history.",
+        gauges.history_topics,
     );
     metric(
         "tidings_messages_in_total",
@@ -262,6 +280,8 @@ mod tests {
             connections: 0,
             subscriptions: 0,
             topics: 0,
+            history_bytes: 0,
+            history_topics: 0,
         };
         let text = render(gauges, &m);
         assert!(text.contains("tidings_fanout_seconds_bucket{le=\"0.000005\"} 1\n"));
@@ -281,6 +301,8 @@ mod tests {
             connections: 120_000,
             subscriptions: 2_000_000,
             topics: 950_000,
+            history_bytes: 1 << 28,
+            history_topics: 100_000,
         };
         let text = render(gauges, &Metrics::default());
         assert!(text.contains("\ntidings_topics 950000\n"));
@@ -292,6 +314,8 @@ mod tests {
                 connections: 1,
                 subscriptions: 1,
                 topics: 1,
+                history_bytes: 1,
+                history_topics: 1,
             },
             &Metrics::default(),
         );

@@ -162,6 +162,10 @@ async fn publishing_to_many_distinct_topics_is_capped() {
         .await
         .unwrap();
     assert!(metrics.contains("tidings_topics 101"), "{metrics}");
+    assert!(
+        metrics.contains("tidings_history_topics 100\n"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
