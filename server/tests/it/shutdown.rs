@@ -1,11 +1,10 @@
 //! Graceful shutdown through the library: clients get close 1012, new connections are
 //! refused, and `serve` returns within the bounded drain even if a client never answers.
 
-mod common;
 
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use tidings_server::Config;
 
 #[tokio::test]

@@ -1,9 +1,8 @@
 //! Topic authorization over a real socket: the `topics` claim, tokens without it, and a
 //! custom policy.
 
-mod common;
 
-use common::*;
+use crate::common::*;
 use serde_json::json;
 use tidings_server::protocol::Topic;
 use tidings_server::{Claims, Config, TopicPolicy};

@@ -10,12 +10,11 @@
 //! handshake, because a WebSocket library refuses to send invalid UTF-8 as text (and would
 //! answer the server's close frames for us). One server serves every case.
 
-mod common;
 
 use std::cell::RefCell;
 use std::sync::{Arc, Mutex};
 
-use common::*;
+use crate::common::*;
 use futures_util::{SinkExt, StreamExt};
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, TestCaseError, TestRunner};

@@ -2,11 +2,10 @@
 //! connection's expiry (4002) to the new token's `exp` and replaces the claims the topic policy
 //! reads; a bad token or another user's token closes the connection with 4001.
 
-mod common;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::*;
+use crate::common::*;
 use jsonwebtoken::Algorithm;
 use serde_json::json;
 use tidings_server::Config;

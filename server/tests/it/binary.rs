@@ -1,11 +1,10 @@
 //! The `tidings` binary: refuses to start without JWT_SECRET, mints tokens, prints its
 //! listening line, serves, never logs a token, and closes clients with 1012 on SIGTERM.
 
-mod common;
 
 use std::process::Stdio;
 
-use common::*;
+use crate::common::*;
 use tidings_server::{Config, Tidings};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout, Command};

@@ -1,9 +1,8 @@
 //! The `Origin` allow-list of `/ws`: refused with 403 before the upgrade when configured,
 //! everything accepted by default.
 
-mod common;
 
-use common::*;
+use crate::common::*;
 use tidings_server::Config;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;

@@ -1,10 +1,9 @@
 //! Abuse limits over a real socket: the inbound rate limit, connection limits, slow consumers.
 
-mod common;
 
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use tidings_server::Config;
 use tokio_tungstenite::tungstenite::Message;
 

@@ -5,14 +5,13 @@
 //!
 //! ```text
 //! TIDINGS_TEST_REDIS_URL=redis://127.0.0.1:6379 cargo test --release -p tidings-server \
-//!     --test fanout_cost -- --ignored --nocapture
+//!     --test it -- --ignored --nocapture fanout_cost::
 //! ```
 
-mod common;
 
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use futures_util::StreamExt;
 use tidings_server::Config;
 

@@ -1,8 +1,7 @@
 //! `GET /metrics` over HTTP: the Prometheus text reflects real traffic.
 
-mod common;
 
-use common::*;
+use crate::common::*;
 use tidings_server::Config;
 
 /// The value of the sample line starting with `name ` (or `name{...} `).

@@ -1,11 +1,10 @@
 //! The connection's clock over a real socket: server pings, dropping a silent peer (4004) and
 //! closing when the token expires mid-connection (4002).
 
-mod common;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::*;
+use crate::common::*;
 use futures_util::StreamExt;
 use serde_json::json;
 use tidings_server::Config;

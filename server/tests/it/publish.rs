@@ -1,9 +1,8 @@
 //! `POST /publish`: auth (401 / 403, checked before the body), validation (400 / 422 with a
 //! JSON error, nothing delivered), the exact success body, and `GET /healthz`.
 
-mod common;
 
-use common::*;
+use crate::common::*;
 use jsonwebtoken::Algorithm;
 use serde_json::{Value, json};
 use tidings_server::Config;

@@ -2,14 +2,13 @@
 //! concurrent publishing, `recovered:false` when history cannot answer, and the seed's exact
 //! ack when `since` is absent.
 
-mod common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use common::stream::{Seen, subscribe_since};
-use common::*;
+use crate::common::stream::{Seen, subscribe_since};
+use crate::common::*;
 use futures_util::StreamExt;
 use tidings_server::Config;
 use tidings_server::protocol::{ServerMessage, WSEvent};

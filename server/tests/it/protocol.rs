@@ -2,9 +2,8 @@
 //! rules around them: unknown actions ignored, the connection usable after an error,
 //! idempotent subscribe, unsubscribe of a never-subscribed topic, binary frames, limits.
 
-mod common;
 
-use common::*;
+use crate::common::*;
 use tidings_server::Config;
 use tokio_tungstenite::tungstenite::Message;
 

@@ -1,9 +1,8 @@
 //! Delivery: ordering through the one outbound queue, topic isolation, many concurrent
 //! clients, events forwarded byte for byte, and dead connections leaving the hub.
 
-mod common;
 
-use common::*;
+use crate::common::*;
 use tidings_server::Config;
 
 #[tokio::test]

@@ -8,7 +8,6 @@
 //! Ignored by a plain `cargo test` (no Redis there); `./scripts/test-redis` runs them with
 //! `--include-ignored`.
 
-mod common;
 
 use std::collections::HashMap;
 use std::process::Stdio;
@@ -16,8 +15,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::stream::{Seen, subscribe_since};
-use common::*;
+use crate::common::stream::{Seen, subscribe_since};
+use crate::common::*;
 use serde_json::Value;
 use tidings_server::Config;
 use tidings_server::protocol::{ServerMessage, WSEvent};

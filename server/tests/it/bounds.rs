@@ -3,12 +3,11 @@
 //! per topic and in total; publishing to millions of distinct topics is capped; expired
 //! history is swept without later traffic; `POST /publish` is rate limited per publisher.
 
-mod common;
 
 use std::time::Duration;
 
-use common::stream::subscribe_since;
-use common::*;
+use crate::common::stream::subscribe_since;
+use crate::common::*;
 use serde_json::json;
 use tidings_server::Config;
 use tidings_server::protocol::{ServerMessage, WSEvent};
