@@ -1152,7 +1152,8 @@ enum DisposeKind {
 }
 
 /// Backs the `() => void` functions `onStatus` and `bindQueryClient` return (the function is
-/// `dispose` bound to this object, so nothing is leaked when it is never called).
+/// `dispose` bound to this object, so nothing is leaked when it is never called). Declared in
+/// the .d.ts like every exported class, so the glue exports no untyped name; apps never make one.
 #[wasm_bindgen]
 pub struct Dispose {
     client: Weak<RefCell<Inner>>,
