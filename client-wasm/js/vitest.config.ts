@@ -1,14 +1,15 @@
 import { fileURLToPath } from "node:url";
 import { defineConfig } from "vitest/config";
 
-// The hooks import the wasm-bindgen module as "../tidings_client.js" (its place in the built
-// package); in the source tree it lives in ../pkg, built by ./scripts/build-wasm.
+// src/index.ts imports the wasm-bindgen module as "./tidings_client.js" and the inlined wasm as
+// "./wasm-inline.js" (their places in the built package); in the source tree they live in
+// ../pkg, built by ./scripts/build-wasm.
 export default defineConfig({
   resolve: {
     alias: [
       {
-        find: /^\.\.\/tidings_client\.js$/,
-        replacement: fileURLToPath(new URL("../pkg/tidings_client.js", import.meta.url)),
+        find: /^\.\/(tidings_client|wasm-inline)\.js$/,
+        replacement: `${fileURLToPath(new URL("../pkg/", import.meta.url))}$1.js`,
       },
     ],
   },

@@ -39,8 +39,8 @@ pub const DEFAULT_CONNECT_TIMEOUT_MS: f64 = 10_000.0;
 
 #[wasm_bindgen(typescript_custom_section)]
 const TS_TYPES: &str = r#"
-import type { WSEvent } from "./types/index";
-export type { EventData, EventType, Payload, ServerMessage, Topic, WSClientMessage, WSError, WSEvent, WSReply } from "./types/index";
+import type { WSEvent } from "./types/index.js";
+export type { EventData, EventType, Payload, ServerMessage, Topic, WSClientMessage, WSError, WSEvent, WSReply } from "./types/index.js";
 
 /** A TanStack Query key. */
 export type QueryKey = readonly unknown[];
@@ -55,9 +55,9 @@ export interface ConnectionStatus {
   readonly attempt?: number;
   /** Reconnecting: the delay before this attempt, in milliseconds. */
   readonly nextDelayMs?: number;
-  /** The code of the last close (e.g. 4001, 1012, 1006). */
+  /** The code of the last close (e.g. 4001, 1012, 1006); cleared when a connection opens. */
   readonly closeCode?: number;
-  /** The reason of the last close, or why the client gave up on a connection. */
+  /** The reason of the last close, or why the client gave up on a connection; cleared when a connection opens. */
   readonly closeReason?: string;
 }
 
@@ -1206,8 +1206,9 @@ enum DisposeKind {
 }
 
 /// Backs the `() => void` functions `onStatus` and `bindQueryClient` return (the function is
-/// `dispose` bound to this object, so nothing is leaked when it is never called).
-#[wasm_bindgen(skip_typescript)]
+/// `dispose` bound to this object, so nothing is leaked when it is never called). Declared in
+/// the .d.ts like every exported class, so the glue exports no untyped name; apps never make one.
+#[wasm_bindgen]
 pub struct Dispose {
     client: Weak<RefCell<Inner>>,
     kind: DisposeKind,

@@ -110,12 +110,17 @@ impl StatusMachine {
     }
 
     /// The socket opened. Returns `true` when this is a reconnect (not the first open).
+    ///
+    /// The last close's code and reason are cleared: an open connection showing "open (close
+    /// 1006)" reads as a problem that is over.
     pub fn opened(&mut self) -> bool {
         let reconnect = self.has_opened;
         self.has_opened = true;
         self.status.state = State::Open;
         self.status.attempt = None;
         self.status.next_delay_ms = None;
+        self.status.close_code = None;
+        self.status.close_reason = None;
         reconnect
     }
 
@@ -216,11 +221,8 @@ mod tests {
         assert_eq!(s.close_code, Some(1006));
         assert!(m.opened(), "second open is a reconnect");
         assert_eq!(m.status().attempt, None);
-        assert_eq!(
-            m.status().close_code,
-            Some(1006),
-            "last close stays visible"
-        );
+        assert_eq!(m.status().close_code, None, "a reconnect clears the close");
+        assert_eq!(m.status().close_reason, None);
     }
 
     #[test]

@@ -128,6 +128,9 @@ enum LogFormat {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Print a JWT signed with JWT_SECRET.
+    // Its own help: the server flags are global (every subcommand accepts them) and would
+    // otherwise drown the three that matter here. `binary.rs` checks it lists them all.
+    #[command(help_template = TOKEN_HELP)]
     Token {
         /// The user id (`sub` claim).
         #[arg(long)]
@@ -142,6 +145,25 @@ enum Command {
     /// Serve with a generated secret; print a subscriber token, a publisher token and a curl line.
     Dev,
 }
+
+/// `tidings token --help`.
+const TOKEN_HELP: &str = "\
+Print a JWT (HS256) signed with JWT_SECRET: a subscriber token for /ws or, with
+`--scope publish`, a publisher token for POST /publish.
+
+{usage-heading} {usage}
+
+Options:
+      --sub <SUB>                The user id (`sub` claim)
+      --scope <SCOPE>            Scope claim, e.g. `publish` for POST /publish
+      --ttl <TTL>                Lifetime in seconds [default: 3600]
+      --jwt-secret <JWT_SECRET>  The HS256 secret [env: JWT_SECRET]
+  -h, --help                     Print help
+
+Examples:
+  JWT_SECRET=... tidings token --sub user-42 --ttl 900
+  JWT_SECRET=... tidings token --sub backend --scope publish
+";
 
 // The process-wide allocator, not application state: the gateway allocates a little per
 // handshake and per batch, and mimalloc's per-thread free lists make that cheaper than glibc's

@@ -2,14 +2,13 @@
 // with a scripted WebSocket (fake-websocket.ts): invalidation on events and once per topic
 // after a reconnect, the status hook, and no leaked or duplicated subscription under StrictMode.
 
-import { readFile } from "node:fs/promises";
-import { dirname, resolve } from "node:path";
+import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { StrictMode, useState, type ReactNode } from "react";
 import { act, cleanup, render, screen, waitFor } from "@testing-library/react";
 import { QueryClient } from "@tanstack/react-query";
 import { afterEach, beforeAll, beforeEach, describe, expect, it, vi } from "vitest";
-import init, { TidingsClient } from "../../pkg/tidings_client.js";
+import { TidingsClient } from "../src/index.ts";
 import {
   TidingsProvider,
   useConnectionStatus,
@@ -18,16 +17,15 @@ import {
   useTopic,
   type WSEvent,
 } from "../src/react/index.tsx";
-import { FakeWebSocket, event } from "./fake-websocket.ts";
+import { FakeWebSocket, event } from "../src/testing/fake-websocket.ts";
+import { loadWasm } from "../src/testing/index.ts";
 
 const OPTIONS = { initialDelayMs: 10, maxDelayMs: 20 };
 
 beforeAll(async () => {
   globalThis.WebSocket = FakeWebSocket as unknown as typeof WebSocket;
-  // A path string: under jsdom, `URL` is jsdom's and node:fs refuses it.
-  const here = dirname(fileURLToPath(import.meta.url));
-  const bytes = await readFile(resolve(here, "../../pkg/tidings_client_bg.wasm"));
-  await init({ module_or_path: bytes });
+  // The package's own loadWasm(), pointed at the built package (this file is not inside it).
+  await loadWasm(join(dirname(fileURLToPath(import.meta.url)), "../../pkg/tidings_client_bg.wasm"));
 });
 
 beforeEach(() => FakeWebSocket.reset());
@@ -227,9 +225,9 @@ describe("useConnectionStatus", () => {
       "connecting",
       "open",
       "reconnecting#1/1006",
-      "open/1006",
+      "open", // a successful reconnect clears the last close
       "reconnecting#1/4001",
-      "open/4001",
+      "open",
       "unauthorized/4001",
     ]);
   });
@@ -321,5 +319,80 @@ describe("TidingsClient.subscribe().ready", () => {
     await expect(pending.ready).rejects.toThrow("the client was closed");
     expect(client.status.state).toBe("closed");
     expect(() => client.subscribe("list:3", () => {})).toThrow("the client is closed");
+  });
+});
+
+describe("useLiveQuery keeps its own key live", () => {
+  function Todo({ id, fetches }: { id: string; fetches: { n: number } }): ReactNode {
+    const query = useLiveQuery({
+      queryKey: ["todos", id],
+      queryFn: async () => {
+        fetches.n += 1;
+        return `todo ${id} v${fetches.n}`;
+      },
+      topic: `todo:${id}`, // no rule maps todo:{id}
+    });
+    return <span data-testid={`todo-${id}`}>{query.data ?? "loading"}</span>;
+  }
+
+  it("refetches on its topic's events and after a reconnect without recovery, once each", async () => {
+    const queryClient = newQueryClient();
+    const spy = vi.spyOn(queryClient, "invalidateQueries");
+    const fetches = { n: 0 };
+    render(
+      <TidingsProvider url="ws://test/ws" token="t" queryClient={queryClient} options={OPTIONS}>
+        <Todo id="1" fetches={fetches} />
+        <List id="5" fetches={new Map()} />
+      </TidingsProvider>,
+    );
+    const ws = await openSocket(1);
+    expect(ws.url).toBe("ws://test/ws?token=t");
+    await waitFor(() => expect(ws.server.subscribed).toEqual(new Set(["todo:1", "list:5"])));
+    await waitFor(() => expect(screen.getByTestId("todo-1").textContent).toBe("todo 1 v1"));
+
+    act(() => {
+      expect(ws.publish(event("todo:1"))).toBe(true);
+    });
+    await waitFor(() => expect(screen.getByTestId("todo-1").textContent).toBe("todo 1 v2"));
+    // The rule-mapped live query (list:5 → ["lists","5"]) is invalidated once, not twice.
+    act(() => {
+      ws.publish(event("list:5"));
+    });
+    expect(invalidatedKeys(spy)).toEqual(['["todos","1"]', '["lists","5"]']);
+
+    // A reconnect whose acks do not say `recovered: true`: both are refetched once.
+    spy.mockClear();
+    act(() => ws.serverClose(1006));
+    const ws2 = await openSocket(2);
+    await waitFor(() => expect(ws2.server.subscribed).toEqual(new Set(["todo:1", "list:5"])));
+    await waitFor(() => expect(screen.getByTestId("todo-1").textContent).toBe("todo 1 v3"));
+    await sleep(50);
+    expect(invalidatedKeys(spy).sort()).toEqual(['["lists","5"]', '["todos","1"]']);
+    expect(fetches.n).toBe(3);
+  });
+
+  it("reports once, in development, an event that no rule, live query or onEvent handles", async () => {
+    const warn = vi.spyOn(console, "warn").mockImplementation(() => {});
+    const queryClient = newQueryClient();
+    function Sub(): ReactNode {
+      useTopic("chat:1"); // subscribed, nothing refetches, no handler
+      useTopic("chat:2", () => {}); // handled by the app
+      useTopic("list:9"); // a rule maps it
+      return null;
+    }
+    render(
+      <TidingsProvider url="ws://test/ws" token="t" queryClient={queryClient} options={OPTIONS}>
+        <Sub />
+      </TidingsProvider>,
+    );
+    const ws = await openSocket(1);
+    await waitFor(() => expect(ws.server.subscribed.size).toBe(3));
+    act(() => {
+      for (const topic of ["chat:1", "chat:1", "chat:2", "list:9"]) ws.publish(event(topic));
+    });
+    const warnings = warn.mock.calls.map((c) => String(c[0]));
+    expect(warnings).toHaveLength(1);
+    expect(warnings[0]).toContain('an event on "chat:1" invalidated no query');
+    warn.mockRestore();
   });
 });

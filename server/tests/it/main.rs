@@ -27,3 +27,4 @@ mod recovery;
 mod redis;
 mod refresh;
 mod shutdown;
+mod token_help;

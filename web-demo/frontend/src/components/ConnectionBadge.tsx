@@ -6,6 +6,7 @@ const LABELS: Record<string, string> = {
   reconnecting: "Reconnecting…",
   unauthorized: "Signed out",
   closed: "Offline",
+  failed: "Unavailable",
 };
 
 /** The realtime connection's state, for people (label) and for tests (data-state). */

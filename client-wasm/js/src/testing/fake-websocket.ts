@@ -1,6 +1,7 @@
 // A stand-in for the browser's WebSocket, installed as globalThis.WebSocket so the REAL wasm
-// client runs under jsdom against a scripted server: it records what the client sends, answers
-// subscribe/unsubscribe/ping like a tidings server, and lets a test open, push and close.
+// client runs under jsdom (or Node) against a scripted server: it records what the client
+// sends, answers subscribe/unsubscribe/ping like a tidings server, and lets a test open, push
+// and close. Shipped as part of `@tidings/client/testing`.
 
 type Handler<E> = ((event: E) => void) | null;
 
@@ -18,6 +19,8 @@ export class FakeWebSocket {
   static instances: FakeWebSocket[] = [];
   /** Answer subscribe/unsubscribe/ping automatically. */
   static autoReply = true;
+  /** Open every new socket on the next microtask (as if the server accepted it). */
+  static autoOpen = false;
 
   readonly url: string;
   readyState = FakeWebSocket.CONNECTING;
@@ -32,11 +35,17 @@ export class FakeWebSocket {
   constructor(url: string) {
     this.url = url;
     FakeWebSocket.instances.push(this);
+    if (FakeWebSocket.autoOpen) {
+      queueMicrotask(() => {
+        if (this.readyState === FakeWebSocket.CONNECTING) this.open();
+      });
+    }
   }
 
   static reset(): void {
     FakeWebSocket.instances = [];
     FakeWebSocket.autoReply = true;
+    FakeWebSocket.autoOpen = false;
   }
 
   static latest(): FakeWebSocket {
@@ -109,10 +118,11 @@ export class FakeWebSocket {
   }
 }
 
-export function event(topic: string, entityId = "1") {
+/** An event of the protocol's shape (`WSEvent`) on `topic`, e.g. for `FakeWebSocket.publish`. */
+export function event(topic: string, entityId = "1", eventType = "UPDATED") {
   return {
     topic,
-    event: "UPDATED",
+    event: eventType,
     data: {
       entity_id: entityId,
       payload: { id: entityId },
