@@ -24,7 +24,7 @@
 //! (inside [`Tidings`](crate::Tidings)).
 
 use std::collections::{HashMap, VecDeque};
-use std::hash::{BuildHasher, RandomState};
+use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher, RandomState};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
@@ -46,17 +46,26 @@ pub(crate) type ConnId = u64;
 /// no subscriber left.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
-type Subscribers = HashMap<ConnId, Arc<Outbox>>;
+/// Connection ids are handed out by the server (a counter), never chosen by a client, so a
+/// fixed-key hasher is safe here; it makes each of a topic's two maps 16 bytes smaller than
+/// with a per-map random seed (one topic per user is the common case, see [`TopicState`]).
+type ConnHasher = BuildHasherDefault<DefaultHasher>;
+type Subscribers = HashMap<ConnId, Arc<Outbox>, ConnHasher>;
 type Shard = RwLock<HashMap<Topic, TopicState>>;
 
 /// One topic: its live subscribers, the ones waiting for a history fetch, and its stream.
+///
+/// A topic costs what it holds: the stream (epoch, position, history ring) is allocated when
+/// the topic's first event arrives and freed with the entry, so a topic followed by one
+/// subscriber that never sees an event costs this entry plus a one-subscriber map (a few
+/// hundred bytes), which is what one topic per connection (a per-user topic) multiplies.
 struct TopicState {
     subscribers: Subscribers,
     /// Recovering subscribers (external broker only): live events are held back for them.
-    pending: HashMap<ConnId, Pending>,
+    pending: HashMap<ConnId, Pending, ConnHasher>,
     /// Held while an event of this topic is numbered and queued, so that every subscriber
-    /// sees the events in `seq` order.
-    stream: Mutex<Stream>,
+    /// sees the events in `seq` order. `None` until the topic's first event.
+    stream: Mutex<Option<Box<Stream>>>,
 }
 
 struct Pending {
@@ -274,11 +283,12 @@ impl Hub {
 
     /// Numbers, records and queues one event on `state` (shard lock held by the caller).
     fn append(&self, state: &TopicState, base: &str, now: Instant) -> (usize, Vec<ConnId>) {
-        let mut stream = lock(&state.stream);
+        let mut slot = lock(&state.stream);
+        let stream = slot.get_or_insert_with(Stream::boxed);
         let seq = stream.last_seq + 1;
         stream.last_seq = seq;
         let text = Utf8Bytes::from(with_position(base, seq, &stream.epoch));
-        self.record(&mut stream, seq, &text, now);
+        self.record(stream, seq, &text, now);
         // Queued while the stream is locked: two concurrent publishers on one topic reach
         // every subscriber in `seq` order.
         state.queue(seq, &text, false)
@@ -368,7 +378,8 @@ impl Hub {
             let Some(state) = topics.get(topic) else {
                 return Delivered::Queued(0);
             };
-            let mut stream = lock(&state.stream);
+            let mut slot = lock(&state.stream);
+            let stream = slot.get_or_insert_with(Stream::boxed);
             let known = stream.last_seq > 0;
             let new_epoch = *stream.epoch != *epoch;
             if new_epoch {
@@ -382,7 +393,7 @@ impl Hub {
                     );
                     stream.last_seq = seq;
                     let dead = state.close_all();
-                    drop(stream);
+                    drop(slot);
                     drop(topics);
                     self.remove_dead(shard, topic, &dead);
                     return Delivered::Queued(0);
@@ -457,7 +468,9 @@ impl Hub {
         let mut topics = write(&self.inner.shards[index]);
         let before = topics.len();
         topics.retain(|_, state| {
-            lock(&state.stream).expire(now, ttl, totals);
+            if let Some(stream) = lock(&state.stream).as_mut() {
+                stream.expire(now, ttl, totals);
+            }
             !state.is_unused()
         });
         totals
@@ -527,10 +540,11 @@ impl Hub {
     }
 
     /// The position of the last event published on `topic`, if the in-memory history knows
-    /// the topic.
+    /// the topic (`None` too before its first event: no epoch exists yet).
     pub fn position(&self, topic: &str) -> Option<StreamPosition> {
         let topics = read(self.shard(topic));
-        let stream = lock(&topics.get(topic)?.stream);
+        let slot = lock(&topics.get(topic)?.stream);
+        let stream = slot.as_ref()?;
         Some(StreamPosition {
             seq: stream.last_seq,
             epoch: stream.epoch.to_string(),
@@ -543,9 +557,8 @@ impl Hub {
         let topics = read(self.shard(topic));
         match topics.get(topic) {
             Some(state) => {
-                let mut stream = lock(&state.stream);
-                stream.expire(Instant::now(), self.inner.limits.ttl, &self.inner.totals);
-                stream.recover(since)
+                let mut slot = lock(&state.stream);
+                Stream::recover_in(&mut slot, since, Instant::now(), &self.inner)
             }
             None => Recovery {
                 recovered: false,
@@ -590,9 +603,11 @@ impl Hub {
         let mut topics = write(self.shard(topic.as_str()));
         let state = self.entry(&mut topics, topic);
         let recovery = {
-            let mut stream = lock(&state.stream);
-            stream.expire(now, self.inner.limits.ttl, &self.inner.totals);
-            fit_outbox(stream.recover(since), outbox)
+            let mut slot = lock(&state.stream);
+            fit_outbox(
+                Stream::recover_in(&mut slot, since, now, &self.inner),
+                outbox,
+            )
         };
         for (_, text) in recovery.events {
             let _ = outbox.push(text);
@@ -657,7 +672,7 @@ impl Hub {
         let Some(state) = topics.get_mut(topic.as_str()) else {
             return;
         };
-        let node_seq = lock(&state.stream).last_seq;
+        let node_seq = lock(&state.stream).as_ref().map_or(0, |s| s.last_seq);
         let Some(pending) = state.pending.get_mut(&id) else {
             return;
         };
@@ -725,13 +740,19 @@ impl Hub {
                 if state.subscribers.is_empty() && state.pending.is_empty() {
                     continue;
                 }
-                let stream = lock(&state.stream);
+                let slot = lock(&state.stream);
                 out.push((
                     topic.clone(),
-                    StreamPosition {
-                        seq: stream.last_seq,
-                        epoch: stream.epoch.to_string(),
-                    },
+                    slot.as_ref().map_or_else(
+                        || StreamPosition {
+                            seq: 0,
+                            epoch: String::new(),
+                        },
+                        |stream| StreamPosition {
+                            seq: stream.last_seq,
+                            epoch: stream.epoch.to_string(),
+                        },
+                    ),
                 ));
             }
         }
@@ -753,7 +774,10 @@ impl Hub {
             let Some(state) = topics.get(topic) else {
                 return;
             };
-            let mut stream = lock(&state.stream);
+            let mut slot = lock(&state.stream);
+            let Some(stream) = slot.as_mut() else {
+                return;
+            };
             if stream.last_seq != from.seq || *stream.epoch != *from.epoch {
                 return;
             }
@@ -791,7 +815,9 @@ impl Hub {
             let Some(state) = topics.get(topic) else {
                 return;
             };
-            lock(&state.stream).last_seq = 0;
+            if let Some(stream) = lock(&state.stream).as_mut() {
+                stream.last_seq = 0;
+            }
             state.close_all()
         };
         self.remove_dead(shard, topic, &dead);
@@ -811,14 +837,9 @@ impl Hub {
 impl TopicState {
     fn new() -> Self {
         Self {
-            subscribers: HashMap::new(),
-            pending: HashMap::new(),
-            stream: Mutex::new(Stream {
-                epoch: new_epoch().into(),
-                last_seq: 0,
-                history: VecDeque::new(),
-                bytes: 0,
-            }),
+            subscribers: HashMap::default(),
+            pending: HashMap::default(),
+            stream: Mutex::new(None),
         }
     }
 
@@ -827,7 +848,9 @@ impl TopicState {
     fn is_unused(&self) -> bool {
         self.subscribers.is_empty()
             && self.pending.is_empty()
-            && lock(&self.stream).history.is_empty()
+            && lock(&self.stream)
+                .as_ref()
+                .is_none_or(|stream| stream.history.is_empty())
     }
 
     /// Queues `text` for every subscriber (held back for pending ones); returns the count and
@@ -871,6 +894,37 @@ impl TopicState {
 }
 
 impl Stream {
+    /// A new stream (a fresh epoch, no event yet), allocated when a topic's first event
+    /// arrives.
+    fn boxed() -> Box<Self> {
+        Box::new(Self {
+            epoch: new_epoch().into(),
+            last_seq: 0,
+            history: VecDeque::new(),
+            bytes: 0,
+        })
+    }
+
+    /// What the stream in `slot` replays after `since`, once expired events are dropped. A
+    /// topic without a stream (no event yet) has no epoch a client could know.
+    fn recover_in(
+        slot: &mut Option<Box<Self>>,
+        since: &StreamPosition,
+        now: Instant,
+        inner: &Inner,
+    ) -> Recovery {
+        match slot.as_mut() {
+            Some(stream) => {
+                stream.expire(now, inner.limits.ttl, &inner.totals);
+                stream.recover(since)
+            }
+            None => Recovery {
+                recovered: false,
+                events: Vec::new(),
+            },
+        }
+    }
+
     fn expire(&mut self, now: Instant, ttl: Duration, totals: &Totals) {
         while self
             .history
@@ -1219,7 +1273,7 @@ mod tests {
         let out = Arc::new(Outbox::new(16));
         let topic = Topic::new("list:1").unwrap();
         assert!(!hub.subscribe_since(&topic, 1, &out, &pos, |_| "ack".into()));
-        assert_ne!(hub.position("list:1").unwrap().epoch, pos.epoch);
+        assert_ne!(hub.position("list:1").map(|p| p.epoch), Some(pos.epoch));
     }
 
     #[test]
@@ -1491,6 +1545,30 @@ mod tests {
         hub.unsubscribe("list:1", 2);
         assert_eq!(hub.subscription_count(), 0);
         assert_eq!(hub.topic_count(), 1, "history keeps the topic");
+    }
+
+    #[test]
+    fn a_topic_holds_a_stream_only_once_it_has_events() {
+        let hub = hub(10, Duration::from_secs(60));
+        let topic = Topic::new("list:1").unwrap();
+        let out = Arc::new(Outbox::new(16));
+        hub.subscribe(&topic, 1, &out);
+        assert_eq!(hub.topic_count(), 1);
+        assert_eq!(hub.position("list:1"), None, "no event, no stream");
+        hub.publish(event("list:1"));
+        let first = hub.position("list:1").unwrap();
+        assert_eq!(first.seq, 1);
+        // Without history the numbering goes on while the topic has a subscriber.
+        hub.sweep_all(Instant::now() + Duration::from_secs(120));
+        assert_eq!(hub.history_bytes(), 0);
+        hub.publish(event("list:1"));
+        assert_eq!(
+            hub.position("list:1").unwrap(),
+            StreamPosition { seq: 2, ..first }
+        );
+        hub.unsubscribe("list:1", 1);
+        hub.sweep_all(Instant::now() + Duration::from_secs(120));
+        assert_eq!(hub.topic_count(), 0);
     }
 
     #[test]
