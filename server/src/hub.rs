@@ -347,6 +347,9 @@ impl Hub {
     ) -> &'m mut TopicState {
         topics.entry(topic.clone()).or_insert_with(|| {
             self.inner.totals.topics.fetch_add(1, Ordering::Relaxed);
+            if let Some(broker) = &self.inner.external {
+                broker.follow(topic, true);
+            }
             TopicState::new()
         })
     }
@@ -441,8 +444,18 @@ impl Hub {
     /// history.
     fn drop_if_unused(&self, topics: &mut HashMap<Topic, TopicState>, topic: &str) {
         if topics.get(topic).is_some_and(TopicState::is_unused) {
-            topics.remove(topic);
+            if let Some((topic, _)) = topics.remove_entry(topic) {
+                self.unfollow(&topic);
+            }
             self.inner.totals.topics.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Tells an external broker that no local connection follows `topic` any more (shard
+    /// lock held: the calls of one topic stay in order).
+    fn unfollow(&self, topic: &Topic) {
+        if let Some(broker) = &self.inner.external {
+            broker.follow(topic, false);
         }
     }
 
@@ -467,11 +480,15 @@ impl Hub {
         let totals = &self.inner.totals;
         let mut topics = write(&self.inner.shards[index]);
         let before = topics.len();
-        topics.retain(|_, state| {
+        topics.retain(|topic, state| {
             if let Some(stream) = lock(&state.stream).as_mut() {
                 stream.expire(now, ttl, totals);
             }
-            !state.is_unused()
+            let unused = state.is_unused();
+            if unused {
+                self.unfollow(topic);
+            }
+            !unused
         });
         totals
             .topics
@@ -574,6 +591,12 @@ impl Hub {
     /// Whether recovery needs a history fetch from an external broker.
     pub(crate) fn external_broker(&self) -> Option<&Arc<dyn Broker>> {
         self.inner.external.as_ref()
+    }
+
+    /// Whether `topic` has an entry here (with an external broker: a local subscriber, live
+    /// or pending, so the broker must carry its events to this node).
+    pub(crate) fn is_followed(&self, topic: &str) -> bool {
+        read(self.shard(topic)).contains_key(topic)
     }
 
     /// Adds connection `id` to `topic` (idempotent).
@@ -1569,6 +1592,75 @@ mod tests {
         hub.unsubscribe("list:1", 1);
         hub.sweep_all(Instant::now() + Duration::from_secs(120));
         assert_eq!(hub.topic_count(), 0);
+    }
+
+    /// Records what the hub asks an external broker to follow.
+    #[derive(Default)]
+    struct Follows(Mutex<Vec<(String, bool)>>);
+
+    impl Broker for Follows {
+        fn publish<'a>(
+            &'a self,
+            _hub: &'a Hub,
+            _topic: &'a Topic,
+            _base: String,
+        ) -> crate::broker::BoxFuture<'a, Result<usize, crate::BrokerError>> {
+            Box::pin(async { Ok(0) })
+        }
+
+        fn history<'a>(
+            &'a self,
+            _hub: &'a Hub,
+            _topic: &'a Topic,
+            _since: &'a StreamPosition,
+            _bound: crate::broker::ReplayBound,
+        ) -> crate::broker::BoxFuture<'a, Result<Recovery, crate::BrokerError>> {
+            Box::pin(async {
+                Ok(Recovery {
+                    recovered: false,
+                    events: Vec::new(),
+                })
+            })
+        }
+
+        fn degraded(&self) -> Option<String> {
+            None
+        }
+
+        fn follow(&self, topic: &Topic, on: bool) {
+            lock(&self.0).push((topic.to_string(), on));
+        }
+    }
+
+    #[test]
+    fn an_external_broker_follows_the_topics_with_local_subscribers() {
+        let follows = Arc::new(Follows::default());
+        let limits = HistoryLimits::from_config(&crate::Config::new("s"));
+        let hub = Hub::new(limits, Some(follows.clone()));
+        let topic = Topic::new("list:1").unwrap();
+        let out = Arc::new(Outbox::new(16));
+        hub.subscribe(&topic, 1, &out);
+        hub.subscribe(&topic, 2, &out);
+        let ticket = hub.subscribe_pending(&topic, 3, &out);
+        assert!(hub.is_followed("list:1"));
+        hub.unsubscribe("list:1", 1);
+        hub.unsubscribe("list:1", 2);
+        let nothing = Recovery {
+            recovered: true,
+            events: Vec::new(),
+        };
+        hub.finish_pending(&topic, 3, ticket, 0, nothing, |_| "ack".into());
+        hub.unsubscribe("list:1", 3);
+        assert!(!hub.is_followed("list:1"));
+        hub.subscribe(&topic, 1, &out);
+        assert_eq!(
+            *lock(&follows.0),
+            [
+                ("list:1".to_owned(), true),
+                ("list:1".to_owned(), false),
+                ("list:1".to_owned(), true)
+            ]
+        );
     }
 
     #[test]

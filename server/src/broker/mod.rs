@@ -11,8 +11,8 @@
 //!   history, so that a subscribe with `since` replays and joins atomically under the topic's
 //!   lock. Its epochs change when the process restarts (history lost).
 //! - [`redis`] (`Config::with_redis_url`): seq, epoch and history live in Redis (one Lua script
-//!   per publish), and every node receives every event through Redis pub/sub, so a client
-//!   recovers on any node.
+//!   per publish), and each node receives the events of the topics it has subscribers of
+//!   through Redis pub/sub (a channel per topic), so a client recovers on any node.
 
 pub(crate) mod memory;
 pub(crate) mod redis;
@@ -67,6 +67,26 @@ pub(crate) trait Broker: Send + Sync + 'static {
 
     /// `None` when healthy, else why the broker is degraded.
     fn degraded(&self) -> Option<String>;
+
+    /// `topic` got its first local subscriber (`true`) or lost its last one (`false`). The
+    /// hub calls this under the topic's lock, so the calls of one topic come in order; it
+    /// must not block. A shared broker starts or stops carrying the topic's events to this
+    /// node (Redis: one channel per topic), so a node hears only the topics it serves.
+    fn follow(&self, _topic: &Topic, _on: bool) {}
+
+    /// Whether every [`Broker::follow`] made so far is in effect: a new subscriber of a topic
+    /// already followed may be confirmed at once.
+    fn following(&self) -> bool {
+        true
+    }
+
+    /// Resolves once every [`Broker::follow`] made before the call is in effect, so that an
+    /// event published after it reaches this node's subscribers. Gives up after a bounded
+    /// wait while the broker is unavailable (its events do not arrive then anyway; the
+    /// repair after the outage covers them).
+    fn ready(&self) -> BoxFuture<'_, ()> {
+        Box::pin(std::future::ready(()))
+    }
 }
 
 /// The most a recovery replay may hold: half of a connection's outbound budget (messages and
