@@ -196,7 +196,10 @@ impl Hub {
         }
     }
 
-    /// Publishes `event` and returns how many local connections it was queued for.
+    /// Publishes `event` synchronously and returns how many local connections it was queued
+    /// for: the in-memory broker's shortcut, for code that cannot await. The publish API for
+    /// every broker is [`Tidings::publish`](crate::Tidings::publish) (it reports whether the
+    /// broker took the event); prefer it.
     ///
     /// Never waits for a socket: the event is serialized once and queued on each subscriber's
     /// bounded outbound queue. A subscriber whose queue is full is not counted, is removed
