@@ -27,9 +27,9 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep_until, timeout};
 use tracing::Instrument;
 
-use crate::broker::{Broker, ReplayBound};
+use crate::broker::{Broker, Recovery, ReplayBound};
 use crate::heartbeat::{Due, Heartbeat};
-use crate::hub::{ConnId, Hub, Recovery};
+use crate::hub::{ConnId, Hub};
 use crate::outbox::Outbox;
 use crate::rate::{RATE_LIMIT_EXCEEDED, RateLimiter, Verdict};
 use crate::{Claims, Tidings};

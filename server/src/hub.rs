@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use axum::extract::ws::Utf8Bytes;
 use tidings_protocol::{StreamPosition, Topic, WSEvent};
 
-use crate::broker::Broker;
+use crate::broker::{Broker, Deliver, Delivered, HistoryLimits, Recovery, new_epoch};
 use crate::metrics::Metrics;
 use crate::outbox::Outbox;
 
@@ -97,41 +97,6 @@ struct Entry {
     seq: u64,
     at: Instant,
     text: Utf8Bytes,
-}
-
-/// What a subscribe with `since` found in the history.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Recovery {
-    /// Whether every event after the position could be replayed.
-    pub(crate) recovered: bool,
-    /// The missed events, oldest first (empty when not recovered).
-    pub(crate) events: Vec<(u64, Utf8Bytes)>,
-}
-
-/// Bounds of the in-memory history (see the `Config::with_history_*` settings).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct HistoryLimits {
-    pub(crate) size: usize,
-    pub(crate) ttl: Duration,
-    /// Most bytes of event text one topic keeps.
-    pub(crate) max_topic_bytes: usize,
-    /// Most bytes of event text all topics keep together.
-    pub(crate) max_total_bytes: usize,
-    /// Most topics holding history at once.
-    pub(crate) max_topics: usize,
-}
-
-impl HistoryLimits {
-    /// The limits configured in `config`.
-    pub(crate) fn from_config(config: &crate::Config) -> Self {
-        Self {
-            size: config.history_size,
-            ttl: config.history_ttl,
-            max_topic_bytes: config.history_max_topic_bytes,
-            max_total_bytes: config.history_max_total_bytes,
-            max_topics: config.max_history_topics,
-        }
-    }
 }
 
 /// Counters kept as the maps change, so that reading them (every `/metrics` scrape, every
@@ -1049,16 +1014,6 @@ pub(crate) fn fit_outbox(recovery: Recovery, outbox: &Outbox) -> Recovery {
     }
 }
 
-/// What [`Hub::deliver`] did with an event of the external broker.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Delivered {
-    /// Queued for this many local connections (0: none here, or already delivered).
-    Queued(usize),
-    /// Not queued: the events after this position (the topic's last delivered one) never
-    /// reached this node. Replay them ([`Hub::repair`]), then hand the event in again.
-    Gap(StreamPosition),
-}
-
 impl TopicState {
     /// Closes every subscriber, live or pending, with 1013 (reconnect and recover) and
     /// returns them, to be removed.
@@ -1138,11 +1093,6 @@ pub(crate) fn with_position(base: &str, seq: u64, epoch: &str) -> String {
     text
 }
 
-/// A fresh random epoch (16 hex digits).
-pub(crate) fn new_epoch() -> String {
-    format!("{:016x}", rand::random::<u64>())
-}
-
 // A panic while a shard is locked cannot leave a map half-updated (every critical section is
 // a single map operation), so a poisoned lock is still safe to use.
 fn read(shard: &Shard) -> RwLockReadGuard<'_, HashMap<Topic, TopicState>> {
@@ -1159,6 +1109,45 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The hub as the brokers see it: only the local subscribers' side of a topic.
+impl Deliver for Hub {
+    fn deliver(&self, topic: &str, seq: u64, epoch: &str, text: Utf8Bytes) -> Delivered {
+        Hub::deliver(self, topic, seq, epoch, text)
+    }
+
+    fn repair(&self, topic: &str, from: &StreamPosition, recovery: Recovery) {
+        Hub::repair(self, topic, from, recovery);
+    }
+
+    fn abandon(&self, topic: &str) {
+        Hub::abandon(self, topic);
+    }
+
+    fn external_positions(&self) -> Vec<(Topic, StreamPosition)> {
+        Hub::external_positions(self)
+    }
+
+    fn is_followed(&self, topic: &str) -> bool {
+        Hub::is_followed(self, topic)
+    }
+
+    fn subscriber_count(&self, topic: &str) -> usize {
+        Hub::subscriber_count(self, topic)
+    }
+
+    fn published(&self, delivered: usize, took: Duration) {
+        self.inner.metrics.published(delivered, took);
+    }
+
+    fn publish_local(&self, topic: &Topic, base: &str) -> usize {
+        Hub::publish_local(self, topic, base)
+    }
+
+    fn recover(&self, topic: &str, since: &StreamPosition) -> Recovery {
+        Hub::recover(self, topic, since)
+    }
 }
 
 #[cfg(test)]
@@ -1604,7 +1593,7 @@ mod tests {
     impl Broker for Follows {
         fn publish<'a>(
             &'a self,
-            _hub: &'a Hub,
+            _hub: &'a dyn Deliver,
             _topic: &'a Topic,
             _base: String,
         ) -> crate::broker::BoxFuture<'a, Result<usize, crate::BrokerError>> {
@@ -1613,7 +1602,7 @@ mod tests {
 
         fn history<'a>(
             &'a self,
-            _hub: &'a Hub,
+            _hub: &'a dyn Deliver,
             _topic: &'a Topic,
             _since: &'a StreamPosition,
             _bound: crate::broker::ReplayBound,

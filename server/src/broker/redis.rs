@@ -51,7 +51,7 @@
 //!
 //! Live events skipping numbers (a lost pub/sub message) are repaired the same way before
 //! the next one is delivered, and a new epoch that starts past `seq` 1 on a topic this node
-//! had delivered events of closes its subscribers with 1013 (see [`Hub::deliver`]). The listener does this inline, so events
+//! had delivered events of closes its subscribers with 1013 (see [`Deliver::deliver`]). The listener does this inline, so events
 //! of other topics wait meanwhile (normally a few milliseconds; each command is bounded by
 //! [`REDIS_TIMEOUT`], and a failure restarts the subscription and the check). The link is
 //! pinged every [`PUBSUB_PING`], so one that hangs without an error counts as a break too.
@@ -71,8 +71,10 @@ use redis::{AsyncConnectionConfig, Client, Script};
 use tidings_protocol::{StreamPosition, Topic};
 use tokio_util::sync::CancellationToken;
 
-use super::{BoxFuture, Broker, BrokerError, ReplayBound};
-use crate::hub::{Delivered, HistoryLimits, Hub, Recovery, new_epoch};
+use super::{
+    BoxFuture, Broker, BrokerError, Deliver, Delivered, HistoryLimits, Recovery, ReplayBound,
+    new_epoch,
+};
 
 /// Channel subscriptions sent to Redis in one pipelined round trip.
 const FOLLOW_BATCH: usize = 512;
@@ -232,7 +234,7 @@ impl RedisBroker {
     /// Subscribes to (and unsubscribes from) the channels of the topics whose following
     /// changed, as the hub has them now (a topic that changes again meanwhile is in the next
     /// batch), then releases the subscribers waiting for them.
-    async fn apply_follows(&self, hub: &Hub, sink: &PubSubSink) -> Result<(), String> {
+    async fn apply_follows(&self, hub: &dyn Deliver, sink: &PubSubSink) -> Result<(), String> {
         let (asked, changed, waiters) = self.take_follows();
         let (on, off): (Vec<_>, Vec<_>) = changed
             .iter()
@@ -293,7 +295,7 @@ impl RedisBroker {
     /// Runs the pub/sub listener until `stop`: subscribes to the channel of every topic with
     /// local subscribers (and follows the changes), hands every event to `hub`, and
     /// re-subscribes after any failure.
-    pub(crate) async fn listen(self: Arc<Self>, hub: Hub, stop: CancellationToken) {
+    pub(crate) async fn listen(self: Arc<Self>, hub: impl Deliver, stop: CancellationToken) {
         let mut retry = Duration::from_millis(100);
         // The last moment this node's subscription was known to be delivering (its start,
         // then the last event or ping answered): events after it may have been missed.
@@ -381,7 +383,7 @@ impl RedisBroker {
     /// Hands one pub/sub message (`seq \n epoch \n topic \n json`) to the hub; when the
     /// topic's numbers skip (a message was lost), repairs first. An error means Redis failed
     /// during the repair: the subscription restarts (and checks every topic again).
-    async fn deliver(&self, hub: &Hub, payload: &[u8]) -> Result<(), String> {
+    async fn deliver(&self, hub: &dyn Deliver, payload: &[u8]) -> Result<(), String> {
         let Some((seq, epoch, topic, json)) = parse_message(payload) else {
             tracing::warn!("ignoring a malformed pub/sub message");
             return Ok(());
@@ -402,8 +404,13 @@ impl RedisBroker {
     }
 
     /// Replays the events of `topic` after `from` to the local subscribers (see
-    /// [`Hub::repair`]).
-    async fn repair(&self, hub: &Hub, topic: &str, from: &StreamPosition) -> Result<(), String> {
+    /// [`Deliver::repair`]).
+    async fn repair(
+        &self,
+        hub: &dyn Deliver,
+        topic: &str,
+        from: &StreamPosition,
+    ) -> Result<(), String> {
         let recovery = self
             .fetch(topic, from, self.repair_bound)
             .await
@@ -415,7 +422,7 @@ impl RedisBroker {
     /// After (re)subscribing: compares every local topic's delivered position with Redis and
     /// repairs or abandons the ones that moved while the subscription was down (`down_for`);
     /// see the module docs.
-    async fn resync(&self, hub: &Hub, down_for: Duration) -> Result<(), String> {
+    async fn resync(&self, hub: &dyn Deliver, down_for: Duration) -> Result<(), String> {
         let positions = hub.external_positions();
         if positions.is_empty() {
             return Ok(());
@@ -583,7 +590,7 @@ fn keys(topic: &str) -> (String, String) {
 impl Broker for RedisBroker {
     fn publish<'a>(
         &'a self,
-        hub: &'a Hub,
+        hub: &'a dyn Deliver,
         topic: &'a Topic,
         base: String,
     ) -> BoxFuture<'a, Result<usize, BrokerError>> {
@@ -607,7 +614,7 @@ impl Broker for RedisBroker {
                 Ok(_) => {
                     self.failing.store(false, Ordering::Relaxed);
                     let delivered = hub.subscriber_count(topic.as_str());
-                    hub.metrics().published(delivered, started.elapsed());
+                    hub.published(delivered, started.elapsed());
                     Ok(delivered)
                 }
                 Err(e) => {
@@ -620,7 +627,7 @@ impl Broker for RedisBroker {
 
     fn history<'a>(
         &'a self,
-        _hub: &'a Hub,
+        _hub: &'a dyn Deliver,
         topic: &'a Topic,
         since: &'a StreamPosition,
         bound: ReplayBound,
