@@ -432,7 +432,8 @@ impl Connection {
             }
         };
         match self.hub.external_broker() {
-            // In memory: replay, ack and join in one step under the topic's lock.
+            // In memory: the same park → read → merge, in one step (the history answers at
+            // once, so no task is needed).
             None => {
                 self.hub
                     .subscribe_since(&topic, self.id, &self.outbox, &since, ack);

@@ -13,12 +13,11 @@
 //! spliced into the JSON text once (see [`with_position`]). With the in-memory broker the hub
 //! itself is the history: the same shared bytes go into a bounded per-topic ring (last
 //! [`Config::with_history_size`](crate::Config::with_history_size) events, none older than
-//! [`Config::with_history_ttl`](crate::Config::with_history_ttl)), and a subscribe with
-//! `since` replays from it and joins the topic under the shard's write lock, so a concurrent
-//! publish lands either in the replay or in the live stream, never both, never neither. With an
-//! external broker (Redis) the history lives there: a recovering subscriber is parked as
-//! *pending* (live events are held back for it) while the history is fetched, then the replay
-//! and the held events are merged by `seq`.
+//! [`Config::with_history_ttl`](crate::Config::with_history_ttl)). With an external broker
+//! (Redis) the history lives there. Either way a subscribe with `since` takes one path: the
+//! subscriber is parked as *pending* (live events are held back for it), the history is read
+//! (at once in memory, fetched from Redis), then the replay and the held events are merged by
+//! `seq`, so a concurrent publish reaches it once, never twice, never not at all.
 //!
 //! The hub holds no global state: it is a cheap `Clone` handle that travels in the app's state
 //! (inside [`Tidings`](crate::Tidings)).
@@ -61,7 +60,7 @@ type Shard = RwLock<HashMap<Topic, TopicState>>;
 /// hundred bytes), which is what one topic per connection (a per-user topic) multiplies.
 struct TopicState {
     subscribers: Subscribers,
-    /// Recovering subscribers (external broker only): live events are held back for them.
+    /// Recovering subscribers: live events are held back for them until their replay.
     pending: HashMap<ConnId, Pending, ConnHasher>,
     /// Held while an event of this topic is numbered and queued, so that every subscriber
     /// sees the events in `seq` order. `None` until the topic's first event.
@@ -579,9 +578,10 @@ impl Hub {
         }
     }
 
-    /// Subscribe with `since`, in-memory broker: under the shard's write lock, queues the
-    /// missed events (when the history reaches back to `since`), then `ack(recovered)`, then
-    /// adds the connection. Returns whether it recovered.
+    /// Subscribe with `since`, in-memory broker: the same park → fetch → merge as with any
+    /// broker ([`Hub::subscribe_pending`], the history read, [`Hub::finish_pending`]), in one
+    /// step because the in-memory history answers at once. An event published meanwhile is
+    /// held and merged by `seq`: no gap, no duplicate. Returns whether it recovered.
     pub(crate) fn subscribe_since(
         &self,
         topic: &Topic,
@@ -590,30 +590,12 @@ impl Hub {
         since: &StreamPosition,
         ack: impl FnOnce(bool) -> Utf8Bytes,
     ) -> bool {
-        let now = Instant::now();
-        let mut topics = write(self.shard(topic.as_str()));
-        let state = self.entry(&mut topics, topic);
-        let recovery = {
-            let mut slot = lock(&state.stream);
-            fit_outbox(
-                Stream::recover_in(&mut slot, since, now, &self.inner),
-                outbox,
-            )
-        };
-        for (_, text) in recovery.events {
-            let _ = outbox.push(text);
-        }
-        let _ = outbox.push(ack(recovery.recovered));
-        if state.subscribers.insert(id, outbox.clone()).is_none() {
-            self.inner
-                .totals
-                .subscriptions
-                .fetch_add(1, Ordering::Relaxed);
-        }
-        recovery.recovered
+        let ticket = self.subscribe_pending(topic, id, outbox);
+        let recovery = self.recover(topic.as_str(), since);
+        self.finish_pending(topic, id, ticket, since.seq, recovery, ack)
     }
 
-    /// Subscribe with `since`, external broker, step 1: parks the connection as pending
+    /// Subscribe with `since`, step 1: parks the connection as pending
     /// (live events are held back for it) until [`Hub::finish_pending`]. Returns the ticket
     /// that names this parking.
     pub(crate) fn subscribe_pending(&self, topic: &Topic, id: ConnId, outbox: &Arc<Outbox>) -> u64 {
@@ -650,6 +632,8 @@ impl Hub {
     /// before; this node's pub/sub may lag behind it) and the replay. When this node has not
     /// yet delivered up to there itself, the connection keeps a floor below which live
     /// events are skipped.
+    ///
+    /// Returns the `recovered` it acked (`false` too when it did nothing).
     pub(crate) fn finish_pending(
         &self,
         topic: &Topic,
@@ -658,17 +642,17 @@ impl Hub {
         since_seq: u64,
         mut recovery: Recovery,
         ack: impl FnOnce(bool) -> Utf8Bytes,
-    ) {
+    ) -> bool {
         let mut topics = write(self.shard(topic.as_str()));
         let Some(state) = topics.get_mut(topic.as_str()) else {
-            return;
+            return false;
         };
         let node_seq = lock(&state.stream).as_ref().map_or(0, |s| s.last_seq);
         let Some(pending) = state.pending.get_mut(&id) else {
-            return;
+            return false;
         };
         if pending.floor.is_some() || pending.ticket != ticket {
-            return;
+            return false;
         }
         let outbox = pending.outbox.clone();
         let bytes = recovery.events.iter().map(|(_, t)| t.len()).sum();
@@ -679,13 +663,14 @@ impl Hub {
                 events: Vec::new(),
             };
         }
+        let recovered = recovery.recovered;
         // Not recovered: another epoch, whose numbers say nothing about what the client has.
-        let mut last = if recovery.recovered { since_seq } else { 0 };
+        let mut last = if recovered { since_seq } else { 0 };
         for (seq, text) in recovery.events {
             last = last.max(seq);
             let _ = outbox.push(text);
         }
-        let _ = outbox.push(ack(recovery.recovered));
+        let _ = outbox.push(ack(recovered));
         let held = std::mem::take(&mut *lock(&pending.held));
         for (seq, text) in held {
             // A held event the replay already contained (published before the fetch read
@@ -701,6 +686,7 @@ impl Hub {
         } else {
             pending.floor = Some(last);
         }
+        recovered
     }
 
     /// Removes connection `id` from `topic`; a topic left without subscribers or history is
@@ -998,21 +984,6 @@ fn cost(text: &Utf8Bytes) -> usize {
 /// Bytes of bookkeeping per history entry (the ring slot: seq, time and the shared-bytes
 /// handle, plus the shared buffer's header), rounded up.
 const ENTRY_OVERHEAD: usize = 96;
-
-/// `recovery` if its replay fits the share of `outbox`'s budget a replay may take
-/// ([`Outbox::replay_fits`]), else `recovered: false`: the client refetches instead of
-/// overflowing its queue into a 4003 that every retry would repeat.
-pub(crate) fn fit_outbox(recovery: Recovery, outbox: &Outbox) -> Recovery {
-    let bytes = recovery.events.iter().map(|(_, t)| t.len()).sum();
-    if !recovery.recovered || outbox.replay_fits(recovery.events.len(), bytes) {
-        recovery
-    } else {
-        Recovery {
-            recovered: false,
-            events: Vec::new(),
-        }
-    }
-}
 
 impl TopicState {
     /// Closes every subscriber, live or pending, with 1013 (reconnect and recover) and
