@@ -27,9 +27,9 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep_until, timeout};
 use tracing::Instrument;
 
-use crate::broker::ReplayBound;
+use crate::broker::{Broker, Recovery, ReplayBound};
 use crate::heartbeat::{Due, Heartbeat};
-use crate::hub::{ConnId, Hub, Recovery};
+use crate::hub::{ConnId, Hub};
 use crate::logging::Escaped;
 use crate::outbox::Outbox;
 use crate::rate::{RATE_LIMIT_EXCEEDED, RateLimiter, Verdict};
@@ -398,13 +398,31 @@ impl Connection {
             self.topics.push(topic.clone());
         }
         let Some(since) = since else {
-            // Subscribe before confirming: once the client reads "subscribed", every later
-            // event of the topic reaches it.
-            self.hub.subscribe(&topic, self.id, &self.outbox);
-            self.reply(&WSReply::Subscribed {
-                topic,
-                recovered: None,
-            });
+            match self.hub.external_broker() {
+                // A shared broker that may not carry the topic to this node yet (its first
+                // subscriber here): park the connection until it does, then confirm.
+                Some(broker) if !broker.following() => {
+                    let ack = {
+                        let topic = topic.clone();
+                        move |_| {
+                            ack_text(&WSReply::Subscribed {
+                                topic,
+                                recovered: None,
+                            })
+                        }
+                    };
+                    self.join_when_ready(broker.clone(), topic, true, ack);
+                }
+                // Subscribe before confirming: once the client reads "subscribed", every
+                // later event of the topic reaches it.
+                _ => {
+                    self.hub.subscribe(&topic, self.id, &self.outbox);
+                    self.reply(&WSReply::Subscribed {
+                        topic,
+                        recovered: None,
+                    });
+                }
+            }
             return;
         };
         let ack = {
@@ -417,7 +435,8 @@ impl Connection {
             }
         };
         match self.hub.external_broker() {
-            // In memory: replay, ack and join in one step under the topic's lock.
+            // In memory: the same park → read → merge, in one step (the history answers at
+            // once, so no task is needed).
             None => {
                 self.hub
                     .subscribe_since(&topic, self.id, &self.outbox, &since, ack);
@@ -440,8 +459,12 @@ impl Connection {
                 if slots.outstanding.fetch_add(1, Ordering::Relaxed) >= self.max_subscriptions {
                     slots.outstanding.fetch_sub(1, Ordering::Relaxed);
                     tracing::debug!(%topic, "too many history fetches queued; not recovered");
-                    self.hub.subscribe(&topic, self.id, &self.outbox);
-                    self.push(ack(false));
+                    if broker.following() {
+                        self.hub.subscribe(&topic, self.id, &self.outbox);
+                        self.push(ack(false));
+                    } else {
+                        self.join_when_ready(broker.clone(), topic, false, ack);
+                    }
                     return;
                 }
                 let outstanding = Outstanding(slots);
@@ -460,6 +483,11 @@ impl Connection {
                     if !hub.pending_is_current(topic.as_str(), id, ticket) {
                         return;
                     }
+                    // Events after the history read must reach this node: the topic's
+                    // subscription with the broker is in effect first.
+                    if !broker.following() {
+                        broker.ready().await;
+                    }
                     let recovery = match broker.history(&hub, &topic, &since, bound).await {
                         Ok(recovery) => recovery,
                         Err(e) => {
@@ -474,6 +502,30 @@ impl Connection {
                 });
             }
         }
+    }
+
+    /// Parks the connection on `topic` (live events are held back) until the shared broker
+    /// carries the topic to this node, then queues `ack(recovered)` and the held events and
+    /// makes it a live subscriber: an event published after the client reads the ack
+    /// reaches it.
+    fn join_when_ready(
+        &self,
+        broker: Arc<dyn Broker>,
+        topic: Topic,
+        recovered: bool,
+        ack: impl FnOnce(bool) -> Utf8Bytes + Send + 'static,
+    ) {
+        let hub = self.hub.clone();
+        let id = self.id;
+        let ticket = hub.subscribe_pending(&topic, id, &self.outbox);
+        tokio::spawn(async move {
+            broker.ready().await;
+            let nothing_missed = Recovery {
+                recovered,
+                events: Vec::new(),
+            };
+            hub.finish_pending(&topic, id, ticket, 0, nothing_missed, ack);
+        });
     }
 
     fn reply<T: serde::Serialize>(&self, reply: &T) {

@@ -13,18 +13,17 @@
 //! spliced into the JSON text once (see [`with_position`]). With the in-memory broker the hub
 //! itself is the history: the same shared bytes go into a bounded per-topic ring (last
 //! [`Config::with_history_size`](crate::Config::with_history_size) events, none older than
-//! [`Config::with_history_ttl`](crate::Config::with_history_ttl)), and a subscribe with
-//! `since` replays from it and joins the topic under the shard's write lock, so a concurrent
-//! publish lands either in the replay or in the live stream, never both, never neither. With an
-//! external broker (Redis) the history lives there: a recovering subscriber is parked as
-//! *pending* (live events are held back for it) while the history is fetched, then the replay
-//! and the held events are merged by `seq`.
+//! [`Config::with_history_ttl`](crate::Config::with_history_ttl)). With an external broker
+//! (Redis) the history lives there. Either way a subscribe with `since` takes one path: the
+//! subscriber is parked as *pending* (live events are held back for it), the history is read
+//! (at once in memory, fetched from Redis), then the replay and the held events are merged by
+//! `seq`, so a concurrent publish reaches it once, never twice, never not at all.
 //!
 //! The hub holds no global state: it is a cheap `Clone` handle that travels in the app's state
 //! (inside [`Tidings`](crate::Tidings)).
 
 use std::collections::{HashMap, VecDeque};
-use std::hash::{BuildHasher, RandomState};
+use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher, RandomState};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
@@ -32,7 +31,7 @@ use std::time::{Duration, Instant};
 use axum::extract::ws::Utf8Bytes;
 use tidings_protocol::{StreamPosition, Topic, WSEvent};
 
-use crate::broker::Broker;
+use crate::broker::{Broker, Deliver, Delivered, HistoryLimits, Recovery, new_epoch};
 use crate::metrics::Metrics;
 use crate::outbox::Outbox;
 
@@ -46,17 +45,26 @@ pub(crate) type ConnId = u64;
 /// no subscriber left.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
-type Subscribers = HashMap<ConnId, Arc<Outbox>>;
+/// Connection ids are handed out by the server (a counter), never chosen by a client, so a
+/// fixed-key hasher is safe here; it makes each of a topic's two maps 16 bytes smaller than
+/// with a per-map random seed (one topic per user is the common case, see [`TopicState`]).
+type ConnHasher = BuildHasherDefault<DefaultHasher>;
+type Subscribers = HashMap<ConnId, Arc<Outbox>, ConnHasher>;
 type Shard = RwLock<HashMap<Topic, TopicState>>;
 
 /// One topic: its live subscribers, the ones waiting for a history fetch, and its stream.
+///
+/// A topic costs what it holds: the stream (epoch, position, history ring) is allocated when
+/// the topic's first event arrives and freed with the entry, so a topic followed by one
+/// subscriber that never sees an event costs this entry plus a one-subscriber map (a few
+/// hundred bytes), which is what one topic per connection (a per-user topic) multiplies.
 struct TopicState {
     subscribers: Subscribers,
-    /// Recovering subscribers (external broker only): live events are held back for them.
-    pending: HashMap<ConnId, Pending>,
+    /// Recovering subscribers: live events are held back for them until their replay.
+    pending: HashMap<ConnId, Pending, ConnHasher>,
     /// Held while an event of this topic is numbered and queued, so that every subscriber
-    /// sees the events in `seq` order.
-    stream: Mutex<Stream>,
+    /// sees the events in `seq` order. `None` until the topic's first event.
+    stream: Mutex<Option<Box<Stream>>>,
 }
 
 struct Pending {
@@ -88,41 +96,6 @@ struct Entry {
     seq: u64,
     at: Instant,
     text: Utf8Bytes,
-}
-
-/// What a subscribe with `since` found in the history.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Recovery {
-    /// Whether every event after the position could be replayed.
-    pub(crate) recovered: bool,
-    /// The missed events, oldest first (empty when not recovered).
-    pub(crate) events: Vec<(u64, Utf8Bytes)>,
-}
-
-/// Bounds of the in-memory history (see the `Config::with_history_*` settings).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct HistoryLimits {
-    pub(crate) size: usize,
-    pub(crate) ttl: Duration,
-    /// Most bytes of event text one topic keeps.
-    pub(crate) max_topic_bytes: usize,
-    /// Most bytes of event text all topics keep together.
-    pub(crate) max_total_bytes: usize,
-    /// Most topics holding history at once.
-    pub(crate) max_topics: usize,
-}
-
-impl HistoryLimits {
-    /// The limits configured in `config`.
-    pub(crate) fn from_config(config: &crate::Config) -> Self {
-        Self {
-            size: config.history_size,
-            ttl: config.history_ttl,
-            max_topic_bytes: config.history_max_topic_bytes,
-            max_total_bytes: config.history_max_total_bytes,
-            max_topics: config.max_history_topics,
-        }
-    }
 }
 
 /// Counters kept as the maps change, so that reading them (every `/metrics` scrape, every
@@ -187,7 +160,10 @@ impl Hub {
         }
     }
 
-    /// Publishes `event` and returns how many local connections it was queued for.
+    /// Publishes `event` synchronously and returns how many local connections it was queued
+    /// for: the in-memory broker's shortcut, for code that cannot await. The publish API for
+    /// every broker is [`Tidings::publish`](crate::Tidings::publish) (it reports whether the
+    /// broker took the event); prefer it.
     ///
     /// Never waits for a socket: the event is serialized once and queued on each subscriber's
     /// bounded outbound queue. A subscriber whose queue is full is not counted, is removed
@@ -274,11 +250,12 @@ impl Hub {
 
     /// Numbers, records and queues one event on `state` (shard lock held by the caller).
     fn append(&self, state: &TopicState, base: &str, now: Instant) -> (usize, Vec<ConnId>) {
-        let mut stream = lock(&state.stream);
+        let mut slot = lock(&state.stream);
+        let stream = slot.get_or_insert_with(Stream::boxed);
         let seq = stream.last_seq + 1;
         stream.last_seq = seq;
         let text = Utf8Bytes::from(with_position(base, seq, &stream.epoch));
-        self.record(&mut stream, seq, &text, now);
+        self.record(stream, seq, &text, now);
         // Queued while the stream is locked: two concurrent publishers on one topic reach
         // every subscriber in `seq` order.
         state.queue(seq, &text, false)
@@ -337,6 +314,9 @@ impl Hub {
     ) -> &'m mut TopicState {
         topics.entry(topic.clone()).or_insert_with(|| {
             self.inner.totals.topics.fetch_add(1, Ordering::Relaxed);
+            if let Some(broker) = &self.inner.external {
+                broker.follow(topic, true);
+            }
             TopicState::new()
         })
     }
@@ -368,7 +348,8 @@ impl Hub {
             let Some(state) = topics.get(topic) else {
                 return Delivered::Queued(0);
             };
-            let mut stream = lock(&state.stream);
+            let mut slot = lock(&state.stream);
+            let stream = slot.get_or_insert_with(Stream::boxed);
             let known = stream.last_seq > 0;
             let new_epoch = *stream.epoch != *epoch;
             if new_epoch {
@@ -382,7 +363,7 @@ impl Hub {
                     );
                     stream.last_seq = seq;
                     let dead = state.close_all();
-                    drop(stream);
+                    drop(slot);
                     drop(topics);
                     self.remove_dead(shard, topic, &dead);
                     return Delivered::Queued(0);
@@ -430,8 +411,18 @@ impl Hub {
     /// history.
     fn drop_if_unused(&self, topics: &mut HashMap<Topic, TopicState>, topic: &str) {
         if topics.get(topic).is_some_and(TopicState::is_unused) {
-            topics.remove(topic);
+            if let Some((topic, _)) = topics.remove_entry(topic) {
+                self.unfollow(&topic);
+            }
             self.inner.totals.topics.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Tells an external broker that no local connection follows `topic` any more (shard
+    /// lock held: the calls of one topic stay in order).
+    fn unfollow(&self, topic: &Topic) {
+        if let Some(broker) = &self.inner.external {
+            broker.follow(topic, false);
         }
     }
 
@@ -456,9 +447,15 @@ impl Hub {
         let totals = &self.inner.totals;
         let mut topics = write(&self.inner.shards[index]);
         let before = topics.len();
-        topics.retain(|_, state| {
-            lock(&state.stream).expire(now, ttl, totals);
-            !state.is_unused()
+        topics.retain(|topic, state| {
+            if let Some(stream) = lock(&state.stream).as_mut() {
+                stream.expire(now, ttl, totals);
+            }
+            let unused = state.is_unused();
+            if unused {
+                self.unfollow(topic);
+            }
+            !unused
         });
         totals
             .topics
@@ -527,10 +524,11 @@ impl Hub {
     }
 
     /// The position of the last event published on `topic`, if the in-memory history knows
-    /// the topic.
+    /// the topic (`None` too before its first event: no epoch exists yet).
     pub fn position(&self, topic: &str) -> Option<StreamPosition> {
         let topics = read(self.shard(topic));
-        let stream = lock(&topics.get(topic)?.stream);
+        let slot = lock(&topics.get(topic)?.stream);
+        let stream = slot.as_ref()?;
         Some(StreamPosition {
             seq: stream.last_seq,
             epoch: stream.epoch.to_string(),
@@ -543,9 +541,8 @@ impl Hub {
         let topics = read(self.shard(topic));
         match topics.get(topic) {
             Some(state) => {
-                let mut stream = lock(&state.stream);
-                stream.expire(Instant::now(), self.inner.limits.ttl, &self.inner.totals);
-                stream.recover(since)
+                let mut slot = lock(&state.stream);
+                Stream::recover_in(&mut slot, since, Instant::now(), &self.inner)
             }
             None => Recovery {
                 recovered: false,
@@ -563,6 +560,12 @@ impl Hub {
         self.inner.external.as_ref()
     }
 
+    /// Whether `topic` has an entry here (with an external broker: a local subscriber, live
+    /// or pending, so the broker must carry its events to this node).
+    pub(crate) fn is_followed(&self, topic: &str) -> bool {
+        read(self.shard(topic)).contains_key(topic)
+    }
+
     /// Adds connection `id` to `topic` (idempotent).
     pub(crate) fn subscribe(&self, topic: &Topic, id: ConnId, outbox: &Arc<Outbox>) {
         let mut topics = write(self.shard(topic.as_str()));
@@ -575,9 +578,10 @@ impl Hub {
         }
     }
 
-    /// Subscribe with `since`, in-memory broker: under the shard's write lock, queues the
-    /// missed events (when the history reaches back to `since`), then `ack(recovered)`, then
-    /// adds the connection. Returns whether it recovered.
+    /// Subscribe with `since`, in-memory broker: the same park → fetch → merge as with any
+    /// broker ([`Hub::subscribe_pending`], the history read, [`Hub::finish_pending`]), in one
+    /// step because the in-memory history answers at once. An event published meanwhile is
+    /// held and merged by `seq`: no gap, no duplicate. Returns whether it recovered.
     pub(crate) fn subscribe_since(
         &self,
         topic: &Topic,
@@ -586,28 +590,12 @@ impl Hub {
         since: &StreamPosition,
         ack: impl FnOnce(bool) -> Utf8Bytes,
     ) -> bool {
-        let now = Instant::now();
-        let mut topics = write(self.shard(topic.as_str()));
-        let state = self.entry(&mut topics, topic);
-        let recovery = {
-            let mut stream = lock(&state.stream);
-            stream.expire(now, self.inner.limits.ttl, &self.inner.totals);
-            fit_outbox(stream.recover(since), outbox)
-        };
-        for (_, text) in recovery.events {
-            let _ = outbox.push(text);
-        }
-        let _ = outbox.push(ack(recovery.recovered));
-        if state.subscribers.insert(id, outbox.clone()).is_none() {
-            self.inner
-                .totals
-                .subscriptions
-                .fetch_add(1, Ordering::Relaxed);
-        }
-        recovery.recovered
+        let ticket = self.subscribe_pending(topic, id, outbox);
+        let recovery = self.recover(topic.as_str(), since);
+        self.finish_pending(topic, id, ticket, since.seq, recovery, ack)
     }
 
-    /// Subscribe with `since`, external broker, step 1: parks the connection as pending
+    /// Subscribe with `since`, step 1: parks the connection as pending
     /// (live events are held back for it) until [`Hub::finish_pending`]. Returns the ticket
     /// that names this parking.
     pub(crate) fn subscribe_pending(&self, topic: &Topic, id: ConnId, outbox: &Arc<Outbox>) -> u64 {
@@ -644,6 +632,8 @@ impl Hub {
     /// before; this node's pub/sub may lag behind it) and the replay. When this node has not
     /// yet delivered up to there itself, the connection keeps a floor below which live
     /// events are skipped.
+    ///
+    /// Returns the `recovered` it acked (`false` too when it did nothing).
     pub(crate) fn finish_pending(
         &self,
         topic: &Topic,
@@ -652,17 +642,17 @@ impl Hub {
         since_seq: u64,
         mut recovery: Recovery,
         ack: impl FnOnce(bool) -> Utf8Bytes,
-    ) {
+    ) -> bool {
         let mut topics = write(self.shard(topic.as_str()));
         let Some(state) = topics.get_mut(topic.as_str()) else {
-            return;
+            return false;
         };
-        let node_seq = lock(&state.stream).last_seq;
+        let node_seq = lock(&state.stream).as_ref().map_or(0, |s| s.last_seq);
         let Some(pending) = state.pending.get_mut(&id) else {
-            return;
+            return false;
         };
         if pending.floor.is_some() || pending.ticket != ticket {
-            return;
+            return false;
         }
         let outbox = pending.outbox.clone();
         let bytes = recovery.events.iter().map(|(_, t)| t.len()).sum();
@@ -673,13 +663,14 @@ impl Hub {
                 events: Vec::new(),
             };
         }
+        let recovered = recovery.recovered;
         // Not recovered: another epoch, whose numbers say nothing about what the client has.
-        let mut last = if recovery.recovered { since_seq } else { 0 };
+        let mut last = if recovered { since_seq } else { 0 };
         for (seq, text) in recovery.events {
             last = last.max(seq);
             let _ = outbox.push(text);
         }
-        let _ = outbox.push(ack(recovery.recovered));
+        let _ = outbox.push(ack(recovered));
         let held = std::mem::take(&mut *lock(&pending.held));
         for (seq, text) in held {
             // A held event the replay already contained (published before the fetch read
@@ -695,6 +686,7 @@ impl Hub {
         } else {
             pending.floor = Some(last);
         }
+        recovered
     }
 
     /// Removes connection `id` from `topic`; a topic left without subscribers or history is
@@ -725,13 +717,19 @@ impl Hub {
                 if state.subscribers.is_empty() && state.pending.is_empty() {
                     continue;
                 }
-                let stream = lock(&state.stream);
+                let slot = lock(&state.stream);
                 out.push((
                     topic.clone(),
-                    StreamPosition {
-                        seq: stream.last_seq,
-                        epoch: stream.epoch.to_string(),
-                    },
+                    slot.as_ref().map_or_else(
+                        || StreamPosition {
+                            seq: 0,
+                            epoch: String::new(),
+                        },
+                        |stream| StreamPosition {
+                            seq: stream.last_seq,
+                            epoch: stream.epoch.to_string(),
+                        },
+                    ),
                 ));
             }
         }
@@ -753,7 +751,10 @@ impl Hub {
             let Some(state) = topics.get(topic) else {
                 return;
             };
-            let mut stream = lock(&state.stream);
+            let mut slot = lock(&state.stream);
+            let Some(stream) = slot.as_mut() else {
+                return;
+            };
             if stream.last_seq != from.seq || *stream.epoch != *from.epoch {
                 return;
             }
@@ -791,7 +792,9 @@ impl Hub {
             let Some(state) = topics.get(topic) else {
                 return;
             };
-            lock(&state.stream).last_seq = 0;
+            if let Some(stream) = lock(&state.stream).as_mut() {
+                stream.last_seq = 0;
+            }
             state.close_all()
         };
         self.remove_dead(shard, topic, &dead);
@@ -811,14 +814,9 @@ impl Hub {
 impl TopicState {
     fn new() -> Self {
         Self {
-            subscribers: HashMap::new(),
-            pending: HashMap::new(),
-            stream: Mutex::new(Stream {
-                epoch: new_epoch().into(),
-                last_seq: 0,
-                history: VecDeque::new(),
-                bytes: 0,
-            }),
+            subscribers: HashMap::default(),
+            pending: HashMap::default(),
+            stream: Mutex::new(None),
         }
     }
 
@@ -827,7 +825,9 @@ impl TopicState {
     fn is_unused(&self) -> bool {
         self.subscribers.is_empty()
             && self.pending.is_empty()
-            && lock(&self.stream).history.is_empty()
+            && lock(&self.stream)
+                .as_ref()
+                .is_none_or(|stream| stream.history.is_empty())
     }
 
     /// Queues `text` for every subscriber (held back for pending ones); returns the count and
@@ -871,6 +871,37 @@ impl TopicState {
 }
 
 impl Stream {
+    /// A new stream (a fresh epoch, no event yet), allocated when a topic's first event
+    /// arrives.
+    fn boxed() -> Box<Self> {
+        Box::new(Self {
+            epoch: new_epoch().into(),
+            last_seq: 0,
+            history: VecDeque::new(),
+            bytes: 0,
+        })
+    }
+
+    /// What the stream in `slot` replays after `since`, once expired events are dropped. A
+    /// topic without a stream (no event yet) has no epoch a client could know.
+    fn recover_in(
+        slot: &mut Option<Box<Self>>,
+        since: &StreamPosition,
+        now: Instant,
+        inner: &Inner,
+    ) -> Recovery {
+        match slot.as_mut() {
+            Some(stream) => {
+                stream.expire(now, inner.limits.ttl, &inner.totals);
+                stream.recover(since)
+            }
+            None => Recovery {
+                recovered: false,
+                events: Vec::new(),
+            },
+        }
+    }
+
     fn expire(&mut self, now: Instant, ttl: Duration, totals: &Totals) {
         while self
             .history
@@ -954,31 +985,6 @@ fn cost(text: &Utf8Bytes) -> usize {
 /// handle, plus the shared buffer's header), rounded up.
 const ENTRY_OVERHEAD: usize = 96;
 
-/// `recovery` if its replay fits the share of `outbox`'s budget a replay may take
-/// ([`Outbox::replay_fits`]), else `recovered: false`: the client refetches instead of
-/// overflowing its queue into a 4003 that every retry would repeat.
-pub(crate) fn fit_outbox(recovery: Recovery, outbox: &Outbox) -> Recovery {
-    let bytes = recovery.events.iter().map(|(_, t)| t.len()).sum();
-    if !recovery.recovered || outbox.replay_fits(recovery.events.len(), bytes) {
-        recovery
-    } else {
-        Recovery {
-            recovered: false,
-            events: Vec::new(),
-        }
-    }
-}
-
-/// What [`Hub::deliver`] did with an event of the external broker.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Delivered {
-    /// Queued for this many local connections (0: none here, or already delivered).
-    Queued(usize),
-    /// Not queued: the events after this position (the topic's last delivered one) never
-    /// reached this node. Replay them ([`Hub::repair`]), then hand the event in again.
-    Gap(StreamPosition),
-}
-
 impl TopicState {
     /// Closes every subscriber, live or pending, with 1013 (reconnect and recover) and
     /// returns them, to be removed.
@@ -1058,11 +1064,6 @@ pub(crate) fn with_position(base: &str, seq: u64, epoch: &str) -> String {
     text
 }
 
-/// A fresh random epoch (16 hex digits).
-pub(crate) fn new_epoch() -> String {
-    format!("{:016x}", rand::random::<u64>())
-}
-
 // A panic while a shard is locked cannot leave a map half-updated (every critical section is
 // a single map operation), so a poisoned lock is still safe to use.
 fn read(shard: &Shard) -> RwLockReadGuard<'_, HashMap<Topic, TopicState>> {
@@ -1079,6 +1080,45 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The hub as the brokers see it: only the local subscribers' side of a topic.
+impl Deliver for Hub {
+    fn deliver(&self, topic: &str, seq: u64, epoch: &str, text: Utf8Bytes) -> Delivered {
+        Hub::deliver(self, topic, seq, epoch, text)
+    }
+
+    fn repair(&self, topic: &str, from: &StreamPosition, recovery: Recovery) {
+        Hub::repair(self, topic, from, recovery);
+    }
+
+    fn abandon(&self, topic: &str) {
+        Hub::abandon(self, topic);
+    }
+
+    fn external_positions(&self) -> Vec<(Topic, StreamPosition)> {
+        Hub::external_positions(self)
+    }
+
+    fn is_followed(&self, topic: &str) -> bool {
+        Hub::is_followed(self, topic)
+    }
+
+    fn subscriber_count(&self, topic: &str) -> usize {
+        Hub::subscriber_count(self, topic)
+    }
+
+    fn published(&self, delivered: usize, took: Duration) {
+        self.inner.metrics.published(delivered, took);
+    }
+
+    fn publish_local(&self, topic: &Topic, base: &str) -> usize {
+        Hub::publish_local(self, topic, base)
+    }
+
+    fn recover(&self, topic: &str, since: &StreamPosition) -> Recovery {
+        Hub::recover(self, topic, since)
+    }
 }
 
 #[cfg(test)]
@@ -1219,7 +1259,7 @@ mod tests {
         let out = Arc::new(Outbox::new(16));
         let topic = Topic::new("list:1").unwrap();
         assert!(!hub.subscribe_since(&topic, 1, &out, &pos, |_| "ack".into()));
-        assert_ne!(hub.position("list:1").unwrap().epoch, pos.epoch);
+        assert_ne!(hub.position("list:1").map(|p| p.epoch), Some(pos.epoch));
     }
 
     #[test]
@@ -1491,6 +1531,99 @@ mod tests {
         hub.unsubscribe("list:1", 2);
         assert_eq!(hub.subscription_count(), 0);
         assert_eq!(hub.topic_count(), 1, "history keeps the topic");
+    }
+
+    #[test]
+    fn a_topic_holds_a_stream_only_once_it_has_events() {
+        let hub = hub(10, Duration::from_secs(60));
+        let topic = Topic::new("list:1").unwrap();
+        let out = Arc::new(Outbox::new(16));
+        hub.subscribe(&topic, 1, &out);
+        assert_eq!(hub.topic_count(), 1);
+        assert_eq!(hub.position("list:1"), None, "no event, no stream");
+        hub.publish(event("list:1"));
+        let first = hub.position("list:1").unwrap();
+        assert_eq!(first.seq, 1);
+        // Without history the numbering goes on while the topic has a subscriber.
+        hub.sweep_all(Instant::now() + Duration::from_secs(120));
+        assert_eq!(hub.history_bytes(), 0);
+        hub.publish(event("list:1"));
+        assert_eq!(
+            hub.position("list:1").unwrap(),
+            StreamPosition { seq: 2, ..first }
+        );
+        hub.unsubscribe("list:1", 1);
+        hub.sweep_all(Instant::now() + Duration::from_secs(120));
+        assert_eq!(hub.topic_count(), 0);
+    }
+
+    /// Records what the hub asks an external broker to follow.
+    #[derive(Default)]
+    struct Follows(Mutex<Vec<(String, bool)>>);
+
+    impl Broker for Follows {
+        fn publish<'a>(
+            &'a self,
+            _hub: &'a dyn Deliver,
+            _topic: &'a Topic,
+            _base: String,
+        ) -> crate::broker::BoxFuture<'a, Result<usize, crate::BrokerError>> {
+            Box::pin(async { Ok(0) })
+        }
+
+        fn history<'a>(
+            &'a self,
+            _hub: &'a dyn Deliver,
+            _topic: &'a Topic,
+            _since: &'a StreamPosition,
+            _bound: crate::broker::ReplayBound,
+        ) -> crate::broker::BoxFuture<'a, Result<Recovery, crate::BrokerError>> {
+            Box::pin(async {
+                Ok(Recovery {
+                    recovered: false,
+                    events: Vec::new(),
+                })
+            })
+        }
+
+        fn degraded(&self) -> Option<String> {
+            None
+        }
+
+        fn follow(&self, topic: &Topic, on: bool) {
+            lock(&self.0).push((topic.to_string(), on));
+        }
+    }
+
+    #[test]
+    fn an_external_broker_follows_the_topics_with_local_subscribers() {
+        let follows = Arc::new(Follows::default());
+        let limits = HistoryLimits::from_config(&crate::Config::new("s"));
+        let hub = Hub::new(limits, Some(follows.clone()));
+        let topic = Topic::new("list:1").unwrap();
+        let out = Arc::new(Outbox::new(16));
+        hub.subscribe(&topic, 1, &out);
+        hub.subscribe(&topic, 2, &out);
+        let ticket = hub.subscribe_pending(&topic, 3, &out);
+        assert!(hub.is_followed("list:1"));
+        hub.unsubscribe("list:1", 1);
+        hub.unsubscribe("list:1", 2);
+        let nothing = Recovery {
+            recovered: true,
+            events: Vec::new(),
+        };
+        hub.finish_pending(&topic, 3, ticket, 0, nothing, |_| "ack".into());
+        hub.unsubscribe("list:1", 3);
+        assert!(!hub.is_followed("list:1"));
+        hub.subscribe(&topic, 1, &out);
+        assert_eq!(
+            *lock(&follows.0),
+            [
+                ("list:1".to_owned(), true),
+                ("list:1".to_owned(), false),
+                ("list:1".to_owned(), true)
+            ]
+        );
     }
 
     #[test]

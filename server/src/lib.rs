@@ -128,7 +128,7 @@ impl Tidings {
         }
         let shutdown = CancellationToken::new();
         let broker_stop = shutdown.child_token();
-        let history = hub::HistoryLimits::from_config(&config);
+        let history = broker::HistoryLimits::from_config(&config);
         let (hub, broker): (Hub, Arc<dyn broker::Broker>) = match &config.redis_url {
             None => (Hub::new(history, None), Arc::new(broker::MemoryBroker)),
             Some(url) => match broker::RedisBroker::new(

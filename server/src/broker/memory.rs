@@ -6,8 +6,7 @@
 
 use tidings_protocol::{StreamPosition, Topic};
 
-use super::{BoxFuture, Broker, BrokerError, ReplayBound};
-use crate::hub::{Hub, Recovery};
+use super::{BoxFuture, Broker, BrokerError, Deliver, Recovery, ReplayBound};
 
 /// The default broker (see the module docs).
 #[derive(Debug, Default)]
@@ -16,7 +15,7 @@ pub(crate) struct MemoryBroker;
 impl Broker for MemoryBroker {
     fn publish<'a>(
         &'a self,
-        hub: &'a Hub,
+        hub: &'a dyn Deliver,
         topic: &'a Topic,
         base: String,
     ) -> BoxFuture<'a, Result<usize, BrokerError>> {
@@ -25,7 +24,7 @@ impl Broker for MemoryBroker {
 
     fn history<'a>(
         &'a self,
-        hub: &'a Hub,
+        hub: &'a dyn Deliver,
         topic: &'a Topic,
         since: &'a StreamPosition,
         _bound: ReplayBound,

@@ -7,8 +7,16 @@
 //! as `seq \n unix-ms \n json`, trimmed with `LTRIM`. One Lua script per publish numbers the
 //! event, splices `seq`/`epoch` into its JSON, appends it to the history, refreshes both
 //! keys' TTL (the history's max age: a topic idle for longer forgets its keys, and its next
-//! event starts a new epoch) and `PUBLISH`es it on the channel `tidings:events`, atomically,
-//! so every node receives every topic's events in `seq` order.
+//! event starts a new epoch) and `PUBLISH`es it on the topic's channel `tidings:{T}:ch`,
+//! atomically, so every node following the topic receives its events in `seq` order.
+//!
+//! A node hears only what it serves: it subscribes to a topic's channel when the topic gets
+//! its first local subscriber and unsubscribes when the last one leaves ([`Broker::follow`],
+//! applied by the listener in pipelined batches; after a reconnect every followed topic is
+//! subscribed again before anything is checked or delivered). A new subscriber is confirmed,
+//! and a recovering one's history fetched, only once its topic's subscription is in effect
+//! ([`Broker::ready`]): an event published after the ack (or after the history read) always
+//! reaches it. A node with no subscriber of a topic receives nothing of it.
 //!
 //! Every node, the publishing one included, delivers events to its local subscribers from its
 //! pub/sub subscription only: delivering its own publications directly could overtake an
@@ -43,7 +51,7 @@
 //!
 //! Live events skipping numbers (a lost pub/sub message) are repaired the same way before
 //! the next one is delivered, and a new epoch that starts past `seq` 1 on a topic this node
-//! had delivered events of closes its subscribers with 1013 (see [`Hub::deliver`]). The listener does this inline, so events
+//! had delivered events of closes its subscribers with 1013 (see [`Deliver::deliver`]). The listener does this inline, so events
 //! of other topics wait meanwhile (normally a few milliseconds; each command is bounded by
 //! [`REDIS_TIMEOUT`], and a failure restarts the subscription and the check). The link is
 //! pinged every [`PUBSUB_PING`], so one that hangs without an error counts as a break too.
@@ -51,22 +59,25 @@
 //! [`Config::with_max_history_fetches`]: crate::Config::with_max_history_fetches
 //! [`Config::with_max_history_fetches_per_connection`]: crate::Config::with_max_history_fetches_per_connection
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use axum::extract::ws::Utf8Bytes;
 use futures_util::StreamExt;
-use redis::aio::MultiplexedConnection;
+use redis::aio::{MultiplexedConnection, PubSubSink};
 use redis::{AsyncConnectionConfig, Client, Script};
 use tidings_protocol::{StreamPosition, Topic};
 use tokio_util::sync::CancellationToken;
 
-use super::{BoxFuture, Broker, BrokerError, ReplayBound};
-use crate::hub::{Delivered, HistoryLimits, Hub, Recovery, new_epoch};
+use super::{
+    BoxFuture, Broker, BrokerError, Deliver, Delivered, HistoryLimits, Recovery, ReplayBound,
+    new_epoch,
+};
 
-/// The pub/sub channel every node listens on.
-const CHANNEL: &str = "tidings:events";
+/// Channel subscriptions sent to Redis in one pipelined round trip.
+const FOLLOW_BATCH: usize = 512;
 /// How long connecting to Redis, or one command, may take.
 const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
 /// The longest pause between two attempts to restore the pub/sub subscription.
@@ -149,6 +160,22 @@ pub(crate) struct RedisBroker {
     listening: AtomicBool,
     /// Whether the last command failed for want of Redis.
     failing: AtomicBool,
+    /// Topics whose following changed since the listener last applied them, and the
+    /// subscribers waiting for that (see [`Broker::ready`]).
+    follows: Mutex<Follows>,
+    /// Wakes the listener when `follows` has something to apply.
+    follows_changed: tokio::sync::Notify,
+    /// [`Broker::follow`] calls so far, and how many of them are in effect.
+    follows_asked: AtomicU64,
+    follows_applied: AtomicU64,
+}
+
+/// See [`RedisBroker::follows`]. A set, so that churn on one topic while Redis is away
+/// costs one entry, and the set is emptied by the next (re)subscription.
+#[derive(Default)]
+struct Follows {
+    changed: HashSet<Topic>,
+    waiters: Vec<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl std::fmt::Debug for RedisBroker {
@@ -181,7 +208,45 @@ impl RedisBroker {
             fetches: tokio::sync::Semaphore::new(max_fetches.max(1)),
             listening: AtomicBool::new(false),
             failing: AtomicBool::new(false),
+            follows: Mutex::new(Follows::default()),
+            follows_changed: tokio::sync::Notify::new(),
+            follows_asked: AtomicU64::new(0),
+            follows_applied: AtomicU64::new(0),
         })
+    }
+
+    fn follows(&self) -> std::sync::MutexGuard<'_, Follows> {
+        self.follows.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Takes what is to be applied: the count of follow calls it covers, the changed topics
+    /// and the waiters.
+    fn take_follows(&self) -> (u64, HashSet<Topic>, Vec<tokio::sync::oneshot::Sender<()>>) {
+        let mut follows = self.follows();
+        let asked = self.follows_asked.load(Ordering::SeqCst);
+        (
+            asked,
+            std::mem::take(&mut follows.changed),
+            std::mem::take(&mut follows.waiters),
+        )
+    }
+
+    /// Subscribes to (and unsubscribes from) the channels of the topics whose following
+    /// changed, as the hub has them now (a topic that changes again meanwhile is in the next
+    /// batch), then releases the subscribers waiting for them.
+    async fn apply_follows(&self, hub: &dyn Deliver, sink: &PubSubSink) -> Result<(), String> {
+        let (asked, changed, waiters) = self.take_follows();
+        let (on, off): (Vec<_>, Vec<_>) = changed
+            .iter()
+            .map(|topic| (channel(topic.as_str()), hub.is_followed(topic.as_str())))
+            .partition(|(_, on)| *on);
+        send_follows(sink, on.into_iter().map(|(c, _)| c).collect(), true).await?;
+        send_follows(sink, off.into_iter().map(|(c, _)| c).collect(), false).await?;
+        self.follows_applied.store(asked, Ordering::SeqCst);
+        for waiter in waiters {
+            let _ = waiter.send(());
+        }
+        Ok(())
     }
 
     async fn connection(&self) -> Result<MultiplexedConnection, BrokerError> {
@@ -227,30 +292,41 @@ impl RedisBroker {
             .max(1)
     }
 
-    /// Runs the pub/sub listener until `stop`: subscribes to [`CHANNEL`], hands every event
-    /// to `hub`, and re-subscribes after any failure.
-    pub(crate) async fn listen(self: Arc<Self>, hub: Hub, stop: CancellationToken) {
+    /// Runs the pub/sub listener until `stop`: subscribes to the channel of every topic with
+    /// local subscribers (and follows the changes), hands every event to `hub`, and
+    /// re-subscribes after any failure.
+    pub(crate) async fn listen(self: Arc<Self>, hub: impl Deliver, stop: CancellationToken) {
         let mut retry = Duration::from_millis(100);
         // The last moment this node's subscription was known to be delivering (its start,
         // then the last event or ping answered): events after it may have been missed.
         let mut alive_at = std::time::Instant::now();
         loop {
             let session = async {
-                let mut pubsub =
-                    tokio::time::timeout(REDIS_TIMEOUT, self.client.get_async_pubsub())
-                        .await
-                        .map_err(|_| "connect timed out".to_owned())?
-                        .map_err(|e| e.to_string())?;
-                pubsub.subscribe(CHANNEL).await.map_err(|e| e.to_string())?;
-                // Every event from here on arrives through `pubsub` (buffered meanwhile);
+                let pubsub = tokio::time::timeout(REDIS_TIMEOUT, self.client.get_async_pubsub())
+                    .await
+                    .map_err(|_| "connect timed out".to_owned())?
+                    .map_err(|e| e.to_string())?;
+                let (sink, mut messages) = pubsub.split();
+                // Every topic followed now: what changes later is in `follows` again.
+                let (asked, _, waiters) = self.take_follows();
+                let channels = hub
+                    .external_positions()
+                    .iter()
+                    .map(|(topic, _)| channel(topic.as_str()))
+                    .collect();
+                send_follows(&sink, channels, true).await?;
+                // Every event from here on arrives through `messages` (buffered meanwhile);
                 // what was published while it was down is repaired first.
                 self.resync(&hub, alive_at.elapsed()).await?;
                 alive_at = std::time::Instant::now();
+                self.follows_applied.store(asked, Ordering::SeqCst);
+                for waiter in waiters {
+                    let _ = waiter.send(());
+                }
                 self.listening.store(true, Ordering::Relaxed);
                 // Redis answers again: the next command reconnects if it must.
                 self.failing.store(false, Ordering::Relaxed);
                 tracing::info!("redis pub/sub subscribed");
-                let (mut sink, mut messages) = pubsub.split();
                 let mut check = tokio::time::interval_at(
                     tokio::time::Instant::now() + PUBSUB_PING,
                     PUBSUB_PING,
@@ -264,10 +340,14 @@ impl RedisBroker {
                             }
                             None => break,
                         },
+                        // A topic got its first local subscriber or lost its last one.
+                        () = self.follows_changed.notified() => {
+                            self.apply_follows(&hub, &sink).await?;
+                        }
                         _ = check.tick() => {
                             // A link that hangs without an error would lose events silently.
                             let sent = std::time::Instant::now();
-                            tokio::time::timeout(REDIS_TIMEOUT, sink.ping::<redis::Value>())
+                            tokio::time::timeout(REDIS_TIMEOUT, sink.clone().ping::<redis::Value>())
                                 .await
                                 .map_err(|_| "pub/sub ping timed out".to_owned())?
                                 .map_err(|e| e.to_string())?;
@@ -303,9 +383,9 @@ impl RedisBroker {
     /// Hands one pub/sub message (`seq \n epoch \n topic \n json`) to the hub; when the
     /// topic's numbers skip (a message was lost), repairs first. An error means Redis failed
     /// during the repair: the subscription restarts (and checks every topic again).
-    async fn deliver(&self, hub: &Hub, payload: &[u8]) -> Result<(), String> {
+    async fn deliver(&self, hub: &dyn Deliver, payload: &[u8]) -> Result<(), String> {
         let Some((seq, epoch, topic, json)) = parse_message(payload) else {
-            tracing::warn!("ignoring a malformed message on {CHANNEL}");
+            tracing::warn!("ignoring a malformed pub/sub message");
             return Ok(());
         };
         let text = Utf8Bytes::from(json.to_owned());
@@ -324,8 +404,13 @@ impl RedisBroker {
     }
 
     /// Replays the events of `topic` after `from` to the local subscribers (see
-    /// [`Hub::repair`]).
-    async fn repair(&self, hub: &Hub, topic: &str, from: &StreamPosition) -> Result<(), String> {
+    /// [`Deliver::repair`]).
+    async fn repair(
+        &self,
+        hub: &dyn Deliver,
+        topic: &str,
+        from: &StreamPosition,
+    ) -> Result<(), String> {
         let recovery = self
             .fetch(topic, from, self.repair_bound)
             .await
@@ -337,7 +422,7 @@ impl RedisBroker {
     /// After (re)subscribing: compares every local topic's delivered position with Redis and
     /// repairs or abandons the ones that moved while the subscription was down (`down_for`);
     /// see the module docs.
-    async fn resync(&self, hub: &Hub, down_for: Duration) -> Result<(), String> {
+    async fn resync(&self, hub: &dyn Deliver, down_for: Duration) -> Result<(), String> {
         let positions = hub.external_positions();
         if positions.is_empty() {
             return Ok(());
@@ -468,6 +553,33 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
+/// The channel that carries `topic`'s events (its keys' hash tag: the same cluster slot).
+fn channel(topic: &str) -> String {
+    format!("tidings:{{{topic}}}:ch")
+}
+
+/// Sends `SUBSCRIBE` (`on`) or `UNSUBSCRIBE` for each of `channels`, one channel per command
+/// (each confirmation answers exactly its command), [`FOLLOW_BATCH`] per round trip.
+async fn send_follows(sink: &PubSubSink, channels: Vec<String>, on: bool) -> Result<(), String> {
+    for batch in channels.chunks(FOLLOW_BATCH) {
+        let calls = batch.iter().map(|channel| {
+            let mut sink = sink.clone();
+            async move {
+                if on {
+                    sink.subscribe(channel).await
+                } else {
+                    sink.unsubscribe(channel).await
+                }
+            }
+        });
+        tokio::time::timeout(REDIS_TIMEOUT, futures_util::future::try_join_all(calls))
+            .await
+            .map_err(|_| "pub/sub (un)subscribe timed out".to_owned())?
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
 fn keys(topic: &str) -> (String, String) {
     (
         format!("tidings:{{{topic}}}:meta"),
@@ -478,7 +590,7 @@ fn keys(topic: &str) -> (String, String) {
 impl Broker for RedisBroker {
     fn publish<'a>(
         &'a self,
-        hub: &'a Hub,
+        hub: &'a dyn Deliver,
         topic: &'a Topic,
         base: String,
     ) -> BoxFuture<'a, Result<usize, BrokerError>> {
@@ -494,7 +606,7 @@ impl Broker for RedisBroker {
                 .arg(new_epoch())
                 .arg(self.limits.size)
                 .arg(self.ttl_ms())
-                .arg(CHANNEL)
+                .arg(channel(topic.as_str()))
                 .arg(topic.as_str())
                 .invoke_async(&mut conn)
                 .await;
@@ -502,7 +614,7 @@ impl Broker for RedisBroker {
                 Ok(_) => {
                     self.failing.store(false, Ordering::Relaxed);
                     let delivered = hub.subscriber_count(topic.as_str());
-                    hub.metrics().published(delivered, started.elapsed());
+                    hub.published(delivered, started.elapsed());
                     Ok(delivered)
                 }
                 Err(e) => {
@@ -515,7 +627,7 @@ impl Broker for RedisBroker {
 
     fn history<'a>(
         &'a self,
-        _hub: &'a Hub,
+        _hub: &'a dyn Deliver,
         topic: &'a Topic,
         since: &'a StreamPosition,
         bound: ReplayBound,
@@ -539,6 +651,41 @@ impl Broker for RedisBroker {
         } else {
             None
         }
+    }
+
+    fn follow(&self, topic: &Topic, _on: bool) {
+        // Whether to subscribe is read from the hub when applied: the last change wins.
+        {
+            let mut follows = self.follows();
+            follows.changed.insert(topic.clone());
+            self.follows_asked.fetch_add(1, Ordering::SeqCst);
+        }
+        self.follows_changed.notify_one();
+    }
+
+    fn following(&self) -> bool {
+        self.listening.load(Ordering::Relaxed)
+            && self.follows_applied.load(Ordering::SeqCst)
+                == self.follows_asked.load(Ordering::SeqCst)
+    }
+
+    fn ready(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            {
+                let mut follows = self.follows();
+                // Waiters that gave up (Redis away for long) are dropped before they pile up.
+                let waiting = follows.waiters.len();
+                if waiting >= FOLLOW_BATCH && waiting.is_power_of_two() {
+                    follows.waiters.retain(|w| !w.is_closed());
+                }
+                follows.waiters.push(tx);
+            }
+            self.follows_changed.notify_one();
+            // Redis away: give up after a bounded wait; the repair after the outage covers
+            // what this subscriber misses meanwhile.
+            let _ = tokio::time::timeout(REDIS_TIMEOUT, rx).await;
+        })
     }
 }
 

@@ -1015,3 +1015,60 @@ async fn outstanding_fetches_per_connection_are_capped() {
     );
     roundtrip(&mut ws, r#"{"action":"ping"}"#, r#"{"action":"pong"}"#).await;
 }
+
+/// How many connections (nodes) are subscribed to `topic`'s channel.
+async fn channel_subscribers(url: &str, topic: &str) -> u64 {
+    let client = redis::Client::open(url).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let (_, count): (String, u64) = redis::cmd("PUBSUB")
+        .arg("NUMSUB")
+        .arg(format!("tidings:{{{topic}}}:ch"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    count
+}
+
+/// A node subscribes to a topic's channel while it has local subscribers of it, and only
+/// then: the first subscriber's ack comes once the subscription is in effect (an event
+/// published right after it on another node arrives), the last one leaving unsubscribes.
+#[tokio::test]
+#[ignore = "needs a redis-server: run ./scripts/test-redis"]
+async fn a_node_hears_only_the_topics_it_serves() {
+    let redis = redis_url();
+    let topic = unique("list");
+    let http = reqwest::Client::new();
+    let a = Node::spawn(&redis).await;
+    let b = Node::spawn(&redis).await;
+    assert_eq!(channel_subscribers(&redis, &topic).await, 0);
+
+    let mut first = b.client().await;
+    subscribe_since(&mut first, &topic, None).await;
+    assert_eq!(
+        channel_subscribers(&redis, &topic).await,
+        1,
+        "B follows the topic"
+    );
+    let (status, _) = a.publish(&http, &event_json(&topic, "1")).await;
+    assert_eq!(status, 202);
+    assert_eq!(next_event(&mut first).await.data.entity_id, "1");
+
+    let mut second = b.client_as("43").await;
+    subscribe_since(&mut second, &topic, None).await;
+    let mut on_a = a.client().await;
+    subscribe_since(&mut on_a, &topic, None).await;
+    assert_eq!(
+        channel_subscribers(&redis, &topic).await,
+        2,
+        "one subscription per node"
+    );
+
+    drop(first);
+    drop(second);
+    assert!(
+        eventually(|| async { channel_subscribers(&redis, &topic).await == 1 }).await,
+        "B unsubscribes once its last subscriber left"
+    );
+    a.publish(&http, &event_json(&topic, "2")).await;
+    assert_eq!(next_event(&mut on_a).await.data.entity_id, "2");
+}

@@ -33,15 +33,18 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// Publishes events built for a committed change. Building them cannot fail for the
-    /// demo's types; if it ever did, the write still stands, so log instead of failing the
-    /// request.
-    fn publish(&self, built: Result<Vec<WSEvent>, serde_json::Error>) {
+    /// Publishes events built for a committed change, through the broker (the same call
+    /// whether the embedded server runs in memory or on Redis). Building them cannot fail for
+    /// the demo's types, and publishing fails only when Redis is away; either way the write
+    /// still stands, so log instead of failing the request (clients refetch on reconnect).
+    async fn publish(&self, built: Result<Vec<WSEvent>, serde_json::Error>) {
         match built {
             Ok(events) => {
                 for event in events {
-                    let delivered = self.tidings.hub().publish(event);
-                    tracing::debug!(delivered, "published");
+                    match self.tidings.publish(event).await {
+                        Ok(delivered) => tracing::debug!(delivered, "published"),
+                        Err(e) => tracing::warn!(error = %e, "could not publish"),
+                    }
                 }
             }
             Err(e) => tracing::error!(error = %e, "could not build event payload"),
@@ -169,7 +172,9 @@ async fn change_item(
     op: impl FnOnce(&mut rusqlite::Connection) -> Result<Item, store::StoreError> + Send + 'static,
 ) -> Result<Item, ApiError> {
     let item = state.store.run(op).await?;
-    state.publish(events::item_changed(event, &item, actor, None));
+    state
+        .publish(events::item_changed(event, &item, actor, None))
+        .await;
     Ok(item)
 }
 
@@ -184,7 +189,9 @@ async fn add_item(
         .store
         .run(move |c| store::add_item(c, list_id, by, input))
         .await?;
-    state.publish(events::item_changed(EventType::Added, &item, &actor, None));
+    state
+        .publish(events::item_changed(EventType::Added, &item, &actor, None))
+        .await;
     Ok((StatusCode::CREATED, Json(item)))
 }
 
@@ -262,12 +269,14 @@ async fn add_comment(
         .store
         .run(move |c| store::add_comment(c, id, by, &input.body))
         .await?;
-    state.publish(events::item_changed(
-        EventType::CommentAdded,
-        &item,
-        &actor,
-        Some(&comment),
-    ));
+    state
+        .publish(events::item_changed(
+            EventType::CommentAdded,
+            &item,
+            &actor,
+            Some(&comment),
+        ))
+        .await;
     Ok((StatusCode::CREATED, Json(item)))
 }
 
@@ -291,7 +300,9 @@ async fn add_gift(
     Body(input): Body<NewGift>,
 ) -> Result<(StatusCode, Json<Gift>), ApiError> {
     let gift = state.store.run(move |c| store::add_gift(c, input)).await?;
-    state.publish(events::gift_changed(EventType::Added, &gift, &actor));
+    state
+        .publish(events::gift_changed(EventType::Added, &gift, &actor))
+        .await;
     Ok((StatusCode::CREATED, Json(gift)))
 }
 
@@ -314,7 +325,9 @@ async fn edit_gift(
     } else {
         EventType::Updated
     };
-    state.publish(events::gift_changed(kind, &gift, &actor));
+    state
+        .publish(events::gift_changed(kind, &gift, &actor))
+        .await;
     Ok(Json(gift))
 }
 
@@ -324,7 +337,9 @@ async fn delete_gift(
     Id(id): Id<i64>,
 ) -> Result<Json<Gift>, ApiError> {
     let gift = state.store.run(move |c| store::delete_gift(c, id)).await?;
-    state.publish(events::gift_changed(EventType::Deleted, &gift, &actor));
+    state
+        .publish(events::gift_changed(EventType::Deleted, &gift, &actor))
+        .await;
     Ok(Json(gift))
 }
 
@@ -339,11 +354,13 @@ async fn add_occasion(
         .store
         .run(move |c| store::add_occasion(c, input))
         .await?;
-    state.publish(events::occasion_changed(
-        EventType::Added,
-        &occasion,
-        &actor,
-    ));
+    state
+        .publish(events::occasion_changed(
+            EventType::Added,
+            &occasion,
+            &actor,
+        ))
+        .await;
     Ok((StatusCode::CREATED, Json(occasion)))
 }
 
@@ -357,10 +374,12 @@ async fn edit_occasion(
         .store
         .run(move |c| store::edit_occasion(c, id, edit))
         .await?;
-    state.publish(events::occasion_changed(
-        EventType::Updated,
-        &occasion,
-        &actor,
-    ));
+    state
+        .publish(events::occasion_changed(
+            EventType::Updated,
+            &occasion,
+            &actor,
+        ))
+        .await;
     Ok(Json(occasion))
 }

@@ -25,7 +25,8 @@
 //!         timestamp: "2026-11-26T10:30:00Z".into(),
 //!     };
 //!     let event = WSEvent::new(Topic::list(1), EventType::Added, data);
-//!     tidings.hub().publish(event); // sync: never waits for a slow socket
+//!     // Through the broker (in memory or Redis); never waits for a slow socket.
+//!     let _delivered = tidings.publish(event).await;
 //!     "ok"
 //! }
 //!
