@@ -1,7 +1,6 @@
 //! The `/ws` auth matrix: every bad token completes the handshake and then gets close 4001
 //! "Unauthorized" with no data frame before it; a valid token works.
 
-
 use crate::common::*;
 use jsonwebtoken::Algorithm;
 use serde_json::json;

@@ -1,7 +1,6 @@
 //! Topic authorization over a real socket: the `topics` claim, tokens without it, and a
 //! custom policy.
 
-
 use crate::common::*;
 use serde_json::json;
 use tidings_server::protocol::Topic;

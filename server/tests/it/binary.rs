@@ -1,7 +1,6 @@
 //! The `tidings` binary: refuses to start without JWT_SECRET, mints tokens, prints its
 //! listening line, serves, never logs a token, and closes clients with 1012 on SIGTERM.
 
-
 use std::process::Stdio;
 
 use crate::common::*;

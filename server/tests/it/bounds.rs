@@ -3,7 +3,6 @@
 //! per topic and in total; publishing to millions of distinct topics is capped; expired
 //! history is swept without later traffic; `POST /publish` is rate limited per publisher.
 
-
 use std::time::Duration;
 
 use crate::common::stream::subscribe_since;

@@ -1,11 +1,10 @@
 //! The library embedded in an app: the app merges `tidings.router()` with its own routes and
 //! publishes from its own handler through `Hub::publish`, with the hub in its state.
 
-
+use crate::common::*;
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::routing::post;
-use crate::common::*;
 use tidings_server::{Config, Tidings};
 
 /// An app handler that changes "an item" and tells the subscribers of its list.

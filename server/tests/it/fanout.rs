@@ -1,7 +1,6 @@
 //! Delivery: ordering through the one outbound queue, topic isolation, many concurrent
 //! clients, events forwarded byte for byte, and dead connections leaving the hub.
 
-
 use crate::common::*;
 use tidings_server::Config;
 

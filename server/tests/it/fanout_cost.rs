@@ -8,7 +8,6 @@
 //!     --test it -- --ignored --nocapture fanout_cost::
 //! ```
 
-
 use std::time::{Duration, Instant};
 
 use crate::common::*;

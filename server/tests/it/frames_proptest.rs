@@ -10,7 +10,6 @@
 //! handshake, because a WebSocket library refuses to send invalid UTF-8 as text (and would
 //! answer the server's close frames for us). One server serves every case.
 
-
 use std::cell::RefCell;
 use std::sync::{Arc, Mutex};
 

@@ -1,7 +1,6 @@
 //! The connection's clock over a real socket: server pings, dropping a silent peer (4004) and
 //! closing when the token expires mid-connection (4002).
 
-
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::common::*;

@@ -1,6 +1,5 @@
 //! Abuse limits over a real socket: the inbound rate limit, connection limits, slow consumers.
 
-
 use std::time::Duration;
 
 use crate::common::*;

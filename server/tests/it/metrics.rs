@@ -1,6 +1,5 @@
 //! `GET /metrics` over HTTP: the Prometheus text reflects real traffic.
 
-
 use crate::common::*;
 use tidings_server::Config;
 

@@ -1,7 +1,6 @@
 //! The `Origin` allow-list of `/ws`: refused with 403 before the upgrade when configured,
 //! everything accepted by default.
 
-
 use crate::common::*;
 use tidings_server::Config;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;

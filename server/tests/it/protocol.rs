@@ -2,7 +2,6 @@
 //! rules around them: unknown actions ignored, the connection usable after an error,
 //! idempotent subscribe, unsubscribe of a never-subscribed topic, binary frames, limits.
 
-
 use crate::common::*;
 use tidings_server::Config;
 use tokio_tungstenite::tungstenite::Message;

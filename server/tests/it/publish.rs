@@ -1,7 +1,6 @@
 //! `POST /publish`: auth (401 / 403, checked before the body), validation (400 / 422 with a
 //! JSON error, nothing delivered), the exact success body, and `GET /healthz`.
 
-
 use crate::common::*;
 use jsonwebtoken::Algorithm;
 use serde_json::{Value, json};

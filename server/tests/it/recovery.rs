@@ -2,7 +2,6 @@
 //! concurrent publishing, `recovered:false` when history cannot answer, and the seed's exact
 //! ack when `since` is absent.
 
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;

@@ -8,7 +8,6 @@
 //! Ignored by a plain `cargo test` (no Redis there); `./scripts/test-redis` runs them with
 //! `--include-ignored`.
 
-
 use std::collections::HashMap;
 use std::process::Stdio;
 use std::sync::Arc;

@@ -2,7 +2,6 @@
 //! connection's expiry (4002) to the new token's `exp` and replaces the claims the topic policy
 //! reads; a bad token or another user's token closes the connection with 4001.
 
-
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::common::*;

@@ -1,7 +1,6 @@
 //! Graceful shutdown through the library: clients get close 1012, new connections are
 //! refused, and `serve` returns within the bounded drain even if a client never answers.
 
-
 use std::time::Duration;
 
 use crate::common::*;
