@@ -206,9 +206,10 @@ impl Keys {
                 let Some(jwks) = &self.jwks else {
                     return Err(AuthError::UnknownKey);
                 };
-                if !jwks.refetch().await {
-                    return Err(AuthError::UnknownKey);
-                }
+                // Whether this task fetched, waited for another task's fetch or was held
+                // back by the bound, the cache is looked at again: a fetch may have
+                // completed since the first look.
+                jwks.refetch().await;
                 match self.check(token)? {
                     Checked::Done(result) => result,
                     Checked::UnknownKey => Err(AuthError::UnknownKey),

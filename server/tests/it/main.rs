@@ -18,6 +18,7 @@ mod fanout;
 mod fanout_cost;
 mod frames_proptest;
 mod heartbeat;
+mod jwks;
 mod limits;
 mod metrics;
 mod origin;
