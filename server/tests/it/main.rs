@@ -22,6 +22,7 @@ mod jwks;
 mod limits;
 mod metrics;
 mod origin;
+mod per_ip;
 mod protocol;
 mod publish;
 mod recovery;
