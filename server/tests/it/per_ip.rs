@@ -42,7 +42,10 @@ async fn over_the_per_ip_limit_gets_429_and_the_others_stay() {
     }
     assert_eq!(try_connect(&url, &[]).await.err(), Some(429));
     // A bad token is refused before the token is looked at, too.
-    assert_eq!(try_connect(&server.ws_url("bad"), &[]).await.err(), Some(429));
+    assert_eq!(
+        try_connect(&server.ws_url("bad"), &[]).await.err(),
+        Some(429)
+    );
     // The open connections are unaffected: they still get events and answer pings.
     assert_eq!(server.publish_http(&event_json("list:1", "1")).await, 3);
     for ws in &mut open {
@@ -182,7 +185,10 @@ async fn an_untrusted_peer_forwarding_headers_are_ignored() {
     let mut a = try_connect(&url, &[("x-forwarded-for", "198.51.100.1")])
         .await
         .unwrap();
-    for header in [("x-forwarded-for", "198.51.100.2"), ("forwarded", "for=198.51.100.3")] {
+    for header in [
+        ("x-forwarded-for", "198.51.100.2"),
+        ("forwarded", "for=198.51.100.3"),
+    ] {
         assert_eq!(try_connect(&url, &[header]).await.err(), Some(429));
     }
     ping(&mut a).await;
