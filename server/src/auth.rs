@@ -41,8 +41,8 @@ pub enum AuthError {
     /// No token was given (or it was empty).
     #[error("missing token")]
     Missing,
-    /// The token is malformed, wrongly signed, expired, uses another algorithm than HS256 or
-    /// lacks `sub` / `exp`.
+    /// The token is malformed, wrongly signed, expired, uses another algorithm than its key's
+    /// (HS256 for the secret), lacks `sub` / `exp`, or fails a configured `aud` / `iss`.
     #[error("invalid token: {0}")]
     Invalid(#[source] jsonwebtoken::errors::Error),
     /// The token names a key (`kid`) that the JWKS does not hold, even after a refetch (or

@@ -275,7 +275,9 @@ impl Tidings {
     ///
     /// # Errors
     /// [`AuthError::Missing`] for an empty token, [`AuthError::Invalid`] for a malformed,
-    /// wrongly signed or expired one, another algorithm than HS256, or no `sub` / `exp`.
+    /// wrongly signed or expired one, another algorithm than HS256 (or the JWKS key's), or no
+    /// `sub` / `exp`; [`AuthError::UnknownKey`] for a `kid` not in the JWKS cache (a refetch
+    /// starts in the background; [`Tidings::authenticate`] waits for it).
     pub fn verify_token(&self, token: &str) -> Result<Claims, AuthError> {
         self.inner.keys.verify(token)
     }

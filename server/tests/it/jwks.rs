@@ -405,3 +405,33 @@ async fn the_binary_reads_a_jwks_file_without_a_secret() {
     child.kill().await.unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[tokio::test]
+async fn in_band_refresh_with_provider_tokens() {
+    let (a, b) = (Key::ec("a"), Key::ed("b"));
+    let idp = Idp::start(&[&a]).await;
+    let server = start_server_with(
+        Config::new(SECRET)
+            .with_jwks(&idp.url)
+            .with_jwks_refetch_interval(Duration::ZERO),
+    )
+    .await;
+    let mut ws = connect(&server.ws_url(&a.token("42", json!({})))).await;
+    let refresh = |token: String| json!({"action": "refresh", "token": token}).to_string();
+    roundtrip(
+        &mut ws,
+        &refresh(a.token("42", json!({}))),
+        r#"{"action":"refreshed"}"#,
+    )
+    .await;
+    // A refresh naming a kid the cache does not hold does not wait for the provider: the
+    // connection closes 4001, and the refetch it started lets the reconnect through.
+    idp.publish(&[&a, &b]);
+    send(&mut ws, &refresh(b.token("42", json!({})))).await;
+    match next_frame(&mut ws).await {
+        Message::Close(Some(frame)) => assert_eq!(u16::from(frame.code), 4001),
+        other => panic!("expected close 4001, got {other:?}"),
+    }
+    assert!(eventually(|| async { idp.hits() >= 2 }).await);
+    accepted(&server, &b.token("42", json!({}))).await;
+}
