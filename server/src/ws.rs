@@ -53,6 +53,7 @@ pub(crate) async fn upgrade(
             match tidings.ip_limits().admit(client) {
                 Ok(permit) => Some(permit),
                 Err(refused) => {
+                    tidings.hub().metrics().handshake_refused();
                     tracing::debug!(%client, ?refused, "websocket handshake over the per-address limit");
                     return (
                         StatusCode::TOO_MANY_REQUESTS,

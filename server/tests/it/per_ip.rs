@@ -46,6 +46,16 @@ async fn over_the_per_ip_limit_gets_429_and_the_others_stay() {
         try_connect(&server.ws_url("bad"), &[]).await.err(),
         Some(429)
     );
+    let metrics = reqwest::get(server.http_url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("\ntidings_handshakes_refused_total 2\n"),
+        "{metrics}"
+    );
     // The open connections are unaffected: they still get events and answer pings.
     assert_eq!(server.publish_http(&event_json("list:1", "1")).await, 3);
     for ws in &mut open {
