@@ -81,7 +81,7 @@ pub(crate) enum Lookup {
 impl Jwks {
     /// A key set read from `source`: an `https://` or `http://` URL, or a file path.
     pub(crate) fn new(source: &str, refetch_interval: Duration) -> Self {
-        let source = if source.starts_with("https://") || source.starts_with("http://") {
+        let source = if is_url(source) {
             Source::Url(source.to_owned())
         } else {
             Source::File(source.into())
@@ -219,6 +219,35 @@ impl Jwks {
         }
         Ok(body)
     }
+}
+
+/// Reads and parses a JWKS file now and returns how many usable keys it holds, so that the
+/// `tidings` binary refuses to start on a missing, malformed or empty file (a URL is fetched
+/// in the background instead: the provider may be briefly unreachable).
+///
+/// # Errors
+/// Why the file cannot be used, as text.
+pub fn check_file(path: &std::path::Path) -> Result<usize, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if bytes.len() > MAX_JWKS_BYTES {
+        return Err(format!(
+            "{} is larger than {MAX_JWKS_BYTES} bytes",
+            path.display()
+        ));
+    }
+    let (keys, anonymous) = parse(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+    match keys.len() + anonymous.len() {
+        0 => Err(format!(
+            "{} holds no usable key (RSA, P-256/P-384 or Ed25519)",
+            path.display()
+        )),
+        n => Ok(n),
+    }
+}
+
+/// Whether a JWKS source is fetched over HTTP rather than read from a file.
+pub fn is_url(source: &str) -> bool {
+    source.starts_with("https://") || source.starts_with("http://")
 }
 
 type Parsed = (HashMap<String, Arc<KeyEntry>>, Vec<Arc<KeyEntry>>);

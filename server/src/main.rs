@@ -143,7 +143,7 @@ struct Cli {
     /// Comma-separated addresses or networks (`10.0.0.0/8`, `127.0.0.1`) of reverse proxies
     /// whose `Forwarded` / `X-Forwarded-For` are believed; see `Config::with_trusted_proxies`.
     #[arg(long, env = "TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_net, global = true)]
-    trusted_proxies: Option<Vec<ipnet::IpNet>>,
+    trusted_proxies: Option<Vec<Option<ipnet::IpNet>>>,
     /// Same as the `dev` subcommand.
     #[arg(long)]
     dev: bool,
@@ -212,7 +212,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         return Ok(());
     }
     init_tracing(cli.log_level.as_deref(), cli.log_format);
-    let jwks = cli.jwt_jwks.as_deref().is_some_and(|j| !j.is_empty());
+    let jwks = cli.jwt_jwks.as_deref().filter(|j| !j.is_empty());
+    if let Some(source) = jwks.filter(|s| !tidings_server::jwks::is_url(s)) {
+        let keys = tidings_server::jwks::check_file(std::path::Path::new(source))
+            .map_err(|e| anyhow::anyhow!("JWT_JWKS: {e}"))?;
+        tracing::info!(keys, "JWKS file read");
+    }
+    let jwks = jwks.is_some();
     let secret = if dev {
         dev_secret()
     } else if jwks && cli.jwt_secret.is_none() && cli.jwt_secret_file.is_none() {
@@ -275,16 +281,21 @@ fn config(cli: &Cli, secret: String) -> Config {
         .with_issuer(cli.jwt_issuer.clone().unwrap_or_default())
         .with_max_connections_per_ip(cli.max_connections_per_ip)
         .with_handshake_rate_per_ip(cli.handshake_rate_per_ip, cli.handshake_burst_per_ip)
-        .with_trusted_proxies(cli.trusted_proxies.clone().unwrap_or_default())
+        .with_trusted_proxies(cli.trusted_proxies.iter().flatten().flatten().copied())
         // After `raise_open_file_limit`: never more WebSockets than file descriptors.
         .with_max_connections_from_open_file_limit()
 }
 
-/// A network (`10.0.0.0/8`) or a single address (`127.0.0.1`, `::1`).
-fn parse_net(s: &str) -> Result<ipnet::IpNet, String> {
+/// A network (`10.0.0.0/8`) or a single address (`127.0.0.1`, `::1`); empty (an empty
+/// `TRUSTED_PROXIES=`, a trailing comma) is nothing.
+fn parse_net(s: &str) -> Result<Option<ipnet::IpNet>, String> {
     let s = s.trim();
+    if s.is_empty() {
+        return Ok(None);
+    }
     s.parse::<ipnet::IpNet>()
         .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map(Some)
         .map_err(|_| format!("not an address or network: {s}"))
 }
 

@@ -435,3 +435,33 @@ async fn in_band_refresh_with_provider_tokens() {
     assert!(eventually(|| async { idp.hits() >= 2 }).await);
     accepted(&server, &b.token("42", json!({}))).await;
 }
+
+#[tokio::test]
+async fn the_binary_refuses_an_unusable_jwks_file() {
+    let dir = std::env::temp_dir().join(format!("tidings-jwks-bad-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let symmetric_only = dir.join("oct.json");
+    std::fs::write(
+        &symmetric_only,
+        r#"{"keys":[{"kty":"oct","kid":"h","k":"c2VjcmV0"}]}"#,
+    )
+    .unwrap();
+    let missing = dir.join("missing.json");
+    for (path, expected) in [
+        (&symmetric_only, "holds no usable key"),
+        (&missing, "cannot read"),
+    ] {
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_tidings"))
+            .env_remove("JWT_SECRET")
+            .env_remove("JWT_SECRET_FILE")
+            .env("BIND", "127.0.0.1:0")
+            .env("JWT_JWKS", path)
+            .output()
+            .await
+            .unwrap();
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(expected), "{stderr}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
