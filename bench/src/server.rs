@@ -93,6 +93,12 @@ impl Server {
                     c.env("PUBLISH_RATE", "4000000000")
                         .env("PUBLISH_BURST", "4000000000");
                 }
+                // Every simulated client connects from loopback: the per-address limits
+                // (2,048 sockets, 100 handshakes/s) would refuse the swarm.
+                if std::env::var_os("MAX_CONNECTIONS_PER_IP").is_none() {
+                    c.env("MAX_CONNECTIONS_PER_IP", "0")
+                        .env("HANDSHAKE_RATE_PER_IP", "0");
+                }
                 c
             }
             Kind::Node => {

@@ -1,9 +1,13 @@
 //! JWT authentication: checking the tokens of `/ws` and `POST /publish`, and minting them.
 //!
-//! Tokens are HS256 only, signed with the configured secret. A token must carry `sub` (the
+//! Tokens are HS256, signed with the configured secret, or, with a JWKS configured
+//! (`Config::with_jwks`), signed by an identity provider with one of its published keys
+//! (RS256, ES256, EdDSA, …; see [`jwks`](crate::jwks)). A token must carry `sub` (the
 //! user id, a string) and `exp`; `exp` (and `nbf`, when present) is checked with a leeway of
-//! at most 60 seconds. Any other algorithm, including `none`, is refused before the signature
-//! is looked at. A connection is closed with 4002 once its token expires, unless the client
+//! at most 60 seconds; `aud` and `iss` when configured. An HS256 token is only ever checked
+//! with the secret and any other token only with the JWKS key its `kid` names, with that
+//! key's one algorithm: `none` and algorithm confusion are refused before a signature is
+//! looked at. A connection is closed with 4002 once its token expires, unless the client
 //! refreshed it in-band (`{"action":"refresh","token":T}`): the new token is checked by the
 //! same `Keys::verify` and must carry the connection's `sub`. Publishing over HTTP also needs
 //! the claim `"scope"`, a space-separated list that contains `publish`.
@@ -13,10 +17,13 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use std::sync::Arc;
+
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
+use crate::jwks::{Jwks, Lookup};
 
 /// The scope a token needs to publish over HTTP.
 pub const PUBLISH_SCOPE: &str = "publish";
@@ -34,10 +41,14 @@ pub enum AuthError {
     /// No token was given (or it was empty).
     #[error("missing token")]
     Missing,
-    /// The token is malformed, wrongly signed, expired, uses another algorithm than HS256 or
-    /// lacks `sub` / `exp`.
+    /// The token is malformed, wrongly signed, expired, uses another algorithm than its key's
+    /// (HS256 for the secret), lacks `sub` / `exp`, or fails a configured `aud` / `iss`.
     #[error("invalid token: {0}")]
     Invalid(#[source] jsonwebtoken::errors::Error),
+    /// The token names a key (`kid`) that the JWKS does not hold, even after a refetch (or
+    /// the refetch bound allowed none yet).
+    #[error("unknown signing key")]
+    UnknownKey,
     /// The token is valid but lacks the scope the operation needs.
     #[error("token lacks the `{0}` scope")]
     MissingScope(&'static str),
@@ -118,37 +129,133 @@ impl Claims {
 /// The signing and verification keys with the validation rules; built once per
 /// [`Tidings`](crate::Tidings).
 pub(crate) struct Keys {
-    encoding: EncodingKey,
-    decoding: DecodingKey,
+    /// `None` when the secret is empty (JWKS only): HS256 tokens are then refused.
+    secret: Option<(EncodingKey, DecodingKey)>,
+    /// The rules shared by every algorithm (claims, leeway, audience, issuer); the algorithm
+    /// list is set per token to the one algorithm of the key used.
     validation: Validation,
+    jwks: Option<Arc<Jwks>>,
 }
 
 impl Keys {
     pub(crate) fn new(config: &Config) -> Self {
         let secret = config.jwt_secret.as_bytes();
-        // `Validation::new` allows exactly the one algorithm given, so `none`, HS384, RS256 and
-        // the rest fail with `InvalidAlgorithm` before any key is used.
+        // `Validation::new` allows exactly the one algorithm given; `verify` replaces it by
+        // the algorithm of the key it uses, so `none`, HS384 and the rest fail with
+        // `InvalidAlgorithm`, and an HS256 token is never checked with a public key.
         let mut validation = Validation::new(Algorithm::HS256);
-        validation.set_required_spec_claims(&["exp", "sub"]);
+        let mut required = vec!["exp", "sub"];
         validation.leeway = config.jwt_leeway.as_secs();
         validation.validate_exp = true;
         // `nbf` is optional, but a token that carries one is refused before that time.
         validation.validate_nbf = true;
-        // The seed checks no audience; a token carrying one is still accepted.
+        // The seed checks no audience; a token carrying one is accepted unless an audience
+        // is configured, which the token must then name.
         validation.validate_aud = false;
+        if let Some(aud) = &config.jwt_audience {
+            validation.validate_aud = true;
+            validation.set_audience(&[aud]);
+            required.push("aud");
+        }
+        if let Some(iss) = &config.jwt_issuer {
+            validation.set_issuer(&[iss]);
+            required.push("iss");
+        }
+        validation.set_required_spec_claims(&required);
+        let jwks = config
+            .jwks
+            .as_deref()
+            .map(|source| Arc::new(Jwks::new(source, config.jwks_refetch_interval)));
+        // Load the keys at start rather than on the first token.
+        if let Some(jwks) = &jwks {
+            jwks.refresh_in_background();
+        }
         Self {
-            encoding: EncodingKey::from_secret(secret),
-            decoding: DecodingKey::from_secret(secret),
+            secret: (!secret.is_empty()).then(|| {
+                (
+                    EncodingKey::from_secret(secret),
+                    DecodingKey::from_secret(secret),
+                )
+            }),
             validation,
+            jwks,
         }
     }
 
-    /// Checks `token` and returns its claims.
+    /// Checks `token` with the cached keys and returns its claims. A token naming a key the
+    /// JWKS cache does not hold is refused, and a refetch starts in the background (within
+    /// the refetch bound); [`Keys::verify_fetching`] waits for it instead.
     pub(crate) fn verify(&self, token: &str) -> Result<Claims, AuthError> {
+        match self.check(token)? {
+            Checked::Done(result) => result,
+            Checked::UnknownKey => {
+                if let Some(jwks) = &self.jwks {
+                    jwks.refresh_in_background();
+                }
+                Err(AuthError::UnknownKey)
+            }
+        }
+    }
+
+    /// Like [`Keys::verify`], but a token naming a key the cache does not hold waits for a
+    /// refetch of the JWKS (at most one per refetch interval; otherwise refused at once).
+    pub(crate) async fn verify_fetching(&self, token: &str) -> Result<Claims, AuthError> {
+        match self.check(token)? {
+            Checked::Done(result) => result,
+            Checked::UnknownKey => {
+                let Some(jwks) = &self.jwks else {
+                    return Err(AuthError::UnknownKey);
+                };
+                // Whether this task fetched, waited for another task's fetch or was held
+                // back by the bound, the cache is looked at again: a fetch may have
+                // completed since the first look.
+                jwks.refetch().await;
+                match self.check(token)? {
+                    Checked::Done(result) => result,
+                    Checked::UnknownKey => Err(AuthError::UnknownKey),
+                }
+            }
+        }
+    }
+
+    fn check(&self, token: &str) -> Result<Checked, AuthError> {
         if token.is_empty() {
             return Err(AuthError::Missing);
         }
-        jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+        // Fails for `alg: none` and any name jsonwebtoken does not know.
+        let header = jsonwebtoken::decode_header(token).map_err(AuthError::Invalid)?;
+        if header.alg == Algorithm::HS256 {
+            let Some((_, decoding)) = &self.secret else {
+                return Err(invalid_algorithm());
+            };
+            return Ok(Checked::Done(self.decode(
+                token,
+                decoding,
+                Algorithm::HS256,
+            )));
+        }
+        let Some(jwks) = &self.jwks else {
+            return Err(invalid_algorithm());
+        };
+        jwks.refresh_in_background_if_stale();
+        let candidates = match jwks.lookup(header.kid.as_deref()) {
+            Lookup::Found(candidates) => candidates,
+            Lookup::Unknown => return Ok(Checked::UnknownKey),
+        };
+        let mut result = Err(invalid_algorithm());
+        for entry in candidates.iter().filter(|e| e.alg == header.alg) {
+            result = self.decode(token, &entry.key, entry.alg);
+            if result.is_ok() {
+                break;
+            }
+        }
+        Ok(Checked::Done(result))
+    }
+
+    fn decode(&self, token: &str, key: &DecodingKey, alg: Algorithm) -> Result<Claims, AuthError> {
+        let mut validation = self.validation.clone();
+        validation.algorithms = vec![alg];
+        jsonwebtoken::decode::<Claims>(token, key, &validation)
             .map(|data| data.claims)
             .map_err(AuthError::Invalid)
     }
@@ -160,6 +267,13 @@ impl Keys {
         ttl: Duration,
         scope: Option<&str>,
     ) -> Result<String, AuthError> {
+        let Some((encoding, _)) = &self.secret else {
+            return Err(AuthError::Mint(
+                "no JWT secret is configured (tokens from a JWKS are minted by the identity \
+                 provider)"
+                    .into(),
+            ));
+        };
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_err(|e| AuthError::Mint(e.to_string()))?;
@@ -173,9 +287,20 @@ impl Keys {
             scope: scope.map(str::to_owned),
             topics: None,
         };
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, encoding)
             .map_err(|e| AuthError::Mint(e.to_string()))
     }
+}
+
+/// The outcome of checking a token against the cached keys.
+enum Checked {
+    Done(Result<Claims, AuthError>),
+    /// The token names a key the JWKS cache does not hold.
+    UnknownKey,
+}
+
+fn invalid_algorithm() -> AuthError {
+    AuthError::Invalid(jsonwebtoken::errors::ErrorKind::InvalidAlgorithm.into())
 }
 
 #[cfg(test)]

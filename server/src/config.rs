@@ -32,6 +32,15 @@ pub const DEFAULT_PUBLISH_BURST: u32 = 5000;
 /// Default of [`Config::with_max_publishers`]: 10,000 publishers tracked by the rate limit.
 pub const DEFAULT_MAX_PUBLISHERS: usize = 10_000;
 
+/// Default of [`Config::with_jwks_refetch_interval`]: 30 seconds.
+pub const DEFAULT_JWKS_REFETCH_INTERVAL: Duration = Duration::from_secs(30);
+/// Default of [`Config::with_max_connections_per_ip`]: 2,048 WebSockets per client address.
+pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 2048;
+/// Default rate of [`Config::with_handshake_rate_per_ip`]: 100 handshakes per second.
+pub const DEFAULT_HANDSHAKE_RATE_PER_IP: u32 = 100;
+/// Default burst of [`Config::with_handshake_rate_per_ip`]: 1,000 handshakes.
+pub const DEFAULT_HANDSHAKE_BURST_PER_IP: u32 = 1000;
+
 /// Configuration of a [`Tidings`](crate::Tidings) instance.
 #[derive(Clone)]
 pub struct Config {
@@ -77,6 +86,15 @@ pub struct Config {
     pub(crate) publish_body_timeout: Duration,
     pub(crate) metrics_token: Option<String>,
     pub(crate) metrics_route: bool,
+    // issue 14: identity-provider keys and per-IP limits
+    pub(crate) jwks: Option<String>,
+    pub(crate) jwks_refetch_interval: Duration,
+    pub(crate) jwt_audience: Option<String>,
+    pub(crate) jwt_issuer: Option<String>,
+    pub(crate) max_connections_per_ip: usize,
+    pub(crate) handshake_rate_per_ip: u32,
+    pub(crate) handshake_burst_per_ip: u32,
+    pub(crate) trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl Config {
@@ -126,6 +144,15 @@ impl Config {
             publish_body_timeout: Duration::from_secs(10),
             metrics_token: None,
             metrics_route: true,
+            // issue 14: identity-provider keys and per-IP limits
+            jwks: None,
+            jwks_refetch_interval: DEFAULT_JWKS_REFETCH_INTERVAL,
+            jwt_audience: None,
+            jwt_issuer: None,
+            max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
+            handshake_rate_per_ip: DEFAULT_HANDSHAKE_RATE_PER_IP,
+            handshake_burst_per_ip: DEFAULT_HANDSHAKE_BURST_PER_IP,
+            trusted_proxies: Vec::new(),
         }
     }
 
@@ -519,6 +546,109 @@ impl Config {
         self.metrics_route = enabled;
         self
     }
+
+    // issue 14: identity-provider keys and per-IP limits
+
+    /// Accept tokens signed by an identity provider with a key from this JWKS (JSON Web Key
+    /// Set): an `https://` URL (`http://` only for local tests), or a file path. RS256/384/512,
+    /// PS256/384/512, ES256, ES384 and EdDSA keys are used; symmetric keys are ignored.
+    /// HS256 tokens keep being checked with the secret given to [`Config::new`] (an empty
+    /// secret refuses them). The keys are cached and refetched when a token names an
+    /// unknown `kid` (at most once per [`Config::with_jwks_refetch_interval`]) or when the
+    /// cache is older than [`JWKS_MAX_AGE`](crate::jwks::JWKS_MAX_AGE). Defaults to `None`
+    /// (HS256 only).
+    pub fn with_jwks(mut self, source: impl Into<String>) -> Self {
+        self.jwks = Some(source.into()).filter(|s| !s.is_empty());
+        self
+    }
+
+    /// The least time between two fetches of the JWKS, however many tokens name unknown keys:
+    /// a client sending random `kid`s cannot make the server hammer the identity provider.
+    /// A failed fetch counts. Defaults to 30 seconds.
+    pub fn with_jwks_refetch_interval(mut self, interval: Duration) -> Self {
+        self.jwks_refetch_interval = interval;
+        self
+    }
+
+    /// Require tokens to name this audience (`aud`, a string or a list containing it).
+    /// Defaults to none (the `aud` claim is not checked).
+    pub fn with_audience(mut self, audience: impl Into<String>) -> Self {
+        self.jwt_audience = Some(audience.into()).filter(|s| !s.is_empty());
+        self
+    }
+
+    /// Require tokens to carry this issuer (`iss`). Defaults to none (not checked).
+    pub fn with_issuer(mut self, issuer: impl Into<String>) -> Self {
+        self.jwt_issuer = Some(issuer.into()).filter(|s| !s.is_empty());
+        self
+    }
+
+    /// Most WebSockets open at once from one client address (an IPv6 address counts by its
+    /// /64), whether authenticated or not (a socket refused with 4001 or 4005 counts until
+    /// it is closed). A handshake over it is answered HTTP 429 before the upgrade. Defaults
+    /// to 2,048: an office of 200 people behind one NAT with ten tabs each; 0 means no limit.
+    pub fn with_max_connections_per_ip(mut self, max: usize) -> Self {
+        self.max_connections_per_ip = max;
+        self
+    }
+
+    /// WebSocket handshakes per second one client address may start (a token bucket of
+    /// `burst`, refilled at `per_second`); over it, HTTP 429 before the upgrade and before
+    /// the token is looked at. Defaults to 100/s with a burst of 1,000 (a NAT-ed office
+    /// reconnecting at once after a restart); a rate of 0 means no limit.
+    pub fn with_handshake_rate_per_ip(mut self, per_second: u32, burst: u32) -> Self {
+        self.handshake_rate_per_ip = per_second;
+        self.handshake_burst_per_ip = burst.max(1);
+        self
+    }
+
+    /// Reverse proxies whose `Forwarded` / `X-Forwarded-For` headers are believed: only when
+    /// the TCP peer is in one of these networks is the client address taken from them (the
+    /// right-most address that is not itself a trusted proxy). Anyone else's headers are
+    /// ignored (they could name any address). Defaults to none: the TCP peer is the client.
+    pub fn with_trusted_proxies<I, N>(mut self, proxies: I) -> Self
+    where
+        I: IntoIterator<Item = N>,
+        N: Into<ipnet::IpNet>,
+    {
+        self.trusted_proxies = proxies.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Lowers [`Config::with_max_connections`] to what the process's open-file limit
+    /// (`RLIMIT_NOFILE`, soft) can hold, minus a reserve for listeners, publishers, Redis and
+    /// log files (a tenth of the limit, between 32 and 1,024 descriptors), and logs the
+    /// decision. Unchanged when the limit cannot be read or is high enough. The `tidings`
+    /// binary calls it after raising the soft limit to the hard one.
+    pub fn with_max_connections_from_open_file_limit(mut self) -> Self {
+        match crate::ip::connection_cap_from_open_file_limit() {
+            Some((limit, cap)) if cap < self.max_connections => {
+                tracing::warn!(
+                    open_file_limit = limit,
+                    configured = self.max_connections,
+                    max_connections = cap,
+                    "max connections lowered to {cap}: the open-file limit is {limit} \
+                     (raise it with `ulimit -n` or LimitNOFILE=)"
+                );
+                self.max_connections = cap;
+            }
+            Some((limit, cap)) => tracing::info!(
+                open_file_limit = limit,
+                max_connections = self.max_connections,
+                fd_cap = cap,
+                "max connections {} fit the open-file limit {limit}",
+                self.max_connections
+            ),
+            None => tracing::warn!("cannot read the open-file limit"),
+        }
+        self
+    }
+
+    /// The most WebSocket connections in total (after
+    /// [`Config::with_max_connections_from_open_file_limit`]).
+    pub fn max_connections(&self) -> usize {
+        self.max_connections
+    }
 }
 
 impl Config {
@@ -608,6 +738,14 @@ impl fmt::Debug for Config {
                 &self.metrics_token.as_ref().map(|_| "<redacted>"),
             )
             .field("metrics_route", &self.metrics_route)
+            .field("jwks", &self.jwks)
+            .field("jwks_refetch_interval", &self.jwks_refetch_interval)
+            .field("jwt_audience", &self.jwt_audience)
+            .field("jwt_issuer", &self.jwt_issuer)
+            .field("max_connections_per_ip", &self.max_connections_per_ip)
+            .field("handshake_rate_per_ip", &self.handshake_rate_per_ip)
+            .field("handshake_burst_per_ip", &self.handshake_burst_per_ip)
+            .field("trusted_proxies", &self.trusted_proxies)
             .finish()
     }
 }

@@ -43,6 +43,8 @@ pub mod error;
 mod heartbeat;
 pub mod hub;
 mod inbound;
+pub mod ip;
+pub mod jwks;
 mod limits;
 pub mod logging;
 mod metrics;
@@ -101,6 +103,9 @@ struct Inner {
     connections: TaskTracker,
     /// The connection counts behind `Config::with_max_connections{,_per_user}`.
     limits: Arc<limits::ConnectionLimits>,
+    /// The per-address counts behind `Config::with_max_connections_per_ip` and
+    /// `Config::with_handshake_rate_per_ip`.
+    ip_limits: Arc<ip::IpLimits>,
 }
 
 impl std::fmt::Debug for Tidings {
@@ -119,7 +124,7 @@ impl Tidings {
     /// With [`Config::with_redis_url`] the Redis broker's pub/sub listener is spawned on the
     /// current tokio runtime (call this inside one); it retries until Redis answers.
     pub fn new(config: Config) -> Self {
-        if config.jwt_secret.len() < MIN_SECRET_LEN {
+        if !config.jwt_secret.is_empty() && config.jwt_secret.len() < MIN_SECRET_LEN {
             tracing::warn!(
                 bytes = config.jwt_secret.len(),
                 "the JWT secret is shorter than {MIN_SECRET_LEN} bytes: tokens signed with it \
@@ -176,6 +181,7 @@ impl Tidings {
                     config.max_connections,
                     config.max_connections_per_user,
                 )),
+                ip_limits: Arc::new(ip::IpLimits::new(&config)),
                 config,
                 shutdown,
                 connections: TaskTracker::new(),
@@ -269,9 +275,22 @@ impl Tidings {
     ///
     /// # Errors
     /// [`AuthError::Missing`] for an empty token, [`AuthError::Invalid`] for a malformed,
-    /// wrongly signed or expired one, another algorithm than HS256, or no `sub` / `exp`.
+    /// wrongly signed or expired one, another algorithm than HS256 (or the JWKS key's), or no
+    /// `sub` / `exp`; [`AuthError::UnknownKey`] for a `kid` not in the JWKS cache (a refetch
+    /// starts in the background; [`Tidings::authenticate`] waits for it).
     pub fn verify_token(&self, token: &str) -> Result<Claims, AuthError> {
         self.inner.keys.verify(token)
+    }
+
+    /// Checks a token as `/ws` and `/publish` do: like [`Tidings::verify_token`], but a token
+    /// naming a key the JWKS cache does not hold waits for a refetch of the JWKS (within the
+    /// refetch bound, `Config::with_jwks_refetch_interval`). [`Tidings::verify_token`] refuses
+    /// such a token at once and refetches in the background.
+    ///
+    /// # Errors
+    /// As [`Tidings::verify_token`], and [`AuthError::UnknownKey`].
+    pub async fn authenticate(&self, token: &str) -> Result<Claims, AuthError> {
+        self.inner.keys.verify_fetching(token).await
     }
 
     /// Starts the shutdown: every WebSocket gets close 1012 (service restart), `/ws` refuses
@@ -292,6 +311,10 @@ impl Tidings {
 
     fn limits(&self) -> &Arc<limits::ConnectionLimits> {
         &self.inner.limits
+    }
+
+    fn ip_limits(&self) -> &Arc<ip::IpLimits> {
+        &self.inner.ip_limits
     }
 
     fn publishers(&self) -> &publishers::PublishLimiter {

@@ -110,6 +110,40 @@ struct Cli {
     /// connection closes 4002 at `exp` plus this); see `Config::with_jwt_leeway`.
     #[arg(long, env = "JWT_LEEWAY_SECS", default_value_t = 30, global = true)]
     jwt_leeway_secs: u64,
+    /// A JWKS (an `https://` URL, or a file path) whose keys sign tokens from an identity
+    /// provider (RS256, ES256, EdDSA, …); JWT_SECRET is then optional. See
+    /// `Config::with_jwks`.
+    #[arg(long, env = "JWT_JWKS", global = true)]
+    jwt_jwks: Option<String>,
+    /// Least seconds between two fetches of the JWKS (however many unknown `kid`s arrive).
+    #[arg(
+        long,
+        env = "JWT_JWKS_REFETCH_SECS",
+        default_value_t = 30,
+        global = true
+    )]
+    jwt_jwks_refetch_secs: u64,
+    /// Require tokens to name this audience (`aud`); see `Config::with_audience`.
+    #[arg(long, env = "JWT_AUDIENCE", global = true)]
+    jwt_audience: Option<String>,
+    /// Require tokens to carry this issuer (`iss`); see `Config::with_issuer`.
+    #[arg(long, env = "JWT_ISSUER", global = true)]
+    jwt_issuer: Option<String>,
+    /// Most WebSockets open at once per client address, authenticated or not (0: no limit);
+    /// see `Config::with_max_connections_per_ip`.
+    #[arg(long, env = "MAX_CONNECTIONS_PER_IP", default_value_t = config::DEFAULT_MAX_CONNECTIONS_PER_IP, global = true)]
+    max_connections_per_ip: usize,
+    /// WebSocket handshakes per second per client address (0: no limit); see
+    /// `Config::with_handshake_rate_per_ip`.
+    #[arg(long, env = "HANDSHAKE_RATE_PER_IP", default_value_t = config::DEFAULT_HANDSHAKE_RATE_PER_IP, global = true)]
+    handshake_rate_per_ip: u32,
+    /// Burst of the per-address handshake rate.
+    #[arg(long, env = "HANDSHAKE_BURST_PER_IP", default_value_t = config::DEFAULT_HANDSHAKE_BURST_PER_IP, global = true)]
+    handshake_burst_per_ip: u32,
+    /// Comma-separated addresses or networks (`10.0.0.0/8`, `127.0.0.1`) of reverse proxies
+    /// whose `Forwarded` / `X-Forwarded-For` are believed; see `Config::with_trusted_proxies`.
+    #[arg(long, env = "TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_net, global = true)]
+    trusted_proxies: Option<Vec<Option<ipnet::IpNet>>>,
     /// Same as the `dev` subcommand.
     #[arg(long)]
     dev: bool,
@@ -200,7 +234,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         return Ok(());
     }
     init_tracing(cli.log_level.as_deref(), cli.log_format);
-    let secret = if dev { dev_secret() } else { secret(&cli)? };
+    let jwks = cli.jwt_jwks.as_deref().filter(|j| !j.is_empty());
+    if let Some(source) = jwks.filter(|s| !tidings_server::jwks::is_url(s)) {
+        let keys = tidings_server::jwks::check_file(std::path::Path::new(source))
+            .map_err(|e| anyhow::anyhow!("JWT_JWKS: {e}"))?;
+        tracing::info!(keys, "JWKS file read");
+    }
+    let jwks = jwks.is_some();
+    let secret = if dev {
+        dev_secret()
+    } else if jwks && cli.jwt_secret.is_none() && cli.jwt_secret_file.is_none() {
+        // Tokens come from the identity provider only; HS256 tokens are refused.
+        String::new()
+    } else {
+        secret(&cli)?
+    };
     if let Some(url) = cli.redis_url.as_deref().filter(|url| !url.is_empty()) {
         tidings_server::broker::check_redis_url(url)?;
     }
@@ -249,6 +297,28 @@ fn config(cli: &Cli, secret: String) -> Config {
         .with_metrics_token(cli.metrics_token.clone())
         // With a private metrics listener, the public router does not serve them.
         .with_metrics_route(cli.metrics_bind.as_deref().is_none_or(str::is_empty))
+        .with_jwks(cli.jwt_jwks.clone().unwrap_or_default())
+        .with_jwks_refetch_interval(Duration::from_secs(cli.jwt_jwks_refetch_secs))
+        .with_audience(cli.jwt_audience.clone().unwrap_or_default())
+        .with_issuer(cli.jwt_issuer.clone().unwrap_or_default())
+        .with_max_connections_per_ip(cli.max_connections_per_ip)
+        .with_handshake_rate_per_ip(cli.handshake_rate_per_ip, cli.handshake_burst_per_ip)
+        .with_trusted_proxies(cli.trusted_proxies.iter().flatten().flatten().copied())
+        // After `raise_open_file_limit`: never more WebSockets than file descriptors.
+        .with_max_connections_from_open_file_limit()
+}
+
+/// A network (`10.0.0.0/8`) or a single address (`127.0.0.1`, `::1`); empty (an empty
+/// `TRUSTED_PROXIES=`, a trailing comma) is nothing.
+fn parse_net(s: &str) -> Result<Option<ipnet::IpNet>, String> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Ok(None);
+    }
+    s.parse::<ipnet::IpNet>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map(Some)
+        .map_err(|_| format!("not an address or network: {s}"))
 }
 
 /// The secret from `--jwt-secret` / `JWT_SECRET` or `--jwt-secret-file`, refused when shorter

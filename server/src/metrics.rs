@@ -43,6 +43,8 @@ pub(crate) struct Metrics {
     fanout_buckets: [AtomicU64; FANOUT_BUCKETS.len()],
     fanout_count: AtomicU64,
     fanout_nanos: AtomicU64,
+    /// `/ws` handshakes answered 429 by the per-address limits (issue 14).
+    handshakes_refused: AtomicU64,
 }
 
 fn add(counter: &AtomicU64, n: u64) {
@@ -58,6 +60,11 @@ impl Metrics {
     /// `n` frames written to a client's socket.
     pub(crate) fn messages_out(&self, n: usize) {
         add(&self.messages_out, n as u64);
+    }
+
+    /// One `/ws` handshake refused with 429 by a per-address limit.
+    pub(crate) fn handshake_refused(&self) {
+        add(&self.handshakes_refused, 1);
     }
 
     /// One message dropped by the inbound rate limit.
@@ -193,6 +200,12 @@ pub(crate) fn render(gauges: Gauges, m: &Metrics) -> String {
         "counter",
         "Inbound messages dropped by the rate limit.",
         load(&m.rate_limited),
+    );
+    metric(
+        "tidings_handshakes_refused_total",
+        "counter",
+        "WebSocket handshakes answered 429 by the per-address limits.",
+        load(&m.handshakes_refused),
     );
     metric(
         "tidings_slow_consumer_drops_total",

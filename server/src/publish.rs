@@ -162,7 +162,8 @@ pub(crate) async fn publish(
 ) -> Result<impl IntoResponse, PublishError> {
     let token = bearer_token(&headers).ok_or(PublishError::Unauthorized(AuthError::Missing))?;
     let claims = tidings
-        .verify_token(token)
+        .authenticate(token)
+        .await
         .map_err(PublishError::Unauthorized)?;
     if !claims.has_scope(PUBLISH_SCOPE) {
         return Err(PublishError::Forbidden);

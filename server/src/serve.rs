@@ -78,7 +78,7 @@ pub async fn serve(
     tokio::pin!(shutdown);
 
     loop {
-        let (tcp, _) = tokio::select! {
+        let (tcp, peer) = tokio::select! {
             // Stop accepting as soon as the shutdown starts, whoever started it.
             biased;
             () = &mut shutdown => break,
@@ -102,6 +102,10 @@ pub async fn serve(
         let router = TowerToHyperService::new(app.clone());
         let service = hyper::service::service_fn(move |mut request| {
             request.extensions_mut().insert(meter.clone());
+            // The peer address, for the per-address limits of `/ws` (see `ip`).
+            request
+                .extensions_mut()
+                .insert(axum::extract::ConnectInfo(peer));
             router.call(request)
         });
         let connection = http

@@ -9,11 +9,12 @@
 //! upgrades are refused with 503, and a browser `Origin` not on the configured allow-list with
 //! 403 (see [`origin`](crate::origin)).
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::Extension;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocketUpgrade};
-use axum::extract::{RawQuery, State};
+use axum::extract::{ConnectInfo, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::future::Either;
@@ -24,7 +25,7 @@ use tokio::time::timeout;
 use crate::Tidings;
 use crate::inbound::UpgradeMeter;
 use crate::logging::Escaped;
-use crate::{connection, origin};
+use crate::{connection, ip, origin};
 
 /// Handles `GET /ws`.
 pub(crate) async fn upgrade(
@@ -32,6 +33,7 @@ pub(crate) async fn upgrade(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
     meter: Option<Extension<UpgradeMeter>>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     ws: WebSocketUpgrade,
 ) -> Response {
     if tidings.is_shutting_down() {
@@ -42,10 +44,31 @@ pub(crate) async fn upgrade(
         tracing::debug!(origin = ?headers.get(header::ORIGIN), "websocket origin refused");
         return (StatusCode::FORBIDDEN, "origin not allowed").into_response();
     }
+    // Per client address, before anything costly (the token check) and before the upgrade:
+    // the socket, authenticated or not, holds its permit until it is closed. Only known
+    // when the peer address is (`serve` provides it).
+    let ip_permit = match peer {
+        Some(Extension(ConnectInfo(peer))) => {
+            let client = ip::client_ip(peer.ip(), &headers, &tidings.config().trusted_proxies);
+            match tidings.ip_limits().admit(client) {
+                Ok(permit) => Some(permit),
+                Err(refused) => {
+                    tidings.hub().metrics().handshake_refused();
+                    tracing::debug!(%client, ?refused, "websocket handshake over the per-address limit");
+                    return (
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "too many connections from this address",
+                    )
+                        .into_response();
+                }
+            }
+        }
+        None => None,
+    };
     // Checked before the upgrade. An admitted connection holds its connection-limit permit
     // until it ends; a refused one is upgraded only to be closed with its code.
     let token = token_param(query.as_deref().unwrap_or(""));
-    let admission = match tidings.verify_token(token.as_deref().unwrap_or("")) {
+    let admission = match tidings.authenticate(token.as_deref().unwrap_or("")).await {
         Ok(claims) => match tidings.limits().acquire(&claims.sub) {
             Ok(permit) => {
                 tracing::debug!(user = %Escaped(&claims.sub), "websocket accepted");
@@ -96,7 +119,10 @@ pub(crate) async fn upgrade(
                 Either::Right(refuse(sink, stream, code, close_timeout))
             }
         };
-        tracker.track_future(connection)
+        tracker.track_future(async move {
+            connection.await;
+            drop(ip_permit);
+        })
     })
 }
 
