@@ -55,11 +55,7 @@ pub(super) fn start_attempt(rc: &Shared) {
             generation,
             inner.config.connect_timeout_ms,
             move |rc| {
-                fail(
-                    rc,
-                    generation,
-                    "getToken did not settle within connectTimeoutMs",
-                );
+                fail(rc, "getToken did not settle within connectTimeoutMs");
             },
         );
         inner.phase = Phase::FetchingToken { _timeout: timeout };
@@ -72,13 +68,9 @@ pub(super) fn start_attempt(rc: &Shared) {
         guarded(&weak, generation, |rc| match token {
             Ok(t) => match t.as_string() {
                 Some(t) => open_socket(rc, generation, Some(t)),
-                None => fail(rc, generation, "getToken did not return a string"),
+                None => fail(rc, "getToken did not return a string"),
             },
-            Err(e) => fail(
-                rc,
-                generation,
-                &format!("getToken failed: {}", describe(&e)),
-            ),
+            Err(e) => fail(rc, &format!("getToken failed: {}", describe(&e))),
         });
     });
 }
@@ -98,7 +90,7 @@ fn open_socket(rc: &Shared, generation: u32, token: Option<String>) {
         Ok(socket) => socket,
         Err(e) => {
             let why = format!("could not create the WebSocket: {}", describe(&e));
-            return fail(rc, generation, &why);
+            return fail(rc, &why);
         }
     };
     let mut inner = rc.borrow_mut();
@@ -110,11 +102,7 @@ fn open_socket(rc: &Shared, generation: u32, token: Option<String>) {
         generation,
         inner.config.connect_timeout_ms,
         move |rc| {
-            fail(
-                rc,
-                generation,
-                "no WebSocket handshake within connectTimeoutMs",
-            );
+            fail(rc, "no WebSocket handshake within connectTimeoutMs");
         },
     );
     inner.phase = Phase::Connecting {
@@ -295,11 +283,13 @@ fn on_close(rc: &Shared, code: u16, reason: &str) {
     run(effects);
 }
 
-/// Gives up on the current attempt or socket and retries with backoff.
-fn fail(rc: &Shared, generation: u32, reason: &str) {
+/// Gives up on the current attempt or socket and retries with backoff. Called only from a
+/// [`guarded`] callback of the current generation, or right after one with no application
+/// code run in between.
+fn fail(rc: &Shared, reason: &str) {
     let effects = {
         let mut inner = rc.borrow_mut();
-        if inner.generation() != generation || inner.machine.is_final() {
+        if inner.machine.is_final() {
             return;
         }
         let decision = inner.machine.failed(reason, js_sys::Math::random());
@@ -378,7 +368,7 @@ fn ping(rc: &Shared, generation: u32, socket: &Socket, keepalive: &mut Keepalive
 }
 
 fn on_keepalive_tick(rc: &Shared) {
-    let (generation, dead) = {
+    let dead = {
         let mut inner = rc.borrow_mut();
         let generation = inner.generation();
         let Phase::Open {
@@ -391,7 +381,7 @@ fn on_keepalive_tick(rc: &Shared) {
             return;
         };
         let now = js_sys::Date::now();
-        let dead = match keepalive.tick(now) {
+        match keepalive.tick(now) {
             Tick::Ping => {
                 *keepalive_timer = ping(rc, generation, socket, keepalive);
                 false
@@ -402,11 +392,10 @@ fn on_keepalive_tick(rc: &Shared) {
                 false
             }
             Tick::Dead => true,
-        };
-        (generation, dead)
+        }
     };
     if dead {
-        fail(rc, generation, "no pong within pongTimeoutMs");
+        fail(rc, "no pong within pongTimeoutMs");
     }
 }
 
