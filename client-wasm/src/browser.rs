@@ -1,13 +1,17 @@
-//! Browser resources owned by Rust values: a timer or an event listener lives exactly as long
-//! as its value, and dropping the value releases it (`clearTimeout`, `removeEventListener`).
+//! Browser resources owned by Rust values: a timer, an event listener or a WebSocket with its
+//! handlers lives exactly as long as its value, and dropping the value releases it
+//! (`clearTimeout`, `removeEventListener`, detaching the handlers and closing the socket).
 //! Nothing is leaked with `Closure::forget`.
 //!
 //! Timers use the global `setTimeout`, so the client also runs in workers and under jsdom.
 
 use js_sys::Function;
+use tidings_protocol::WSClientMessage;
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
-use web_sys::{Event, EventTarget};
+use web_sys::{CloseEvent, Event, EventTarget, MessageEvent, WebSocket};
+
+use crate::wire::encode;
 
 #[wasm_bindgen]
 extern "C" {
@@ -91,6 +95,63 @@ impl Drop for Listener {
         let _ = self
             .target
             .remove_event_listener_with_callback(self.kind, self.closure.as_ref().unchecked_ref());
+    }
+}
+
+/// One WebSocket and its handlers. Dropping it detaches the handlers and closes the socket.
+pub(crate) struct Socket {
+    ws: WebSocket,
+    _on_open: Closure<dyn FnMut()>,
+    _on_message: Closure<dyn FnMut(MessageEvent)>,
+    _on_close: Closure<dyn FnMut(CloseEvent)>,
+}
+
+impl Socket {
+    /// Opens a WebSocket to `url`: `on_open` when the handshake completes, `on_message` with
+    /// each frame's data, `on_close` with the close code and reason.
+    ///
+    /// # Errors
+    /// What `new WebSocket(url)` threw (e.g. a malformed URL).
+    pub(crate) fn open(
+        url: &str,
+        on_open: impl FnMut() + 'static,
+        mut on_message: impl FnMut(JsValue) + 'static,
+        mut on_close: impl FnMut(u16, &str) + 'static,
+    ) -> Result<Self, JsValue> {
+        let ws = WebSocket::new(url)?;
+        let on_open = Closure::<dyn FnMut()>::new(on_open);
+        let on_message =
+            Closure::<dyn FnMut(MessageEvent)>::new(move |e: MessageEvent| on_message(e.data()));
+        let on_close = Closure::<dyn FnMut(CloseEvent)>::new(move |e: CloseEvent| {
+            on_close(e.code(), &e.reason());
+        });
+        ws.set_onopen(Some(on_open.as_ref().unchecked_ref()));
+        ws.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
+        ws.set_onclose(Some(on_close.as_ref().unchecked_ref()));
+        Ok(Self {
+            ws,
+            _on_open: on_open,
+            _on_message: on_message,
+            _on_close: on_close,
+        })
+    }
+
+    /// Sends `message` as one text frame.
+    pub(crate) fn send(&self, message: &WSClientMessage) {
+        // A failed send means the socket is closing; its close event drives the reconnect.
+        let _ = self.ws.send_with_str(&encode(message));
+    }
+}
+
+impl Drop for Socket {
+    fn drop(&mut self) {
+        self.ws.set_onopen(None);
+        self.ws.set_onmessage(None);
+        self.ws.set_onclose(None);
+        // CONNECTING (0) or OPEN (1): we are giving up on it.
+        if self.ws.ready_state() <= 1 {
+            let _ = self.ws.close_with_code(1000);
+        }
     }
 }
 

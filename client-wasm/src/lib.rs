@@ -2,7 +2,8 @@
 //! WebAssembly, with reconnects, keepalive and TanStack Query invalidation.
 //!
 //! The JavaScript API (`TidingsClient`, `Subscription`) is the `#[wasm_bindgen]` facade in
-//! [`client`] (wasm32 only). Everything it decides is pure logic in plain modules, tested
+//! [`client`] (wasm32 only; options, inbound frames, effects, state and the socket lifecycle
+//! are its private parts). Everything it decides is pure logic in plain modules, tested
 //! natively with `cargo test`:
 //!
 //! - [`backoff`]: reconnect delays (exponential, full jitter);
@@ -11,7 +12,7 @@
 //! - [`status`]: the connection status machine and the reconnect decision;
 //! - [`keepalive`]: ping / pong-timeout decisions by elapsed time;
 //! - [`refresh`]: when to refresh the token of an open connection in band;
-//! - [`wire`]: outgoing frames as text.
+//! - [`wire`]: outgoing frames as text, and the names incoming frames are read by.
 
 pub mod backoff;
 pub mod keepalive;

@@ -1,5 +1,6 @@
-//! Outgoing frames: the protocol crate's [`WSClientMessage`] written as JSON text without
-//! serde_json.
+//! Wire text: outgoing frames, the protocol crate's [`WSClientMessage`] written as JSON text
+//! without serde_json, and the [`names`] of the keys and values the client reads in the
+//! server's frames.
 //!
 //! The browser client avoids serde_json to stay small (incoming frames go through the
 //! browser's own `JSON.parse`). Outgoing messages are so simple that writing them by hand is
@@ -33,6 +34,32 @@ pub fn encode(message: &WSClientMessage) -> String {
     }
 }
 
+/// The keys and values of the protocol's [`ServerMessage`](tidings_protocol::ServerMessage)
+/// that the browser client reads (the client's `inbound` module decodes frames with them). A
+/// native test checks each against what the protocol's own types serialize to.
+pub mod names {
+    /// Every event and subscription reply, and topic-related errors: the topic.
+    pub const TOPIC: &str = "topic";
+    /// An event's type; its presence makes a frame an event.
+    pub const EVENT: &str = "event";
+    /// An event's position in its topic's stream (tidings addition).
+    pub const SEQ: &str = "seq";
+    /// An event's stream epoch (tidings addition).
+    pub const EPOCH: &str = "epoch";
+    /// A reply's action; its presence (without `event`) makes a frame a reply.
+    pub const ACTION: &str = "action";
+    /// The action of a `subscribed` reply.
+    pub const SUBSCRIBED: &str = "subscribed";
+    /// A `subscribed` reply's outcome of a recovery (tidings addition).
+    pub const RECOVERED: &str = "recovered";
+    /// The action of a `refreshed` reply (tidings addition).
+    pub const REFRESHED: &str = "refreshed";
+    /// An error reply's fixed text.
+    pub const ERROR: &str = "error";
+    /// An error reply's explanation.
+    pub const DETAILS: &str = "details";
+}
+
 /// `text` escaped for a JSON string. Epochs come from the server (tidings sends hex digits)
 /// and tokens from the app's `getToken` (base64url and dots), but whatever they hold is
 /// written faithfully.
@@ -57,7 +84,73 @@ fn escape(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tidings_protocol::Topic;
+    use tidings_protocol::{
+        EventData, EventType, Payload, ServerMessage, Topic, WSError, WSEvent, WSReply,
+    };
+
+    /// The JSON object `message` serializes to.
+    fn object(message: ServerMessage) -> serde_json::Map<String, serde_json::Value> {
+        let text = serde_json::to_string(&message).unwrap();
+        // The protocol's parser reads it back as the same shape.
+        assert_eq!(ServerMessage::parse(&text).unwrap(), message);
+        match serde_json::from_str(&text).unwrap() {
+            serde_json::Value::Object(map) => map,
+            other => panic!("not an object: {other}"),
+        }
+    }
+
+    #[test]
+    fn names_match_the_protocol() {
+        let event = WSEvent {
+            seq: Some(7),
+            epoch: Some("e1".into()),
+            ..WSEvent::new(
+                Topic::list(1),
+                EventType::Added,
+                EventData {
+                    entity_id: "1".into(),
+                    payload: Payload::from_json("{}".into()).unwrap(),
+                    user_id: "2".into(),
+                    timestamp: "t".into(),
+                },
+            )
+        };
+        let event = object(event.into());
+        assert_eq!(event[names::TOPIC], "list:1");
+        assert_eq!(event[names::EVENT], "ADDED");
+        assert_eq!(event[names::SEQ], 7);
+        assert_eq!(event[names::EPOCH], "e1");
+        assert!(!event.contains_key(names::ACTION));
+
+        let subscribed = object(
+            WSReply::Subscribed {
+                topic: Topic::list(1),
+                recovered: Some(true),
+            }
+            .into(),
+        );
+        assert_eq!(subscribed[names::ACTION], names::SUBSCRIBED);
+        assert_eq!(subscribed[names::TOPIC], "list:1");
+        assert_eq!(subscribed[names::RECOVERED], true);
+        assert!(!subscribed.contains_key(names::EVENT));
+        assert_eq!(
+            object(WSReply::Refreshed.into())[names::ACTION],
+            names::REFRESHED
+        );
+
+        let error = object(
+            WSError {
+                details: Some("why".into()),
+                topic: Some("list:1".into()),
+                ..WSError::new(WSError::FORBIDDEN)
+            }
+            .into(),
+        );
+        assert_eq!(error[names::ERROR], WSError::FORBIDDEN);
+        assert_eq!(error[names::DETAILS], "why");
+        assert_eq!(error[names::TOPIC], "list:1");
+        assert!(!error.contains_key(names::EVENT) && !error.contains_key(names::ACTION));
+    }
 
     #[test]
     fn matches_serde_json() {

@@ -1,0 +1,84 @@
+//! Inbound: each text frame from the server decoded once into an [`Inbound`], a small typed
+//! mirror of the protocol's [`ServerMessage`](tidings_protocol::ServerMessage).
+//!
+//! The frame is parsed with the browser's `JSON.parse` and its fields read with `Reflect`
+//! under the protocol's names ([`crate::wire::names`]), not with `ServerMessage::parse`:
+//! serde_json would grow the wasm, and a topic listener receives the parsed event object
+//! itself (its `payload` as the app's own JSON). Like `ServerMessage::parse`, the shape is told
+//! by the keys: `event` makes an event, else `action` a reply, else `error` an error. Only the
+//! fields the client acts on are read; what it does with them is the socket module's business.
+
+use wasm_bindgen::JsValue;
+
+use crate::browser::get;
+use crate::wire::names;
+
+/// One decoded server frame.
+pub(super) enum Inbound {
+    /// An event on `topic` (`ServerMessage::Event`).
+    Event {
+        topic: String,
+        /// The event's position, when the server sent one (absent from seed servers).
+        seq: Option<u64>,
+        epoch: Option<String>,
+        /// The parsed frame, as given to topic listeners and `rules.onEvent`.
+        object: JsValue,
+    },
+    /// `{"action": "subscribed", "topic", "recovered"?}` (`WSReply::Subscribed`).
+    Subscribed {
+        topic: String,
+        recovered: Option<bool>,
+    },
+    /// `{"action": "refreshed"}` (`WSReply::Refreshed`).
+    Refreshed,
+    /// An error reply (`ServerMessage::Error`): its text (with `details`, if any) and topic.
+    Error { topic: Option<String>, text: String },
+    /// Anything else — `unsubscribed`, `pong`, an event without a topic, an unknown shape: it
+    /// only proves the connection alive.
+    Other,
+}
+
+/// The frame is not JSON.
+pub(super) struct NotJson;
+
+/// Decodes one text frame.
+pub(super) fn decode(text: &str) -> Result<Inbound, NotJson> {
+    let msg = js_sys::JSON::parse(text).map_err(|_| NotJson)?;
+    let topic = get(&msg, names::TOPIC).as_string();
+    if !get(&msg, names::EVENT).is_undefined() {
+        let Some(topic) = topic else {
+            return Ok(Inbound::Other);
+        };
+        // Integers up to 2^53 are exact as f64, which is all a JSON number can be in the
+        // browser.
+        let seq = get(&msg, names::SEQ)
+            .as_f64()
+            .filter(|s| *s >= 0.0)
+            .map(|s| s as u64);
+        let epoch = get(&msg, names::EPOCH).as_string();
+        return Ok(Inbound::Event {
+            topic,
+            seq,
+            epoch,
+            object: msg,
+        });
+    }
+    if let Some(action) = get(&msg, names::ACTION).as_string() {
+        return Ok(match (topic, action.as_str()) {
+            (Some(topic), names::SUBSCRIBED) => Inbound::Subscribed {
+                topic,
+                recovered: get(&msg, names::RECOVERED).as_bool(),
+            },
+            (_, names::REFRESHED) => Inbound::Refreshed,
+            _ => Inbound::Other,
+        });
+    }
+    if let Some(error) = get(&msg, names::ERROR).as_string() {
+        let text = match get(&msg, names::DETAILS).as_string() {
+            Some(d) => format!("{error}: {d}"),
+            None => error,
+        };
+        return Ok(Inbound::Error { topic, text });
+    }
+    Ok(Inbound::Other)
+}

@@ -1,0 +1,432 @@
+//! The JavaScript API: `TidingsClient`, `Subscription` and `Dispose` — the whole
+//! `#[wasm_bindgen]` facade and nothing else. Each method checks its arguments, takes the
+//! state for as long as it needs it and runs the resulting effects; the work is done by the
+//! parts below, each of which imports only the ones listed before it (no module cycles):
+//!
+//! - [`options`]: the options object and `bindQueryClient`'s rules, read into settings;
+//! - [`inbound`]: each server frame decoded once into a typed message;
+//! - [`effects`]: calls into application code (listeners, `ready` promises, query
+//!   invalidation), made after the state borrow ends;
+//! - [`state`]: the shared state, the one transition point that moves the generation and the
+//!   one guard every browser callback passes;
+//! - [`socket`]: the connection's lifecycle (token, WebSocket, resubscribe, keepalive, token
+//!   refresh, gap recovery, reconnect timers) and what each decoded frame does.
+
+mod effects;
+mod inbound;
+mod options;
+mod socket;
+mod state;
+
+use std::cell::RefCell;
+use std::rc::{Rc, Weak};
+
+use js_sys::{Function, Object, Promise};
+use tidings_protocol::{MAX_TOPIC_LEN, Topic, TopicError, WSClientMessage};
+use wasm_bindgen::JsCast;
+use wasm_bindgen::prelude::*;
+
+use crate::backoff::Backoff;
+use crate::browser::{self, Listener};
+use crate::status::StatusMachine;
+use crate::topics::{ListenerId, TopicSet};
+use effects::{Binding, Effect, Ready, js_error, run};
+pub use options::DEFAULT_CONNECT_TIMEOUT_MS;
+use options::{Config, parse_rules};
+use socket::{check_liveness, start_attempt};
+use state::{Inner, Shared};
+
+#[wasm_bindgen(typescript_custom_section)]
+const TS_TYPES: &str = r#"
+import type { WSEvent } from "./types/index.js";
+export type { EventData, EventType, Payload, ServerMessage, Topic, WSClientMessage, WSError, WSEvent, WSReply } from "./types/index.js";
+
+/** A TanStack Query key. */
+export type QueryKey = readonly unknown[];
+
+/** The states of a client's connection. */
+export type ConnectionState = "connecting" | "open" | "reconnecting" | "unauthorized" | "closed";
+
+/** What `client.status` returns; the same object until the status changes. */
+export interface ConnectionStatus {
+  readonly state: ConnectionState;
+  /** Reconnecting: the attempt number (1 for the first retry). */
+  readonly attempt?: number;
+  /** Reconnecting: the delay before this attempt, in milliseconds. */
+  readonly nextDelayMs?: number;
+  /** The code of the last close (e.g. 4001, 1012, 1006); cleared when a connection opens. */
+  readonly closeCode?: number;
+  /** The reason of the last close, or why the client gave up on a connection; cleared when a connection opens. */
+  readonly closeReason?: string;
+}
+
+/** Options of `new TidingsClient(options)`. */
+export interface TidingsClientOptions {
+  /** The WebSocket URL, e.g. `ws://localhost:8000/ws`; the token is added as `?token=`. */
+  url: string;
+  /** A fixed token (when `getToken` is not given). */
+  token?: string;
+  /** Called before every connect and reconnect, and to refresh an open connection's token before its `exp`; wins over `token`. */
+  getToken?: () => Promise<string> | string;
+  /** First reconnect window in ms (full jitter). Defaults to 500. */
+  initialDelayMs?: number;
+  /** Largest reconnect window in ms. Defaults to 30000. */
+  maxDelayMs?: number;
+  /** Ping interval in ms. Defaults to 30000. */
+  pingIntervalMs?: number;
+  /** Time allowed for any frame after a ping, in ms, before the socket counts as dead. Defaults to 10000. */
+  pongTimeoutMs?: number;
+  /** Time allowed for the WebSocket handshake, in ms. Defaults to 10000. */
+  connectTimeoutMs?: number;
+}
+
+/** Called with every event of a subscribed topic. */
+export type TopicListener = (event: WSEvent) => void;
+
+/** Called with the new status whenever it changes. */
+export type StatusListener = (status: ConnectionStatus) => void;
+
+/** The part of TanStack's `QueryClient` the client uses. */
+export interface QueryClientLike {
+  invalidateQueries(filters: { queryKey: QueryKey }): unknown;
+}
+
+/**
+ * Which queries an event makes stale. Topic patterns have at most one `{id}` placeholder
+ * (`"list:{id}"`); `{id}` inside a key's strings is replaced by the matched text (a string).
+ * Custom topic rules are checked before the defaults (`list:{id}` → `["lists", id]`,
+ * `occasion:{id}` → `["occasions", id]`, `list-items:all` → `["list-items"]`,
+ * `gifts:all` → `["gifts"]`); the first match wins.
+ */
+export interface InvalidationRules {
+  /** Topic pattern → the query keys it invalidates (also used after a reconnect). */
+  topics?: Record<string, ReadonlyArray<ReadonlyArray<string>>>;
+  /** Maps one event to query keys; return `undefined` to fall back to the topic rules. */
+  onEvent?: (event: WSEvent) => ReadonlyArray<QueryKey> | undefined | null;
+  /** Keep the default topic rules (after the custom ones). Defaults to true. */
+  defaults?: boolean;
+}
+"#;
+
+#[wasm_bindgen]
+extern "C" {
+    /// `TidingsClientOptions` (TypeScript).
+    #[wasm_bindgen(typescript_type = "TidingsClientOptions")]
+    pub type ClientOptions;
+    /// `(event: WSEvent) => void` (TypeScript).
+    #[wasm_bindgen(typescript_type = "TopicListener")]
+    pub type TopicListener;
+    /// `(status: ConnectionStatus) => void` (TypeScript).
+    #[wasm_bindgen(typescript_type = "StatusListener")]
+    pub type StatusListener;
+    /// `ConnectionStatus` (TypeScript).
+    #[wasm_bindgen(typescript_type = "ConnectionStatus")]
+    pub type ConnectionStatus;
+    /// `QueryClientLike` (TypeScript).
+    #[wasm_bindgen(typescript_type = "QueryClientLike")]
+    pub type QueryClientLike;
+    /// `InvalidationRules` (TypeScript).
+    #[wasm_bindgen(typescript_type = "InvalidationRules")]
+    pub type InvalidationRules;
+    /// `Promise<void>` (TypeScript).
+    #[wasm_bindgen(typescript_type = "Promise<void>")]
+    pub type ReadyPromise;
+    /// `() => void` (TypeScript): call it to stop listening.
+    #[wasm_bindgen(typescript_type = "() => void")]
+    pub type Disposer;
+}
+
+/// The message of an invalid topic, without `Debug` formatting (it would pull Unicode tables
+/// into the wasm).
+fn topic_error(topic: &str, error: &TopicError) -> JsError {
+    let why = match error {
+        TopicError::Empty => "it is empty".to_owned(),
+        TopicError::TooLong => format!("it is longer than {MAX_TOPIC_LEN} bytes"),
+        TopicError::InvalidChar(c) => format!("it contains the character '{c}'"),
+        _ => "it breaks the topic rules".to_owned(),
+    };
+    JsError::new(&format!(
+        "invalid topic \"{topic}\": {why}; allowed are 1 to {MAX_TOPIC_LEN} ASCII letters, digits and : - _ . @ / + = ~"
+    ))
+}
+
+/// A WebSocket client for a tidings server: subscriptions with reference counting,
+/// reconnects with backoff and fresh tokens, keepalive, and TanStack Query invalidation.
+#[wasm_bindgen]
+pub struct TidingsClient {
+    inner: Shared,
+}
+
+#[wasm_bindgen]
+impl TidingsClient {
+    /// Creates the client and starts connecting.
+    ///
+    /// # Errors
+    /// Throws for invalid options (missing `url`, a non-function `getToken`, a non-positive
+    /// delay).
+    #[wasm_bindgen(constructor)]
+    pub fn new(options: ClientOptions) -> Result<TidingsClient, JsError> {
+        let config = Config::parse(&options)?;
+        let machine =
+            StatusMachine::new(Backoff::new(config.initial_delay_ms, config.max_delay_ms));
+        // Repeated gap recoveries of a topic are paced like reconnects.
+        let topics =
+            TopicSet::with_backoff(Backoff::new(config.initial_delay_ms, config.max_delay_ms));
+        let inner = Rc::new(RefCell::new(Inner::new(config, machine, topics)));
+        let weak = Rc::downgrade(&inner);
+        let mut listeners = Vec::new();
+        let w = weak.clone();
+        listeners.extend(Listener::new(&js_sys::global(), "online", move |_| {
+            if let Some(rc) = w.upgrade() {
+                check_liveness(&rc);
+            }
+        }));
+        let w = weak;
+        listeners.extend(Listener::new(
+            &browser::global("document"),
+            "visibilitychange",
+            move |_| {
+                let visible = browser::get(&browser::global("document"), "visibilityState")
+                    .as_string()
+                    .is_some_and(|s| s == "visible");
+                if let (true, Some(rc)) = (visible, w.upgrade()) {
+                    check_liveness(&rc);
+                }
+            },
+        ));
+        inner.borrow_mut().window_listeners = listeners;
+        start_attempt(&inner);
+        Ok(TidingsClient { inner })
+    }
+
+    /// The current status; the same object until the status changes (fit for React's
+    /// `useSyncExternalStore`).
+    #[wasm_bindgen(getter)]
+    pub fn status(&self) -> ConnectionStatus {
+        self.inner.borrow().status_js().unchecked_into()
+    }
+
+    /// Calls `listener` with every new status. Returns a function that stops it.
+    #[wasm_bindgen(js_name = onStatus)]
+    pub fn on_status(&self, listener: StatusListener) -> Disposer {
+        let f: Function = listener.unchecked_into();
+        let id = {
+            let mut inner = self.inner.borrow_mut();
+            let id = inner.id();
+            inner.status_listeners.push((id, f));
+            id
+        };
+        disposer(&self.inner, DisposeKind::Status, id)
+    }
+
+    /// Calls `listener` with every event of `topic` until `unsubscribe()`. Listeners of one
+    /// topic share one server subscription. While disconnected the subscription is queued.
+    ///
+    /// # Errors
+    /// Throws for an invalid topic name or a closed client.
+    pub fn subscribe(
+        &self,
+        topic: String,
+        listener: TopicListener,
+    ) -> Result<Subscription, JsError> {
+        Topic::check(&topic).map_err(|e| topic_error(&topic, &e))?;
+        let listener: Function = listener.unchecked_into();
+        if !listener.is_function() {
+            return Err(JsError::new("the listener must be a function"));
+        }
+        let mut halves = None;
+        let ready = Promise::new(&mut |resolve, reject| halves = Some(Ready { resolve, reject }));
+        let Some(halves) = halves else {
+            return Err(JsError::new("Promise executor did not run"));
+        };
+        // Mark the promise handled (Function.prototype is a no-op function): apps that never
+        // look at `ready` get no "unhandled rejection" when it is rejected.
+        let noop: Function = Object::get_prototype_of(halves.resolve.as_ref()).unchecked_into();
+        browser::catch(&ready, &noop);
+        let (id, effects) = {
+            let mut inner = self.inner.borrow_mut();
+            if inner.machine.is_final() {
+                return Err(JsError::new("the client is closed"));
+            }
+            let added = inner.topics.add(&topic, listener, halves);
+            if added.send_subscribe {
+                if let (Some(socket), Ok(t)) = (inner.socket(), Topic::new(topic.clone())) {
+                    socket.send(&WSClientMessage::Subscribe {
+                        topic: t,
+                        since: None,
+                    });
+                }
+            }
+            let effects: Vec<Effect> = added
+                .ready_now
+                .into_iter()
+                .map(|r| Effect::Call(r.resolve, JsValue::UNDEFINED))
+                .collect();
+            (added.id, effects)
+        };
+        run(effects);
+        Ok(Subscription {
+            client: Rc::downgrade(&self.inner),
+            id,
+            topic,
+            ready,
+        })
+    }
+
+    /// Invalidates `queryClient`'s queries on events (and once per topic after a reconnect)
+    /// following `rules`. Returns a function that unbinds it.
+    ///
+    /// # Errors
+    /// Throws for malformed rules.
+    #[wasm_bindgen(js_name = bindQueryClient)]
+    pub fn bind_query_client(
+        &self,
+        #[wasm_bindgen(js_name = "queryClient")] query_client: QueryClientLike,
+        rules: Option<InvalidationRules>,
+    ) -> Result<Disposer, JsError> {
+        let (rules, on_event) = parse_rules(rules.map(JsValue::from).as_ref())?;
+        let id = {
+            let mut inner = self.inner.borrow_mut();
+            let id = inner.id();
+            inner.bindings.push(Binding {
+                id,
+                query_client: query_client.into(),
+                rules,
+                on_event,
+            });
+            id
+        };
+        Ok(disposer(&self.inner, DisposeKind::Binding, id))
+    }
+
+    /// Closes the socket for good: no reconnect, every timer and listener released, pending
+    /// `ready` promises rejected. Status listeners see `closed` once, then are dropped.
+    pub fn close(&self) {
+        let effects = {
+            let mut inner = self.inner.borrow_mut();
+            inner.machine.close_requested();
+            inner.next_generation();
+            inner.window_listeners.clear();
+            inner.bindings.clear();
+            let err = js_error("tidings: the client was closed");
+            let mut effects: Vec<Effect> = inner
+                .topics
+                .clear()
+                .into_iter()
+                .map(|r| Effect::Call(r.reject, err.clone()))
+                .collect();
+            effects.extend(inner.status_changed());
+            inner.status_listeners.clear();
+            effects
+        };
+        run(effects);
+    }
+
+    /// The topics that currently have listeners, in name order.
+    #[wasm_bindgen(getter)]
+    pub fn topics(&self) -> Vec<String> {
+        self.inner
+            .borrow()
+            .topics
+            .topics()
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+#[derive(Clone, Copy)]
+enum DisposeKind {
+    Status,
+    Binding,
+}
+
+/// Backs the `() => void` functions `onStatus` and `bindQueryClient` return (the function is
+/// `dispose` bound to this object, so nothing is leaked when it is never called). Declared in
+/// the .d.ts like every exported class, so the glue exports no untyped name; apps never make one.
+#[wasm_bindgen]
+pub struct Dispose {
+    client: Weak<RefCell<Inner>>,
+    kind: DisposeKind,
+    id: u32,
+}
+
+#[wasm_bindgen]
+impl Dispose {
+    /// Removes the status listener or query-client binding. Idempotent.
+    pub fn dispose(&self) {
+        let Some(rc) = self.client.upgrade() else {
+            return;
+        };
+        let mut inner = rc.borrow_mut();
+        match self.kind {
+            DisposeKind::Status => inner.status_listeners.retain(|(i, _)| *i != self.id),
+            DisposeKind::Binding => inner.bindings.retain(|b| b.id != self.id),
+        }
+    }
+}
+
+fn disposer(inner: &Shared, kind: DisposeKind, id: u32) -> Disposer {
+    let obj: JsValue = Dispose {
+        client: Rc::downgrade(inner),
+        kind,
+        id,
+    }
+    .into();
+    let dispose: Function = browser::get(&obj, "dispose").unchecked_into();
+    dispose.bind0(&obj).unchecked_into()
+}
+
+/// One listener on one topic, returned by `client.subscribe`.
+#[wasm_bindgen]
+pub struct Subscription {
+    client: Weak<RefCell<Inner>>,
+    id: ListenerId,
+    topic: String,
+    ready: Promise,
+}
+
+#[wasm_bindgen]
+impl Subscription {
+    /// The topic.
+    #[wasm_bindgen(getter)]
+    pub fn topic(&self) -> String {
+        self.topic.clone()
+    }
+
+    /// Resolves when the server has acknowledged the topic (at once if it already had);
+    /// rejects if the server refuses it, or on `unsubscribe()`/`close()` before the ack.
+    #[wasm_bindgen(getter)]
+    pub fn ready(&self) -> ReadyPromise {
+        self.ready.clone().unchecked_into()
+    }
+
+    /// Stops this listener; the last listener of a topic unsubscribes on the server.
+    /// Idempotent.
+    pub fn unsubscribe(&self) {
+        let Some(rc) = self.client.upgrade() else {
+            return;
+        };
+        let effects = {
+            let mut inner = rc.borrow_mut();
+            let Some(removed) = inner.topics.remove(self.id) else {
+                return;
+            };
+            if removed.send_unsubscribe {
+                if let (Some(socket), Ok(topic)) = (inner.socket(), Topic::new(removed.topic)) {
+                    socket.send(&WSClientMessage::Unsubscribe { topic });
+                }
+            }
+            removed
+                .unsettled
+                .map(|r| {
+                    Effect::Call(
+                        r.reject,
+                        js_error("tidings: unsubscribed before the server acknowledged"),
+                    )
+                })
+                .into_iter()
+                .collect::<Vec<_>>()
+        };
+        run(effects);
+    }
+}
