@@ -5,11 +5,11 @@
 
 use std::time::Duration;
 
-use crate::common::stream::subscribe_since;
+use crate::common::stream::{next_event, subscribe_since};
 use crate::common::*;
 use serde_json::json;
 use tidings_server::Config;
-use tidings_server::protocol::{ServerMessage, WSEvent};
+use tidings_server::protocol::WSEvent;
 
 /// An event on `topic` whose payload carries `bytes` bytes of text.
 fn big_event(topic: &str, id: usize, bytes: usize) -> WSEvent {
@@ -24,14 +24,6 @@ fn big_event(topic: &str, id: usize, bytes: usize) -> WSEvent {
         }
     });
     serde_json::from_value(text).expect("event")
-}
-
-async fn next_event(ws: &mut Ws) -> WSEvent {
-    let text = recv_raw(ws).await;
-    match ServerMessage::parse(&text) {
-        Ok(ServerMessage::Event(e)) => e,
-        other => panic!("expected an event, got {other:?}"),
-    }
 }
 
 #[tokio::test]

@@ -6,20 +6,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use crate::common::stream::{Seen, subscribe_since};
+use crate::common::stream::{Seen, next_event, subscribe_since};
 use crate::common::*;
 use futures_util::StreamExt;
 use tidings_server::Config;
-use tidings_server::protocol::{ServerMessage, WSEvent};
 use tokio_tungstenite::tungstenite::Message;
-
-async fn next_event(ws: &mut Ws) -> WSEvent {
-    let text = recv_raw(ws).await;
-    match ServerMessage::parse(&text) {
-        Ok(ServerMessage::Event(e)) => e,
-        other => panic!("expected an event, got {other:?}"),
-    }
-}
 
 #[tokio::test]
 async fn without_since_the_ack_is_the_seeds_exact_text() {

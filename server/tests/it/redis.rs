@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::common::stream::{Seen, subscribe_since};
+use crate::common::stream::{Seen, next_event, subscribe_since};
 use crate::common::*;
 use serde_json::Value;
 use tidings_server::Config;
@@ -158,14 +158,6 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.stop();
-    }
-}
-
-async fn next_event(ws: &mut Ws) -> WSEvent {
-    let text = recv_raw(ws).await;
-    match ServerMessage::parse(&text) {
-        Ok(ServerMessage::Event(e)) => e,
-        other => panic!("expected an event, got {other:?}"),
     }
 }
 

@@ -12,6 +12,15 @@ pub struct Subscribed {
     pub recovered: Option<bool>,
 }
 
+/// The next frame, which must be an event.
+pub async fn next_event(ws: &mut Ws) -> WSEvent {
+    let text = recv_raw(ws).await;
+    match ServerMessage::parse(&text) {
+        Ok(ServerMessage::Event(e)) => e,
+        other => panic!("expected an event, got {other:?}"),
+    }
+}
+
 /// Sends a subscribe (with `since` when given) and reads up to its ack.
 pub async fn subscribe_since(ws: &mut Ws, topic: &str, since: Option<(u64, &str)>) -> Subscribed {
     let msg = match since {
