@@ -399,9 +399,12 @@ impl Connection {
         }
         let Some(since) = since else {
             match self.hub.external_broker() {
-                // A shared broker that may not carry the topic to this node yet (its first
-                // subscriber here): park the connection until it does, then confirm.
-                Some(broker) if !broker.following() => {
+                // A shared broker, which may not carry the topic to this node yet (its first
+                // subscriber here asks for it): park the connection, and confirm once it
+                // does (at once when it already did). Deciding before parking would miss the
+                // follow request the parking itself makes: the ack would go out before the
+                // topic's channel is subscribed, and the next event would be lost.
+                Some(broker) => {
                     let ack = {
                         let topic = topic.clone();
                         move |_| {
@@ -459,12 +462,7 @@ impl Connection {
                 if slots.outstanding.fetch_add(1, Ordering::Relaxed) >= self.max_subscriptions {
                     slots.outstanding.fetch_sub(1, Ordering::Relaxed);
                     tracing::debug!(%topic, "too many history fetches queued; not recovered");
-                    if broker.following() {
-                        self.hub.subscribe(&topic, self.id, &self.outbox);
-                        self.push(ack(false));
-                    } else {
-                        self.join_when_ready(broker.clone(), topic, false, ack);
-                    }
+                    self.join_when_ready(broker.clone(), topic, false, ack);
                     return;
                 }
                 let outstanding = Outstanding(slots);
@@ -517,13 +515,20 @@ impl Connection {
     ) {
         let hub = self.hub.clone();
         let id = self.id;
+        // Parking creates the topic here if it is new, which asks the broker to follow it:
+        // `following()` is only meaningful after that.
         let ticket = hub.subscribe_pending(&topic, id, &self.outbox);
+        let nothing_missed = Recovery {
+            recovered,
+            events: Vec::new(),
+        };
+        if broker.following() {
+            // Every follow asked for, this topic's included, is in effect.
+            hub.finish_pending(&topic, id, ticket, 0, nothing_missed, ack);
+            return;
+        }
         tokio::spawn(async move {
             broker.ready().await;
-            let nothing_missed = Recovery {
-                recovered,
-                events: Vec::new(),
-            };
             hub.finish_pending(&topic, id, ticket, 0, nothing_missed, ack);
         });
     }

@@ -946,6 +946,26 @@ async fn history_fetches_beyond_the_bounds_wait_their_turn() {
     }
 }
 
+/// A node subscribes to a topic's channel when the topic gets its first local subscriber: the
+/// `subscribed` ack must wait until that subscription is in effect, or an event published
+/// right after the ack is lost for this node. (Found by CI: the ack went out at once when
+/// every earlier follow had been applied, before this topic's follow was even asked for.)
+#[tokio::test]
+#[ignore = "needs a redis-server: run ./scripts/test-redis"]
+async fn an_event_published_right_after_the_first_ack_is_delivered() {
+    let server = start_server_with(Config::new(SECRET).with_redis_url(Some(redis_url()))).await;
+    assert!(eventually(|| async { server.tidings.broker_degraded().is_none() }).await);
+    let prefix = unique("first-ack");
+    let mut ws = server.client().await;
+    for i in 0..200 {
+        let topic = format!("{prefix}:{i}");
+        subscribe_since(&mut ws, &topic, None).await;
+        server.tidings.publish(event(&topic, "1")).await.unwrap();
+        let e = next_event(&mut ws).await;
+        assert_eq!(e.topic.as_str(), topic);
+    }
+}
+
 /// Issue 10, item 3: a client looping subscribe-with-`since` + unsubscribe while Redis is
 /// slow cannot pile up fetches: beyond one outstanding fetch per topic it may subscribe to,
 /// the subscribe is answered `recovered: false` at once (and the connection joins live);
