@@ -13,12 +13,13 @@
 use std::cell::RefCell;
 use std::sync::{Arc, Mutex};
 
+use crate::common::raw::{CONTINUATION, TEXT, encode, raw_connect, read_frame};
 use crate::common::*;
 use futures_util::{SinkExt, StreamExt};
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, TestCaseError, TestRunner};
 use tidings_server::Config;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -110,31 +111,8 @@ fn frame() -> impl Strategy<Value = Frame> {
     ]
 }
 
-/// One WebSocket frame as a client must send it: masked.
-fn encode(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(payload.len() + 14);
-    out.push(if fin { 0x80 } else { 0 } | opcode);
-    match payload.len() {
-        n @ 0..=125 => out.push(0x80 | n as u8),
-        n @ 126..=0xFFFF => {
-            out.push(0x80 | 126);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            out.push(0x80 | 127);
-            out.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    let mask = [0x37, 0xfa, 0x21, 0x3d];
-    out.extend_from_slice(&mask);
-    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-    out
-}
-
 fn wire(frame: &Frame) -> Vec<u8> {
-    const TEXT: u8 = 0x1;
     const BINARY: u8 = 0x2;
-    const CONTINUATION: u8 = 0x0;
     match frame {
         Frame::Text(text) => encode(true, TEXT, text.as_bytes()),
         Frame::Binary(bytes) => encode(true, BINARY, bytes),
@@ -150,34 +128,6 @@ fn wire(frame: &Frame) -> Vec<u8> {
         }
         Frame::Raw(bytes) => bytes.clone(),
     }
-}
-
-/// Opens a WebSocket by hand and returns the raw stream, positioned after the 101 response.
-async fn raw_connect(server: &TestServer, sub: &str) -> TcpStream {
-    let mut tcp = TcpStream::connect(server.addr).await.expect("tcp connect");
-    let request = format!(
-        "GET /ws?token={} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-        mint_token(sub),
-        server.addr
-    );
-    tcp.write_all(request.as_bytes())
-        .await
-        .expect("write handshake");
-    // Read the response byte by byte so that no frame after it is consumed.
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        let n = tokio::time::timeout(TIMEOUT, tcp.read(&mut byte))
-            .await
-            .expect("handshake response timed out")
-            .expect("read handshake");
-        assert_eq!(n, 1, "connection closed during the handshake");
-        head.push(byte[0]);
-    }
-    let head = String::from_utf8_lossy(&head);
-    assert!(head.starts_with("HTTP/1.1 101"), "handshake: {head}");
-    tcp
 }
 
 /// Reads frames until a text frame (returned), answering nothing; Pongs whose payload is
@@ -198,21 +148,9 @@ async fn next_text(ws: &mut Ws, want_pong: &[u8], got_pong: &mut bool) -> String
     }
 }
 
-/// Reads one unfragmented server frame (servers do not mask): `(opcode, payload)`.
+/// One server frame (see [`read_frame`]), within the timeout.
 async fn read_raw_frame(tcp: &mut TcpStream) -> (u8, Vec<u8>) {
-    let read = async {
-        let mut head = [0u8; 2];
-        tcp.read_exact(&mut head).await?;
-        let len = match head[1] & 0x7F {
-            126 => usize::from(tcp.read_u16().await?),
-            127 => usize::try_from(tcp.read_u64().await?).expect("frame length"),
-            n => usize::from(n),
-        };
-        let mut payload = vec![0u8; len];
-        tcp.read_exact(&mut payload).await?;
-        Ok::<_, std::io::Error>((head[0] & 0x0F, payload))
-    };
-    tokio::time::timeout(TIMEOUT, read)
+    tokio::time::timeout(TIMEOUT, read_frame(tcp))
         .await
         .expect("no frame within the timeout")
         .expect("read frame")
