@@ -120,9 +120,6 @@ pub struct Hub {
 
 struct Inner {
     shards: Box<[Shard]>,
-    /// Per shard: milliseconds since `started` of its last sweep.
-    last_sweep: Box<[AtomicU64]>,
-    started: Instant,
     hasher: RandomState,
     next_id: AtomicU64,
     /// The server's counters (the hub is the one part every path reaches).
@@ -148,8 +145,6 @@ impl Hub {
         Self {
             inner: Arc::new(Inner {
                 shards: (0..SHARDS).map(|_| Shard::default()).collect(),
-                last_sweep: (0..SHARDS).map(|_| AtomicU64::new(0)).collect(),
-                started: Instant::now(),
                 hasher: RandomState::new(),
                 next_id: AtomicU64::new(1),
                 metrics: Metrics::default(),
@@ -244,7 +239,6 @@ impl Hub {
             }
         };
         self.remove_dead(shard, topic.as_str(), &dead);
-        self.maybe_sweep(index, now);
         delivered
     }
 
@@ -426,22 +420,6 @@ impl Hub {
         }
     }
 
-    /// Drops, at most once per [`SWEEP_INTERVAL`], the topics of shard `index` that have
-    /// neither subscribers nor unexpired history, so that memory follows the live topics.
-    fn maybe_sweep(&self, index: usize, now: Instant) {
-        let ms = millis(now.duration_since(self.inner.started));
-        let last = &self.inner.last_sweep[index];
-        let prev = last.load(Ordering::Relaxed);
-        if ms.saturating_sub(prev) < millis(SWEEP_INTERVAL)
-            || last
-                .compare_exchange(prev, ms, Ordering::Relaxed, Ordering::Relaxed)
-                .is_err()
-        {
-            return;
-        }
-        self.sweep(index, now);
-    }
-
     fn sweep(&self, index: usize, now: Instant) {
         let ttl = self.inner.limits.ttl;
         let totals = &self.inner.totals;
@@ -464,7 +442,7 @@ impl Hub {
 
     /// Sweeps every shard in turn until `stop`, one shard every [`SWEEP_INTERVAL`] /
     /// [`SHARDS`]: expired history is freed and abandoned topics are dropped even when no
-    /// later publish comes (publishing also sweeps lazily), and no shard is locked for long.
+    /// later publish comes, and no shard is locked for long. The only sweep: publishing does none.
     pub(crate) async fn sweep_forever(self, stop: tokio_util::sync::CancellationToken) {
         let step = SWEEP_INTERVAL / u32::try_from(SHARDS).unwrap_or(u32::MAX);
         let mut tick = tokio::time::interval(step);
@@ -481,7 +459,7 @@ impl Hub {
         }
     }
 
-    /// Sweeps every shard now (what publishing does lazily).
+    /// Sweeps every shard now (what the background sweep does over a second).
     #[cfg(test)]
     fn sweep_all(&self, now: Instant) {
         for i in 0..SHARDS {
@@ -1076,10 +1054,6 @@ fn write(shard: &Shard) -> RwLockWriteGuard<'_, HashMap<Topic, TopicState>> {
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// The hub as the brokers see it: only the local subscribers' side of a topic.

@@ -121,8 +121,9 @@ impl Tidings {
     /// A server with `config` and an empty hub. Logs a warning when the JWT secret is shorter
     /// than [`MIN_SECRET_LEN`] bytes (tests may use short ones; a deployment should not).
     ///
-    /// With [`Config::with_redis_url`] the Redis broker's pub/sub listener is spawned on the
-    /// current tokio runtime (call this inside one); it retries until Redis answers.
+    /// Call it inside a tokio runtime: the history sweep (and, with
+    /// [`Config::with_redis_url`], the Redis broker's pub/sub listener, which retries until
+    /// Redis answers) is spawned on the current one.
     pub fn new(config: Config) -> Self {
         if !config.jwt_secret.is_empty() && config.jwt_secret.len() < MIN_SECRET_LEN {
             tracing::warn!(
@@ -165,10 +166,15 @@ impl Tidings {
                 }
             },
         };
-        // Expired history is freed by a background sweep, not only when a later publish lands
-        // in the same shard (without a runtime, publishing still sweeps lazily).
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(hub.clone().sweep_forever(broker_stop.clone()));
+        // Expired history and abandoned topics are freed by one background sweep (no work on
+        // the publish path, and no dependence on later traffic).
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn(hub.clone().sweep_forever(broker_stop.clone()));
+            }
+            Err(_) => {
+                tracing::warn!("Tidings::new outside a tokio runtime: expired history is not swept")
+            }
         }
         Self {
             inner: Arc::new(Inner {
