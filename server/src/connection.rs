@@ -472,6 +472,7 @@ impl Connection {
                 let hub = self.hub.clone();
                 let id = self.id;
                 let ticket = hub.subscribe_pending(&topic, id, &self.outbox);
+                let outbox = self.outbox.clone();
                 tokio::spawn(async move {
                     let slots = &outstanding.0;
                     let Ok(_running) = slots.running.acquire().await else {
@@ -483,8 +484,8 @@ impl Connection {
                     }
                     // Events after the history read must reach this node: the topic's
                     // subscription with the broker is in effect first.
-                    if !broker.following() {
-                        broker.ready().await;
+                    if !broker.following() && !ready_or_close(&*broker, &outbox).await {
+                        return;
                     }
                     let recovery = match broker.history(&hub, &topic, &since, bound).await {
                         Ok(recovery) => recovery,
@@ -527,9 +528,11 @@ impl Connection {
             hub.finish_pending(&topic, id, ticket, 0, nothing_missed, ack);
             return;
         }
+        let outbox = self.outbox.clone();
         tokio::spawn(async move {
-            broker.ready().await;
-            hub.finish_pending(&topic, id, ticket, 0, nothing_missed, ack);
+            if ready_or_close(&*broker, &outbox).await {
+                hub.finish_pending(&topic, id, ticket, 0, nothing_missed, ack);
+            }
         });
     }
 
@@ -548,6 +551,20 @@ impl Connection {
             self.hub.unsubscribe(topic.as_str(), self.id);
         }
     }
+}
+
+/// Waits until the broker carries every followed topic to this node. When it gives up while
+/// the broker reports itself healthy (a channel subscription that is slow, not an outage that
+/// the repair after it would cover), the connection is closed with 1013 instead of confirming
+/// a subscription that may miss events: the client reconnects and subscribes again. Returns
+/// whether to go on.
+async fn ready_or_close(broker: &dyn crate::broker::Broker, outbox: &Outbox) -> bool {
+    if broker.ready().await || broker.degraded().is_some() {
+        return true;
+    }
+    tracing::warn!("the broker did not confirm a channel subscription in time; closing with 1013");
+    outbox.close(CloseCode::TryAgainLater);
+    false
 }
 
 /// The JSON text of a reply.

@@ -158,11 +158,12 @@ pub(crate) trait Broker: Send + Sync + 'static {
     }
 
     /// Resolves once every [`Broker::follow`] made before the call is in effect, so that an
-    /// event published after it reaches this node's subscribers. Gives up after a bounded
-    /// wait while the broker is unavailable (its events do not arrive then anyway; the
-    /// repair after the outage covers them).
-    fn ready(&self) -> BoxFuture<'_, ()> {
-        Box::pin(std::future::ready(()))
+    /// event published after it reaches this node's subscribers: `true`. Gives up after a
+    /// bounded wait: `false` (while the broker is unavailable its events do not arrive anyway
+    /// and the repair after the outage covers them; a caller whose broker is healthy must not
+    /// confirm a subscription that is not in effect).
+    fn ready(&self) -> BoxFuture<'_, bool> {
+        Box::pin(std::future::ready(true))
     }
 }
 

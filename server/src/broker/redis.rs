@@ -669,7 +669,7 @@ impl Broker for RedisBroker {
                 == self.follows_asked.load(Ordering::SeqCst)
     }
 
-    fn ready(&self) -> BoxFuture<'_, ()> {
+    fn ready(&self) -> BoxFuture<'_, bool> {
         Box::pin(async move {
             let (tx, rx) = tokio::sync::oneshot::channel();
             {
@@ -684,7 +684,7 @@ impl Broker for RedisBroker {
             self.follows_changed.notify_one();
             // Redis away: give up after a bounded wait; the repair after the outage covers
             // what this subscriber misses meanwhile.
-            let _ = tokio::time::timeout(REDIS_TIMEOUT, rx).await;
+            matches!(tokio::time::timeout(REDIS_TIMEOUT, rx).await, Ok(Ok(())))
         })
     }
 }
