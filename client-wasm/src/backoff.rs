@@ -5,11 +5,23 @@
 //! every client at once gets its reconnects spread over the whole window instead of a
 //! thundering herd at each step. The randomness is passed in (`Math.random()` in the browser,
 //! fixed numbers in tests) so this module stays pure.
+//!
+//! A planned restart (close 1012) is different: the server was healthy and is expected back
+//! within seconds, so the retries that follow it keep full jitter but their window stays at
+//! [`RESTART_WINDOW_FACTOR`] × the first window (1 s with the defaults) until a connection is
+//! healthy again or [`RESTART_BUDGET_MS`] of such delays have been waited out (a "restart" that
+//! lasts longer is an outage, and the normal exponential backoff takes over from there). A
+//! client is then back within about one window of the server listening again, instead of the
+//! 8–16 s a grown backoff would wait.
 
 /// Default first retry window, in milliseconds (`initialDelayMs`).
 pub const DEFAULT_INITIAL_DELAY_MS: f64 = 500.0;
 /// Default largest retry window, in milliseconds (`maxDelayMs`).
 pub const DEFAULT_MAX_DELAY_MS: f64 = 30_000.0;
+/// After a 1012, retry windows are at most this many first windows (full jitter inside).
+pub const RESTART_WINDOW_FACTOR: f64 = 2.0;
+/// How long (sum of the delays scheduled) the short windows after a 1012 last.
+pub const RESTART_BUDGET_MS: f64 = 60_000.0;
 
 /// The retry schedule of one client. Counts attempts since the last healthy connection.
 #[derive(Debug, Clone, PartialEq)]
@@ -17,6 +29,8 @@ pub struct Backoff {
     initial_ms: f64,
     max_ms: f64,
     attempt: u32,
+    /// After a 1012: what is left of [`RESTART_BUDGET_MS`] (`None`: normal backoff).
+    restart_budget_ms: Option<f64>,
 }
 
 impl Backoff {
@@ -39,6 +53,7 @@ impl Backoff {
             initial_ms,
             max_ms: max_ms.max(initial_ms),
             attempt: 0,
+            restart_budget_ms: None,
         }
     }
 
@@ -48,9 +63,14 @@ impl Backoff {
     }
 
     /// The window of the next retry: `min(max, initial · 2^attempt)`.
+    /// While a planned restart's budget lasts, at most `RESTART_WINDOW_FACTOR · initial`.
     pub fn window_ms(&self) -> f64 {
         // 2^attempt overflows nothing as an f64, and min() caps it.
-        (self.initial_ms * 2f64.powi(self.attempt.min(64) as i32)).min(self.max_ms)
+        let window = (self.initial_ms * 2f64.powi(self.attempt.min(64) as i32)).min(self.max_ms);
+        match self.restart_budget_ms {
+            Some(left) if left > 0.0 => window.min(self.initial_ms * RESTART_WINDOW_FACTOR),
+            _ => window,
+        }
     }
 
     /// Schedules one more retry and returns its delay in milliseconds.
@@ -59,19 +79,27 @@ impl Backoff {
     pub fn next_delay_ms(&mut self, random: f64) -> f64 {
         let window = self.window_ms();
         self.attempt = self.attempt.saturating_add(1);
-        full_jitter(window, random)
+        let delay = full_jitter(window, random);
+        if let Some(left) = &mut self.restart_budget_ms {
+            *left -= delay.max(self.initial_ms);
+        }
+        delay
     }
 
     /// A prompt retry (after 1012 "service restart"): jittered over the first window only,
-    /// and the attempt count starts over, since the server was healthy until it restarted.
+    /// the attempt count starts over (the server was healthy until it restarted), and the
+    /// retries that follow keep short windows for [`RESTART_BUDGET_MS`].
     pub fn restart_delay_ms(&mut self, random: f64) -> f64 {
         self.attempt = 1;
+        self.restart_budget_ms = Some(RESTART_BUDGET_MS);
         full_jitter(self.initial_ms, random)
     }
 
-    /// Forgets past failures: called once a connection proved healthy (a frame arrived).
+    /// Forgets past failures: called once a connection proved healthy (a frame arrived), and
+    /// when the browser reports the network back.
     pub fn reset(&mut self) {
         self.attempt = 0;
+        self.restart_budget_ms = None;
     }
 }
 
@@ -138,6 +166,35 @@ mod tests {
         }
         assert!(b.restart_delay_ms(0.99) < 100.0);
         assert_eq!(b.attempt(), 1);
+    }
+
+    #[test]
+    fn after_a_restart_windows_stay_short_until_the_budget_is_spent() {
+        let mut b = Backoff::new(500.0, 30_000.0);
+        for _ in 0..6 {
+            b.next_delay_ms(0.5); // a grown backoff: window 32 s → 30 s
+        }
+        assert!(b.restart_delay_ms(0.99) < 500.0);
+        // The server is still down: connection refused, again and again.
+        let mut waited = 0.0;
+        while waited < RESTART_BUDGET_MS - 1000.0 {
+            assert_eq!(b.window_ms(), 1000.0);
+            let d = b.next_delay_ms(0.99);
+            assert!(d < 1000.0, "{d}");
+            waited += d.max(500.0);
+        }
+        // An outage, not a restart: the exponential backoff resumes.
+        for _ in 0..3 {
+            b.next_delay_ms(0.5);
+        }
+        assert!(b.window_ms() > 1000.0);
+        // A healthy connection ends the restart mode too.
+        b.restart_delay_ms(0.5);
+        b.reset();
+        for _ in 0..5 {
+            b.next_delay_ms(0.5);
+        }
+        assert_eq!(b.window_ms(), 16_000.0);
     }
 
     #[test]

@@ -9,6 +9,10 @@
 //   GET  /token?sub=u1[&scope=publish][&ttl=SECS]  → a JWT (text), from `tidings token`
 //   POST /publish              body: one WSEvent → {"status": 202, "body": {...}} (publish token)
 //   POST /restart[?signal=KILL|TERM]  → kills the server and starts it again on the SAME port
+//   POST /stop[?signal=KILL|TERM]     → kills the server and leaves it down (TERM: clients get 1012)
+//   POST /start                → starts it again on the same port → {"listeningAt": ms since epoch}
+//                                (also done by GET /info when the server is down, so a test that
+//                                failed while it was stopped does not take the next ones down)
 //   POST /freeze, POST /thaw   → SIGSTOP / SIGCONT (a server that stops answering pings)
 // A SCRIPTED WebSocket server (not tidings) on the harness's own port, for what a real server
 // never does on its own (skip a seq, change epoch on a live connection). Sessions by name:
@@ -89,6 +93,10 @@ function stopServer(signal) {
 
 async function restart(signal) {
   await stopServer(signal);
+  await startAgain();
+}
+
+async function startAgain() {
   // The port may stay busy for a moment: retry on the SAME port.
   for (let i = 0; ; i++) {
     try {
@@ -242,6 +250,7 @@ async function handle(req, res) {
   const route = `${req.method} ${url.pathname}`;
   switch (route) {
     case "GET /info":
+      if (!server) await startAgain();
       return send(200, { ws: `ws://127.0.0.1:${port}/ws`, http: `http://127.0.0.1:${port}` });
     case "GET /token":
       return send(
@@ -268,6 +277,12 @@ async function handle(req, res) {
     case "POST /restart":
       await restart(url.searchParams.get("signal") === "TERM" ? "SIGTERM" : "SIGKILL");
       return send(200, { restarted: true, port });
+    case "POST /stop":
+      await stopServer(url.searchParams.get("signal") === "TERM" ? "SIGTERM" : "SIGKILL");
+      return send(200, { stopped: true });
+    case "POST /start":
+      if (!server) await startAgain();
+      return send(200, { listeningAt: Date.now() });
     case "POST /freeze":
       server?.kill("SIGSTOP");
       return send(200, { frozen: true });

@@ -158,6 +158,13 @@ impl StatusLog {
     fn last(&self) -> Seen {
         self.seen.borrow().last().cloned().unwrap_or_default()
     }
+    fn states(&self) -> Vec<String> {
+        self.seen
+            .borrow()
+            .iter()
+            .map(|(s, _, _)| s.clone())
+            .collect()
+    }
 }
 
 fn status_log(client: &TidingsClient) -> StatusLog {
@@ -171,7 +178,7 @@ fn status_log(client: &TidingsClient) -> StatusLog {
         ));
     });
     let f: &JsValue = listener.as_ref();
-    let _dispose = client.on_status(f.clone().unchecked_into::<StatusListener>());
+    let _dispose = client.on_status(f.clone().unchecked_into::<StatusListener>(), None);
     StatusLog {
         _listener: listener,
         seen,
@@ -281,12 +288,12 @@ async fn listeners_share_a_subscription_and_unsubscribe_stops_delivery() {
     })
     .await;
 
-    sub_a.unsubscribe();
-    sub_a.unsubscribe(); // idempotent
+    sub_a.stop();
+    sub_a.stop(); // idempotent
     assert_eq!(publish("list:2", "only-b").await, 1.0);
     wait_for("b gets only-b", 10_000.0, || b.has("only-b")).await;
 
-    sub_b.unsubscribe();
+    sub_b.stop();
     // The last listener left: the server stops delivering (after it read the unsubscribe).
     let start = Date::now();
     while publish("list:2", "after").await != 0.0 {
@@ -392,6 +399,9 @@ async fn a_bad_token_ends_unauthorized_without_a_retry_loop() {
     assert_eq!(*tokens.calls.borrow(), 2, "no retry loop");
     assert_eq!(state(&client), "unauthorized");
     assert_eq!(log.count("unauthorized"), 1);
+    // The handshakes completed, but the server never answered: never `open`, never
+    // `reconnecting` (it never was open).
+    assert_eq!(log.states(), ["connecting", "unauthorized"]);
     // A closed or refused client refuses new subscriptions with an error, not a hang.
     let inbox = Inbox::new();
     assert!(
@@ -906,4 +916,251 @@ async fn a_recovery_that_keeps_failing_is_paced_by_the_backoff() {
     assert_eq!(*inbox.ids.borrow(), ["l1"], "nothing out of order");
     assert_eq!(state(&client), "open");
     client.close();
+}
+
+// ---- Honest status (issue 12) ----
+
+/// When each state was first entered (`Date.now()`), and every status object seen by an
+/// `everyChange` listener.
+struct TimedLog {
+    _listener: Closure<dyn FnMut(JsValue)>,
+    entered: Rc<RefCell<Vec<(String, f64)>>>,
+    every: Rc<RefCell<Vec<JsValue>>>,
+}
+
+impl TimedLog {
+    fn new(client: &TidingsClient) -> Self {
+        let entered = Rc::new(RefCell::new(Vec::<(String, f64)>::new()));
+        let every = Rc::new(RefCell::new(Vec::new()));
+        let (e, v) = (entered.clone(), every.clone());
+        let listener = Closure::<dyn FnMut(JsValue)>::new(move |status: JsValue| {
+            let state = get(&status, "state").as_string().unwrap();
+            if e.borrow().last().map(|(s, _)| s) != Some(&state) {
+                e.borrow_mut().push((state, Date::now()));
+            }
+            v.borrow_mut().push(status);
+        });
+        let options: JsValue = Object::new().into();
+        set(&options, "everyChange", &JsValue::TRUE);
+        let f: &JsValue = listener.as_ref();
+        let _ = client.on_status(
+            f.clone().unchecked_into::<StatusListener>(),
+            Some(options.unchecked_into()),
+        );
+        Self {
+            _listener: listener,
+            entered,
+            every,
+        }
+    }
+    /// When `state` was last entered.
+    fn at(&self, state: &str) -> Option<f64> {
+        self.entered
+            .borrow()
+            .iter()
+            .rev()
+            .find(|(s, _)| s == state)
+            .map(|(_, t)| *t)
+    }
+}
+
+fn attempts(client: &TidingsClient) -> f64 {
+    get(&client.status(), "attempts").as_f64().unwrap()
+}
+
+#[wasm_bindgen_test]
+async fn server_down_at_first_connect_stays_connecting_until_it_is_up() {
+    let url = ws_url().await;
+    harness("POST", "/stop", None).await;
+    let tokens = token_source(None);
+    let client = client(&url, &tokens, &[]);
+    let log = status_log(&client);
+    let timed = TimedLog::new(&client);
+    // Connection refused, again and again (100 ms first window, 1 s cap).
+    wait_for("three attempts", 10_000.0, || attempts(&client) >= 3.0).await;
+    assert_eq!(state(&client), "connecting");
+    assert!(get(&client.status(), "attempt").as_f64().unwrap() >= 2.0);
+    assert!(get(&client.status(), "closeCode").as_f64().is_some());
+    harness("POST", "/start", None).await;
+    wait_for("open", 10_000.0, || state(&client) == "open").await;
+    // The state-change listener saw the current state first, then one change; the
+    // everyChange listener also saw each attempt.
+    assert_eq!(log.states(), ["connecting", "open"]);
+    assert!(
+        timed.every.borrow().len() > 3,
+        "{}",
+        timed.every.borrow().len()
+    );
+    assert!(
+        timed
+            .every
+            .borrow()
+            .iter()
+            .all(|s| get(s, "state").as_string().unwrap() != "reconnecting"),
+        "never reconnecting before a first open"
+    );
+    let status = client.status();
+    assert_eq!(get(&status, "attempt"), JsValue::UNDEFINED);
+    assert!(get(&status, "attempts").as_f64().unwrap() >= 3.0);
+    client.close();
+}
+
+#[wasm_bindgen_test]
+async fn the_offline_event_leaves_open_at_once_and_online_reconnects_at_once() {
+    let tokens = token_source(None);
+    let client = client(
+        &ws_url().await,
+        &tokens,
+        // Far beyond the test: only the offline event can move the status.
+        &[("pingIntervalMs", 600_000.0), ("pongTimeoutMs", 600_000.0)],
+    );
+    let inbox = Inbox::new();
+    let sub = client
+        .subscribe("list:off".into(), inbox.as_listener())
+        .unwrap();
+    ready(&sub).await;
+    assert_eq!(state(&client), "open");
+    let log = status_log(&client);
+
+    dispatch(&js_sys::global(), "offline");
+    // Synchronously: no wait for a pong deadline.
+    assert_eq!(state(&client), "reconnecting");
+    assert_eq!(
+        get(&client.status(), "closeReason").as_string().as_deref(),
+        Some("the browser is offline")
+    );
+    // The socket was closed: the server stops delivering.
+    let start = Date::now();
+    while publish("list:off", "while-offline").await != 0.0 {
+        assert!(Date::now() - start < 5000.0, "the socket stayed open");
+        sleep(50).await;
+    }
+    // Retries are paused until `online`.
+    let calls = *tokens.calls.borrow();
+    let tried = attempts(&client);
+    sleep(800).await;
+    assert_eq!(*tokens.calls.borrow(), calls, "no retry while offline");
+    assert_eq!(attempts(&client), tried);
+    assert_eq!(state(&client), "reconnecting");
+
+    let online_at = Date::now();
+    dispatch(&js_sys::global(), "online");
+    wait_for("open after online", 5000.0, || state(&client) == "open").await;
+    let back_after = Date::now() - online_at;
+    web_sys::console::log_1(&format!("online → open: {back_after} ms").into());
+    assert!(back_after < 1000.0, "{back_after}");
+    publish_until_received("list:off", "after-online", &inbox, 10_000.0).await;
+    assert_eq!(log.states(), ["open", "reconnecting", "open"]);
+    client.close();
+}
+
+#[wasm_bindgen_test]
+async fn after_a_planned_restart_clients_are_back_within_a_second_of_the_server() {
+    const CLIENTS: usize = 6;
+    const DOWN_MS: i32 = 6000;
+    let url = ws_url().await;
+    let tokens = token_source(None);
+    let mut clients = Vec::new();
+    // The default delays (500 ms first window, 30 s cap): a grown backoff would wait 4–8 s.
+    for _ in 0..CLIENTS {
+        let c = client(
+            &url,
+            &tokens,
+            &[("initialDelayMs", 500.0), ("maxDelayMs", 30_000.0)],
+        );
+        let timed = TimedLog::new(&c);
+        clients.push((c, timed));
+    }
+    for (c, _) in &clients {
+        wait_for("open", 10_000.0, || state(c) == "open").await;
+    }
+    harness("POST", "/stop?signal=TERM", None).await;
+    for (c, _) in &clients {
+        wait_for("reconnecting", 5000.0, || state(c) == "reconnecting").await;
+        assert_eq!(get(&c.status(), "closeCode").as_f64(), Some(1012.0));
+    }
+    sleep(DOWN_MS).await;
+    let started = JSON::parse(&harness("POST", "/start", None).await).unwrap();
+    let listening_at = get(&started, "listeningAt").as_f64().unwrap();
+    let mut back = Vec::new();
+    for (c, timed) in &clients {
+        wait_for("open after the restart", 10_000.0, || state(c) == "open").await;
+        back.push(timed.at("open").unwrap() - listening_at);
+    }
+    back.sort_by(f64::total_cmp);
+    web_sys::console::log_1(
+        &format!("1012 restart ({DOWN_MS} ms down): server listening → open, ms: {back:?}").into(),
+    );
+    // Full jitter over a window of at most 1 s, plus a token fetch and a handshake.
+    let worst = back[CLIENTS - 1];
+    assert!(worst <= 1500.0, "{back:?}");
+    for (c, _) in &clients {
+        c.close();
+    }
+}
+
+// ---- The API a React developer expects (issue 12) ----
+
+#[wasm_bindgen_test]
+async fn auto_connect_false_waits_for_connect_and_connect_restarts_after_unauthorized() {
+    let url = ws_url().await;
+    // Two refused tokens, then good ones (the user signed in again).
+    let tokens = scripted_token_source(|n| {
+        if n <= 2 {
+            Ok("not-a-jwt".to_owned())
+        } else {
+            Err("/token?sub=u1")
+        }
+    });
+    let options = js_sys::Object::new();
+    set(&options, "url", &JsValue::from_str(&url));
+    set(&options, "getToken", tokens.function.as_ref());
+    set(&options, "autoConnect", &JsValue::FALSE);
+    set(&options, "initialDelayMs", &JsValue::from(100.0));
+    let client = TidingsClient::new(options.unchecked_into()).unwrap();
+    let log = status_log(&client);
+    assert_eq!(state(&client), "idle");
+    assert_eq!(attempts(&client), 0.0);
+    sleep(300).await;
+    assert_eq!(*tokens.calls.borrow(), 0, "nothing before connect()");
+    // Subscriptions made while idle wait for the connection.
+    let inbox = Inbox::new();
+    let sub = client
+        .subscribe("list:api".into(), inbox.as_listener())
+        .unwrap();
+
+    client.connect().unwrap();
+    wait_for("unauthorized", 10_000.0, || {
+        state(&client) == "unauthorized"
+    })
+    .await;
+    assert_eq!(*tokens.calls.borrow(), 2);
+    client.connect().unwrap();
+    ready(&sub).await;
+    assert_eq!(state(&client), "open");
+    assert_eq!(
+        log.states(),
+        ["idle", "connecting", "unauthorized", "connecting", "open"]
+    );
+    // connect() while open does nothing.
+    client.connect().unwrap();
+    sleep(200).await;
+    assert_eq!(*tokens.calls.borrow(), 3);
+    assert_eq!(attempts(&client), 3.0);
+    publish_until_received("list:api", "a1", &inbox, 10_000.0).await;
+
+    // `unsubscribe` is a bound function: usable detached, as a React effect cleanup is.
+    let sub: JsValue = sub.into();
+    let unsubscribe: Function = get(&sub, "unsubscribe").unchecked_into();
+    unsubscribe.call0(&JsValue::UNDEFINED).unwrap();
+    unsubscribe.call0(&JsValue::UNDEFINED).unwrap(); // idempotent
+    let start = Date::now();
+    while publish("list:api", "after").await != 0.0 {
+        assert!(Date::now() - start < 10_000.0, "still subscribed");
+        sleep(50).await;
+    }
+    assert_eq!(client.topics().len(), 0);
+
+    client.close();
+    assert!(client.connect().is_err(), "close() is final");
 }

@@ -25,6 +25,7 @@ export type {
   ConnectionStatus,
   EventData,
   EventType,
+  GetToken,
   InitInput,
   InitOutput,
   InvalidationRules,
@@ -33,6 +34,7 @@ export type {
   QueryKey,
   ServerMessage,
   StatusListener,
+  StatusListenerOptions,
   SyncInitInput,
   TidingsClientOptions,
   Topic,
@@ -134,7 +136,8 @@ export const NOT_LOADED =
  */
 export class TidingsClient extends WasmTidingsClient {
   /**
-   * Creates the client and starts connecting.
+   * Creates the client and starts connecting (with `autoConnect: false`: the state is `idle`
+   * until `connect()`).
    *
    * @throws before `init()` has resolved, and for invalid options (missing `url`, a
    *   non-function `getToken`, a non-positive delay).

@@ -4,7 +4,7 @@
 
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { StrictMode, useState, type ReactNode } from "react";
+import { StrictMode, useEffect, useState, type ReactNode } from "react";
 import { act, cleanup, render, screen, waitFor } from "@testing-library/react";
 import { QueryClient } from "@tanstack/react-query";
 import { afterEach, beforeAll, beforeEach, describe, expect, it, vi } from "vitest";
@@ -213,7 +213,11 @@ describe("useConnectionStatus", () => {
     );
     const ws = await openSocket(1);
     expect(ws.url).toBe("ws://test/ws?x=1&token=bad");
+    await waitFor(() => expect(screen.getByTestId("status").textContent).toBe("open"));
     act(() => ws.serverClose(1006));
+    // From here on the server refuses the token as tidings does: it completes the handshake,
+    // answers nothing, and closes with 4001.
+    FakeWebSocket.autoReply = false;
     const ws2 = await openSocket(2);
     act(() => ws2.serverClose(4001, "Unauthorized"));
     const ws3 = await openSocket(3);
@@ -221,15 +225,8 @@ describe("useConnectionStatus", () => {
     await waitFor(() => expect(screen.getByTestId("status").textContent).toBe("unauthorized/4001"));
     await sleep(100);
     expect(FakeWebSocket.instances).toHaveLength(3); // no retry loop
-    expect(seen).toEqual([
-      "connecting",
-      "open",
-      "reconnecting#1/1006",
-      "open", // a successful reconnect clears the last close
-      "reconnecting#1/4001",
-      "open",
-      "unauthorized/4001",
-    ]);
+    // A handshake the server never answered is not `open`: no "Live" flash.
+    expect(seen).toEqual(["connecting", "open", "reconnecting#1/1006", "reconnecting#1/4001", "unauthorized/4001"]);
   });
 });
 
@@ -303,7 +300,9 @@ describe("TidingsClient.subscribe().ready", () => {
     expect(ws.sent).toEqual([
       '{"action":"subscribe","topic":"list:1"}',
       '{"action":"subscribe","topic":"list:2"}',
+      '{"action":"ping"}', // its answer (or any first frame) is what makes the status `open`
     ]);
+    expect(client.status.state).toBe("connecting");
     let settled = false;
     void first.ready.then(() => (settled = true));
     await sleep(20);
@@ -313,7 +312,8 @@ describe("TidingsClient.subscribe().ready", () => {
     // A second listener on an acknowledged topic is ready at once, with no new frame.
     const second = client.subscribe("list:1", () => {});
     await second.ready;
-    expect(ws.sent).toHaveLength(2);
+    expect(client.status.state).toBe("open");
+    expect(ws.sent).toHaveLength(3);
     expect(client.topics).toEqual(["list:1", "list:2"]);
     client.close();
     await expect(pending.ready).rejects.toThrow("the client was closed");
@@ -394,5 +394,135 @@ describe("useLiveQuery keeps its own key live", () => {
     expect(warnings).toHaveLength(1);
     expect(warnings[0]).toContain('an event on "chat:1" invalidated no query');
     warn.mockRestore();
+  });
+});
+
+describe("honest status and the client API (issue 12)", () => {
+  it("onStatus gives the current state first, then state changes only; everyChange gives every status", async () => {
+    const client = new TidingsClient({ url: "ws://test/ws", token: "t", ...OPTIONS, autoConnect: false });
+    const states: string[] = [];
+    const every: string[] = [];
+    const stop = client.onStatus((s) => states.push(s.state));
+    client.onStatus((s) => every.push(`${s.state}:${s.attempts}${s.attempt ? `#${s.attempt}` : ""}`), {
+      everyChange: true,
+    });
+    expect(states).toEqual(["idle"]); // delivered at once
+    expect(client.status).toEqual({ state: "idle", attempts: 0 });
+    await sleep(30);
+    expect(FakeWebSocket.instances).toHaveLength(0); // nothing before connect()
+
+    // The first socket fails before any answer: still `connecting`, never `reconnecting`.
+    FakeWebSocket.autoReply = false;
+    client.connect();
+    const ws = await openSocket(1);
+    act(() => ws.serverClose(1006));
+    FakeWebSocket.autoReply = true;
+    await openSocket(2);
+    await waitFor(() => expect(client.status.state).toBe("open"));
+    expect(states).toEqual(["idle", "connecting", "open"]);
+    expect(every).toEqual(["idle:0", "connecting:1", "connecting:1#1", "connecting:2#1", "open:2"]);
+    client.connect(); // no-op while open
+    await sleep(30);
+    expect(FakeWebSocket.instances).toHaveLength(2);
+
+    stop();
+    act(() => FakeWebSocket.latest().serverClose(1012));
+    expect(states).toEqual(["idle", "connecting", "open"]); // stopped listening
+    expect(client.status.state).toBe("reconnecting");
+    client.close();
+    expect(() => client.connect()).toThrow("the client is closed");
+  });
+
+  it("subscribe().unsubscribe is bound: usable directly as an effect cleanup", async () => {
+    const queryClient = newQueryClient();
+    const received: string[] = [];
+    function Raw(): ReactNode {
+      const client = useTidingsClient();
+      useEffect(() => client?.subscribe("list:5", (e) => received.push(e.data.entity_id)).unsubscribe, [client]);
+      return null;
+    }
+    function App({ show }: { show: boolean }): ReactNode {
+      return (
+        <TidingsProvider url="ws://test/ws" getToken={() => "t"} queryClient={queryClient} options={OPTIONS}>
+          {show ? <Raw /> : null}
+        </TidingsProvider>
+      );
+    }
+    const { rerender } = render(<App show />);
+    const ws = await openSocket(1);
+    await waitFor(() => expect(ws.server.subscribed).toEqual(new Set(["list:5"])));
+    act(() => void ws.publish(event("list:5", "x")));
+    expect(received).toEqual(["x"]);
+    rerender(<App show={false} />);
+    await waitFor(() => expect(ws.server.subscribed).toEqual(new Set()));
+    expect(ws.publish(event("list:5", "y"))).toBe(false);
+  });
+
+  it("an inline rules object does not rebind the client on every render, and its latest onEvent is called", async () => {
+    const queryClient = newQueryClient();
+    const proto = Object.getPrototypeOf(TidingsClient.prototype) as TidingsClient;
+    const bind = vi.spyOn(proto, "bindQueryClient");
+    const calls: string[] = [];
+    let bump: () => void = () => {};
+    function App(): ReactNode {
+      const [n, setN] = useState(0);
+      bump = () => setN((v) => v + 1);
+      function Sub(): ReactNode {
+        useTopic("list:9");
+        return null;
+      }
+      return (
+        <TidingsProvider
+          url="ws://test/ws"
+          getToken={() => "t"}
+          queryClient={queryClient}
+          options={OPTIONS}
+          // A new object and a new function on every render, as people write it.
+          rules={{
+            topics: { "list:{id}": [["lists", "{id}"]] },
+            onEvent: () => {
+              calls.push(`render ${n}`);
+              return undefined;
+            },
+          }}
+        >
+          <Sub />
+        </TidingsProvider>
+      );
+    }
+    render(<App />);
+    const ws = await openSocket(1);
+    await waitFor(() => expect(ws.server.subscribed).toEqual(new Set(["list:9"])));
+    const bindsAfterMount = bind.mock.calls.length;
+    expect(bindsAfterMount).toBe(2); // the app's rules + the live-query registry
+    for (let i = 0; i < 3; i++) act(() => bump());
+    act(() => void ws.publish(event("list:9")));
+    expect(bind.mock.calls.length).toBe(bindsAfterMount);
+    expect(calls).toEqual(["render 3"]);
+    bind.mockRestore();
+  });
+
+  it("useConnectionStatus: connecting (with attempts) until the first open, never reconnecting", async () => {
+    const queryClient = newQueryClient();
+    const seen: string[] = [];
+    function Watch(): ReactNode {
+      const s = useConnectionStatus();
+      const text = `${s.state}:${s.attempts ?? "-"}`;
+      if (seen.at(-1) !== text) seen.push(text);
+      return null;
+    }
+    FakeWebSocket.autoReply = false;
+    render(
+      <TidingsProvider url="ws://test/ws" getToken={() => "t"} queryClient={queryClient} options={OPTIONS}>
+        <Watch />
+      </TidingsProvider>,
+    );
+    const ws = await openSocket(1);
+    act(() => ws.serverClose(1006));
+    const ws2 = await openSocket(2);
+    await sleep(20);
+    expect(seen.at(-1)).toBe("connecting:2"); // handshake done, no answer yet
+    act(() => ws2.push({ action: "pong" }));
+    expect(seen).toEqual(["connecting:0", "connecting:1", "connecting:2", "open:2"]);
   });
 });

@@ -152,6 +152,7 @@ pub(super) fn status_to_js(status: &Status) -> JsValue {
     if let Some(d) = status.next_delay_ms {
         browser::set(obj, "nextDelayMs", &JsValue::from(d));
     }
+    browser::set(obj, "attempts", &JsValue::from(status.attempts));
     if let Some(c) = status.close_code {
         browser::set(obj, "closeCode", &JsValue::from(c));
     }

@@ -33,7 +33,7 @@ use crate::topics::{ListenerId, TopicSet};
 use effects::{Binding, Effect, Ready, js_error, run};
 pub use options::DEFAULT_CONNECT_TIMEOUT_MS;
 use options::{Config, parse_rules};
-use socket::{check_liveness, start_attempt};
+use socket::{check_liveness, start_attempt, went_offline, went_online};
 use state::{Inner, Shared};
 
 #[wasm_bindgen(typescript_custom_section)]
@@ -44,21 +44,35 @@ export type { EventData, EventType, Payload, ServerMessage, Topic, WSClientMessa
 /** A TanStack Query key. */
 export type QueryKey = readonly unknown[];
 
-/** The states of a client's connection. */
-export type ConnectionState = "connecting" | "open" | "reconnecting" | "unauthorized" | "closed";
+/**
+ * The states of a client's connection:
+ * - `idle`: created with `autoConnect: false`, `connect()` not called yet;
+ * - `connecting`: not open yet (every attempt until the server first answers);
+ * - `open`: the server has answered on the current socket (a completed handshake alone is
+ *   not enough: a refused token completes it, then closes with 4001);
+ * - `reconnecting`: was open, and is not now (waiting for a retry, retrying, or offline);
+ * - `unauthorized`: the server refused the token twice in a row; no retries until `connect()`;
+ * - `closed`: `close()` was called, or the server closed with a code that must not be retried.
+ */
+export type ConnectionState = "idle" | "connecting" | "open" | "reconnecting" | "unauthorized" | "closed";
 
 /** What `client.status` returns; the same object until the status changes. */
 export interface ConnectionStatus {
   readonly state: ConnectionState;
-  /** Reconnecting: the attempt number (1 for the first retry). */
+  /** Connecting or reconnecting after a failure: the retry number since the last open (1 for the first retry). */
   readonly attempt?: number;
-  /** Reconnecting: the delay before this attempt, in milliseconds. */
+  /** Waiting for a retry: its delay, in milliseconds (absent while offline: the retry waits for `online`). */
   readonly nextDelayMs?: number;
+  /** Connection attempts started since the client was created (0 before the first). */
+  readonly attempts: number;
   /** The code of the last close (e.g. 4001, 1012, 1006); cleared when a connection opens. */
   readonly closeCode?: number;
   /** The reason of the last close, or why the client gave up on a connection; cleared when a connection opens. */
   readonly closeReason?: string;
 }
+
+/** Gives the token for a connection: a string, or a promise of one (the same type everywhere). */
+export type GetToken = () => string | Promise<string>;
 
 /** Options of `new TidingsClient(options)`. */
 export interface TidingsClientOptions {
@@ -67,7 +81,9 @@ export interface TidingsClientOptions {
   /** A fixed token (when `getToken` is not given). */
   token?: string;
   /** Called before every connect and reconnect, and to refresh an open connection's token before its `exp`; wins over `token`. */
-  getToken?: () => Promise<string> | string;
+  getToken?: GetToken;
+  /** Start connecting in the constructor. Defaults to true; with false the state is `idle` until `connect()`. */
+  autoConnect?: boolean;
   /** First reconnect window in ms (full jitter). Defaults to 500. */
   initialDelayMs?: number;
   /** Largest reconnect window in ms. Defaults to 30000. */
@@ -83,8 +99,18 @@ export interface TidingsClientOptions {
 /** Called with every event of a subscribed topic. */
 export type TopicListener = (event: WSEvent) => void;
 
-/** Called with the new status whenever it changes. */
+/** Called with the current status at once, then with each new one (see `onStatus`). */
 export type StatusListener = (status: ConnectionStatus) => void;
+
+/** Options of `onStatus`. */
+export interface StatusListenerOptions {
+  /**
+   * Also call the listener when only the details change (attempt, delay, close reason), with
+   * every new `client.status` object: what React's `useSyncExternalStore` needs. Defaults to
+   * false: state changes only.
+   */
+  everyChange?: boolean;
+}
 
 /** The part of TanStack's `QueryClient` the client uses. */
 export interface QueryClientLike {
@@ -119,6 +145,9 @@ extern "C" {
     /// `(status: ConnectionStatus) => void` (TypeScript).
     #[wasm_bindgen(typescript_type = "StatusListener")]
     pub type StatusListener;
+    /// `StatusListenerOptions` (TypeScript).
+    #[wasm_bindgen(typescript_type = "StatusListenerOptions")]
+    pub type StatusListenerOptions;
     /// `ConnectionStatus` (TypeScript).
     #[wasm_bindgen(typescript_type = "ConnectionStatus")]
     pub type ConnectionStatus;
@@ -159,7 +188,8 @@ pub struct TidingsClient {
 
 #[wasm_bindgen]
 impl TidingsClient {
-    /// Creates the client and starts connecting.
+    /// Creates the client and starts connecting (unless `autoConnect: false`: then the state
+    /// is `idle` until [`connect`](Self::connect)).
     ///
     /// # Errors
     /// Throws for invalid options (missing `url`, a non-function `getToken`, a non-positive
@@ -167,36 +197,37 @@ impl TidingsClient {
     #[wasm_bindgen(constructor)]
     pub fn new(options: ClientOptions) -> Result<TidingsClient, JsError> {
         let config = Config::parse(&options)?;
-        let machine =
-            StatusMachine::new(Backoff::new(config.initial_delay_ms, config.max_delay_ms));
+        let auto_connect = config.auto_connect;
+        let machine = StatusMachine::new(
+            Backoff::new(config.initial_delay_ms, config.max_delay_ms),
+            !auto_connect,
+        );
         // Repeated gap recoveries of a topic are paced like reconnects.
         let topics =
             TopicSet::with_backoff(Backoff::new(config.initial_delay_ms, config.max_delay_ms));
         let inner = Rc::new(RefCell::new(Inner::new(config, machine, topics)));
-        let weak = Rc::downgrade(&inner);
-        let mut listeners = Vec::new();
-        let w = weak.clone();
-        listeners.extend(Listener::new(&js_sys::global(), "online", move |_| {
-            if let Some(rc) = w.upgrade() {
-                check_liveness(&rc);
-            }
-        }));
-        let w = weak;
-        listeners.extend(Listener::new(
-            &browser::global("document"),
-            "visibilitychange",
-            move |_| {
-                let visible = browser::get(&browser::global("document"), "visibilityState")
-                    .as_string()
-                    .is_some_and(|s| s == "visible");
-                if let (true, Some(rc)) = (visible, w.upgrade()) {
-                    check_liveness(&rc);
-                }
-            },
-        ));
-        inner.borrow_mut().window_listeners = listeners;
-        start_attempt(&inner);
+        install_window_listeners(&inner);
+        if auto_connect {
+            start_attempt(&inner);
+        }
         Ok(TidingsClient { inner })
+    }
+
+    /// Starts connecting: the first attempt of a client made with `autoConnect: false`, a
+    /// fresh start after `unauthorized` (e.g. once the user signed in again), or a retry at
+    /// once while waiting for one. A no-op while connecting or open.
+    ///
+    /// # Errors
+    /// Throws on a closed client (`close()` is final: create a new client).
+    pub fn connect(&self) -> Result<(), JsError> {
+        if self.inner.borrow().window_listeners.is_empty() {
+            install_window_listeners(&self.inner);
+        }
+        if socket::connect(&self.inner) {
+            Ok(())
+        } else {
+            Err(JsError::new("tidings: the client is closed"))
+        }
     }
 
     /// The current status; the same object until the status changes (fit for React's
@@ -206,21 +237,35 @@ impl TidingsClient {
         self.inner.borrow().status_js().unchecked_into()
     }
 
-    /// Calls `listener` with every new status. Returns a function that stops it.
+    /// Calls `listener` with the current status at once, then whenever the state changes
+    /// (`connecting` → `open` → …); with `{ everyChange: true }` also when only the details
+    /// change (attempt, delay, reason). Returns a function that stops it (usable as a React
+    /// effect's cleanup).
     #[wasm_bindgen(js_name = onStatus)]
-    pub fn on_status(&self, listener: StatusListener) -> Disposer {
+    pub fn on_status(
+        &self,
+        listener: StatusListener,
+        options: Option<StatusListenerOptions>,
+    ) -> Disposer {
         let f: Function = listener.unchecked_into();
-        let id = {
+        let every = options
+            .map(|o| browser::get(&o, "everyChange").is_truthy())
+            .unwrap_or(false);
+        let (id, current) = {
             let mut inner = self.inner.borrow_mut();
             let id = inner.id();
-            inner.status_listeners.push((id, f));
-            id
+            inner.status_listeners.push((id, f.clone(), every));
+            (id, inner.status_js())
         };
-        disposer(&self.inner, DisposeKind::Status, id)
+        let dispose = disposer(&self.inner, DisposeKind::Status, id);
+        run(vec![Effect::Call(f, current)]);
+        dispose
     }
 
     /// Calls `listener` with every event of `topic` until `unsubscribe()`. Listeners of one
     /// topic share one server subscription. While disconnected the subscription is queued.
+    /// The returned subscription's `unsubscribe` is a bound function: `return
+    /// client.subscribe(topic, f).unsubscribe` is a complete React effect.
     ///
     /// # Errors
     /// Throws for an invalid topic name or a closed client.
@@ -338,6 +383,8 @@ impl TidingsClient {
 enum DisposeKind {
     Status,
     Binding,
+    /// A topic listener (`subscription.unsubscribe`).
+    Listener,
 }
 
 /// Backs the `() => void` functions `onStatus` and `bindQueryClient` return (the function is
@@ -352,15 +399,19 @@ pub struct Dispose {
 
 #[wasm_bindgen]
 impl Dispose {
-    /// Removes the status listener or query-client binding. Idempotent.
+    /// Removes the status listener, query-client binding or topic listener. Idempotent.
     pub fn dispose(&self) {
         let Some(rc) = self.client.upgrade() else {
             return;
         };
+        if let DisposeKind::Listener = self.kind {
+            return unsubscribe_listener(&rc, self.id);
+        }
         let mut inner = rc.borrow_mut();
         match self.kind {
-            DisposeKind::Status => inner.status_listeners.retain(|(i, _)| *i != self.id),
+            DisposeKind::Status => inner.status_listeners.retain(|(i, _, _)| *i != self.id),
             DisposeKind::Binding => inner.bindings.retain(|b| b.id != self.id),
+            DisposeKind::Listener => {}
         }
     }
 }
@@ -401,32 +452,86 @@ impl Subscription {
     }
 
     /// Stops this listener; the last listener of a topic unsubscribes on the server.
-    /// Idempotent.
-    pub fn unsubscribe(&self) {
-        let Some(rc) = self.client.upgrade() else {
+    /// Idempotent. A function bound to this subscription: `sub.unsubscribe()`, `const {
+    /// unsubscribe } = sub` and `useEffect(() => client.subscribe(t, f).unsubscribe, …)` all
+    /// work.
+    #[wasm_bindgen(getter)]
+    pub fn unsubscribe(&self) -> Disposer {
+        let obj: JsValue = Dispose {
+            client: self.client.clone(),
+            kind: DisposeKind::Listener,
+            id: self.id,
+        }
+        .into();
+        let dispose: Function = browser::get(&obj, "dispose").unchecked_into();
+        dispose.bind0(&obj).unchecked_into()
+    }
+}
+
+impl Subscription {
+    /// `unsubscribe()` from Rust.
+    pub fn stop(&self) {
+        if let Some(rc) = self.client.upgrade() {
+            unsubscribe_listener(&rc, self.id);
+        }
+    }
+}
+
+/// Removes topic listener `id`; the last listener of a topic unsubscribes on the server.
+fn unsubscribe_listener(rc: &Shared, id: ListenerId) {
+    let effects = {
+        let mut inner = rc.borrow_mut();
+        let Some(removed) = inner.topics.remove(id) else {
             return;
         };
-        let effects = {
-            let mut inner = rc.borrow_mut();
-            let Some(removed) = inner.topics.remove(self.id) else {
-                return;
-            };
-            if removed.send_unsubscribe {
-                if let (Some(socket), Ok(topic)) = (inner.socket(), Topic::new(removed.topic)) {
-                    socket.send(&WSClientMessage::Unsubscribe { topic });
-                }
+        if removed.send_unsubscribe {
+            if let (Some(socket), Ok(topic)) = (inner.socket(), Topic::new(removed.topic)) {
+                socket.send(&WSClientMessage::Unsubscribe { topic });
             }
-            removed
-                .unsettled
-                .map(|r| {
-                    Effect::Call(
-                        r.reject,
-                        js_error("tidings: unsubscribed before the server acknowledged"),
-                    )
-                })
-                .into_iter()
-                .collect::<Vec<_>>()
-        };
-        run(effects);
-    }
+        }
+        removed
+            .unsettled
+            .map(|r| {
+                Effect::Call(
+                    r.reject,
+                    js_error("tidings: unsubscribed before the server acknowledged"),
+                )
+            })
+            .into_iter()
+            .collect::<Vec<_>>()
+    };
+    run(effects);
+}
+
+/// Listens to the page's `online`, `offline` and `visibilitychange` events (dropped when the
+/// client stops; installed again by `connect()`).
+fn install_window_listeners(inner: &Shared) {
+    let weak = Rc::downgrade(inner);
+    let mut listeners = Vec::new();
+    let w = weak.clone();
+    listeners.extend(Listener::new(&js_sys::global(), "online", move |_| {
+        if let Some(rc) = w.upgrade() {
+            went_online(&rc);
+        }
+    }));
+    let w = weak.clone();
+    listeners.extend(Listener::new(&js_sys::global(), "offline", move |_| {
+        if let Some(rc) = w.upgrade() {
+            went_offline(&rc);
+        }
+    }));
+    let w = weak;
+    listeners.extend(Listener::new(
+        &browser::global("document"),
+        "visibilitychange",
+        move |_| {
+            let visible = browser::get(&browser::global("document"), "visibilityState")
+                .as_string()
+                .is_some_and(|s| s == "visible");
+            if let (true, Some(rc)) = (visible, w.upgrade()) {
+                check_liveness(&rc);
+            }
+        },
+    ));
+    inner.borrow_mut().window_listeners = listeners;
 }

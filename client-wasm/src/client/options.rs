@@ -25,6 +25,8 @@ pub(super) struct Config {
     pub(super) ping_interval_ms: f64,
     pub(super) pong_timeout_ms: f64,
     pub(super) connect_timeout_ms: f64,
+    /// `autoConnect` (default true): connect in the constructor.
+    pub(super) auto_connect: bool,
 }
 
 fn number(options: &JsValue, key: &str, default: f64) -> Result<f64, JsError> {
@@ -64,8 +66,17 @@ impl Config {
                     .ok_or_else(|| JsError::new("options.token must be a string"))?,
             )
         };
+        let auto_connect = browser::get(options, "autoConnect");
+        let auto_connect = if auto_connect.is_undefined() || auto_connect.is_null() {
+            true
+        } else {
+            auto_connect
+                .as_bool()
+                .ok_or_else(|| JsError::new("options.autoConnect must be a boolean"))?
+        };
         Ok(Self {
             url,
+            auto_connect,
             token,
             get_token,
             initial_delay_ms: number(options, "initialDelayMs", DEFAULT_INITIAL_DELAY_MS)?,

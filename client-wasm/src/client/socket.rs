@@ -27,17 +27,24 @@ use crate::status::Decision;
 
 /// Starts a connection attempt: fetch a token, then open a socket.
 pub(super) fn start_attempt(rc: &Shared) {
-    let (generation, get_token, token) = {
+    let (generation, get_token, token, effects) = {
         let mut inner = rc.borrow_mut();
         if inner.machine.is_final() {
             return;
         }
+        inner.machine.attempt_started();
         (
             inner.next_generation(),
             inner.config.get_token.clone(),
             inner.config.token.clone(),
+            inner.status_changed(),
         )
     };
+    // The new attempt count; a listener may close the client (the generation moves).
+    run(effects);
+    if rc.borrow().generation() != generation {
+        return;
+    }
     let Some(get_token) = get_token else {
         open_socket(rc, generation, token);
         return;
@@ -112,11 +119,12 @@ fn open_socket(rc: &Shared, generation: u32, token: Option<String>) {
     };
 }
 
-/// The handshake completed: resubscribe every topic, start the keepalive and the token
-/// refresh.
+/// The handshake completed: resubscribe every topic, ping at once (the answer, or any earlier
+/// frame, is what turns the status `open`: a server that refuses the token completes the
+/// handshake and then closes with 4001), start the keepalive and the token refresh.
 fn on_open(rc: &Shared) {
     let weak = Rc::downgrade(rc);
-    let effects = {
+    {
         let mut inner = rc.borrow_mut();
         let generation = inner.generation();
         let Phase::Connecting {
@@ -127,7 +135,7 @@ fn on_open(rc: &Shared) {
         else {
             return;
         };
-        let reconnect = inner.machine.opened();
+        let reconnect = inner.machine.socket_opened();
         for (topic, since) in inner.topics.on_open(reconnect) {
             if let Ok(topic) = Topic::new(topic) {
                 let since = since.map(|(seq, epoch)| StreamPosition { seq, epoch });
@@ -135,11 +143,15 @@ fn on_open(rc: &Shared) {
             }
         }
         let now = js_sys::Date::now();
-        let (keepalive, due) = Keepalive::start(
+        let (mut keepalive, _) = Keepalive::start(
             inner.config.ping_interval_ms,
             inner.config.pong_timeout_ms,
             now,
         );
+        // Answered by a pong (after the subscribes' acks); no answer within pongTimeoutMs
+        // fails the attempt like a dead socket.
+        socket.send(&WSClientMessage::Ping);
+        let due = keepalive.ping_sent(now);
         // A fixed token cannot be refreshed: only `getToken` can give a newer one.
         let refresh = TokenRefresh::new(token_exp_ms.filter(|_| inner.config.get_token.is_some()));
         let refresh_timer = refresh
@@ -152,9 +164,7 @@ fn on_open(rc: &Shared) {
             refresh,
             refresh_timer,
         };
-        inner.status_changed()
-    };
-    run(effects);
+    }
 }
 
 /// A frame arrived: it proves the connection alive, then it is decoded once and acted on.
@@ -163,23 +173,41 @@ fn on_message(rc: &Shared, data: JsValue) {
     let Some(text) = data.as_string() else { return };
     let now = js_sys::Date::now();
     let weak = Rc::downgrade(rc);
-    let effects = {
+    let (generation, first_answer) = {
         let mut inner = rc.borrow_mut();
-        let generation = inner.generation();
+        let mut open = false;
         if let Phase::Open { keepalive, .. } = &mut inner.phase {
             keepalive.frame_received(now);
+            open = true;
         }
         inner.machine.frame_received();
+        let first_answer = if open && !inner.machine.is_open() {
+            // The server's first frame on this socket: now it is `open`.
+            inner.machine.answered();
+            inner.status_changed()
+        } else {
+            Vec::new()
+        };
+        (inner.generation(), first_answer)
+    };
+    // Status listeners run before the frame's own effects (a `ready` resolves on an open
+    // client); one of them may close the client.
+    run(first_answer);
+    let effects = {
+        let mut inner = rc.borrow_mut();
+        if inner.generation() != generation {
+            return;
+        }
         let Ok(message) = decode(&text) else {
             return browser::report("tidings: a frame is not JSON", &JsValue::from_str(&text));
         };
+        let mut effects = Vec::new();
         let recovery = |topic: &str, delay: f64| {
             let topic = topic.to_owned();
             timer(&weak, generation, delay, move |rc| {
                 recover_topic(rc, &topic)
             })
         };
-        let mut effects = Vec::new();
         match message {
             Inbound::Event {
                 topic,
@@ -399,7 +427,7 @@ fn on_keepalive_tick(rc: &Shared) {
     }
 }
 
-/// The network came back or the page became visible: ping now, or retry now if waiting.
+/// The page became visible: ping now, or retry now if waiting.
 pub(super) fn check_liveness(rc: &Shared) {
     let retry_now = {
         let mut inner = rc.borrow_mut();
@@ -423,6 +451,61 @@ pub(super) fn check_liveness(rc: &Shared) {
     if retry_now {
         start_attempt(rc);
     }
+}
+
+/// The browser's `online` event: retry at once, with a fresh backoff, when offline or waiting
+/// for a retry; ping an open socket (it may have died silently meanwhile).
+pub(super) fn went_online(rc: &Shared) {
+    let retry_now = {
+        let mut inner = rc.borrow_mut();
+        let retry = matches!(inner.phase, Phase::Offline | Phase::Waiting { .. });
+        if retry {
+            inner.machine.online();
+        }
+        retry
+    };
+    if retry_now {
+        start_attempt(rc);
+    } else {
+        check_liveness(rc);
+    }
+}
+
+/// The browser's `offline` event: the socket (or the attempt, or the retry timer) is dropped
+/// at once and nothing is retried until `online`; the status leaves `open` now rather than
+/// after the pong timeout.
+pub(super) fn went_offline(rc: &Shared) {
+    let effects = {
+        let mut inner = rc.borrow_mut();
+        if inner.machine.is_final() || matches!(inner.phase, Phase::Idle | Phase::Offline) {
+            return; // stopped, not started (`idle`), or already offline
+        }
+        inner.next_generation();
+        inner.topics.on_close();
+        inner.phase = Phase::Offline;
+        inner.machine.offline();
+        inner.status_changed()
+    };
+    run(effects);
+}
+
+/// `connect()`: starts the first attempt (`idle`), starts over after `unauthorized`, or
+/// retries at once while waiting for a retry or offline. No-op while connecting or open.
+pub(super) fn connect(rc: &Shared) -> bool {
+    let start = {
+        let mut inner = rc.borrow_mut();
+        if !inner.machine.restart() {
+            return false;
+        }
+        matches!(
+            inner.phase,
+            Phase::Idle | Phase::Waiting { .. } | Phase::Offline
+        )
+    };
+    if start {
+        start_attempt(rc);
+    }
+    true
 }
 
 /// When `token` expires (its `exp` claim, in Unix ms); `None` when it is not a JWT with a

@@ -35,13 +35,16 @@ pub(super) enum Phase {
     FetchingToken { _timeout: Timeout },
     /// Waiting out a reconnect delay (the timer starts the next attempt).
     Waiting { _timer: Timeout },
+    /// The browser is offline: no socket and no timer until its `online` event.
+    Offline,
     /// Handshake in progress, with its timeout and the expiry of its token (Unix ms).
     Connecting {
         socket: Socket,
         _timeout: Timeout,
         token_exp_ms: Option<f64>,
     },
-    /// Open, with the keepalive and its timer, and the token refresh and its timer (none
+    /// The handshake completed (the status turns `open` with the server's first frame), with
+    /// the keepalive and its timer, and the token refresh and its timer (none
     /// without `getToken` or a readable `exp`).
     Open {
         socket: Socket,
@@ -60,7 +63,9 @@ pub(super) struct Inner {
     /// Increases with every connection attempt; callbacks of older ones are ignored. Moved
     /// only by [`Inner::next_generation`].
     generation: u32,
-    pub(super) status_listeners: Vec<(u32, Function)>,
+    /// `onStatus` listeners: id, function, and whether it wants every new status object
+    /// (`everyChange`) rather than state changes only.
+    pub(super) status_listeners: Vec<(u32, Function, bool)>,
     last_status: Status,
     status_js: JsValue,
     pub(super) bindings: Vec<Binding>,
@@ -117,17 +122,20 @@ impl Inner {
         self.status_js.clone()
     }
 
-    /// Refreshes the cached status object; effects notify the listeners if it changed.
+    /// Refreshes the cached status object; effects notify the listeners if it changed: every
+    /// `everyChange` listener, and the others only when the state itself changed.
     pub(super) fn status_changed(&mut self) -> Vec<Effect> {
         let status = self.machine.status();
         if *status == self.last_status {
             return Vec::new();
         }
+        let state_changed = status.state != self.last_status.state;
         self.last_status = status.clone();
         self.status_js = status_to_js(status);
         self.status_listeners
             .iter()
-            .map(|(_, f)| Effect::Call(f.clone(), self.status_js.clone()))
+            .filter(|(_, _, every)| *every || state_changed)
+            .map(|(_, f, _)| Effect::Call(f.clone(), self.status_js.clone()))
             .collect()
     }
 

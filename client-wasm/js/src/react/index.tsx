@@ -45,6 +45,7 @@ import {
 import init, {
   TidingsClient,
   type ConnectionStatus,
+  type GetToken,
   type InvalidationRules,
   type Subscription,
   type TidingsClientOptions,
@@ -54,6 +55,7 @@ import init, {
 export type {
   ConnectionState,
   ConnectionStatus,
+  GetToken,
   InvalidationRules,
   TidingsClientOptions,
   WSEvent,
@@ -65,6 +67,7 @@ export interface LoadFailedStatus {
   readonly state: "failed";
   /** Absent: there is no connection (declared so that `status.attempt` reads on the union). */
   readonly attempt?: undefined;
+  readonly attempts?: undefined;
   readonly nextDelayMs?: undefined;
   readonly closeCode?: undefined;
   /** Why, e.g. `could not load the wasm module: CompileError: …`. */
@@ -178,6 +181,40 @@ class LiveRegistry {
   };
 }
 
+/** What a `rules` object is made of, functions aside: equal shapes bind the same rules. */
+function rulesShape(rules: InvalidationRules | undefined): string {
+  if (rules === undefined || rules === null) return "";
+  return JSON.stringify(rules, (_key, value: unknown) =>
+    typeof value === "function" ? "\u0000function" : value,
+  );
+}
+
+/**
+ * A copy of `rules` whose functions call the function at the same place in
+ * `ref.current` (the latest rules), so that a new `onEvent` on every render needs no rebind.
+ */
+function forwardingRules(
+  rules: InvalidationRules | undefined,
+  ref: { readonly current: InvalidationRules | undefined },
+): InvalidationRules | undefined {
+  if (rules === undefined || rules === null) return rules;
+  const copy = (value: unknown, path: readonly string[]): unknown => {
+    if (typeof value === "function") {
+      return (...args: unknown[]): unknown => {
+        let at: unknown = ref.current;
+        for (const key of path) at = (at as Record<string, unknown> | null | undefined)?.[key];
+        return typeof at === "function" ? (at as (...a: unknown[]) => unknown)(...args) : undefined;
+      };
+    }
+    if (Array.isArray(value)) return value.map((v, i) => copy(v, [...path, String(i)]));
+    if (value !== null && typeof value === "object") {
+      return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, copy(v, [...path, k])]));
+    }
+    return value;
+  };
+  return copy(rules, []) as InvalidationRules;
+}
+
 interface TidingsContextValue {
   client: TidingsClient | null;
   registry: LiveRegistry | null;
@@ -198,7 +235,7 @@ export interface TidingsProviderProps {
    * Called before every connect and reconnect, and to refresh the token of an open connection
    * (the latest function is used). Wins over `token`.
    */
-  getToken?: () => Promise<string> | string;
+  getToken?: GetToken;
   /**
    * A fixed token, for prototyping (e.g. the subscriber token `tidings dev` prints). It cannot
    * be refreshed: use `getToken` in an app. A change creates a new client.
@@ -206,9 +243,16 @@ export interface TidingsProviderProps {
   token?: string;
   /** The app's QueryClient; events invalidate its queries. Also provided to children. */
   queryClient: QueryClient;
-  /** Invalidation rules; the defaults map the seed's topics (`list:{id}` → `["lists", id]`, …). */
+  /**
+   * Invalidation rules; the defaults map the seed's topics (`list:{id}` → `["lists", id]`, …).
+   * Need not be memoized: the client is rebound only when their content changes (functions
+   * such as `onEvent` may be new on every render: the latest one is called).
+   */
   rules?: InvalidationRules;
-  /** Delays and timeouts of the client; read when the client is created. */
+  /**
+   * Delays and timeouts of the client, and `autoConnect` (with false, call
+   * `useTidingsClient()?.connect()`); read when the client is created.
+   */
   options?: TidingsProviderOptions;
   children?: ReactNode;
 }
@@ -232,10 +276,16 @@ export function TidingsProvider({
   const [registry] = useState(() => new LiveRegistry());
   const getTokenRef = useRef(getToken);
   const optionsRef = useRef(options);
+  const rulesRef = useRef(rules);
   useEffect(() => {
     getTokenRef.current = getToken;
     optionsRef.current = options;
+    rulesRef.current = rules;
   });
+  // An inline `rules` object is new on every render: bind by content, call the latest functions.
+  const rulesKey = rulesShape(rules);
+  // eslint-disable-next-line react-hooks/exhaustive-deps
+  const stableRules = useMemo(() => forwardingRules(rules, rulesRef), [rulesKey]);
   const hasGetToken = getToken !== undefined;
 
   useEffect(() => {
@@ -284,13 +334,13 @@ export function TidingsProvider({
     if (!client) return;
     registry.queryClient = queryClient;
     // Order matters: the app's rules first, then the registry (see the top of this file).
-    const unbindRules = client.bindQueryClient(registry.recording(queryClient), rules);
+    const unbindRules = client.bindQueryClient(registry.recording(queryClient), stableRules);
     const unbindLive = client.bindQueryClient(registry.registryClient, LiveRegistry.RULES);
     return () => {
       unbindRules();
       unbindLive();
     };
-  }, [client, queryClient, rules, registry]);
+  }, [client, queryClient, stableRules, registry]);
 
   const value = useMemo(() => ({ client, registry, loadError }), [client, registry, loadError]);
 
@@ -308,7 +358,7 @@ export function useTidingsClient(): TidingsClient | null {
   return useContext(TidingsContext).client;
 }
 
-const NOT_STARTED: ConnectionStatus = Object.freeze({ state: "connecting" });
+const NOT_STARTED: ConnectionStatus = Object.freeze({ state: "connecting", attempts: 0 });
 const NO_SUBSCRIPTION = (): void => {};
 
 /**
@@ -318,7 +368,8 @@ const NO_SUBSCRIPTION = (): void => {};
 export function useConnectionStatus(): TidingsStatus {
   const { client, loadError } = useContext(TidingsContext);
   const subscribe = useCallback(
-    (onChange: () => void) => (client ? client.onStatus(onChange) : NO_SUBSCRIPTION),
+    // Every new status object (attempt, delay, reason), not only state changes.
+    (onChange: () => void) => (client ? client.onStatus(onChange, { everyChange: true }) : NO_SUBSCRIPTION),
     [client],
   );
   const getSnapshot = useCallback(() => (client ? client.status : NOT_STARTED), [client]);
