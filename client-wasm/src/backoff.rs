@@ -90,8 +90,14 @@ impl Backoff {
     /// the attempt count starts over (the server was healthy until it restarted), and the
     /// retries that follow keep short windows for [`RESTART_BUDGET_MS`].
     pub fn restart_delay_ms(&mut self, random: f64) -> f64 {
-        self.attempt = 1;
         self.restart_budget_ms = Some(RESTART_BUDGET_MS);
+        self.prompt_delay_ms(random)
+    }
+
+    /// A prompt retry that says nothing about the next ones (after a first 4001: retried once
+    /// with a fresh token): jittered over the first window, the attempt count starts over.
+    pub fn prompt_delay_ms(&mut self, random: f64) -> f64 {
+        self.attempt = 1;
         full_jitter(self.initial_ms, random)
     }
 
@@ -195,6 +201,16 @@ mod tests {
             b.next_delay_ms(0.5);
         }
         assert_eq!(b.window_ms(), 16_000.0);
+    }
+
+    #[test]
+    fn a_prompt_retry_does_not_keep_the_windows_short() {
+        let mut b = Backoff::new(500.0, 30_000.0);
+        b.prompt_delay_ms(0.5);
+        for _ in 0..3 {
+            b.next_delay_ms(0.5);
+        }
+        assert_eq!(b.window_ms(), 8000.0);
     }
 
     #[test]

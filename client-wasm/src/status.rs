@@ -205,7 +205,7 @@ impl StatusMachine {
             if self.unauthorized_in_a_row >= 2 {
                 return self.stop(State::Unauthorized);
             }
-            let delay = self.backoff.restart_delay_ms(random);
+            let delay = self.backoff.prompt_delay_ms(random);
             return self.retry(delay);
         }
         self.unauthorized_in_a_row = 0;

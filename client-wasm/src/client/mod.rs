@@ -387,9 +387,10 @@ enum DisposeKind {
     Listener,
 }
 
-/// Backs the `() => void` functions `onStatus` and `bindQueryClient` return (the function is
-/// `dispose` bound to this object, so nothing is leaked when it is never called). Declared in
-/// the .d.ts like every exported class, so the glue exports no untyped name; apps never make one.
+/// Backs the `() => void` functions `onStatus` and `bindQueryClient` return and
+/// `subscription.unsubscribe` (the function is `dispose` bound to this object, so nothing is
+/// leaked when it is never called). Declared in the .d.ts like every exported class, so the
+/// glue exports no untyped name; apps never make one.
 #[wasm_bindgen]
 pub struct Dispose {
     client: Weak<RefCell<Inner>>,

@@ -3,6 +3,7 @@
 import init, {
   TidingsClient,
   type ConnectionStatus,
+  type GetToken,
   type InvalidationRules,
   type Subscription,
   type TidingsClientOptions,
@@ -24,6 +25,7 @@ type NotAny<T> = IsAny<T> extends true ? never : T;
 function notAny<T>(_value: NotAny<T>): void {}
 type IsNotAny<T> = 0 extends 1 & T ? false : true;
 type Assert<T extends true> = T;
+type Equal<A, B> = (<T>() => T extends A ? 1 : 2) extends <T>() => T extends B ? 1 : 2 ? true : false;
 
 export type Checked = [
   Assert<IsNotAny<WSEvent>>,
@@ -36,6 +38,9 @@ export type Checked = [
   Assert<IsNotAny<Subscription>>,
   Assert<IsNotAny<TidingsProviderProps["queryClient"]>>,
   Assert<IsNotAny<TidingsProviderProps["getToken"]>>,
+  // One token type for the client and the provider.
+  Assert<Equal<TidingsProviderProps["getToken"], GetToken | undefined>>,
+  Assert<Equal<TidingsClientOptions["getToken"], GetToken | undefined>>,
   Assert<IsNotAny<ReturnType<TidingsClient["onStatus"]>>>,
   Assert<IsNotAny<ReturnType<TidingsClient["bindQueryClient"]>>>,
   Assert<IsNotAny<Awaited<ReturnType<typeof init>>>>,
@@ -48,6 +53,12 @@ export async function useIt(): Promise<void> {
   const sub = client.subscribe("list:1", (e) => notAny(e.data.entity_id));
   await sub.ready;
   const off: () => void = client.onStatus((s) => notAny(s.state));
+  const offEvery: () => void = client.onStatus((s) => notAny(s.attempts), { everyChange: true });
+  // A bound function: usable as an effect cleanup as is.
+  const stop: () => void = sub.unsubscribe;
+  client.connect();
+  offEvery();
+  stop();
   const unbind: () => void = client.bindQueryClient(new QueryClient());
   off();
   unbind();
