@@ -526,3 +526,31 @@ describe("honest status and the client API (issue 12)", () => {
     expect(seen).toEqual(["connecting:0", "connecting:1", "connecting:2", "open:2"]);
   });
 });
+
+describe("autoConnect: false under the provider", () => {
+  it("is idle (before and after the client exists) until connect()", async () => {
+    const queryClient = newQueryClient();
+    function Watch(): ReactNode {
+      const s = useConnectionStatus();
+      const client = useTidingsClient();
+      return (
+        <>
+          <span data-testid="status">{s.state}</span>
+          <button onClick={() => client?.connect()}>connect</button>
+        </>
+      );
+    }
+    render(
+      <TidingsProvider url="ws://test/ws" token="t" queryClient={queryClient} options={{ ...OPTIONS, autoConnect: false }}>
+        <Watch />
+      </TidingsProvider>,
+    );
+    expect(screen.getByTestId("status").textContent).toBe("idle");
+    await sleep(30);
+    expect(screen.getByTestId("status").textContent).toBe("idle");
+    expect(FakeWebSocket.instances).toHaveLength(0);
+    act(() => screen.getByText("connect").click());
+    await openSocket(1);
+    await waitFor(() => expect(screen.getByTestId("status").textContent).toBe("open"));
+  });
+});

@@ -219,9 +219,16 @@ interface TidingsContextValue {
   client: TidingsClient | null;
   registry: LiveRegistry | null;
   loadError: LoadFailedStatus | null;
+  /** `options.autoConnect === false`: the status before the client exists is `idle`. */
+  idle: boolean;
 }
 
-const NO_PROVIDER: TidingsContextValue = Object.freeze({ client: null, registry: null, loadError: null });
+const NO_PROVIDER: TidingsContextValue = Object.freeze({
+  client: null,
+  registry: null,
+  loadError: null,
+  idle: false,
+});
 const TidingsContext = createContext<TidingsContextValue>(NO_PROVIDER);
 
 /** Client options the provider passes through (everything but the URL and the token). */
@@ -342,7 +349,11 @@ export function TidingsProvider({
     };
   }, [client, queryClient, stableRules, registry]);
 
-  const value = useMemo(() => ({ client, registry, loadError }), [client, registry, loadError]);
+  const idle = options?.autoConnect === false;
+  const value = useMemo(
+    () => ({ client, registry, loadError, idle }),
+    [client, registry, loadError, idle],
+  );
 
   return (
     <QueryClientProvider client={queryClient}>
@@ -359,20 +370,25 @@ export function useTidingsClient(): TidingsClient | null {
 }
 
 const NOT_STARTED: ConnectionStatus = Object.freeze({ state: "connecting", attempts: 0 });
+const NOT_STARTED_IDLE: ConnectionStatus = Object.freeze({ state: "idle", attempts: 0 });
 const NO_SUBSCRIPTION = (): void => {};
 
 /**
- * The connection status; re-renders when it changes. `{ state: "failed" }` when the wasm
- * module could not be loaded; `connecting` until the client exists (and outside a provider).
+ * The connection status; re-renders when it changes (every new status object: attempts
+ * included). `{ state: "failed" }` when the wasm module could not be loaded; `connecting` until
+ * the client exists (`idle` with `options.autoConnect: false`; `connecting` outside a provider).
  */
 export function useConnectionStatus(): TidingsStatus {
-  const { client, loadError } = useContext(TidingsContext);
+  const { client, loadError, idle } = useContext(TidingsContext);
   const subscribe = useCallback(
     // Every new status object (attempt, delay, reason), not only state changes.
     (onChange: () => void) => (client ? client.onStatus(onChange, { everyChange: true }) : NO_SUBSCRIPTION),
     [client],
   );
-  const getSnapshot = useCallback(() => (client ? client.status : NOT_STARTED), [client]);
+  const getSnapshot = useCallback(
+    () => (client ? client.status : idle ? NOT_STARTED_IDLE : NOT_STARTED),
+    [client, idle],
+  );
   const status = useSyncExternalStore(subscribe, getSnapshot, getSnapshot);
   return loadError ?? status;
 }

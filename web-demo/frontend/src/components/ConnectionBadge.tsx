@@ -1,6 +1,7 @@
 import { useConnectionStatus } from "@tidings/client/react";
 
 const LABELS: Record<string, string> = {
+  idle: "Not connected",
   connecting: "Connecting…",
   open: "Live",
   reconnecting: "Reconnecting…",
@@ -14,7 +15,7 @@ export function ConnectionBadge() {
   const status = useConnectionStatus();
   const label = LABELS[status.state] ?? status.state;
   const detail =
-    status.state === "reconnecting" && status.attempt
+    (status.state === "reconnecting" || status.state === "connecting") && status.attempt
       ? ` (attempt ${status.attempt}${status.nextDelayMs ? `, next in ${Math.ceil(status.nextDelayMs / 1000)} s` : ""})`
       : "";
   return (
