@@ -22,7 +22,9 @@ use std::cell::RefCell;
 use std::rc::{Rc, Weak};
 
 use js_sys::{Function, Object, Promise};
-use tidings_protocol::{MAX_TOPIC_LEN, StreamPosition, Topic, TopicError, WSClientMessage};
+use tidings_protocol::{
+    MAX_TOPIC_LEN, POSITIONS_HEADER, StreamPosition, Topic, TopicError, WSClientMessage,
+};
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 
@@ -132,6 +134,9 @@ extern "C" {
     /// `Promise<void>` (TypeScript).
     #[wasm_bindgen(typescript_type = "Promise<void>")]
     pub type ReadyPromise;
+    /// A `fetch` `Response` (TypeScript).
+    #[wasm_bindgen(typescript_type = "Response")]
+    pub type FetchResponse;
     /// `() => void` (TypeScript): call it to stop listening.
     #[wasm_bindgen(typescript_type = "() => void")]
     pub type Disposer;
@@ -363,6 +368,20 @@ impl TidingsClient {
             effects
         };
         run(effects);
+    }
+
+    /// Notes the read stamp of a `fetch` `Response` (its `tidings-positions` header, the name
+    /// defined by the protocol crate), as [`noteReadStamp`](Self::note_read_stamp) does with
+    /// the header's value. A response without one is ignored.
+    #[wasm_bindgen(js_name = noteResponse)]
+    pub fn note_response(&self, response: &FetchResponse) {
+        let headers = browser::get(response, "headers");
+        let get = browser::get(&headers, "get");
+        if let Some(get) = get.dyn_ref::<Function>() {
+            if let Ok(value) = get.call1(&headers, &JsValue::from_str(POSITIONS_HEADER)) {
+                self.note_read_stamp(value.as_string());
+            }
+        }
     }
 
     /// Whether a read stamp was noted for `topic` since it got listeners (the hooks close

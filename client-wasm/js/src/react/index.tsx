@@ -112,9 +112,12 @@ class Coalescer {
 
   constructor(private readonly queryClient: () => QueryClient | null) {}
 
-  /** Invalidates `key` (`exact`: that key only) after the burst; `spread`: after a jitter. */
-  invalidate(key: QueryKey, exact: boolean, spread: boolean): void {
-    const hash = `${exact ? "=" : "~"}${hashKey(key)}`;
+  /**
+   * Invalidates `key` (`exact`: that key only) after the burst; `spread`: after a jitter.
+   * `except`: hashes of queries to leave alone (their data was updated from the event).
+   */
+  invalidate(key: QueryKey, exact: boolean, spread: boolean, except: readonly string[] = []): void {
+    const hash = `${exact ? "=" : "~"}${hashKey(key)}${except.length ? `-${[...except].sort().join("|")}` : ""}`;
     const now = Date.now();
     const pending = this.due.get(hash);
     if (pending && spread) return; // already due, sooner
@@ -123,15 +126,19 @@ class Coalescer {
     const delay = spread ? Math.random() * SPREAD_MS : Math.min(GATHER_MS, Math.max(0, first + MAX_GATHER_MS - now));
     const timer = setTimeout(() => {
       this.due.delete(hash);
-      this.fire(hash, key, exact);
+      this.fire(hash, key, exact, except);
     }, delay);
     this.due.set(hash, { timer, first });
   }
 
-  private fire(hash: string, key: QueryKey, exact: boolean): void {
+  private fire(hash: string, key: QueryKey, exact: boolean, except: readonly string[]): void {
     const queryClient = this.queryClient();
     if (!queryClient) return;
-    const filters = { queryKey: key, exact };
+    const filters = {
+      queryKey: key,
+      exact,
+      ...(except.length ? { predicate: (q: { queryHash: string }) => !except.includes(q.queryHash) } : {}),
+    };
     const cache = queryClient.getQueryCache();
     const inflight = cache.findAll(filters).filter((q) => q.state.fetchStatus === "fetching");
     if (inflight.length === 0) {
@@ -223,11 +230,11 @@ class LiveRegistry {
     };
   }
 
-  /** Hands the recorded keys to the coalescer; returns them. */
-  private flush(spread: boolean): QueryKey[] {
+  /** Hands the recorded keys to the coalescer, leaving `except` alone; returns them. */
+  private flush(spread: boolean, except: readonly string[] = []): QueryKey[] {
     const recorded = this.recorded;
     this.recorded = [];
-    for (const key of recorded) this.coalescer.invalidate(key, false, spread);
+    for (const key of recorded) this.coalescer.invalidate(key, false, spread, except);
     return recorded;
   }
 
@@ -235,17 +242,26 @@ class LiveRegistry {
   readonly registryClient = {
     invalidateQueries: (filters: { queryKey: QueryKey }): unknown => {
       const [mark, topic] = filters.queryKey;
-      // Whole topics (after a reconnect without recovery) are spread out in time.
-      const recorded = this.flush(mark === TOPIC_MARK);
       const event = mark === EVENT_MARK ? this.event : null;
       this.event = null;
-      if (typeof topic !== "string" || (mark !== TOPIC_MARK && mark !== EVENT_MARK)) return;
       const queryClient = this.queryClient;
-      const keys = this.live.get(topic);
-      if (queryClient && keys) {
+      const keys = typeof topic === "string" ? this.live.get(topic) : undefined;
+      // Live keys whose data the event updates: no rule invalidates them for this event.
+      const updated: string[] = [];
+      if (event && queryClient && keys) {
         for (const { key, update } of keys.values()) {
+          if (update.current && this.apply(queryClient, key, update.current, event)) {
+            updated.push(hashKey(key));
+          }
+        }
+      }
+      // Whole topics (after a reconnect without recovery) are spread out in time.
+      const recorded = this.flush(mark === TOPIC_MARK, updated);
+      if (typeof topic !== "string" || (mark !== TOPIC_MARK && mark !== EVENT_MARK)) return;
+      if (queryClient && keys) {
+        for (const { key } of keys.values()) {
+          if (updated.includes(hashKey(key))) continue;
           if (recorded.some((r) => partialMatchKey(key, r))) continue;
-          if (event && update.current && this.apply(queryClient, key, update.current, event)) continue;
           this.coalescer.invalidate(key, true, mark === TOPIC_MARK);
         }
       }
