@@ -662,6 +662,13 @@ impl Broker for RedisBroker {
         topic: &'a Topic,
     ) -> BoxFuture<'a, Result<StreamPosition, BrokerError>> {
         Box::pin(async move {
+            // Shares the node's history-fetch slots: a flood of subscribes asking for
+            // positions waits its turn (then is acked without one) instead of piling up in
+            // front of Redis.
+            let _slot = tokio::time::timeout(REDIS_TIMEOUT, self.fetches.acquire())
+                .await
+                .map_err(|_| BrokerError::Unavailable("too many history fetches".to_owned()))?
+                .map_err(|_| BrokerError::Unavailable("history fetches closed".to_owned()))?;
             let mut conn = self.connection().await?;
             let (meta, _) = keys(topic.as_str());
             let result: Result<(String, String), _> = self
