@@ -167,3 +167,39 @@ it("applyEntityEvent adds, replaces and removes by entity_id", () => {
 });
 
 export type { TidingsClient };
+
+it("after a reconnect that recovers nothing, the refetches of many topics are spread out", async () => {
+  const fetched: Record<string, number[]> = {};
+  function Topic({ n }: { n: number }): ReactNode {
+    useLiveQuery({
+      queryKey: ["t", n],
+      queryFn: async () => {
+        (fetched[n] ??= []).push(Date.now());
+        return n;
+      },
+      topic: `t:${n}`,
+    });
+    return null;
+  }
+  mount(
+    <>
+      {[0, 1, 2, 3, 4, 5, 6, 7].map((n) => (
+        <Topic key={n} n={n} />
+      ))}
+    </>,
+  );
+  const ws = await openSocket();
+  await waitFor(() => expect(ws.server.subscribed.size).toBe(8));
+  await sleep(300); // first reads and their gap refetches
+  const before = Object.values(fetched).map((f) => f.length);
+  act(() => ws.serverClose(1012, "restart"));
+  await waitFor(() => expect(FakeWebSocket.instances.length).toBe(2));
+  act(() => FakeWebSocket.latest().open()); // acks without `recovered`: nothing replayed
+  await sleep(1_500);
+  const refetchedAt = Object.values(fetched).map((f, i) => {
+    expect(f.length).toBe(before[i] + 1); // each topic once
+    return f.at(-1)!;
+  });
+  // Not in one instant: spread over the jitter window (1 s).
+  expect(Math.max(...refetchedAt) - Math.min(...refetchedAt)).toBeGreaterThan(50);
+});
