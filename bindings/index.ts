@@ -2,9 +2,11 @@
 export type { EventData } from "./src/EventData";
 export type { EventType } from "./src/EventType";
 export type { Payload } from "./src/Payload";
+export type { ReadStamp } from "./src/ReadStamp";
 export type { ServerMessage } from "./src/ServerMessage";
 export type { StreamPosition } from "./src/StreamPosition";
 export type { Topic } from "./src/Topic";
+export type { TopicPosition } from "./src/TopicPosition";
 export type { WSClientMessage } from "./src/WSClientMessage";
 export type { WSError } from "./src/WSError";
 export type { WSEvent } from "./src/WSEvent";

@@ -94,6 +94,7 @@ pub async fn subscribe(ws: &mut Ws, topic: &Topic) -> Result<()> {
     let text = serde_json::to_string(&WSClientMessage::Subscribe {
         topic: topic.clone(),
         since: None,
+        position: false,
     })?;
     ws.send(Message::text(text))
         .await

@@ -18,7 +18,13 @@ topic: Topic,
  * Replay the events after this position before going live (tidings addition); the
  * reply then says whether that `recovered` everything.
  */
-since?: StreamPosition, } | { "action": "unsubscribe", 
+since?: StreamPosition, 
+/**
+ * `true`: the ack carries the topic's position (`seq`, `epoch`; `seq` 0 when the
+ * topic has had no event yet), so the client can tell whether a read it made
+ * before the ack may have missed events (tidings addition; absent means `false`).
+ */
+position?: boolean, } | { "action": "unsubscribe", 
 /**
  * The topic to unsubscribe from.
  */

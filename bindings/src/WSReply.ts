@@ -14,7 +14,19 @@ topic: Topic,
  * replayed before this reply, `false` when history did not reach back that far (or
  * the epoch changed) and the client must refetch (tidings addition).
  */
-recovered?: boolean, } | { "action": "unsubscribed", 
+recovered?: boolean, 
+/**
+ * Only when the subscribe asked for `position`: every event of the topic after this
+ * `seq` (of `epoch`) reaches the client after this reply, and everything up to it
+ * was published before (0: the topic has had no event in this epoch). A read the
+ * client made before the ack is current if its stamp is at this position (tidings
+ * addition).
+ */
+seq?: number, 
+/**
+ * The epoch of `seq` (with `seq` only).
+ */
+epoch?: string, } | { "action": "unsubscribed", 
 /**
  * The topic unsubscribed from.
  */

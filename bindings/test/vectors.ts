@@ -5,6 +5,9 @@ import type { ServerMessage, WSClientMessage, WSError, WSEvent, WSReply } from "
 export const client_ping = {"action": "ping"} satisfies WSClientMessage;
 export const client_ping_as_server_or_client: ServerMessage | WSClientMessage = client_ping;
 
+export const client_subscribe_position = {"action": "subscribe", "topic": "list:123", "position": true} satisfies WSClientMessage;
+export const client_subscribe_position_as_server_or_client: ServerMessage | WSClientMessage = client_subscribe_position;
+
 export const client_subscribe = {"action": "subscribe", "topic": "list:123"} satisfies WSClientMessage;
 export const client_subscribe_as_server_or_client: ServerMessage | WSClientMessage = client_subscribe;
 
@@ -91,6 +94,12 @@ export const server_event_updated_as_server_or_client: ServerMessage | WSClientM
 
 export const server_reply_pong = {"action": "pong"} satisfies WSReply;
 export const server_reply_pong_as_server_or_client: ServerMessage | WSClientMessage = server_reply_pong;
+
+export const server_reply_subscribed_position = {"action": "subscribed", "topic": "list:123", "seq": 0, "epoch": "5f0c1d2e3a4b6c7d-0"} satisfies WSReply;
+export const server_reply_subscribed_position_as_server_or_client: ServerMessage | WSClientMessage = server_reply_subscribed_position;
+
+export const server_reply_subscribed_recovered_position = {"action": "subscribed", "topic": "list:123", "recovered": true, "seq": 42, "epoch": "5f0c1d2e3a4b6c7d"} satisfies WSReply;
+export const server_reply_subscribed_recovered_position_as_server_or_client: ServerMessage | WSClientMessage = server_reply_subscribed_recovered_position;
 
 export const server_reply_subscribed = {"action": "subscribed", "topic": "list:123"} satisfies WSReply;
 export const server_reply_subscribed_as_server_or_client: ServerMessage | WSClientMessage = server_reply_subscribed;

@@ -81,11 +81,40 @@ struct Entry<L, R, T> {
     ahead: Option<(u64, String)>,
     /// Paces repeated recoveries of this topic.
     backoff: Backoff,
+    /// The position of a read of this topic's data (a response's read stamp) not yet
+    /// compared with the subscription's position (the ack has not come yet).
+    stamp: Option<(u64, String)>,
+    /// Whether a read stamp was noted for this topic (the app's reads carry them).
+    stamped: bool,
     /// When the last recovery was due to start (`Date.now()` ms).
     last_recovery_ms: Option<f64>,
 }
 
 impl<L, R, T> Entry<L, R, T> {
+    /// What a read stamped at `stamp` needs, the subscription being active at `position`.
+    /// A resubscribe from the stamp is set up here (the caller sends it).
+    fn compare_stamp(&mut self, stamp: (u64, String)) -> StampAction {
+        match &self.position {
+            Some((seq, epoch)) if *epoch == stamp.1 => {
+                if *seq <= stamp.0 {
+                    // Everything after the read is (or will be) delivered.
+                    StampAction::None
+                } else {
+                    self.position = Some(stamp.clone());
+                    self.recovery = Recovery::InFlight;
+                    self.server = ServerState::Requested;
+                    self.invalidate_on_ack = true;
+                    self.ahead = None;
+                    StampAction::Resubscribe(stamp)
+                }
+            }
+            // A subscription that does not know its position (a server without positions):
+            // nothing to compare with.
+            None => StampAction::Invalidate,
+            Some(_) => StampAction::Invalidate,
+        }
+    }
+
     /// Whether the position has reached `ahead` (or nothing is ahead).
     fn caught_up(&self) -> bool {
         match (&self.ahead, &self.position) {
@@ -122,6 +151,8 @@ pub struct Added<R> {
     pub id: ListenerId,
     /// Send `subscribe` for the topic now (first listener, socket open).
     pub send_subscribe: bool,
+    /// ... with this `since`: a read of the topic was stamped before it was subscribed.
+    pub since: Option<(u64, String)>,
     /// The topic is already acknowledged: settle this ready handle now.
     pub ready_now: Option<R>,
 }
@@ -145,7 +176,28 @@ pub struct Acked<R> {
     /// The ack ends a resubscription after a reconnect or a gap: invalidate the topic's
     /// queries once.
     pub invalidate: bool,
+    /// A read of the topic was stamped before the position this ack gave: events between
+    /// the two were not delivered. Resubscribe from the stamp (`unsubscribe`, then
+    /// `subscribe` with this `since`) to have them replayed.
+    pub resubscribe: Option<(u64, String)>,
 }
+
+/// What a read stamp asks the caller to do ([`TopicSet::on_stamp`]).
+#[derive(Debug, PartialEq, Eq)]
+pub enum StampAction {
+    /// Nothing now: the subscription delivers everything after the read, or the stamp is
+    /// kept until the subscription's ack (or until the topic is subscribed).
+    None,
+    /// Events after the read came before the subscription: resubscribe from this position
+    /// (`unsubscribe`, then `subscribe` with `since`) to have them replayed.
+    Resubscribe((u64, String)),
+    /// The read is of another epoch than the subscription: invalidate the topic's queries.
+    Invalidate,
+}
+
+/// Stamps kept for topics without listeners yet (a read that ran before its subscription);
+/// the oldest goes first.
+const MAX_PENDING_STAMPS: usize = 64;
 
 /// Topics → listeners, with the server-side state of each topic. `T` is the timer of a
 /// scheduled gap recovery (dropping it cancels it).
@@ -159,6 +211,8 @@ pub struct TopicSet<L, R, T = ()> {
     next_id: ListenerId,
     /// The schedule each topic's recoveries start from.
     backoff: Backoff,
+    /// Read stamps of topics without listeners (at most [`MAX_PENDING_STAMPS`]).
+    pending_stamps: Vec<(String, (u64, String))>,
 }
 
 impl<L, R, T> Default for TopicSet<L, R, T> {
@@ -172,6 +226,7 @@ impl<L, R, T> Default for TopicSet<L, R, T> {
                 crate::backoff::DEFAULT_INITIAL_DELAY_MS,
                 crate::backoff::DEFAULT_MAX_DELAY_MS,
             ),
+            pending_stamps: Vec::new(),
         }
     }
 }
@@ -197,7 +252,14 @@ impl<L, R, T> TopicSet<L, R, T> {
         self.next_id = self.next_id.wrapping_add(1).max(1);
         let open = self.open;
         let mut send_subscribe = false;
+        let mut since = None;
         let backoff = &self.backoff;
+        let stamp = self
+            .pending_stamps
+            .iter()
+            .position(|(t, _)| t == topic)
+            .filter(|_| !self.entries.contains_key(topic))
+            .map(|i| self.pending_stamps.remove(i).1);
         let entry = self.entries.entry(topic.to_owned()).or_insert_with(|| {
             let server = if open {
                 send_subscribe = true;
@@ -205,16 +267,28 @@ impl<L, R, T> TopicSet<L, R, T> {
             } else {
                 ServerState::Unsent
             };
+            // A read made before the subscription: subscribe from its position, so that
+            // what was published after it is replayed (a failed replay invalidates).
+            let stamped = stamp.is_some();
+            if open {
+                since = stamp.clone();
+            }
             Entry {
                 listeners: Vec::new(),
                 waiting: Vec::new(),
                 server,
-                invalidate_on_ack: false,
-                position: None,
-                recovery: Recovery::Idle,
+                invalidate_on_ack: open && stamped,
+                position: stamp.clone(),
+                recovery: if open && stamped {
+                    Recovery::InFlight
+                } else {
+                    Recovery::Idle
+                },
                 ahead: None,
                 backoff: backoff.clone(),
                 last_recovery_ms: None,
+                stamp: None,
+                stamped,
             }
         });
         entry.listeners.push((id, listener));
@@ -227,6 +301,7 @@ impl<L, R, T> TopicSet<L, R, T> {
         Added {
             id,
             send_subscribe,
+            since,
             ready_now,
         }
     }
@@ -277,11 +352,15 @@ impl<L, R, T> TopicSet<L, R, T> {
             .map(|(topic, entry)| {
                 entry.server = ServerState::Requested;
                 entry.invalidate_on_ack = reconnect;
-                let since = if reconnect {
+                // The first open resumes only from a read stamp (seeded as the position).
+                let since = if reconnect || entry.stamped {
                     entry.position.clone()
                 } else {
                     None
                 };
+                if since.is_some() && entry.stamped {
+                    entry.invalidate_on_ack = true;
+                }
                 // Without `since` nothing is replayed: numbering starts afresh.
                 if since.is_none() {
                     entry.position = None;
@@ -381,10 +460,17 @@ impl<L, R, T> TopicSet<L, R, T> {
     /// present when the subscribe carried `since`). When the ack ends a recovery whose replay
     /// fell short of an event held back, another recovery is scheduled as in
     /// [`TopicSet::on_event`].
+    ///
+    /// `position` is the ack's (when the subscribe asked for it): every later event follows
+    /// it, so it becomes the topic's position (a topic without events included: a reconnect
+    /// then resumes it without invalidating). A read stamp kept for the topic is compared
+    /// with it ([`Acked::resubscribe`]).
+    #[allow(clippy::too_many_arguments)]
     pub fn on_subscribed(
         &mut self,
         topic: &str,
         recovered: Option<bool>,
+        position: Option<(u64, String)>,
         now_ms: f64,
         random: f64,
         schedule: impl FnOnce(f64) -> T,
@@ -405,9 +491,14 @@ impl<L, R, T> TopicSet<L, R, T> {
         let recovering = matches!(entry.recovery, Recovery::InFlight);
         entry.recovery = Recovery::Idle;
         if recovered == Some(false) || (recovering && recovered.is_none()) {
-            // The server replayed nothing: the next event starts the position afresh, and
-            // whatever was held back is covered by the invalidation below.
-            entry.position = None;
+            // The server replayed nothing: the next event starts the position afresh (or
+            // follows the ack's), and whatever was held back is covered by the invalidation
+            // below.
+            entry.position = position.clone();
+            entry.ahead = None;
+        } else if let Some(at) = position.clone().filter(|_| recovered != Some(true)) {
+            // A plain subscribe: events after the ack's position follow.
+            entry.position = Some(at);
             entry.ahead = None;
         } else if recovering && !entry.caught_up() {
             // Recovered, yet short of an event already seen: try again, paced.
@@ -416,11 +507,61 @@ impl<L, R, T> TopicSet<L, R, T> {
             entry.ahead = None;
         }
         // Recovered: the missed events came before this ack, the queries are up to date.
-        let invalidate = std::mem::take(&mut entry.invalidate_on_ack) && recovered != Some(true);
+        let mut invalidate =
+            std::mem::take(&mut entry.invalidate_on_ack) && recovered != Some(true);
+        let mut resubscribe = None;
+        if let Some(stamp) = entry.stamp.take() {
+            match entry.compare_stamp(stamp) {
+                StampAction::None => {}
+                StampAction::Invalidate => invalidate = true,
+                StampAction::Resubscribe(since) => resubscribe = Some(since),
+            }
+        }
         Some(Acked {
             ready: entry.waiting.drain(..).map(|(_, r)| r).collect(),
             invalidate,
+            resubscribe,
         })
+    }
+
+    /// A read of `topic`'s data was stamped at (`seq`, `epoch`) (the response's
+    /// `tidings-positions` header): decides whether events after the read may be missing
+    /// from what the subscription delivers.
+    pub fn on_stamp(&mut self, topic: &str, seq: u64, epoch: &str) -> StampAction {
+        let stamp = (seq, epoch.to_owned());
+        let open = self.open;
+        let Some(entry) = self.entries.get_mut(topic) else {
+            self.pending_stamps.retain(|(t, _)| t != topic);
+            if self.pending_stamps.len() >= MAX_PENDING_STAMPS {
+                self.pending_stamps.remove(0);
+            }
+            self.pending_stamps.push((topic.to_owned(), stamp));
+            return StampAction::None;
+        };
+        entry.stamped = true;
+        match entry.server {
+            ServerState::Active if open && matches!(entry.recovery, Recovery::Idle) => {
+                entry.compare_stamp(stamp)
+            }
+            // Not subscribed yet (socket down): the subscribe resumes from the read.
+            ServerState::Unsent if entry.position.is_none() => {
+                entry.position = Some(stamp);
+                StampAction::None
+            }
+            // Compared when the ack comes; the lowest of several reads is kept.
+            _ => {
+                entry.stamp = match entry.stamp.take() {
+                    Some(old) if old.1 == stamp.1 && old.0 < stamp.0 => Some(old),
+                    _ => Some(stamp),
+                };
+                StampAction::None
+            }
+        }
+    }
+
+    /// Whether a read stamp was noted for `topic` since it got listeners.
+    pub fn is_stamped(&self, topic: &str) -> bool {
+        self.entries.get(topic).is_some_and(|e| e.stamped)
     }
 
     /// The server refused `topic` with an error reply: returns the handles to reject.
@@ -491,7 +632,25 @@ mod tests {
             recovered: Option<bool>,
             now: f64,
         ) -> Option<Acked<&'static str>> {
-            self.on_subscribed(topic, recovered, now, 0.5, |delay| delay)
+            self.on_subscribed(topic, recovered, None, now, 0.5, |delay| delay)
+        }
+
+        /// A `subscribed` ack with a position.
+        fn ack_pos(
+            &mut self,
+            topic: &str,
+            recovered: Option<bool>,
+            seq: u64,
+            epoch: &str,
+        ) -> Option<Acked<&'static str>> {
+            self.on_subscribed(
+                topic,
+                recovered,
+                Some((seq, epoch.to_owned())),
+                0.0,
+                0.5,
+                |delay| delay,
+            )
         }
 
         /// The delay of the recovery scheduled on `topic`, if one is.
@@ -829,5 +988,74 @@ mod tests {
         assert!(!s.event("list:3", Some(5), Some("e")));
         s.remove(1).unwrap();
         assert_eq!(s.recover_now("list:3"), None);
+    }
+
+    #[test]
+    fn the_acks_position_is_resumed_from_after_a_reconnect() {
+        let mut s = Set::new();
+        s.on_open(false);
+        s.add("occasion:1", "a", "ra");
+        let ack = s.ack_pos("occasion:1", None, 0, "q").unwrap();
+        assert!(!ack.invalidate && ack.resubscribe.is_none());
+        s.on_close();
+        // A topic that never had an event resumes from seq 0: no invalidation if recovered.
+        assert_eq!(
+            s.on_open(true),
+            [("occasion:1".into(), Some((0, "q".into())))]
+        );
+        assert!(
+            !s.ack_pos("occasion:1", Some(true), 0, "q")
+                .unwrap()
+                .invalidate
+        );
+        // The first event after the ack's position follows it; a skipped one is a gap.
+        assert!(s.event("occasion:1", Some(1), Some("q")));
+        assert!(!s.event("occasion:1", Some(3), Some("q")));
+    }
+
+    #[test]
+    fn a_read_stamped_before_the_acks_position_resubscribes_from_the_stamp() {
+        let mut s = Set::new();
+        s.on_open(false);
+        s.add("list:1", "a", "ra");
+        // The read's response arrives before the ack: kept until then.
+        assert_eq!(s.on_stamp("list:1", 4, "e"), StampAction::None);
+        assert!(s.is_stamped("list:1"));
+        // Event 5 was published after the read, before the subscription: not delivered.
+        let ack = s.ack_pos("list:1", None, 5, "e").unwrap();
+        assert_eq!(ack.resubscribe, Some((4, "e".into())));
+        // The replay delivers event 5 (it follows the stamp), then the ack ends it.
+        assert!(s.event("list:1", Some(5), Some("e")));
+        let ack = s.ack_pos("list:1", Some(true), 5, "e").unwrap();
+        assert!(!ack.invalidate && ack.resubscribe.is_none());
+        // A stamp at or after the subscription's position needs nothing.
+        assert_eq!(s.on_stamp("list:1", 5, "e"), StampAction::None);
+        assert_eq!(s.on_stamp("list:1", 9, "e"), StampAction::None);
+        // Behind it: resubscribe now; another epoch: invalidate.
+        assert_eq!(
+            s.on_stamp("list:1", 3, "e"),
+            StampAction::Resubscribe((3, "e".into()))
+        );
+        assert!(s.event("list:1", Some(4), Some("e")));
+        s.ack_pos("list:1", Some(true), 5, "e").unwrap();
+        assert_eq!(s.on_stamp("list:1", 3, "other"), StampAction::Invalidate);
+    }
+
+    #[test]
+    fn a_read_stamped_before_the_subscription_subscribes_from_it() {
+        let mut s = Set::new();
+        s.on_open(false);
+        assert_eq!(s.on_stamp("list:2", 7, "e"), StampAction::None);
+        let added = s.add("list:2", "a", "ra");
+        assert!(added.send_subscribe);
+        assert_eq!(added.since, Some((7, "e".into())));
+        assert!(s.is_stamped("list:2"));
+        // Not recovered (history too short): the queries are invalidated once.
+        assert!(s.ack_pos("list:2", Some(false), 9, "e").unwrap().invalidate);
+        // Stamps of topics never subscribed are bounded.
+        for i in 0..(MAX_PENDING_STAMPS as u64 + 10) {
+            s.on_stamp(&format!("t:{i}"), i, "e");
+        }
+        assert_eq!(s.pending_stamps.len(), MAX_PENDING_STAMPS);
     }
 }

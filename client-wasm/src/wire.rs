@@ -13,17 +13,25 @@ use tidings_protocol::WSClientMessage;
 /// The JSON text of `message`, byte for byte what serde_json would write.
 pub fn encode(message: &WSClientMessage) -> String {
     match message {
-        WSClientMessage::Subscribe { topic, since: None } => {
-            format!(r#"{{"action":"subscribe","topic":"{topic}"}}"#)
-        }
         WSClientMessage::Subscribe {
             topic,
-            since: Some(since),
-        } => format!(
-            r#"{{"action":"subscribe","topic":"{topic}","since":{{"seq":{},"epoch":"{}"}}}}"#,
-            since.seq,
-            escape(&since.epoch)
-        ),
+            since,
+            position,
+        } => {
+            let mut out = format!(r#"{{"action":"subscribe","topic":"{topic}""#);
+            if let Some(since) = since {
+                out.push_str(&format!(
+                    r#","since":{{"seq":{},"epoch":"{}"}}"#,
+                    since.seq,
+                    escape(&since.epoch)
+                ));
+            }
+            if *position {
+                out.push_str(r#","position":true"#);
+            }
+            out.push('}');
+            out
+        }
         WSClientMessage::Unsubscribe { topic } => {
             format!(r#"{{"action":"unsubscribe","topic":"{topic}"}}"#)
         }
@@ -123,15 +131,21 @@ mod tests {
         assert!(!event.contains_key(names::ACTION));
 
         let subscribed = object(
-            WSReply::Subscribed {
-                topic: Topic::list(1),
-                recovered: Some(true),
-            }
+            WSReply::subscribed_at(
+                Topic::list(1),
+                Some(true),
+                Some(tidings_protocol::StreamPosition {
+                    seq: 3,
+                    epoch: "e2".into(),
+                }),
+            )
             .into(),
         );
         assert_eq!(subscribed[names::ACTION], names::SUBSCRIBED);
         assert_eq!(subscribed[names::TOPIC], "list:1");
         assert_eq!(subscribed[names::RECOVERED], true);
+        assert_eq!(subscribed[names::SEQ], 3);
+        assert_eq!(subscribed[names::EPOCH], "e2");
         assert!(!subscribed.contains_key(names::EVENT));
         assert_eq!(
             object(WSReply::Refreshed.into())[names::ACTION],
@@ -159,6 +173,12 @@ mod tests {
             WSClientMessage::Subscribe {
                 topic: Topic::list(123),
                 since: None,
+                position: false,
+            },
+            WSClientMessage::Subscribe {
+                topic: Topic::list(124),
+                since: None,
+                position: true,
             },
             WSClientMessage::Unsubscribe {
                 topic: Topic::gifts_all(),
@@ -166,6 +186,7 @@ mod tests {
             WSClientMessage::Subscribe {
                 topic: weird,
                 since: None,
+                position: false,
             },
             WSClientMessage::Ping,
             WSClientMessage::Refresh {
@@ -180,6 +201,7 @@ mod tests {
                     seq: 41,
                     epoch: "9f3a00c2e1d4b7a6".into(),
                 }),
+                position: true,
             },
             WSClientMessage::Subscribe {
                 topic: Topic::list(2),
@@ -187,6 +209,7 @@ mod tests {
                     seq: 0,
                     epoch: "odd \"one\"\\\n\u{1}\u{8}".into(),
                 }),
+                position: false,
             },
         ] {
             assert_eq!(encode(&m), serde_json::to_string(&m).unwrap());

@@ -20,6 +20,8 @@
 //!   [`ParseError::InvalidTopic`], answered with `{"error": "Invalid topic", "details": "<why>"}`;
 //! - `subscribe` with `"since": {"seq": S, "epoch": E}` asks for the events missed after that
 //!   position (a malformed `since` is an invalid format);
+//! - `subscribe` with `"position": true` asks for the topic's current position in the ack
+//!   (any other value of `position` is ignored, like any extra field);
 //! - `{"action": "refresh", "token": T}` swaps the connection's token for a fresh one before
 //!   the old one expires; without a token (absent, `null` or `""`):
 //!   [`ParseError::TokenRequired`], answered with `{"error": "Token is required for refresh
@@ -50,6 +52,12 @@ pub enum WSClientMessage {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         #[cfg_attr(feature = "ts", ts(optional))]
         since: Option<StreamPosition>,
+        /// `true`: the ack carries the topic's position (`seq`, `epoch`; `seq` 0 when the
+        /// topic has had no event yet), so the client can tell whether a read it made
+        /// before the ack may have missed events (tidings addition; absent means `false`).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        #[cfg_attr(feature = "ts", ts(as = "Option<bool>", optional))]
+        position: bool,
     },
     /// Stop receiving events of `topic`; answered by `{"action":"unsubscribed","topic":T}`.
     Unsubscribe {
@@ -70,10 +78,15 @@ impl std::fmt::Debug for WSClientMessage {
     // By hand so that a token never reaches a log line through `{:?}`.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            WSClientMessage::Subscribe { topic, since } => f
+            WSClientMessage::Subscribe {
+                topic,
+                since,
+                position,
+            } => f
                 .debug_struct("Subscribe")
                 .field("topic", topic)
                 .field("since", since)
+                .field("position", position)
                 .finish(),
             WSClientMessage::Unsubscribe { topic } => {
                 f.debug_struct("Unsubscribe").field("topic", topic).finish()
@@ -135,6 +148,58 @@ struct RawClientMessage {
     since: Option<StreamPosition>,
     #[serde(default)]
     token: Option<String>,
+    /// Any JSON value: only `true` asks for the position (a seed client's stray extra field
+    /// is ignored, as the seed ignores it).
+    #[serde(default)]
+    position: TrueOnly,
+}
+
+/// A field that counts only when it is JSON `true`; any other value is skipped the way the
+/// seed skips an unknown field (no error, no recursion into nested arrays or objects).
+#[derive(Default)]
+struct TrueOnly(bool);
+
+impl<'de> Deserialize<'de> for TrueOnly {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = TrueOnly;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<TrueOnly, E> {
+                Ok(TrueOnly(v))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<TrueOnly, E> {
+                Ok(TrueOnly(false))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<TrueOnly, E> {
+                Ok(TrueOnly(false))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<TrueOnly, E> {
+                Ok(TrueOnly(false))
+            }
+            fn visit_str<E>(self, _: &str) -> Result<TrueOnly, E> {
+                Ok(TrueOnly(false))
+            }
+            fn visit_unit<E>(self) -> Result<TrueOnly, E> {
+                Ok(TrueOnly(false))
+            }
+            fn visit_none<E>(self) -> Result<TrueOnly, E> {
+                Ok(TrueOnly(false))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<TrueOnly, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(TrueOnly(false))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<TrueOnly, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(TrueOnly(false))
+            }
+        }
+        deserializer.deserialize_any(V)
+    }
 }
 
 impl WSClientMessage {
@@ -172,6 +237,7 @@ impl WSClientMessage {
             Action::Subscribe => WSClientMessage::Subscribe {
                 topic,
                 since: raw.since,
+                position: raw.position.0,
             },
             Action::Unsubscribe => WSClientMessage::Unsubscribe { topic },
         }))
@@ -196,7 +262,8 @@ mod tests {
             parse(r#"{"action":"subscribe","topic":"list:123"}"#),
             Ok(Some(ClientMessage::Subscribe {
                 topic: Topic::list(123),
-                since: None
+                since: None,
+                position: false,
             }))
         );
         assert_eq!(
@@ -285,7 +352,8 @@ mod tests {
                 since: Some(StreamPosition {
                     seq: 41,
                     epoch: "e1".into()
-                })
+                }),
+                position: false,
             }))
         );
         assert!(invalid_format(
@@ -346,6 +414,31 @@ mod tests {
     }
 
     #[test]
+    fn position_is_asked_only_by_true() {
+        let asks = |extra: &str| match parse(&format!(
+            r#"{{"action":"subscribe","topic":"list:1","position":{extra}}}"#
+        )) {
+            Ok(Some(ClientMessage::Subscribe { position, .. })) => position,
+            other => panic!("{extra}: {other:?}"),
+        };
+        assert!(asks("true"));
+        for other in ["false", "null", "1", r#""true""#, "[true]", r#"{"a":[1]}"#] {
+            assert!(!asks(other), "{other}");
+        }
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        assert!(!asks(&deep));
+        let sent = WSClientMessage::Subscribe {
+            topic: Topic::list(1),
+            since: None,
+            position: true,
+        };
+        assert_eq!(
+            serde_json::to_string(&sent).unwrap(),
+            r#"{"action":"subscribe","topic":"list:1","position":true}"#
+        );
+    }
+
+    #[test]
     fn deep_nesting_is_an_error_not_a_crash() {
         let deep = format!(
             r#"{{"action":"ping","x":{}{}}}"#,
@@ -366,7 +459,8 @@ mod tests {
         assert_eq!(
             serde_json::to_string(&WSClientMessage::Subscribe {
                 topic: Topic::gifts_all(),
-                since: None
+                since: None,
+                position: false,
             })
             .unwrap(),
             r#"{"action":"subscribe","topic":"gifts:all"}"#

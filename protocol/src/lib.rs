@@ -13,7 +13,8 @@
 //!
 //! - [`topic`]: the validated [`Topic`] name.
 //! - [`action`]: the names of the actions that take a topic (shared by requests and errors).
-//! - [`position`]: a [`StreamPosition`] in a topic's stream (`seq` + `epoch`).
+//! - [`position`]: a [`StreamPosition`] in a topic's stream (`seq` + `epoch`), and the
+//!   [`ReadStamp`] a REST response carries in the [`POSITIONS_HEADER`].
 //! - [`client`]: client → server messages and the seed's exact parsing rules.
 //! - [`server`]: server → client events, replies and error replies.
 //! - [`close`]: WebSocket close codes and whether a client should reconnect after them.
@@ -27,6 +28,7 @@ pub mod topic;
 
 pub use client::{Action, ClientMessage, ParseError, WSClientMessage};
 pub use close::CloseCode;
+pub use position::{POSITIONS_HEADER, ReadStamp, TopicPosition};
 pub use server::{
     EventData, EventType, MAX_PAYLOAD_DEPTH, Payload, ServerMessage, StreamPosition, WSError,
     WSEvent, WSReply,

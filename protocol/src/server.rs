@@ -3,7 +3,8 @@
 //! Every server message is one JSON text frame of one of three shapes, told apart by their keys:
 //!
 //! - an event [`WSEvent`]: `{"topic", "event", "data": {"entity_id", "payload", "user_id", "timestamp"}}`;
-//! - a reply [`WSReply`]: `{"action": "subscribed"|"unsubscribed", "topic"}`, `{"action": "pong"}`
+//! - a reply [`WSReply`]: `{"action": "subscribed"|"unsubscribed", "topic"}` (a `subscribed`
+//!   may add `recovered`, `seq` and `epoch` for a client that asked), `{"action": "pong"}`
 //!   or `{"action": "refreshed"}`;
 //! - an error [`WSError`]: `{"error", "details"?}`.
 //!
@@ -320,6 +321,18 @@ pub enum WSReply {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         #[cfg_attr(feature = "ts", ts(optional))]
         recovered: Option<bool>,
+        /// Only when the subscribe asked for `position`: every event of the topic after this
+        /// `seq` (of `epoch`) reaches the client after this reply, and everything up to it
+        /// was published before (0: the topic has had no event in this epoch). A read the
+        /// client made before the ack is current if its stamp is at this position (tidings
+        /// addition).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[cfg_attr(feature = "ts", ts(optional, type = "number"))]
+        seq: Option<u64>,
+        /// The epoch of `seq` (with `seq` only).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[cfg_attr(feature = "ts", ts(optional))]
+        epoch: Option<String>,
     },
     /// The subscription is gone (also sent for a topic that was never subscribed).
     Unsubscribed {
@@ -333,6 +346,46 @@ pub enum WSReply {
 }
 
 impl WSReply {
+    /// The seed's `{"action":"subscribed","topic":T}`.
+    pub fn subscribed(topic: Topic) -> Self {
+        WSReply::Subscribed {
+            topic,
+            recovered: None,
+            seq: None,
+            epoch: None,
+        }
+    }
+
+    /// A `subscribed` reply with `recovered` and, when given, the topic's position.
+    pub fn subscribed_at(
+        topic: Topic,
+        recovered: Option<bool>,
+        position: Option<StreamPosition>,
+    ) -> Self {
+        let (seq, epoch) = position.map_or((None, None), |p| (Some(p.seq), Some(p.epoch)));
+        WSReply::Subscribed {
+            topic,
+            recovered,
+            seq,
+            epoch,
+        }
+    }
+
+    /// The position a `subscribed` reply carries, if any.
+    pub fn position(&self) -> Option<StreamPosition> {
+        match self {
+            WSReply::Subscribed {
+                seq: Some(seq),
+                epoch: Some(epoch),
+                ..
+            } => Some(StreamPosition {
+                seq: *seq,
+                epoch: epoch.clone(),
+            }),
+            _ => None,
+        }
+    }
+
     /// [`WSReply::Pong`] as JSON text, so the server can answer a ping without serializing.
     pub const PONG_JSON: &'static str = r#"{"action":"pong"}"#;
     /// [`WSReply::Refreshed`] as JSON text.
@@ -558,13 +611,22 @@ mod tests {
     #[test]
     fn replies_have_exactly_the_seed_keys() {
         assert_eq!(
-            serde_json::to_string(&WSReply::Subscribed {
-                topic: Topic::list(1),
-                recovered: None
-            })
-            .unwrap(),
+            serde_json::to_string(&WSReply::subscribed(Topic::list(1))).unwrap(),
             r#"{"action":"subscribed","topic":"list:1"}"#
         );
+        let at = WSReply::subscribed_at(
+            Topic::list(1),
+            None,
+            Some(StreamPosition {
+                seq: 0,
+                epoch: "e".into(),
+            }),
+        );
+        assert_eq!(
+            serde_json::to_string(&at).unwrap(),
+            r#"{"action":"subscribed","topic":"list:1","seq":0,"epoch":"e"}"#
+        );
+        assert_eq!(at.position().map(|p| p.seq), Some(0));
         assert_eq!(
             serde_json::to_string(&WSReply::Pong).unwrap(),
             r#"{"action":"pong"}"#

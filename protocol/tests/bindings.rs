@@ -8,8 +8,8 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use tidings_protocol::{
-    EventData, EventType, Payload, ServerMessage, StreamPosition, Topic, WSClientMessage, WSError,
-    WSEvent, WSReply,
+    EventData, EventType, Payload, ReadStamp, ServerMessage, StreamPosition, Topic, TopicPosition,
+    WSClientMessage, WSError, WSEvent, WSReply,
 };
 use ts_rs::{Config, TS};
 
@@ -30,6 +30,8 @@ fn export_all() -> Vec<String> {
     export!(
         Topic,
         StreamPosition,
+        TopicPosition,
+        ReadStamp,
         WSClientMessage,
         EventType,
         Payload,

@@ -45,7 +45,8 @@ fn every_vector_parses_into_its_type_and_back() {
                 ClientMessage::Ping => "ping",
                 ClientMessage::Refresh { .. } => "refresh",
             };
-            assert_eq!(action, expected, "{name}");
+            // `client-subscribe-position`: a tidings addition to the seed's `subscribe`.
+            assert_eq!(action.split('-').next(), Some(expected), "{name}");
             same_json(&name, &text, &serde_json::to_string(&msg).unwrap());
         } else if let Some(rest) = name.strip_prefix("server-") {
             let msg = ServerMessage::parse(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
@@ -62,7 +63,8 @@ fn every_vector_parses_into_its_type_and_back() {
                         WSReply::Pong => "pong",
                         WSReply::Refreshed => "refreshed",
                     };
-                    assert_eq!(&kind["reply-".len()..], expected, "{name}");
+                    let reply = &kind["reply-".len()..];
+                    assert_eq!(reply.split('-').next(), Some(expected), "{name}");
                 }
                 (ServerMessage::Error(_), kind) if kind.starts_with("error-") => {}
                 (other, _) => panic!("{name}: parsed as the wrong shape: {other:?}"),
@@ -72,6 +74,49 @@ fn every_vector_parses_into_its_type_and_back() {
             panic!("{name}: vector names start with client- or server-");
         }
     }
+}
+
+#[test]
+fn positions_are_additions_only_for_clients_that_ask() {
+    let seed = ClientMessage::parse(r#"{"action":"subscribe","topic":"list:123"}"#)
+        .unwrap()
+        .unwrap();
+    assert!(matches!(
+        seed,
+        ClientMessage::Subscribe {
+            position: false,
+            ..
+        }
+    ));
+    let asks = ClientMessage::parse(
+        &std::fs::read_to_string(vector("client-subscribe-position")).unwrap(),
+    )
+    .unwrap()
+    .unwrap();
+    assert!(matches!(
+        asks,
+        ClientMessage::Subscribe { position: true, .. }
+    ));
+    let ack = ServerMessage::parse(
+        &std::fs::read_to_string(vector("server-reply-subscribed-position")).unwrap(),
+    )
+    .unwrap();
+    let ServerMessage::Reply(reply) = ack else {
+        panic!("not a reply")
+    };
+    let position = reply.position().expect("a position");
+    assert_eq!(position.seq, 0);
+    // The seed's ack has no position.
+    let ServerMessage::Reply(seed_ack) =
+        ServerMessage::parse(r#"{"action":"subscribed","topic":"list:123"}"#).unwrap()
+    else {
+        panic!("not a reply")
+    };
+    assert_eq!(seed_ack.position(), None);
+}
+
+fn vector(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("tests/vectors/{name}.json"))
 }
 
 #[test]

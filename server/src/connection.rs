@@ -320,7 +320,11 @@ impl Connection {
 
     fn on_text(&mut self, text: &str) {
         match ClientMessage::parse(text) {
-            Ok(Some(ClientMessage::Subscribe { topic, since })) => self.subscribe(topic, since),
+            Ok(Some(ClientMessage::Subscribe {
+                topic,
+                since,
+                position,
+            })) => self.subscribe(topic, since, position),
             Ok(Some(ClientMessage::Unsubscribe { topic })) => {
                 if let Some(i) = self.topics.iter().position(|t| *t == topic) {
                     self.topics.swap_remove(i);
@@ -364,18 +368,20 @@ impl Connection {
         self.push(Utf8Bytes::from_static(WSReply::REFRESHED_JSON));
     }
 
-    fn subscribe(&mut self, topic: Topic, since: Option<StreamPosition>) {
+    /// `position`: the client asked for the topic's position in the ack (a seed client never
+    /// does, and its ack stays the seed's bytes).
+    fn subscribe(&mut self, topic: Topic, since: Option<StreamPosition>, position: bool) {
         if !self.may_subscribe(&topic) {
             return;
         }
         if self.topics.contains(&topic) {
             // Already live on this connection: nothing was missed here, but a position
             // from elsewhere cannot be checked against what was delivered; the client
-            // refetches rather than risk a gap.
-            self.reply(&WSReply::Subscribed {
-                recovered: since.map(|_| false),
-                topic,
-            });
+            // refetches rather than risk a gap. (The position, in memory, is the current
+            // one: what the refetch will reflect at least.)
+            let at = (position && self.hub.external_broker().is_none())
+                .then(|| self.hub.read_position(topic.as_str()));
+            self.reply(&WSReply::subscribed_at(topic, since.map(|_| false), at));
             return;
         }
         {
@@ -407,34 +413,41 @@ impl Connection {
                 Some(broker) => {
                     let ack = {
                         let topic = topic.clone();
-                        move |_| {
-                            ack_text(&WSReply::Subscribed {
+                        move |_, at: Option<StreamPosition>| {
+                            ack_text(&WSReply::subscribed_at(
                                 topic,
-                                recovered: None,
-                            })
+                                None,
+                                at.filter(|_| position),
+                            ))
                         }
                     };
-                    self.join_when_ready(broker.clone(), topic, true, ack);
+                    self.join_when_ready(broker.clone(), topic, true, position, ack);
+                }
+                // Subscribe and read the position under the topic's lock, then confirm:
+                // once the client reads "subscribed", every later event reaches it.
+                None if position => {
+                    self.hub
+                        .subscribe_with_position(&topic, self.id, &self.outbox, |at| {
+                            ack_text(&WSReply::subscribed_at(topic.clone(), None, Some(at)))
+                        });
                 }
                 // Subscribe before confirming: once the client reads "subscribed", every
                 // later event of the topic reaches it.
-                _ => {
+                None => {
                     self.hub.subscribe(&topic, self.id, &self.outbox);
-                    self.reply(&WSReply::Subscribed {
-                        topic,
-                        recovered: None,
-                    });
+                    self.reply(&WSReply::subscribed(topic));
                 }
             }
             return;
         };
         let ack = {
             let topic = topic.clone();
-            move |recovered: bool| {
-                ack_text(&WSReply::Subscribed {
+            move |recovered: bool, at: Option<StreamPosition>| {
+                ack_text(&WSReply::subscribed_at(
                     topic,
-                    recovered: Some(recovered),
-                })
+                    Some(recovered),
+                    at.filter(|_| position),
+                ))
             }
         };
         match self.hub.external_broker() {
@@ -462,7 +475,7 @@ impl Connection {
                 if slots.outstanding.fetch_add(1, Ordering::Relaxed) >= self.max_subscriptions {
                     slots.outstanding.fetch_sub(1, Ordering::Relaxed);
                     tracing::debug!(%topic, "too many history fetches queued; not recovered");
-                    self.join_when_ready(broker.clone(), topic, false, ack);
+                    self.join_when_ready(broker.clone(), topic, false, false, ack);
                     return;
                 }
                 let outstanding = Outstanding(slots);
@@ -497,22 +510,27 @@ impl Connection {
                             }
                         }
                     };
-                    hub.finish_pending(&topic, id, ticket, since.seq, recovery, ack);
+                    hub.finish_pending(&topic, id, ticket, Some(&since), recovery, ack);
                 });
             }
         }
     }
 
     /// Parks the connection on `topic` (live events are held back) until the shared broker
-    /// carries the topic to this node, then queues `ack(recovered)` and the held events and
-    /// makes it a live subscriber: an event published after the client reads the ack
-    /// reaches it.
+    /// carries the topic to this node, then queues `ack(recovered, position)` and the held
+    /// events and makes it a live subscriber: an event published after the client reads the
+    /// ack reaches it.
+    ///
+    /// `position`: read the topic's position from the broker once the topic is carried here;
+    /// the connection then joins from it (events up to it are skipped, later ones follow the
+    /// ack). A failed read acks without a position.
     fn join_when_ready(
         &self,
         broker: Arc<dyn Broker>,
         topic: Topic,
         recovered: bool,
-        ack: impl FnOnce(bool) -> Utf8Bytes + Send + 'static,
+        position: bool,
+        ack: impl FnOnce(bool, Option<StreamPosition>) -> Utf8Bytes + Send + 'static,
     ) {
         let hub = self.hub.clone();
         let id = self.id;
@@ -523,16 +541,30 @@ impl Connection {
             recovered,
             events: Vec::new(),
         };
-        if broker.following() {
+        if broker.following() && !position {
             // Every follow asked for, this topic's included, is in effect.
-            hub.finish_pending(&topic, id, ticket, 0, nothing_missed, ack);
+            hub.finish_pending(&topic, id, ticket, None, nothing_missed, ack);
             return;
         }
         let outbox = self.outbox.clone();
         tokio::spawn(async move {
-            if ready_or_close(&*broker, &outbox).await {
-                hub.finish_pending(&topic, id, ticket, 0, nothing_missed, ack);
+            if !broker.following() && !ready_or_close(&*broker, &outbox).await {
+                return;
             }
+            // Read after the topic is carried here: every event after the position read
+            // reaches this node, and is held for the connection until the ack is queued.
+            let at = if position {
+                match broker.position(&hub, &topic).await {
+                    Ok(at) => Some(at),
+                    Err(e) => {
+                        tracing::debug!(%topic, error = %e, "position unavailable; acked without");
+                        None
+                    }
+                }
+            } else {
+                None
+            };
+            hub.finish_pending(&topic, id, ticket, at.as_ref(), nothing_missed, ack);
         });
     }
 

@@ -129,6 +129,41 @@ struct Inner {
     /// `None`: the in-memory broker (this hub numbers events and keeps their history).
     /// `Some`: events go through an external broker and come back through [`Hub::deliver`].
     external: Option<Arc<dyn Broker>>,
+    /// The epoch of in-memory topics that have had no event (see [`QuietEpoch`]).
+    quiet: QuietEpoch,
+}
+
+/// The epoch a position of an in-memory topic without events is given (`seq` 0), and a new
+/// topic's stream starts in, so that a client that learnt "no event yet" recovers across a
+/// reconnect without a refetch (`since` `{0, quiet}`).
+///
+/// It must change whenever a topic with events is forgotten (dropped when unused, after its
+/// history expired): that topic starts over at `seq` 1 without a stream, and a client holding
+/// the old quiet position of it would otherwise be told it missed nothing. One counter for the
+/// whole hub (bumped under the dropped topic's shard lock, read under the reader's): coarse
+/// but safe, a bump costs one refetch per quiet topic on the next reconnect, never a lost
+/// event. A restarted process has another `boot`.
+struct QuietEpoch {
+    boot: String,
+    generation: AtomicU64,
+}
+
+impl Inner {
+    /// Whether `since` is the position of an in-memory topic that has had no event (nothing
+    /// to replay).
+    fn is_quiet(&self, since: &StreamPosition) -> bool {
+        self.external.is_none() && since.seq == 0 && since.epoch == self.quiet.current()
+    }
+}
+
+impl QuietEpoch {
+    fn current(&self) -> String {
+        format!(
+            "{}-{:x}",
+            self.boot,
+            self.generation.load(Ordering::Relaxed)
+        )
+    }
 }
 
 impl std::fmt::Debug for Hub {
@@ -151,6 +186,10 @@ impl Hub {
                 limits,
                 totals: Totals::default(),
                 external,
+                quiet: QuietEpoch {
+                    boot: new_epoch(),
+                    generation: AtomicU64::new(0),
+                },
             }),
         }
     }
@@ -245,7 +284,7 @@ impl Hub {
     /// Numbers, records and queues one event on `state` (shard lock held by the caller).
     fn append(&self, state: &TopicState, base: &str, now: Instant) -> (usize, Vec<ConnId>) {
         let mut slot = lock(&state.stream);
-        let stream = slot.get_or_insert_with(Stream::boxed);
+        let stream = slot.get_or_insert_with(|| Stream::boxed(self.inner.quiet.current()));
         let seq = stream.last_seq + 1;
         stream.last_seq = seq;
         let text = Utf8Bytes::from(with_position(base, seq, &stream.epoch));
@@ -343,7 +382,7 @@ impl Hub {
                 return Delivered::Queued(0);
             };
             let mut slot = lock(&state.stream);
-            let stream = slot.get_or_insert_with(Stream::boxed);
+            let stream = slot.get_or_insert_with(|| Stream::boxed(new_epoch()));
             let known = stream.last_seq > 0;
             let new_epoch = *stream.epoch != *epoch;
             if new_epoch {
@@ -405,10 +444,19 @@ impl Hub {
     /// history.
     fn drop_if_unused(&self, topics: &mut HashMap<Topic, TopicState>, topic: &str) {
         if topics.get(topic).is_some_and(TopicState::is_unused) {
-            if let Some((topic, _)) = topics.remove_entry(topic) {
+            if let Some((topic, state)) = topics.remove_entry(topic) {
+                self.forget_numbering(&state);
                 self.unfollow(&topic);
             }
             self.inner.totals.topics.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// A topic entry is dropped (shard lock held): if it had numbered events, positions of
+    /// quiet topics handed out so far can no longer be trusted (see [`QuietEpoch`]).
+    fn forget_numbering(&self, state: &TopicState) {
+        if lock(&state.stream).as_ref().is_some_and(|s| s.last_seq > 0) {
+            self.inner.quiet.generation.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -431,6 +479,7 @@ impl Hub {
             }
             let unused = state.is_unused();
             if unused {
+                self.forget_numbering(state);
                 self.unfollow(topic);
             }
             !unused
@@ -513,6 +562,32 @@ impl Hub {
         })
     }
 
+    /// The current position of `topic` in memory: its last event's, or `seq` 0 in the quiet
+    /// epoch when it has had none (see [`QuietEpoch`]). With an external broker the hub only
+    /// knows what it delivered: ask the broker ([`Tidings::read_stamp`](crate::Tidings::read_stamp)).
+    pub fn read_position(&self, topic: &str) -> StreamPosition {
+        let topics = read(self.shard(topic));
+        self.position_of(topics.get(topic))
+    }
+
+    /// The position of a topic entry (shard lock held by the caller).
+    fn position_of(&self, state: Option<&TopicState>) -> StreamPosition {
+        let quiet = || StreamPosition {
+            seq: 0,
+            epoch: self.inner.quiet.current(),
+        };
+        let Some(state) = state else {
+            return quiet();
+        };
+        match lock(&state.stream).as_ref() {
+            Some(stream) => StreamPosition {
+                seq: stream.last_seq,
+                epoch: stream.epoch.to_string(),
+            },
+            None => quiet(),
+        }
+    }
+
     /// The events of `topic` after `since` in the in-memory history (a read only: a
     /// subscriber joins atomically with [`Hub::subscribe_since`]).
     pub(crate) fn recover(&self, topic: &str, since: &StreamPosition) -> Recovery {
@@ -523,7 +598,7 @@ impl Hub {
                 Stream::recover_in(&mut slot, since, Instant::now(), &self.inner)
             }
             None => Recovery {
-                recovered: false,
+                recovered: self.inner.is_quiet(since),
                 events: Vec::new(),
             },
         }
@@ -556,6 +631,28 @@ impl Hub {
         }
     }
 
+    /// Adds connection `id` to `topic` (in-memory broker) and queues `ack(position)` under the
+    /// topic's lock: every event after `position` reaches the connection after the ack, every
+    /// one up to it was published before.
+    pub(crate) fn subscribe_with_position(
+        &self,
+        topic: &Topic,
+        id: ConnId,
+        outbox: &Arc<Outbox>,
+        ack: impl FnOnce(StreamPosition) -> Utf8Bytes,
+    ) {
+        let mut topics = write(self.shard(topic.as_str()));
+        let state = self.entry(&mut topics, topic);
+        if state.subscribers.insert(id, outbox.clone()).is_none() {
+            self.inner
+                .totals
+                .subscriptions
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        let position = self.position_of(Some(state));
+        let _ = outbox.push(ack(position));
+    }
+
     /// Subscribe with `since`, in-memory broker: the same park → fetch → merge as with any
     /// broker ([`Hub::subscribe_pending`], the history read, [`Hub::finish_pending`]), in one
     /// step because the in-memory history answers at once. An event published meanwhile is
@@ -566,11 +663,11 @@ impl Hub {
         id: ConnId,
         outbox: &Arc<Outbox>,
         since: &StreamPosition,
-        ack: impl FnOnce(bool) -> Utf8Bytes,
+        ack: impl FnOnce(bool, Option<StreamPosition>) -> Utf8Bytes,
     ) -> bool {
         let ticket = self.subscribe_pending(topic, id, outbox);
         let recovery = self.recover(topic.as_str(), since);
-        self.finish_pending(topic, id, ticket, since.seq, recovery, ack)
+        self.finish_pending(topic, id, ticket, Some(since), recovery, ack)
     }
 
     /// Subscribe with `since`, step 1: parks the connection as pending
@@ -611,21 +708,31 @@ impl Hub {
     /// yet delivered up to there itself, the connection keeps a floor below which live
     /// events are skipped.
     ///
+    /// `ack` gets the `recovered` flag and the position the ack may carry: after a recovery
+    /// the one it replayed up to (from `since`'s epoch); otherwise, in memory, the topic's
+    /// current one; `None` when unknown (an external broker that did not recover).
+    ///
     /// Returns the `recovered` it acked (`false` too when it did nothing).
     pub(crate) fn finish_pending(
         &self,
         topic: &Topic,
         id: ConnId,
         ticket: u64,
-        since_seq: u64,
+        since: Option<&StreamPosition>,
         mut recovery: Recovery,
-        ack: impl FnOnce(bool) -> Utf8Bytes,
+        ack: impl FnOnce(bool, Option<StreamPosition>) -> Utf8Bytes,
     ) -> bool {
+        let since_seq = since.map_or(0, |s| s.seq);
         let mut topics = write(self.shard(topic.as_str()));
         let Some(state) = topics.get_mut(topic.as_str()) else {
             return false;
         };
         let node_seq = lock(&state.stream).as_ref().map_or(0, |s| s.last_seq);
+        let current = self
+            .inner
+            .external
+            .is_none()
+            .then(|| self.position_of(Some(state)));
         let Some(pending) = state.pending.get_mut(&id) else {
             return false;
         };
@@ -648,7 +755,14 @@ impl Hub {
             last = last.max(seq);
             let _ = outbox.push(text);
         }
-        let _ = outbox.push(ack(recovered));
+        let position = match since {
+            Some(since) if recovered => Some(StreamPosition {
+                seq: last,
+                epoch: since.epoch.clone(),
+            }),
+            _ => current,
+        };
+        let _ = outbox.push(ack(recovered, position));
         let held = std::mem::take(&mut *lock(&pending.held));
         for (seq, text) in held {
             // A held event the replay already contained (published before the fetch read
@@ -849,11 +963,10 @@ impl TopicState {
 }
 
 impl Stream {
-    /// A new stream (a fresh epoch, no event yet), allocated when a topic's first event
-    /// arrives.
-    fn boxed() -> Box<Self> {
+    /// A new stream in `epoch`, no event yet, allocated when a topic's first event arrives.
+    fn boxed(epoch: String) -> Box<Self> {
         Box::new(Self {
-            epoch: new_epoch().into(),
+            epoch: epoch.into(),
             last_seq: 0,
             history: VecDeque::new(),
             bytes: 0,
@@ -874,7 +987,7 @@ impl Stream {
                 stream.recover(since)
             }
             None => Recovery {
-                recovered: false,
+                recovered: inner.is_quiet(since),
                 events: Vec::new(),
             },
         }
@@ -1093,6 +1206,10 @@ impl Deliver for Hub {
     fn recover(&self, topic: &str, since: &StreamPosition) -> Recovery {
         Hub::recover(self, topic, since)
     }
+
+    fn read_position(&self, topic: &str) -> StreamPosition {
+        Hub::read_position(self, topic)
+    }
 }
 
 #[cfg(test)]
@@ -1186,7 +1303,7 @@ mod tests {
         }
         let pos = hub.position("list:1").unwrap();
         assert_eq!(pos.seq, 5);
-        let ack = |r: bool| Utf8Bytes::from(format!("ack {r}"));
+        let ack = |r: bool, _| Utf8Bytes::from(format!("ack {r}"));
         // History holds 3..=5: since 2 replays 3, 4, 5; since 1 is too old.
         let out = Arc::new(Outbox::new(16));
         let since = StreamPosition {
@@ -1232,7 +1349,7 @@ mod tests {
         // The topic starts a new epoch: the old position cannot be recovered.
         let out = Arc::new(Outbox::new(16));
         let topic = Topic::new("list:1").unwrap();
-        assert!(!hub.subscribe_since(&topic, 1, &out, &pos, |_| "ack".into()));
+        assert!(!hub.subscribe_since(&topic, 1, &out, &pos, |_, _| "ack".into()));
         assert_ne!(hub.position("list:1").map(|p| p.epoch), Some(pos.epoch));
     }
 
@@ -1254,11 +1371,16 @@ mod tests {
             events: (3..=5).map(|s| (s, text(s))).collect(),
         };
         // A stale ticket (an earlier parking) changes nothing.
-        hub.finish_pending(&topic, 1, ticket + 1, 2, recovery.clone(), |r| {
-            format!("ack {r}").into()
-        });
+        hub.finish_pending(
+            &topic,
+            1,
+            ticket + 1,
+            Some(&at(2)),
+            recovery.clone(),
+            |r, _| format!("ack {r}").into(),
+        );
         assert!(hub.pending_is_current("list:1", 1, ticket));
-        hub.finish_pending(&topic, 1, ticket, 2, recovery, |r| {
+        hub.finish_pending(&topic, 1, ticket, Some(&at(2)), recovery, |r, _| {
             format!("ack {r}").into()
         });
         assert!(!hub.pending_is_current("list:1", 1, ticket));
@@ -1271,7 +1393,7 @@ mod tests {
             recovered: true,
             events: (8..=9).map(|s| (s, text(s))).collect(),
         };
-        hub.finish_pending(&topic, 2, ticket2, 7, recovery, |r| {
+        hub.finish_pending(&topic, 2, ticket2, Some(&at(7)), recovery, |r, _| {
             format!("ack {r}").into()
         });
         for seq in 8..=10 {
@@ -1304,6 +1426,14 @@ mod tests {
                     .unwrap()
             })
             .collect()
+    }
+
+    /// A position in epoch `e1` (the epoch of [`text`]'s events in these tests).
+    fn at(seq: u64) -> StreamPosition {
+        StreamPosition {
+            seq,
+            epoch: "e1".into(),
+        }
     }
 
     fn text(seq: u64, epoch: &str) -> Utf8Bytes {
@@ -1382,7 +1512,7 @@ mod tests {
         hub.repair("list:1", &from, replay(2..=5));
         hub.deliver("list:1", 5, "e", text(5, "e"));
         // Its own fetch read up to 6 (published meanwhile, not yet delivered here).
-        hub.finish_pending(&topic, 2, ticket, 1, replay(2..=6), |r| {
+        hub.finish_pending(&topic, 2, ticket, Some(&at(1)), replay(2..=6), |r, _| {
             format!("{{\"seq\":0,\"ack\":{r}}}").into()
         });
         hub.deliver("list:1", 6, "e", text(6, "e"));
@@ -1461,7 +1591,7 @@ mod tests {
         let topic = Topic::new("list:1").unwrap();
         let out = Arc::new(Outbox::new(8));
         let ticket = hub.subscribe_pending(&topic, 1, &out);
-        hub.finish_pending(&topic, 1, ticket, 0, replay(1..=5), |r| {
+        hub.finish_pending(&topic, 1, ticket, None, replay(1..=5), |r, _| {
             format!("ack {r}").into()
         });
         assert_eq!(drain(&out), ["ack false"]);
@@ -1490,7 +1620,7 @@ mod tests {
         assert_eq!(hub.history_topic_count(), 1);
         let pos = hub.position("list:1").unwrap();
         assert_eq!(pos.seq, 4);
-        let ack = |r: bool| Utf8Bytes::from(format!("ack {r}"));
+        let ack = |r: bool, _| Utf8Bytes::from(format!("ack {r}"));
         // Across the huge event (seq 3): not recoverable. After it: recovered.
         let out = Arc::new(Outbox::new(16));
         let since = StreamPosition {
@@ -1531,6 +1661,51 @@ mod tests {
         assert_eq!(hub.topic_count(), 0);
     }
 
+    #[test]
+    fn a_quiet_topic_has_a_position_its_first_event_continues() {
+        let hub = hub(8, Duration::from_secs(60));
+        let quiet = hub.read_position("occasion:1");
+        assert_eq!(quiet.seq, 0);
+        assert_eq!(hub.topic_count(), 0, "asking costs no entry");
+        // Subscribed with its position: the ack is queued under the lock, events follow it.
+        let out = Arc::new(Outbox::new(8));
+        let topic = Topic::new("occasion:1").unwrap();
+        hub.subscribe_with_position(&topic, 1, &out, |at| {
+            Utf8Bytes::from(format!("ack {} {}", at.seq, at.epoch))
+        });
+        hub.publish(event("occasion:1"));
+        let got = drain(&out);
+        assert_eq!(got[0], format!("ack 0 {}", quiet.epoch));
+        assert_eq!(seqs(&got[1..]), [1]);
+        // The first event is seq 1 of the quiet epoch: a client at {0, quiet} is replayed it.
+        assert_eq!(hub.read_position("occasion:1").epoch, quiet.epoch);
+        let replayed = hub.recover("occasion:1", &quiet);
+        assert!(replayed.recovered);
+        assert_eq!(replayed.events.len(), 1);
+        // Another quiet topic recovers from {0, quiet} with nothing to replay.
+        assert!(
+            hub.recover("occasion:2", &hub.read_position("occasion:2"))
+                .recovered
+        );
+    }
+
+    #[test]
+    fn forgetting_a_numbered_topic_invalidates_quiet_positions() {
+        let hub = hub(8, Duration::from_secs(1));
+        let quiet = hub.read_position("occasion:2");
+        assert!(hub.recover("occasion:2", &quiet).recovered);
+        hub.publish(event("list:1"));
+        // list:1's history expires and the topic is dropped: it could start over at seq 1
+        // without a stream, so "no event since {0, quiet}" can no longer be promised.
+        hub.sweep_all(Instant::now() + Duration::from_secs(5));
+        assert_eq!(hub.topic_count(), 0);
+        assert!(!hub.recover("occasion:2", &quiet).recovered);
+        assert!(!hub.recover("list:1", &quiet).recovered);
+        let now = hub.read_position("list:1");
+        assert_ne!(now.epoch, quiet.epoch);
+        assert!(hub.recover("list:1", &now).recovered);
+    }
+
     /// Records what the hub asks an external broker to follow.
     #[derive(Default)]
     struct Follows(Mutex<Vec<(String, bool)>>);
@@ -1560,6 +1735,14 @@ mod tests {
             })
         }
 
+        fn position<'a>(
+            &'a self,
+            _local: &'a dyn Deliver,
+            _topic: &'a Topic,
+        ) -> crate::broker::BoxFuture<'a, Result<StreamPosition, crate::BrokerError>> {
+            Box::pin(async { Err(crate::BrokerError::Unavailable("test".into())) })
+        }
+
         fn degraded(&self) -> Option<String> {
             None
         }
@@ -1586,7 +1769,7 @@ mod tests {
             recovered: true,
             events: Vec::new(),
         };
-        hub.finish_pending(&topic, 3, ticket, 0, nothing, |_| "ack".into());
+        hub.finish_pending(&topic, 3, ticket, None, nothing, |_, _| "ack".into());
         hub.unsubscribe("list:1", 3);
         assert!(!hub.is_followed("list:1"));
         hub.subscribe(&topic, 1, &out);

@@ -55,6 +55,7 @@ mod publishers;
 mod rate;
 mod serve;
 pub mod shutdown;
+pub mod stamp;
 mod ws;
 
 use std::sync::Arc;
@@ -80,6 +81,7 @@ pub use hub::Hub;
 pub use publish::PublishError;
 pub use rate::RATE_LIMIT_EXCEEDED;
 pub use serve::serve;
+pub use stamp::Stamp;
 pub use tidings_protocol as protocol;
 
 /// The server handle: hub, JWT keys and configuration behind one `Arc`. Clone it freely.
@@ -210,6 +212,30 @@ impl Tidings {
             .broker
             .publish(&self.inner.hub, &event.topic, base)
             .await
+    }
+
+    /// The current positions of `topics`, to stamp a read with (see [`stamp`]): take it
+    /// BEFORE reading the data the response carries, then return it with the response
+    /// (`(stamp, Json(data))`). A topic that has had no event gets `seq` 0 in the epoch its
+    /// first event will have, so a client resumes it without a refetch.
+    ///
+    /// The app chooses `topics` (a handful per response, not client input); each costs a map
+    /// lookup in memory, one Redis round trip with Redis.
+    ///
+    /// # Errors
+    /// [`BrokerError::Unavailable`] when Redis cannot be asked: respond without a stamp (the
+    /// client then closes the gap by refetching once after its subscription's ack).
+    pub async fn read_stamp(&self, topics: &[protocol::Topic]) -> Result<Stamp, BrokerError> {
+        let mut positions = Vec::with_capacity(topics.len());
+        for topic in topics {
+            let at = self.inner.broker.position(&self.inner.hub, topic).await?;
+            positions.push(protocol::TopicPosition {
+                topic: topic.clone(),
+                seq: at.seq,
+                epoch: at.epoch,
+            });
+        }
+        Ok(Stamp(protocol::ReadStamp(positions)))
     }
 
     /// `None` while the broker is healthy; otherwise why it is degraded (Redis unreachable).

@@ -28,6 +28,8 @@ pub(super) enum Inbound {
     Subscribed {
         topic: String,
         recovered: Option<bool>,
+        /// The topic's position, when the server sent one (the client always asks).
+        position: Option<(u64, String)>,
     },
     /// `{"action": "refreshed"}` (`WSReply::Refreshed`).
     Refreshed,
@@ -36,6 +38,20 @@ pub(super) enum Inbound {
     /// Anything else — `unsubscribed`, `pong`, an event without a topic, an unknown shape: it
     /// only proves the connection alive.
     Other,
+}
+
+/// A frame's `seq`. Integers up to 2^53 are exact as f64, which is all a JSON number can be
+/// in the browser.
+fn seq(msg: &JsValue) -> Option<u64> {
+    get(msg, names::SEQ)
+        .as_f64()
+        .filter(|s| *s >= 0.0)
+        .map(|s| s as u64)
+}
+
+/// A frame's `seq` and `epoch`, when it has both.
+pub(super) fn position(msg: &JsValue) -> Option<(u64, String)> {
+    Some((seq(msg)?, get(msg, names::EPOCH).as_string()?))
 }
 
 /// The frame is not JSON.
@@ -49,12 +65,7 @@ pub(super) fn decode(text: &str) -> Result<Inbound, NotJson> {
         let Some(topic) = topic else {
             return Ok(Inbound::Other);
         };
-        // Integers up to 2^53 are exact as f64, which is all a JSON number can be in the
-        // browser.
-        let seq = get(&msg, names::SEQ)
-            .as_f64()
-            .filter(|s| *s >= 0.0)
-            .map(|s| s as u64);
+        let seq = seq(&msg);
         let epoch = get(&msg, names::EPOCH).as_string();
         return Ok(Inbound::Event {
             topic,
@@ -68,6 +79,7 @@ pub(super) fn decode(text: &str) -> Result<Inbound, NotJson> {
             (Some(topic), names::SUBSCRIBED) => Inbound::Subscribed {
                 topic,
                 recovered: get(&msg, names::RECOVERED).as_bool(),
+                position: position(&msg),
             },
             (_, names::REFRESHED) => Inbound::Refreshed,
             _ => Inbound::Other,

@@ -22,14 +22,17 @@ use std::cell::RefCell;
 use std::rc::{Rc, Weak};
 
 use js_sys::{Function, Object, Promise};
-use tidings_protocol::{MAX_TOPIC_LEN, Topic, TopicError, WSClientMessage};
+use tidings_protocol::{
+    MAX_TOPIC_LEN, POSITIONS_HEADER, StreamPosition, Topic, TopicError, WSClientMessage,
+};
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 
 use crate::backoff::Backoff;
 use crate::browser::{self, Listener};
 use crate::status::StatusMachine;
-use crate::topics::{ListenerId, TopicSet};
+use crate::topics::{ListenerId, StampAction, TopicSet};
+use crate::wire;
 use effects::{Binding, Effect, Ready, js_error, run};
 pub use options::DEFAULT_CONNECT_TIMEOUT_MS;
 use options::{Config, parse_rules};
@@ -160,6 +163,9 @@ extern "C" {
     /// `Promise<void>` (TypeScript).
     #[wasm_bindgen(typescript_type = "Promise<void>")]
     pub type ReadyPromise;
+    /// A `fetch` `Response` (TypeScript).
+    #[wasm_bindgen(typescript_type = "Response")]
+    pub type FetchResponse;
     /// `() => void` (TypeScript): call it to stop listening.
     #[wasm_bindgen(typescript_type = "() => void")]
     pub type Disposer;
@@ -298,7 +304,10 @@ impl TidingsClient {
                 if let (Some(socket), Ok(t)) = (inner.socket(), Topic::new(topic.clone())) {
                     socket.send(&WSClientMessage::Subscribe {
                         topic: t,
-                        since: None,
+                        since: added
+                            .since
+                            .map(|(seq, epoch)| StreamPosition { seq, epoch }),
+                        position: true,
                     });
                 }
             }
@@ -365,6 +374,66 @@ impl TidingsClient {
             effects
         };
         run(effects);
+    }
+
+    /// Notes a read stamp: the value of a REST response's `tidings-positions` header (the
+    /// positions of the topics its data reflects, taken before the read). A subscribed topic
+    /// whose subscription started after the read is resubscribed from the read's position,
+    /// so the events in between are replayed (and invalidate or update the cache like any
+    /// event); a topic not subscribed yet is subscribed from it. Call it from the app's
+    /// fetch wrapper with `response.headers.get("tidings-positions")`; `null` or a malformed
+    /// value is ignored.
+    #[wasm_bindgen(js_name = noteReadStamp)]
+    pub fn note_read_stamp(&self, value: Option<String>) {
+        let Some(entries) = value.and_then(|v| js_sys::JSON::parse(&v).ok()) else {
+            return;
+        };
+        if !js_sys::Array::is_array(&entries) {
+            return;
+        }
+        let effects = {
+            let mut inner = self.inner.borrow_mut();
+            let mut effects = Vec::new();
+            for entry in js_sys::Array::from(&entries).iter() {
+                let topic = browser::get(&entry, wire::names::TOPIC).as_string();
+                let (Some(topic), Some((seq, epoch))) = (topic, inbound::position(&entry)) else {
+                    continue;
+                };
+                if Topic::check(&topic).is_err() {
+                    continue;
+                }
+                match inner.topics.on_stamp(&topic, seq, &epoch) {
+                    StampAction::None => {}
+                    StampAction::Invalidate => {
+                        effects.extend(effects::invalidations_for_topic(&inner.bindings, &topic));
+                    }
+                    StampAction::Resubscribe(since) => socket::resubscribe(&inner, &topic, since),
+                }
+            }
+            effects
+        };
+        run(effects);
+    }
+
+    /// Notes the read stamp of a `fetch` `Response` (its `tidings-positions` header, the name
+    /// defined by the protocol crate), as [`noteReadStamp`](Self::note_read_stamp) does with
+    /// the header's value. A response without one is ignored.
+    #[wasm_bindgen(js_name = noteResponse)]
+    pub fn note_response(&self, response: &FetchResponse) {
+        let headers = browser::get(response, "headers");
+        let get = browser::get(&headers, "get");
+        if let Some(get) = get.dyn_ref::<Function>() {
+            if let Ok(value) = get.call1(&headers, &JsValue::from_str(POSITIONS_HEADER)) {
+                self.note_read_stamp(value.as_string());
+            }
+        }
+    }
+
+    /// Whether a read stamp was noted for `topic` since it got listeners (the hooks close
+    /// the read/subscribe gap themselves for reads without one).
+    #[wasm_bindgen(js_name = isStamped)]
+    pub fn is_stamped(&self, topic: &str) -> bool {
+        self.inner.borrow().topics.is_stamped(topic)
     }
 
     /// The topics that currently have listeners, in name order.

@@ -139,7 +139,11 @@ fn on_open(rc: &Shared) {
         for (topic, since) in inner.topics.on_open(reconnect) {
             if let Ok(topic) = Topic::new(topic) {
                 let since = since.map(|(seq, epoch)| StreamPosition { seq, epoch });
-                socket.send(&WSClientMessage::Subscribe { topic, since });
+                socket.send(&WSClientMessage::Subscribe {
+                    topic,
+                    since,
+                    position: true,
+                });
             }
         }
         let now = js_sys::Date::now();
@@ -230,18 +234,25 @@ fn on_message(rc: &Shared, data: JsValue) {
                 }
                 effects.extend(invalidations_for_event(&inner.bindings, &topic, &object));
             }
-            Inbound::Subscribed { topic, recovered } => {
+            Inbound::Subscribed {
+                topic,
+                recovered,
+                position,
+            } => {
                 let schedule = |delay| recovery(&topic, delay);
                 let random = js_sys::Math::random();
                 if let Some(ack) = inner
                     .topics
-                    .on_subscribed(&topic, recovered, now, random, schedule)
+                    .on_subscribed(&topic, recovered, position, now, random, schedule)
                 {
                     for r in ack.ready {
                         effects.push(Effect::Call(r.resolve, JsValue::UNDEFINED));
                     }
                     if ack.invalidate {
                         effects.extend(invalidations_for_topic(&inner.bindings, &topic));
+                    }
+                    if let Some(since) = ack.resubscribe {
+                        resubscribe(&inner, &topic, since);
                     }
                 }
             }
@@ -285,9 +296,15 @@ fn on_message(rc: &Shared, data: JsValue) {
 /// `recovered: false` at once.
 fn recover_topic(rc: &Shared, topic: &str) {
     let mut inner = rc.borrow_mut();
-    let Some((seq, epoch)) = inner.topics.recover_now(topic) else {
+    let Some(since) = inner.topics.recover_now(topic) else {
         return;
     };
+    resubscribe(&inner, topic, since);
+}
+
+/// Sends `unsubscribe`, then `subscribe` with `since` (the server answers a subscribe for a
+/// topic it already has with `recovered: false` at once, hence the unsubscribe first).
+pub(super) fn resubscribe(inner: &Inner, topic: &str, (seq, epoch): (u64, String)) {
     if let (Some(socket), Ok(topic)) = (inner.socket(), Topic::new(topic.to_owned())) {
         socket.send(&WSClientMessage::Unsubscribe {
             topic: topic.clone(),
@@ -295,6 +312,7 @@ fn recover_topic(rc: &Shared, topic: &str) {
         socket.send(&WSClientMessage::Subscribe {
             topic,
             since: Some(StreamPosition { seq, epoch }),
+            position: true,
         });
     }
 }

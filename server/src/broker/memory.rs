@@ -34,6 +34,14 @@ impl Broker for MemoryBroker {
         Box::pin(async move { Ok(hub.recover(topic.as_str(), since)) })
     }
 
+    fn position<'a>(
+        &'a self,
+        hub: &'a dyn Deliver,
+        topic: &'a Topic,
+    ) -> BoxFuture<'a, Result<StreamPosition, BrokerError>> {
+        Box::pin(async move { Ok(hub.read_position(topic.as_str())) })
+    }
+
     fn degraded(&self) -> Option<String> {
         None
     }

@@ -67,6 +67,9 @@ pub(crate) trait Deliver: Send + Sync {
     fn publish_local(&self, topic: &Topic, base: &str) -> usize;
     /// The in-memory history of `topic` after `since`.
     fn recover(&self, topic: &str, since: &StreamPosition) -> Recovery;
+    /// The in-memory position of `topic` (`seq` 0 in the quiet epoch when it has had no
+    /// event).
+    fn read_position(&self, topic: &str) -> StreamPosition;
 }
 
 /// What a subscribe with `since` found in the history.
@@ -141,6 +144,15 @@ pub(crate) trait Broker: Send + Sync + 'static {
         since: &'a StreamPosition,
         bound: ReplayBound,
     ) -> BoxFuture<'a, Result<Recovery, BrokerError>>;
+
+    /// The current position of `topic`: its last event's `seq` and epoch, or `seq` 0 in the
+    /// epoch its first event will be numbered in (created now if it has none), so that a
+    /// client can resume from "no event yet" without a refetch.
+    fn position<'a>(
+        &'a self,
+        local: &'a dyn Deliver,
+        topic: &'a Topic,
+    ) -> BoxFuture<'a, Result<StreamPosition, BrokerError>>;
 
     /// `None` when healthy, else why the broker is degraded.
     fn degraded(&self) -> Option<String>;
@@ -224,6 +236,14 @@ impl Broker for UnusableBroker {
         _since: &'a StreamPosition,
         _bound: ReplayBound,
     ) -> BoxFuture<'a, Result<Recovery, BrokerError>> {
+        Box::pin(async move { Err(BrokerError::Unavailable(self.0.clone())) })
+    }
+
+    fn position<'a>(
+        &'a self,
+        _local: &'a dyn Deliver,
+        _topic: &'a Topic,
+    ) -> BoxFuture<'a, Result<StreamPosition, BrokerError>> {
         Box::pin(async move { Err(BrokerError::Unavailable(self.0.clone())) })
     }
 

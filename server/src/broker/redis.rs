@@ -144,6 +144,17 @@ end
 return out
 "#;
 
+/// The position of a topic (ARGV: a new epoch, the key TTL in ms) as `[epoch, last seq]`. A
+/// topic without a stream gets its epoch now (with the history's TTL, as a publish would), so
+/// that "no event yet" is a position the next publish continues from: its first event is
+/// `seq` 1 of this epoch and a client resuming from `{0, epoch}` is replayed it.
+const POSITION: &str = r#"
+if redis.call('HSETNX', KEYS[1], 'epoch', ARGV[1]) == 1 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return {redis.call('HGET', KEYS[1], 'epoch'), redis.call('HGET', KEYS[1], 'seq') or '0'}
+"#;
+
 /// The Redis broker (see the module docs).
 pub(crate) struct RedisBroker {
     client: Client,
@@ -151,6 +162,7 @@ pub(crate) struct RedisBroker {
     conn: tokio::sync::Mutex<Option<MultiplexedConnection>>,
     publish: Script,
     history: Script,
+    position: Script,
     limits: HistoryLimits,
     /// The most a repair replays to this node's subscribers (the configured outbound budget).
     repair_bound: ReplayBound,
@@ -203,6 +215,7 @@ impl RedisBroker {
             conn: tokio::sync::Mutex::new(None),
             publish: Script::new(PUBLISH),
             history: Script::new(HISTORY),
+            position: Script::new(POSITION),
             limits,
             repair_bound,
             fetches: tokio::sync::Semaphore::new(max_fetches.max(1)),
@@ -640,6 +653,44 @@ impl Broker for RedisBroker {
                 .map_err(|_| BrokerError::Unavailable("too many history fetches".to_owned()))?
                 .map_err(|_| BrokerError::Unavailable("history fetches closed".to_owned()))?;
             self.fetch(topic.as_str(), since, bound).await
+        })
+    }
+
+    fn position<'a>(
+        &'a self,
+        _hub: &'a dyn Deliver,
+        topic: &'a Topic,
+    ) -> BoxFuture<'a, Result<StreamPosition, BrokerError>> {
+        Box::pin(async move {
+            // Shares the node's history-fetch slots: a flood of subscribes asking for
+            // positions waits its turn (then is acked without one) instead of piling up in
+            // front of Redis.
+            let _slot = tokio::time::timeout(REDIS_TIMEOUT, self.fetches.acquire())
+                .await
+                .map_err(|_| BrokerError::Unavailable("too many history fetches".to_owned()))?
+                .map_err(|_| BrokerError::Unavailable("history fetches closed".to_owned()))?;
+            let mut conn = self.connection().await?;
+            let (meta, _) = keys(topic.as_str());
+            let result: Result<(String, String), _> = self
+                .position
+                .key(meta)
+                .arg(new_epoch())
+                .arg(self.ttl_ms())
+                .invoke_async(&mut conn)
+                .await;
+            match result {
+                Ok((epoch, seq)) => {
+                    self.failing.store(false, Ordering::Relaxed);
+                    let seq = seq.parse::<u64>().map_err(|_| {
+                        BrokerError::Unavailable(format!("bad seq in {topic}'s meta"))
+                    })?;
+                    Ok(StreamPosition { seq, epoch })
+                }
+                Err(e) => {
+                    self.forget_connection(&e).await;
+                    Err(self.failed(e))
+                }
+            }
         })
     }
 

@@ -23,6 +23,7 @@ mod limits;
 mod metrics;
 mod origin;
 mod per_ip;
+mod positions;
 mod protocol;
 mod publish;
 mod recovery;

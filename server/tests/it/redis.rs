@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use crate::common::stream::{Seen, next_event, subscribe_since};
 use crate::common::*;
-use serde_json::Value;
+use serde_json::{Value, json};
 use tidings_server::Config;
 use tidings_server::protocol::{ServerMessage, WSEvent};
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -936,6 +936,7 @@ async fn history_fetches_beyond_the_bounds_wait_their_turn() {
             ServerMessage::Reply(tidings_server::protocol::WSReply::Subscribed {
                 recovered,
                 topic,
+                ..
             }) => {
                 assert_eq!(recovered, Some(true), "{topic}");
                 assert_eq!(replayed[topic.as_str()], ["3", "4", "5"]);
@@ -1083,4 +1084,77 @@ async fn a_node_hears_only_the_topics_it_serves() {
     );
     a.publish(&http, &event_json(&topic, "2")).await;
     assert_eq!(next_event(&mut on_a).await.data.entity_id, "2");
+}
+
+/// Positions with Redis: the ack carries the topic's position only when asked (also with `seq`
+/// 0 for a topic without events, whose epoch its first event then continues), a stamped read
+/// is resumed from with the event after it replayed, and a quiet topic recovers on another
+/// node without a refetch.
+#[tokio::test]
+#[ignore = "needs a redis-server: run ./scripts/test-redis"]
+async fn positions_in_acks_and_stamps() {
+    let config = || Config::new(SECRET).with_redis_url(Some(redis_url()));
+    let a = start_server_with(config()).await;
+    let b = start_server_with(config()).await;
+    let list = unique("list");
+    let quiet = unique("occasion");
+    let mut ws = a.client().await;
+    // The seed's ack is unchanged.
+    roundtrip(
+        &mut ws,
+        &json!({"action": "subscribe", "topic": list}).to_string(),
+        &json!({"action": "subscribed", "topic": list}).to_string(),
+    )
+    .await;
+    send(
+        &mut ws,
+        &json!({"action": "subscribe", "topic": quiet, "position": true}).to_string(),
+    )
+    .await;
+    let ack: Value = serde_json::from_str(&recv_raw(&mut ws).await).unwrap();
+    assert_eq!(
+        (ack["topic"].as_str(), ack["seq"].as_u64()),
+        (Some(&*quiet), Some(0))
+    );
+    let quiet_epoch = ack["epoch"].as_str().unwrap().to_owned();
+    // The stamp, then an event after the read.
+    a.tidings.publish(event(&list, "1")).await.unwrap();
+    assert_eq!(next_event(&mut ws).await.data.entity_id, "1");
+    let topic = tidings_server::protocol::Topic::new(list.clone()).unwrap();
+    let tidings_server::Stamp(stamp) = a.tidings.read_stamp(&[topic]).await.unwrap();
+    assert_eq!(stamp.0[0].seq, 1);
+    a.tidings.publish(event(&list, "2")).await.unwrap();
+    assert_eq!(next_event(&mut ws).await.data.entity_id, "2");
+    // A client on the other node resumes from the stamp: the event after it is replayed.
+    let mut other = b.client().await;
+    let since = json!({"seq": stamp.0[0].seq, "epoch": stamp.0[0].epoch});
+    send(
+        &mut other,
+        &json!({"action": "subscribe", "topic": list, "since": since, "position": true})
+            .to_string(),
+    )
+    .await;
+    assert_eq!(next_event(&mut other).await.data.entity_id, "2");
+    let ack: Value = serde_json::from_str(&recv_raw(&mut other).await).unwrap();
+    assert_eq!(
+        (ack["recovered"].as_bool(), ack["seq"].as_u64()),
+        (Some(true), Some(2))
+    );
+    // The quiet topic: resumed on the other node from {0, epoch}, nothing to refetch; its
+    // first event is then seq 1 of that epoch on both nodes.
+    let since = json!({"seq": 0, "epoch": quiet_epoch});
+    send(
+        &mut other,
+        &json!({"action": "subscribe", "topic": quiet, "since": since}).to_string(),
+    )
+    .await;
+    assert_eq!(
+        recv_raw(&mut other).await,
+        format!(r#"{{"action":"subscribed","topic":"{quiet}","recovered":true}}"#)
+    );
+    a.tidings.publish(event(&quiet, "3")).await.unwrap();
+    for ws in [&mut ws, &mut other] {
+        let e = next_event(ws).await;
+        assert_eq!((e.seq, e.epoch.as_deref()), (Some(1), Some(&*quiet_epoch)));
+    }
 }

@@ -10,8 +10,8 @@ use axum::http::StatusCode;
 use axum::routing::{get, patch, post, put};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use tidings_protocol::{EventType, WSEvent};
-use tidings_server::Tidings;
+use tidings_protocol::{EventType, Topic, WSEvent};
+use tidings_server::{Stamp, Tidings};
 
 use crate::auth::{Actor, Auth};
 use crate::error::ApiError;
@@ -136,29 +136,61 @@ async fn occasions(State(store): State<Store>) -> Result<Json<Vec<Occasion>>, Ap
     Ok(Json(store.run(|c| store::occasions(c)).await?))
 }
 
+/// A read's stamp: the positions of the topics whose events change what it returns, taken
+/// BEFORE the read (the `tidings-positions` header; see `tidings_server::stamp`). The client
+/// resumes those topics from there, so an event committed between this read and its
+/// subscription is replayed to it. `None` when the broker cannot be asked: the client then
+/// refetches once after its subscription's ack instead.
+async fn stamp(tidings: &Tidings, topics: &[Topic]) -> Option<Stamp> {
+    match tidings.read_stamp(topics).await {
+        Ok(stamp) => Some(stamp),
+        Err(e) => {
+            tracing::debug!(error = %e, "read without a stamp");
+            None
+        }
+    }
+}
+
 async fn occasion(
-    State(store): State<Store>,
+    State(state): State<AppState>,
     Id(id): Id<i64>,
-) -> Result<Json<OccasionDetail>, ApiError> {
-    Ok(Json(
-        store.run(move |c| store::occasion_detail(c, id)).await?,
-    ))
+) -> Result<(Option<Stamp>, Json<OccasionDetail>), ApiError> {
+    let stamp = stamp(&state.tidings, &[Topic::occasion(id)]).await;
+    let detail = state
+        .store
+        .run(move |c| store::occasion_detail(c, id))
+        .await?;
+    Ok((stamp, Json(detail)))
 }
 
-async fn lists(State(store): State<Store>) -> Result<Json<Vec<ListSummary>>, ApiError> {
-    Ok(Json(store.run(|c| store::list_summaries(c, None)).await?))
+async fn lists(
+    State(state): State<AppState>,
+) -> Result<(Option<Stamp>, Json<Vec<ListSummary>>), ApiError> {
+    // The counts change with every item event, all of which reach `list-items:all`.
+    let stamp = stamp(&state.tidings, &[Topic::list_items_all()]).await;
+    let lists = state.store.run(|c| store::list_summaries(c, None)).await?;
+    Ok((stamp, Json(lists)))
 }
 
-async fn list(State(store): State<Store>, Id(id): Id<i64>) -> Result<Json<ListDetail>, ApiError> {
-    Ok(Json(store.run(move |c| store::list_detail(c, id)).await?))
+async fn list(
+    State(state): State<AppState>,
+    Id(id): Id<i64>,
+) -> Result<(Option<Stamp>, Json<ListDetail>), ApiError> {
+    let stamp = stamp(&state.tidings, &[Topic::list(id)]).await;
+    let detail = state.store.run(move |c| store::list_detail(c, id)).await?;
+    Ok((stamp, Json(detail)))
 }
 
 async fn item(State(store): State<Store>, Id(id): Id<i64>) -> Result<Json<Item>, ApiError> {
     Ok(Json(store.run(move |c| store::item(c, id)).await?))
 }
 
-async fn gifts(State(store): State<Store>) -> Result<Json<Vec<Gift>>, ApiError> {
-    Ok(Json(store.run(|c| store::gifts(c)).await?))
+async fn gifts(
+    State(state): State<AppState>,
+) -> Result<(Option<Stamp>, Json<Vec<Gift>>), ApiError> {
+    let stamp = stamp(&state.tidings, &[Topic::gifts_all()]).await;
+    let gifts = state.store.run(|c| store::gifts(c)).await?;
+    Ok((stamp, Json(gifts)))
 }
 
 // ---------------------------------------------------------------- items

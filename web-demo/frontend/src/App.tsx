@@ -1,6 +1,7 @@
-import { useCallback, useState } from "react";
+import { useCallback, useEffect, useState } from "react";
 import { QueryClientProvider, type QueryClient } from "@tanstack/react-query";
-import { TidingsProvider } from "@tidings/client/react";
+import { TidingsProvider, useTidingsClient } from "@tidings/client/react";
+import { setReadSink } from "./api";
 import { Login } from "./components/Login";
 import { Dashboard } from "./components/Dashboard";
 import { loadSession, saveSession } from "./session";
@@ -9,6 +10,17 @@ import type { Session } from "./types";
 function wsUrl(): string {
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
   return `${scheme}//${location.host}/ws`;
+}
+
+/** Hands every read's stamp to the realtime client (see `setReadSink`). */
+function ReadStamps() {
+  const client = useTidingsClient();
+  useEffect(() => {
+    if (!client) return;
+    setReadSink((response) => client.noteResponse(response));
+    return () => setReadSink(null);
+  }, [client]);
+  return null;
 }
 
 export function App({ queryClient }: { queryClient: QueryClient }) {
@@ -32,6 +44,7 @@ export function App({ queryClient }: { queryClient: QueryClient }) {
       {session ? (
         // Keyed by member so that switching member starts a fresh connection.
         <TidingsProvider key={session.member.id} url={wsUrl()} getToken={getToken} queryClient={queryClient}>
+          <ReadStamps />
           <Dashboard session={session} onSignOut={signOut} />
         </TidingsProvider>
       ) : (

@@ -21,6 +21,7 @@ async function request<T>(method: string, path: string, token?: string, body?: u
     headers,
     body: body === undefined ? undefined : JSON.stringify(body),
   });
+  if (method === "GET") noteRead(res);
   const text = await res.text();
   const json: unknown = text ? JSON.parse(text) : null;
   if (!res.ok) {
@@ -28,6 +29,28 @@ async function request<T>(method: string, path: string, token?: string, body?: u
     throw new ApiError(res.status, msg);
   }
   return json as T;
+}
+
+/**
+ * Reads carry a read stamp (the `tidings-positions` header: where each topic they reflect
+ * stood before the read). The realtime client resumes those topics from there, so a change
+ * committed between a read and its subscription is replayed instead of lost. Reads that
+ * finish before the client exists wait here (a few).
+ */
+type ReadSink = (response: Response) => void;
+let readSink: ReadSink | null = null;
+const unnoted: Response[] = [];
+
+function noteRead(response: Response): void {
+  if (readSink) return readSink(response);
+  unnoted.push(response);
+  if (unnoted.length > 32) unnoted.shift();
+}
+
+/** Where reads are noted: `client.noteResponse` of the realtime client (`null`: none yet). */
+export function setReadSink(sink: ReadSink | null): void {
+  readSink = sink;
+  if (sink) for (const response of unnoted.splice(0)) sink(response);
 }
 
 export const get = <T,>(path: string) => request<T>("GET", path);

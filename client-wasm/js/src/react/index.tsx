@@ -61,6 +61,7 @@ export type {
   WSEvent,
 } from "../index.js";
 export { TidingsClient } from "../index.js";
+export { applyEntityEvent } from "./cache.js";
 
 /** The status hooks report when the wasm module could not be loaded (no client exists). */
 export interface LoadFailedStatus {
@@ -90,25 +91,114 @@ function isDevelopment(): boolean {
   }
 }
 
+/**
+ * How long the invalidations of one query key are gathered: a burst of events refetches once,
+ * this long after its last event (and at least every `MAX_GATHER_MS` during a long burst).
+ */
+const GATHER_MS = 50;
+const MAX_GATHER_MS = 1_000;
+/**
+ * Invalidations of whole topics (a reconnect that could not replay what was missed) start
+ * within this many ms, at a random point: every client reconnecting after a server restart
+ * does not refetch in the same instant.
+ */
+const SPREAD_MS = 1_000;
+
+/**
+ * Turns invalidations into as few refetches as stay correct: one per key per burst, started
+ * after the burst's last event; a refetch already in flight when an event arrives (it may
+ * not reflect it) is followed by exactly one more once it settles.
+ */
+class Coalescer {
+  private readonly due = new Map<string, { timer: ReturnType<typeof setTimeout>; first: number }>();
+  private readonly following = new Set<string>();
+
+  constructor(private readonly queryClient: () => QueryClient | null) {}
+
+  /**
+   * Invalidates `key` (`exact`: that key only) after the burst; `spread`: after a jitter.
+   * `except`: hashes of queries to leave alone (their data was updated from the event).
+   */
+  invalidate(key: QueryKey, exact: boolean, spread: boolean, except: readonly string[] = []): void {
+    const hash = `${exact ? "=" : "~"}${hashKey(key)}${except.length ? `-${[...except].sort().join("|")}` : ""}`;
+    const now = Date.now();
+    const pending = this.due.get(hash);
+    if (pending && spread) return; // already due, sooner
+    if (pending) clearTimeout(pending.timer);
+    const first = pending?.first ?? now;
+    const delay = spread ? Math.random() * SPREAD_MS : Math.min(GATHER_MS, Math.max(0, first + MAX_GATHER_MS - now));
+    const timer = setTimeout(() => {
+      this.due.delete(hash);
+      this.fire(hash, key, exact, except);
+    }, delay);
+    this.due.set(hash, { timer, first });
+  }
+
+  private fire(hash: string, key: QueryKey, exact: boolean, except: readonly string[]): void {
+    const queryClient = this.queryClient();
+    if (!queryClient) return;
+    const filters = {
+      queryKey: key,
+      exact,
+      ...(except.length ? { predicate: (q: { queryHash: string }) => !except.includes(q.queryHash) } : {}),
+    };
+    const cache = queryClient.getQueryCache();
+    const inflight = cache.findAll(filters).filter((q) => q.state.fetchStatus === "fetching");
+    if (inflight.length === 0) {
+      void queryClient.invalidateQueries(filters, { cancelRefetch: false });
+      return;
+    }
+    // Began before the event: may not reflect it. One more once it settles (later events
+    // meanwhile are covered by that one).
+    if (this.following.has(hash)) return;
+    this.following.add(hash);
+    const stop = cache.subscribe(() => {
+      if (inflight.some((q) => q.state.fetchStatus === "fetching")) return;
+      stop();
+      this.following.delete(hash);
+      void queryClient.invalidateQueries(filters, { cancelRefetch: false });
+    });
+  }
+
+  /** Drops every pending invalidation (the provider unmounts). */
+  clear(): void {
+    for (const { timer } of this.due.values()) clearTimeout(timer);
+    this.due.clear();
+  }
+}
+
+/** Computes a query's new data from an event; `undefined`: cannot, invalidate instead. */
+export type CacheUpdate<TData = unknown> = (data: TData | undefined, event: WSEvent) => TData | undefined;
+
 /** A marker no app key starts with: the catch-all binding's keys are `[MARK, topic]`. */
 const TOPIC_MARK = "\u0000tidings:topic";
 const EVENT_MARK = "\u0000tidings:event";
 
 /** The query keys `useLiveQuery` keeps live, per topic, and the topics handled by `onEvent`. */
 class LiveRegistry {
-  private readonly live = new Map<string, Map<string, { key: QueryKey; count: number }>>();
+  private readonly live = new Map<
+    string,
+    Map<string, { key: QueryKey; count: number; update: { current: CacheUpdate | undefined } }>
+  >();
   private readonly handled = new Map<string, number>();
   /** Keys the app's rules invalidated since the registry's binding last ran. */
   private recorded: QueryKey[] = [];
   private readonly warned = new Set<string>();
   queryClient: QueryClient | null = null;
+  /** The event the catch-all binding is being called for (set by its `onEvent`). */
+  private event: WSEvent | null = null;
+  readonly coalescer = new Coalescer(() => this.queryClient);
 
-  /** Registers `key` as live on `topic`; returns the function that removes it. */
-  addLive(topic: string, key: QueryKey): () => void {
+  /**
+   * Registers `key` as live on `topic`; returns the function that removes it. `update` (its
+   * `current`, read at each event) updates the key's data from an event instead of
+   * invalidating it.
+   */
+  addLive(topic: string, key: QueryKey, update: { current: CacheUpdate | undefined } = { current: undefined }): () => void {
     const hash = hashKey(key);
     let keys = this.live.get(topic);
     if (!keys) this.live.set(topic, (keys = new Map()));
-    const entry = keys.get(hash) ?? { key, count: 0 };
+    const entry = keys.get(hash) ?? { key, count: 0, update };
     entry.count += 1;
     keys.set(hash, entry);
     return () => {
@@ -128,29 +218,54 @@ class LiveRegistry {
     };
   }
 
-  /** The query client the app's rules go through: forwards and records. */
-  recording(queryClient: QueryClient): { invalidateQueries(filters: { queryKey: QueryKey }): unknown } {
+  /**
+   * The query client the app's rules go through: records the keys; the catch-all binding,
+   * called right after in the same turn, hands them to the coalescer (knowing by then
+   * whether an event or a whole topic caused them).
+   */
+  recording(): { invalidateQueries(filters: { queryKey: QueryKey }): unknown } {
     return {
       invalidateQueries: (filters) => {
+        if (this.recorded.length === 0) queueMicrotask(() => this.flush(false));
         this.recorded.push(filters.queryKey);
-        return queryClient.invalidateQueries({ queryKey: filters.queryKey });
+        return undefined;
       },
     };
+  }
+
+  /** Hands the recorded keys to the coalescer, leaving `except` alone; returns them. */
+  private flush(spread: boolean, except: readonly string[] = []): QueryKey[] {
+    const recorded = this.recorded;
+    this.recorded = [];
+    for (const key of recorded) this.coalescer.invalidate(key, false, spread, except);
+    return recorded;
   }
 
   /** The catch-all binding: `[TOPIC_MARK | EVENT_MARK, topic]` after the rules ran. */
   readonly registryClient = {
     invalidateQueries: (filters: { queryKey: QueryKey }): unknown => {
       const [mark, topic] = filters.queryKey;
-      const recorded = this.recorded;
-      this.recorded = [];
-      if (typeof topic !== "string" || (mark !== TOPIC_MARK && mark !== EVENT_MARK)) return;
+      const event = mark === EVENT_MARK ? this.event : null;
+      this.event = null;
       const queryClient = this.queryClient;
-      const keys = this.live.get(topic);
+      const keys = typeof topic === "string" ? this.live.get(topic) : undefined;
+      // Live keys whose data the event updates: no rule invalidates them for this event.
+      const updated: string[] = [];
+      if (event && queryClient && keys) {
+        for (const { key, update } of keys.values()) {
+          if (update.current && this.apply(queryClient, key, update.current, event)) {
+            updated.push(hashKey(key));
+          }
+        }
+      }
+      // Whole topics (after a reconnect without recovery) are spread out in time.
+      const recorded = this.flush(mark === TOPIC_MARK, updated);
+      if (typeof topic !== "string" || (mark !== TOPIC_MARK && mark !== EVENT_MARK)) return;
       if (queryClient && keys) {
         for (const { key } of keys.values()) {
+          if (updated.includes(hashKey(key))) continue;
           if (recorded.some((r) => partialMatchKey(key, r))) continue;
-          void queryClient.invalidateQueries({ queryKey: key, exact: true });
+          this.coalescer.invalidate(key, true, mark === TOPIC_MARK);
         }
       }
       if (
@@ -173,10 +288,29 @@ class LiveRegistry {
     },
   };
 
+  /** Sets `key`'s data from `event` with `update`; `false` when it could not (invalidate). */
+  private apply(queryClient: QueryClient, key: QueryKey, update: CacheUpdate, event: WSEvent): boolean {
+    let updated = false;
+    try {
+      queryClient.setQueryData(key, (old: unknown) => {
+        const next = update(old, event);
+        updated = next !== undefined;
+        return next === undefined ? old : next;
+      });
+    } catch (error) {
+      console.error("tidings: a useLiveQuery update threw; invalidating instead", error);
+      return false;
+    }
+    return updated;
+  }
+
   /** The rules of the catch-all binding. */
-  static readonly RULES: InvalidationRules = {
+  readonly rules: InvalidationRules = {
     topics: { "{id}": [[TOPIC_MARK, "{id}"]] },
-    onEvent: (event) => [[EVENT_MARK, event.topic]],
+    onEvent: (event) => {
+      this.event = event;
+      return [[EVENT_MARK, event.topic]];
+    },
     defaults: false,
   };
 }
@@ -341,11 +475,12 @@ export function TidingsProvider({
     if (!client) return;
     registry.queryClient = queryClient;
     // Order matters: the app's rules first, then the registry (see the top of this file).
-    const unbindRules = client.bindQueryClient(registry.recording(queryClient), stableRules);
-    const unbindLive = client.bindQueryClient(registry.registryClient, LiveRegistry.RULES);
+    const unbindRules = client.bindQueryClient(registry.recording(), stableRules);
+    const unbindLive = client.bindQueryClient(registry.registryClient, registry.rules);
     return () => {
       unbindRules();
       unbindLive();
+      registry.coalescer.clear();
     };
   }, [client, queryClient, stableRules, registry]);
 
@@ -400,7 +535,20 @@ export function useConnectionStatus(): TidingsStatus {
  * topic, or a client that stopped for good, is reported with `console.error`, not thrown.
  */
 export function useTopic(topic: string | null, onEvent?: (event: WSEvent) => void): void {
+  useSubscription(topic, onEvent, undefined);
+}
+
+/** `useTopic`, plus `onReady` called with the client once the server acknowledged the topic. */
+function useSubscription(
+  topic: string | null,
+  onEvent: ((event: WSEvent) => void) | undefined,
+  onReady: ((client: TidingsClient) => void) | undefined,
+): void {
   const { client, registry } = useContext(TidingsContext);
+  const onReadyRef = useRef(onReady);
+  useEffect(() => {
+    onReadyRef.current = onReady;
+  });
   const onEventRef = useRef(onEvent);
   useEffect(() => {
     onEventRef.current = onEvent;
@@ -421,7 +569,15 @@ export function useTopic(topic: string | null, onEvent?: (event: WSEvent) => voi
       console.error(`tidings: cannot subscribe to ${JSON.stringify(topic)}`, error);
       return;
     }
+    let active = true;
+    subscription.ready.then(
+      () => {
+        if (active) onReadyRef.current?.(client);
+      },
+      () => {},
+    );
     return () => {
+      active = false;
       subscription.unsubscribe();
       subscription.free();
     };
@@ -442,6 +598,13 @@ export type UseLiveQueryOptions<
   topic: string | null;
   /** Called with every event of the topic. */
   onEvent?: (event: WSEvent) => void;
+  /**
+   * Updates the query's data from an event instead of refetching it (e.g. add, replace or
+   * remove the entity `event.data.entity_id` with `event.data.payload`; see
+   * {@link applyEntityEvent}). Return `undefined` when the event cannot be applied: the query
+   * is then refetched. The latest function is used.
+   */
+  update?: CacheUpdate<TQueryFnData>;
 };
 
 /**
@@ -458,16 +621,41 @@ export function useLiveQuery<
 >(
   options: UseLiveQueryOptions<TQueryFnData, TError, TData, TQueryKey>,
 ): UseQueryResult<TData, TError> {
-  const { topic, onEvent, ...queryOptions } = options;
+  const { topic, onEvent, update, ...queryOptions } = options;
   const { registry } = useContext(TidingsContext);
   const key = queryOptions.queryKey;
   const hash = hashKey(key);
+  const updateRef = useRef(update as CacheUpdate | undefined);
+  useEffect(() => {
+    updateRef.current = update as CacheUpdate | undefined;
+  });
   useEffect(() => {
     if (!registry || topic === null) return;
     // `hash` stands for `key`: a new array with the same content is the same key.
-    return registry.addLive(topic, key);
+    return registry.addLive(topic, key, updateRef);
     // eslint-disable-next-line react-hooks/exhaustive-deps
   }, [registry, topic, hash]);
-  useTopic(topic, onEvent);
+  // The read/subscribe gap: data read before the subscription's ack may miss an event
+  // published in between. A read stamp (the response's `tidings-positions`, handed to
+  // `client.noteReadStamp`) lets the client replay exactly that; without one, the query is
+  // refetched once.
+  const onReady = (client: TidingsClient) => {
+    const queryClient = registry?.queryClient;
+    if (!queryClient || topic === null) return;
+    const query = queryClient.getQueryCache().find({ queryKey: key, exact: true });
+    if (!query || (query.state.dataUpdatedAt === 0 && query.state.fetchStatus !== "fetching")) return;
+    const check = () => {
+      if (!client.isStamped(topic)) registry.coalescer.invalidate(key, true, false);
+    };
+    if (query.state.fetchStatus !== "fetching") return check();
+    // The read is in flight: its stamp (if any) is noted when its response arrives.
+    const cache = queryClient.getQueryCache();
+    const stop = cache.subscribe(() => {
+      if (query.state.fetchStatus === "fetching") return;
+      stop();
+      check();
+    });
+  };
+  useSubscription(topic, onEvent, onReady);
   return useQuery(queryOptions as UseQueryOptions<TQueryFnData, TError, TData, TQueryKey>);
 }

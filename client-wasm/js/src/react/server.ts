@@ -5,6 +5,7 @@
 // says what to do when used. Types come from ./index.d.ts (the `types` condition).
 
 export { TidingsClient } from "../index.js";
+export { applyEntityEvent } from "./cache.js";
 
 function clientOnly(name: string): never {
   throw new Error(

@@ -38,6 +38,7 @@ pub async fn subscribe_since(ws: &mut Ws, topic: &str, since: Option<(u64, &str)
             Ok(ServerMessage::Reply(WSReply::Subscribed {
                 topic: t,
                 recovered,
+                ..
             })) if t.as_str() == topic => {
                 return Subscribed { events, recovered };
             }

@@ -1,7 +1,8 @@
 import { useEffect, useMemo, useState } from "react";
-import { useQuery } from "@tanstack/react-query";
+import { useQuery, useQueryClient } from "@tanstack/react-query";
 import { useConnectionStatus, useLiveQuery } from "@tidings/client/react";
 import { client, get } from "../api";
+import { occasionAfter, summariesAfter } from "../cache";
 import type { ListSummary, Member, Occasion, OccasionDetail, Session } from "../types";
 import { ActivityFeed } from "./ActivityFeed";
 import { Avatar } from "./Avatar";
@@ -26,10 +27,12 @@ export function Dashboard({ session, onSignOut }: { session: Session; onSignOut:
   const occasions = useQuery({ queryKey: ["occasions"], queryFn: () => get<Occasion[]>("/occasions") });
   // Item counts per list change with every item event, so this summary lives under the
   // "list-items" key that `list-items:all` events invalidate.
+  const queryClient = useQueryClient();
   const lists = useLiveQuery({
     queryKey: ["list-items", "summary"],
     queryFn: () => get<ListSummary[]>("/lists"),
     topic: "list-items:all",
+    update: (old, event) => summariesAfter(queryClient, old, event),
   });
   const [view, setView] = useState<View | null>(viewFromHash);
 
@@ -113,6 +116,7 @@ function OccasionSection({ occasion, lists, current }: { occasion: Occasion; lis
     queryKey: ["occasions", id],
     queryFn: () => get<OccasionDetail>(`/occasions/${id}`),
     topic: `occasion:${id}`,
+    update: occasionAfter,
   });
   const o = live.data ?? occasion;
   return (

@@ -2,11 +2,17 @@ import { useState, type FormEvent } from "react";
 import { useMutation } from "@tanstack/react-query";
 import { useLiveQuery } from "@tidings/client/react";
 import { get, type Client } from "../api";
+import { giftsAfter } from "../cache";
 import { GIFT_STATUSES, type Gift, type Member, type Occasion } from "../types";
 
 /** Who gives what to whom, per occasion; live through `gifts:all`. */
 export function GiftsView({ api, members, occasions }: { api: Client; members: Member[]; occasions: Occasion[] }) {
-  const gifts = useLiveQuery({ queryKey: ["gifts"], queryFn: () => get<Gift[]>("/gifts"), topic: "gifts:all" });
+  const gifts = useLiveQuery({
+    queryKey: ["gifts"],
+    queryFn: () => get<Gift[]>("/gifts"),
+    topic: "gifts:all",
+    update: giftsAfter,
+  });
   const act = useMutation({ mutationFn: (run: () => Promise<unknown>) => run() });
   const [name, setName] = useState("");
   const [occasion, setOccasion] = useState("");

@@ -4,14 +4,17 @@ import { useLiveQuery } from "@tidings/client/react";
 import { get, type Client } from "../api";
 import type { Item, ListDetail, Member } from "../types";
 import { ItemCard } from "./ItemCard";
+import { listAfter } from "../cache";
 
-/** One shopping list, live: every change by anyone re-fetches it through `list:{id}`. */
+/** One shopping list, live: every change by anyone updates it through `list:{id}`. */
 export function ListView({ listId, api, members }: { listId: number; api: Client; members: Member[] }) {
   const id = String(listId);
   const list = useLiveQuery({
     queryKey: ["lists", id],
     queryFn: () => get<ListDetail>(`/lists/${id}`),
     topic: `list:${id}`,
+    // Item events carry the item: the list is updated from them, never refetched.
+    update: listAfter,
   });
   const [name, setName] = useState("");
   const [notes, setNotes] = useState("");

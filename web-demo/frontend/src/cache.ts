@@ -1,0 +1,57 @@
+// How the demo's queries follow events without refetching: every item, gift and occasion
+// event carries the whole entity (plus who made the change), so a list, the gift table and an
+// occasion are updated in the cache from the event itself. Only the sidebar's counts of a list
+// this tab does not hold are refetched, once per burst.
+import type { QueryClient } from "@tanstack/react-query";
+import { applyEntityEvent, type WSEvent } from "@tidings/client/react";
+import type { Gift, Item, ListDetail, ListSummary, OccasionDetail } from "./types";
+
+const DONE = new Set(["PURCHASED", "RECEIVED"]);
+
+/** The event's entity, without the fields the backend adds for the activity feed. */
+function entity<T>(event: WSEvent): T {
+  const { actor_id: _id, actor_name: _name, comment: _comment, ...rest } = event.data.payload as Record<string, unknown>;
+  return rest as T;
+}
+
+/** The event with its payload reduced to the entity (for `applyEntityEvent`). */
+function bare(event: WSEvent): WSEvent {
+  return { ...event, data: { ...event.data, payload: entity(event) } };
+}
+
+/** A list after an item event on `list:{id}`, with its counts recomputed. */
+export function listAfter(old: ListDetail | undefined, event: WSEvent): ListDetail | undefined {
+  const items = applyEntityEvent<Item>(old?.items, bare(event));
+  if (!old || !items) return undefined;
+  return { ...old, items, item_count: items.length, done_count: items.filter((i) => DONE.has(i.status)).length };
+}
+
+/**
+ * The sidebar's lists after an event on `list-items:all`. Only adding, deleting and status
+ * changes move the counts; when this tab holds the list live, its `list:{id}` event (delivered
+ * just before) already recounted it. Otherwise `undefined`: refetch.
+ */
+export function summariesAfter(
+  queryClient: QueryClient,
+  old: ListSummary[] | undefined,
+  event: WSEvent,
+): ListSummary[] | undefined {
+  if (!old) return undefined;
+  if (!["ADDED", "DELETED", "STATUS_CHANGED"].includes(event.event)) return old;
+  const listId = entity<Item>(event).list_id;
+  const key = ["lists", String(listId)];
+  const detail = queryClient.getQueryData<ListDetail>(key);
+  const observed = queryClient.getQueryCache().find({ queryKey: key, exact: true })?.getObserversCount() ?? 0;
+  if (!detail || observed === 0) return undefined;
+  return old.map((l) => (l.id === listId ? { ...l, item_count: detail.item_count, done_count: detail.done_count } : l));
+}
+
+/** The gift table after a gift event. */
+export function giftsAfter(old: Gift[] | undefined, event: WSEvent): Gift[] | undefined {
+  return applyEntityEvent<Gift>(old, bare(event));
+}
+
+/** An occasion after an event on `occasion:{id}` (its lists and gifts are kept). */
+export function occasionAfter(old: OccasionDetail | undefined, event: WSEvent): OccasionDetail | undefined {
+  return old && { ...old, ...entity<Partial<OccasionDetail>>(event) };
+}
