@@ -29,4 +29,5 @@ mod recovery;
 mod redis;
 mod refresh;
 mod shutdown;
+mod subprotocol;
 mod token_help;
