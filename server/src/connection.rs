@@ -326,7 +326,10 @@ impl Connection {
                     self.topics.swap_remove(i);
                     self.hub.unsubscribe(topic.as_str(), self.id);
                 }
-                self.reply(&WSReply::Unsubscribed { topic });
+                self.reply(&WSReply::Unsubscribed {
+                    topic,
+                    reason: None,
+                });
             }
             Ok(Some(ClientMessage::Ping)) => {
                 self.push(Utf8Bytes::from_static(WSReply::PONG_JSON));
@@ -359,9 +362,29 @@ impl Connection {
         let leeway = self.tidings.config().jwt_leeway;
         self.heartbeat
             .set_token_exp(Instant::now(), claims.exp, leeway);
-        // Subscriptions made so far stay; later subscribes are decided on the new claims.
         *self.claims = claims;
+        self.drop_forbidden_topics();
         self.push(Utf8Bytes::from_static(WSReply::REFRESHED_JSON));
+    }
+
+    /// After a refresh: ends every subscription the new claims no longer allow (a narrowed
+    /// `topics` claim), each with an `unsubscribed` whose `reason` is `Forbidden`, queued
+    /// before the `refreshed` reply so that a client reading `refreshed` knows its final set.
+    fn drop_forbidden_topics(&mut self) {
+        let policy = &self.tidings.config().topic_policy;
+        let mut i = 0;
+        while i < self.topics.len() {
+            if policy.allow_subscribe(&self.claims, &self.topics[i]) {
+                i += 1;
+                continue;
+            }
+            let topic = self.topics.swap_remove(i);
+            self.hub.unsubscribe(topic.as_str(), self.id);
+            self.reply(&WSReply::Unsubscribed {
+                topic,
+                reason: Some(WSReply::REASON_FORBIDDEN.to_owned()),
+            });
+        }
     }
 
     fn subscribe(&mut self, topic: Topic, since: Option<StreamPosition>) {
