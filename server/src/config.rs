@@ -64,6 +64,8 @@ pub struct Config {
     pub(crate) rate_violation_window: Duration,
     pub(crate) max_connections: usize,
     pub(crate) max_connections_per_user: usize,
+    /// See [`Config::with_max_revocations`].
+    pub(crate) max_revocations: usize,
     pub(crate) max_outbound_bytes: usize,
     pub(crate) ping_interval: Duration,
     pub(crate) pong_timeout: Duration,
@@ -122,6 +124,7 @@ impl Config {
             rate_violation_window: Duration::from_secs(10),
             max_connections: 100_000,
             max_connections_per_user: 100,
+            max_revocations: 100_000,
             max_outbound_bytes: 1024 * 1024,
             ping_interval: Duration::from_secs(25),
             pong_timeout: Duration::from_secs(60),
@@ -302,6 +305,15 @@ impl Config {
     /// 4005 "too many connections". Defaults to 100; values below 1 are raised to 1.
     pub fn with_max_connections_per_user(mut self, max: usize) -> Self {
         self.max_connections_per_user = max.max(1);
+        self
+    }
+
+    /// How many revocations (`POST /admin/revoke`: a token id or a user, each until a time)
+    /// the server keeps at once; an entry is dropped once its time has passed. A revocation
+    /// beyond it is refused with 507 while the others are still live (none lapses silently).
+    /// Defaults to 100,000 (about 10 MB with 64-byte ids); values below 1 are raised to 1.
+    pub fn with_max_revocations(mut self, max: usize) -> Self {
+        self.max_revocations = max.max(1);
         self
     }
 
@@ -709,6 +721,7 @@ impl fmt::Debug for Config {
             .field("rate_violation_window", &self.rate_violation_window)
             .field("max_connections", &self.max_connections)
             .field("max_connections_per_user", &self.max_connections_per_user)
+            .field("max_revocations", &self.max_revocations)
             .field("max_outbound_bytes", &self.max_outbound_bytes)
             .field("ping_interval", &self.ping_interval)
             .field("pong_timeout", &self.pong_timeout)

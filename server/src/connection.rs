@@ -119,6 +119,8 @@ pub(crate) fn start(
     let span = tracing::debug_span!("conn", conn_id = id, user = %Escaped(&claims.sub));
     let writer =
         tokio::spawn(write_loop(sink, outbox.clone(), tidings.clone()).instrument(span.clone()));
+    // Findable by user and token id (`POST /admin/…`) until the reader loop ends.
+    let session = tidings.sessions().register(&claims, outbox.clone());
     let conn = Connection {
         id,
         hub,
@@ -136,7 +138,12 @@ pub(crate) fn start(
         tidings: tidings.clone(),
         fetches: None,
     };
-    run(conn, stream, writer, config.close_timeout).instrument(span)
+    let run = run(conn, stream, writer, config.close_timeout);
+    async move {
+        run.await;
+        drop(session);
+    }
+    .instrument(span)
 }
 
 /// The reader loop of a connection, until it ends.
@@ -346,6 +353,11 @@ impl Connection {
     /// run on the old token: the client has to notice and get a new one.
     fn refresh(&mut self, token: &str) {
         let claims = match self.tidings.verify_token(token) {
+            Ok(claims) if self.tidings.is_revoked(&claims) => {
+                tracing::debug!(conn = self.id, "refresh refused: revoked token");
+                self.outbox.close(CloseCode::Unauthorized);
+                return;
+            }
             Ok(claims) if claims.sub == self.claims.sub => claims,
             Ok(_) => {
                 tracing::debug!(conn = self.id, "refresh refused: another user's token");

@@ -34,11 +34,13 @@
 //! # Ok(()) }
 //! ```
 
+pub mod admin;
 pub mod auth;
 pub mod authz;
 pub mod broker;
 pub mod config;
 mod connection;
+mod control;
 pub mod error;
 mod heartbeat;
 pub mod hub;
@@ -106,6 +108,8 @@ struct Inner {
     /// The per-address counts behind `Config::with_max_connections_per_ip` and
     /// `Config::with_handshake_rate_per_ip`.
     ip_limits: Arc<ip::IpLimits>,
+    /// Open sessions by user and revoked tokens (`POST /admin/…`).
+    control: Arc<control::Control>,
 }
 
 impl std::fmt::Debug for Tidings {
@@ -135,6 +139,21 @@ impl Tidings {
         let shutdown = CancellationToken::new();
         let broker_stop = shutdown.child_token();
         let history = broker::HistoryLimits::from_config(&config);
+        let control = Arc::new(control::Control::new(config.max_revocations));
+        let on_control: broker::OnControl = {
+            let control = control.clone();
+            Arc::new(move |text: &[u8]| match serde_json::from_slice(text) {
+                Ok(command) => {
+                    if let Err(full) = control.apply(&command) {
+                        tracing::warn!(
+                            max = full.0,
+                            "a revocation from another node did not fit the store"
+                        );
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "ignoring a malformed control message"),
+            })
+        };
         let (hub, broker): (Hub, Arc<dyn broker::Broker>) = match &config.redis_url {
             None => (Hub::new(history, None), Arc::new(broker::MemoryBroker)),
             Some(url) => match broker::RedisBroker::new(
@@ -151,7 +170,11 @@ impl Tidings {
                     let hub = Hub::new(history, Some(redis.clone()));
                     match tokio::runtime::Handle::try_current() {
                         Ok(rt) => {
-                            rt.spawn(redis.clone().listen(hub.clone(), broker_stop.clone()));
+                            rt.spawn(redis.clone().listen(
+                                hub.clone(),
+                                on_control,
+                                broker_stop.clone(),
+                            ));
                         }
                         Err(_) => tracing::error!(
                             "the Redis broker needs a tokio runtime: no events will be received"
@@ -188,6 +211,7 @@ impl Tidings {
                     config.max_connections_per_user,
                 )),
                 ip_limits: Arc::new(ip::IpLimits::new(&config)),
+                control,
                 config,
                 shutdown,
                 connections: TaskTracker::new(),
@@ -212,6 +236,27 @@ impl Tidings {
             .await
     }
 
+    /// Applies a control command on this node and sends it to the others (with Redis).
+    /// Returns how many local connections it closed.
+    async fn control(&self, command: control::Command) -> Result<usize, admin::ControlError> {
+        let applied = self.inner.control.apply(&command);
+        let text = serde_json::to_string(&command)
+            .map_err(|e| admin::ControlError::Unavailable(e.to_string()))?;
+        let sent = self.inner.broker.control(text).await;
+        let closed = applied.map_err(|full| admin::ControlError::StoreFull(full.0))?;
+        sent.map_err(|e| admin::ControlError::Unavailable(e.to_string()))?;
+        Ok(closed)
+    }
+
+    /// Whether a token with `claims` was revoked (`POST /admin/revoke`).
+    fn is_revoked(&self, claims: &auth::Claims) -> bool {
+        self.inner.control.revocations.is_revoked(claims)
+    }
+
+    fn sessions(&self) -> &Arc<control::Sessions> {
+        &self.inner.control.sessions
+    }
+
     /// `None` while the broker is healthy; otherwise why it is degraded (Redis unreachable).
     pub fn broker_degraded(&self) -> Option<String> {
         self.inner.broker.degraded()
@@ -227,6 +272,8 @@ impl Tidings {
         let mut router = Router::new()
             .route("/ws", get(ws::upgrade))
             .route("/publish", post(publish::publish))
+            .route("/admin/disconnect", post(admin::disconnect))
+            .route("/admin/revoke", post(admin::revoke))
             .route("/healthz", get(healthz));
         if self.inner.config.metrics_route {
             router = router.route("/metrics", get(metrics::serve));

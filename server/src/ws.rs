@@ -78,6 +78,10 @@ pub(crate) async fn upgrade(
         None => token_param(query.as_deref().unwrap_or("")),
     };
     let admission = match tidings.authenticate(token.as_deref().unwrap_or("")).await {
+        Ok(claims) if tidings.is_revoked(&claims) => {
+            tracing::debug!(user = %Escaped(&claims.sub), "websocket refused: revoked token");
+            Err(CloseCode::Unauthorized)
+        }
         Ok(claims) => match tidings.limits().acquire(&claims.sub) {
             Ok(permit) => {
                 tracing::debug!(user = %Escaped(&claims.sub), "websocket accepted");

@@ -165,7 +165,18 @@ pub(crate) trait Broker: Send + Sync + 'static {
     fn ready(&self) -> BoxFuture<'_, bool> {
         Box::pin(std::future::ready(true))
     }
+
+    /// Sends a control command (JSON text, see [`crate::control::Command`]) to the other
+    /// nodes, which apply it to their own sessions; the caller has applied it locally. A
+    /// single node (the memory broker) has no one to tell.
+    fn control(&self, _command: String) -> BoxFuture<'_, Result<(), BrokerError>> {
+        Box::pin(std::future::ready(Ok(())))
+    }
 }
+
+/// Applies a control command received from another node (the JSON text
+/// [`Broker::control`] sent).
+pub(crate) type OnControl = std::sync::Arc<dyn Fn(&[u8]) + Send + Sync>;
 
 /// The most a recovery replay may hold: half of a connection's outbound budget (messages and
 /// bytes), as [`Outbox::replay_fits`](crate::outbox::Outbox::replay_fits) allows, so that the

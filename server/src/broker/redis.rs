@@ -295,7 +295,12 @@ impl RedisBroker {
     /// Runs the pub/sub listener until `stop`: subscribes to the channel of every topic with
     /// local subscribers (and follows the changes), hands every event to `hub`, and
     /// re-subscribes after any failure.
-    pub(crate) async fn listen(self: Arc<Self>, hub: impl Deliver, stop: CancellationToken) {
+    pub(crate) async fn listen(
+        self: Arc<Self>,
+        hub: impl Deliver,
+        on_control: super::OnControl,
+        stop: CancellationToken,
+    ) {
         let mut retry = Duration::from_millis(100);
         // The last moment this node's subscription was known to be delivering (its start,
         // then the last event or ping answered): events after it may have been missed.
@@ -313,6 +318,7 @@ impl RedisBroker {
                     .external_positions()
                     .iter()
                     .map(|(topic, _)| channel(topic.as_str()))
+                    .chain([CONTROL_CHANNEL.to_owned()])
                     .collect();
                 send_follows(&sink, channels, true).await?;
                 // Every event from here on arrives through `messages` (buffered meanwhile);
@@ -336,7 +342,11 @@ impl RedisBroker {
                         msg = messages.next() => match msg {
                             Some(msg) => {
                                 alive_at = std::time::Instant::now();
-                                self.deliver(&hub, msg.get_payload_bytes()).await?;
+                                if msg.get_channel_name() == CONTROL_CHANNEL {
+                                    on_control(msg.get_payload_bytes());
+                                } else {
+                                    self.deliver(&hub, msg.get_payload_bytes()).await?;
+                                }
                             }
                             None => break,
                         },
@@ -554,6 +564,12 @@ fn millis(d: Duration) -> u64 {
 }
 
 /// The channel that carries `topic`'s events (its keys' hash tag: the same cluster slot).
+/// The channel control commands (`POST /admin/…`) travel on to every node. Commands sent
+/// while a node's pub/sub link is down do not reach it (pub/sub keeps nothing): a disconnect
+/// finds its connections gone anyway (they reconnect to a node that got it, or were on the
+/// cut-off node, see `docs/SECURITY.md`).
+const CONTROL_CHANNEL: &str = "tidings:control";
+
 fn channel(topic: &str) -> String {
     format!("tidings:{{{topic}}}:ch")
 }
@@ -617,6 +633,24 @@ impl Broker for RedisBroker {
                     hub.published(delivered, started.elapsed());
                     Ok(delivered)
                 }
+                Err(e) => {
+                    self.forget_connection(&e).await;
+                    Err(self.failed(e))
+                }
+            }
+        })
+    }
+
+    fn control(&self, command: String) -> BoxFuture<'_, Result<(), BrokerError>> {
+        Box::pin(async move {
+            let mut conn = self.connection().await?;
+            let sent: Result<u64, _> = redis::cmd("PUBLISH")
+                .arg(CONTROL_CHANNEL)
+                .arg(command)
+                .query_async(&mut conn)
+                .await;
+            match sent {
+                Ok(_) => Ok(()),
                 Err(e) => {
                     self.forget_connection(&e).await;
                     Err(self.failed(e))

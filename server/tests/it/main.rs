@@ -9,6 +9,7 @@
 
 mod common;
 
+mod admin;
 mod auth;
 mod authz;
 mod binary;
