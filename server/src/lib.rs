@@ -44,6 +44,7 @@ mod control;
 pub mod error;
 mod heartbeat;
 pub mod hub;
+mod idempotency;
 mod inbound;
 pub mod ip;
 pub mod jwks;
@@ -110,6 +111,8 @@ struct Inner {
     ip_limits: Arc<ip::IpLimits>,
     /// Open sessions by user and revoked tokens (`POST /admin/…`).
     control: Arc<control::Control>,
+    /// The `Idempotency-Key`s of `POST /publish{,/batch}`.
+    idempotency: idempotency::Store,
 }
 
 impl std::fmt::Debug for Tidings {
@@ -212,6 +215,11 @@ impl Tidings {
                 )),
                 ip_limits: Arc::new(ip::IpLimits::new(&config)),
                 control,
+                idempotency: idempotency::Store::new(
+                    config.idempotency_ttl,
+                    config.max_idempotency_keys,
+                    config.max_idempotency_bytes,
+                ),
                 config,
                 shutdown,
                 connections: TaskTracker::new(),
@@ -253,6 +261,10 @@ impl Tidings {
         self.inner.control.revocations.is_revoked(claims)
     }
 
+    fn idempotency(&self) -> &idempotency::Store {
+        &self.inner.idempotency
+    }
+
     fn sessions(&self) -> &Arc<control::Sessions> {
         &self.inner.control.sessions
     }
@@ -272,6 +284,7 @@ impl Tidings {
         let mut router = Router::new()
             .route("/ws", get(ws::upgrade))
             .route("/publish", post(publish::publish))
+            .route("/publish/batch", post(publish::publish_batch))
             .route("/admin/disconnect", post(admin::disconnect))
             .route("/admin/revoke", post(admin::revoke))
             .route("/healthz", get(healthz));

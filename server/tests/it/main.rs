@@ -26,6 +26,7 @@ mod origin;
 mod per_ip;
 mod protocol;
 mod publish;
+mod publish_batch;
 mod recovery;
 mod redis;
 mod refresh;
