@@ -10,10 +10,12 @@
 //!
 //! Bounded: at most [`Config::with_max_idempotency_keys`](crate::Config::with_max_idempotency_keys)
 //! keys and about [`Config::with_max_idempotency_bytes`](crate::Config::with_max_idempotency_bytes)
-//! bytes (keys and stored answers) are held. Expired ones are dropped first; when every held key is still live, the
-//! oldest is forgotten (a retry of it after that would publish again), and the eviction is
-//! counted so the operator can raise the bound. Keys are at most [`MAX_KEY_LEN`] bytes of
-//! visible ASCII.
+//! bytes (keys and stored answers) are held. Expired ones are dropped first; when every held
+//! key is still live, the oldest is forgotten (a retry of it after that would publish again).
+//! Keys are at most [`MAX_KEY_LEN`] bytes of visible ASCII.
+//!
+//! This store serves the memory broker. With Redis the keys are claimed in Redis instead
+//! (`Broker::claim_key`: `SET NX PX`), so every node sees them.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard};
@@ -27,6 +29,22 @@ pub(crate) const MAX_KEY_LEN: usize = 255;
 pub(crate) struct Stored {
     pub(crate) status: u16,
     pub(crate) body: String,
+}
+
+impl Stored {
+    /// `status`, a newline, `body`: how a shared store (Redis) keeps it.
+    pub(crate) fn encode(&self) -> String {
+        format!("{}\n{}", self.status, self.body)
+    }
+
+    /// The inverse of [`Stored::encode`].
+    pub(crate) fn decode(text: &str) -> Option<Self> {
+        let (status, body) = text.split_once('\n')?;
+        Some(Self {
+            status: status.parse().ok()?,
+            body: body.to_owned(),
+        })
+    }
 }
 
 /// What a request holding a key may do.

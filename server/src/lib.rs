@@ -261,8 +261,50 @@ impl Tidings {
         self.inner.control.revocations.is_revoked(claims)
     }
 
-    fn idempotency(&self) -> &idempotency::Store {
-        &self.inner.idempotency
+    /// Claims `key` of `publisher`: in the broker's shared store when it has one (Redis:
+    /// every node sees the same keys), else in this node's.
+    async fn claim_idempotency_key(
+        &self,
+        publisher: &str,
+        key: &str,
+    ) -> Result<idempotency::Begin, broker::BrokerError> {
+        let ttl = self.inner.config.idempotency_ttl;
+        let shared = format!("{}:{publisher}:{key}", publisher.len());
+        Ok(match self.inner.broker.claim_key(shared, ttl).await? {
+            None => self
+                .inner
+                .idempotency
+                .begin(publisher, key, std::time::Instant::now()),
+            Some(broker::SharedClaim::New) => idempotency::Begin::New,
+            Some(broker::SharedClaim::InFlight) => idempotency::Begin::InFlight,
+            Some(broker::SharedClaim::Done(text)) => match idempotency::Stored::decode(&text) {
+                Some(stored) => idempotency::Begin::Done(stored),
+                None => idempotency::Begin::InFlight,
+            },
+        })
+    }
+
+    /// Settles a key claimed with [`Tidings::claim_idempotency_key`]: keeps `answer`, or
+    /// releases the key (`None`). A failure to reach the shared store is logged: the answer
+    /// was already sent, and the key expires with its TTL.
+    async fn settle_idempotency_key(
+        &self,
+        publisher: &str,
+        key: &str,
+        answer: Option<idempotency::Stored>,
+    ) {
+        let ttl = self.inner.config.idempotency_ttl;
+        let shared = format!("{}:{publisher}:{key}", publisher.len());
+        let text = answer.as_ref().map(idempotency::Stored::encode);
+        match self.inner.broker.settle_key(shared, text, ttl).await {
+            Ok(()) => {}
+            Err(e) => tracing::warn!(error = %e, "could not settle an Idempotency-Key"),
+        }
+        // The node's own store (used when the broker keeps none; harmless otherwise).
+        match answer {
+            Some(stored) => self.inner.idempotency.finish(publisher, key, stored),
+            None => self.inner.idempotency.release(publisher, key),
+        }
     }
 
     fn sessions(&self) -> &Arc<control::Sessions> {

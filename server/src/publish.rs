@@ -244,7 +244,6 @@ async fn handle(tidings: Tidings, headers: HeaderMap, body: Body, batch: bool) -
         Some(Ok(key)) if idempotency::valid_key(key) => Some(key.to_owned()),
         Some(_) => return PublishError::BadIdempotencyKey.into_response(),
     };
-    let store = tidings.idempotency();
     if let Some(key) = &key {
         // The key is scoped by endpoint too: a batch and a single publish never share answers.
         let scoped = if batch {
@@ -252,19 +251,15 @@ async fn handle(tidings: Tidings, headers: HeaderMap, body: Body, batch: bool) -
         } else {
             format!("s:{key}")
         };
-        match store.begin(&claims.sub, &scoped, std::time::Instant::now()) {
-            Begin::New => {}
-            Begin::InFlight => return PublishError::KeyInFlight.into_response(),
-            Begin::Done(stored) => {
-                let mut response = (
+        match tidings.claim_idempotency_key(&claims.sub, &scoped).await {
+            Err(e) => return PublishError::Unavailable(e).into_response(),
+            Ok(Begin::New) => {}
+            Ok(Begin::InFlight) => return PublishError::KeyInFlight.into_response(),
+            Ok(Begin::Done(stored)) => {
+                let mut response = json_text(
                     StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK),
-                    [(
-                        header::CONTENT_TYPE,
-                        HeaderValue::from_static("application/json"),
-                    )],
                     stored.body,
-                )
-                    .into_response();
+                );
                 response
                     .headers_mut()
                     .insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
@@ -282,11 +277,15 @@ async fn handle(tidings: Tidings, headers: HeaderMap, body: Body, batch: bool) -
                     status: status.as_u16(),
                     body: text.clone(),
                 };
-                store.finish(&claims.sub, &scoped, stored);
+                tidings
+                    .settle_idempotency_key(&claims.sub, &scoped, Some(stored))
+                    .await;
                 json_text(status, text)
             }
             Err(e) => {
-                store.release(&claims.sub, &scoped);
+                tidings
+                    .settle_idempotency_key(&claims.sub, &scoped, None)
+                    .await;
                 e.into_response()
             }
         };

@@ -172,6 +172,38 @@ pub(crate) trait Broker: Send + Sync + 'static {
     fn control(&self, _command: String) -> BoxFuture<'_, Result<(), BrokerError>> {
         Box::pin(std::future::ready(Ok(())))
     }
+
+    /// Claims an `Idempotency-Key` (`key` already names its publisher) for `ttl` in a store
+    /// every node shares; `None` when the broker has none (the node's own store is used).
+    fn claim_key(
+        &self,
+        _key: String,
+        _ttl: std::time::Duration,
+    ) -> BoxFuture<'_, Result<Option<SharedClaim>, BrokerError>> {
+        Box::pin(std::future::ready(Ok(None)))
+    }
+
+    /// Keeps `answer` under a key claimed with [`Broker::claim_key`] until `ttl`; `None` as
+    /// `answer` releases the key (the request failed, a retry must run).
+    fn settle_key(
+        &self,
+        _key: String,
+        _answer: Option<String>,
+        _ttl: std::time::Duration,
+    ) -> BoxFuture<'_, Result<(), BrokerError>> {
+        Box::pin(std::future::ready(Ok(())))
+    }
+}
+
+/// What became of an `Idempotency-Key` in the shared store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum SharedClaim {
+    /// Claimed now: publish.
+    New,
+    /// A request holding it is still running.
+    InFlight,
+    /// Settled: the kept answer.
+    Done(String),
 }
 
 /// Applies a control command received from another node (the JSON text

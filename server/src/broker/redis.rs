@@ -570,6 +570,11 @@ fn millis(d: Duration) -> u64 {
 /// cut-off node, see `docs/SECURITY.md`).
 const CONTROL_CHANNEL: &str = "tidings:control";
 
+/// The Redis key of an `Idempotency-Key` (`key` names its publisher and endpoint).
+fn idempotency_key(key: &str) -> String {
+    format!("tidings:idem:{key}")
+}
+
 fn channel(topic: &str) -> String {
     format!("tidings:{{{topic}}}:ch")
 }
@@ -650,6 +655,83 @@ impl Broker for RedisBroker {
                 .query_async(&mut conn)
                 .await;
             match sent {
+                Ok(_) => Ok(()),
+                Err(e) => {
+                    self.forget_connection(&e).await;
+                    Err(self.failed(e))
+                }
+            }
+        })
+    }
+
+    /// `SET tidings:idem:… "" NX PX ttl`: the first request claims the key (an empty value
+    /// marks it in flight); any other reads what is there.
+    fn claim_key(
+        &self,
+        key: String,
+        ttl: Duration,
+    ) -> BoxFuture<'_, Result<Option<super::SharedClaim>, BrokerError>> {
+        Box::pin(async move {
+            let mut conn = self.connection().await?;
+            let key = idempotency_key(&key);
+            let claimed: Result<Option<String>, _> = redis::cmd("SET")
+                .arg(&key)
+                .arg("")
+                .arg("NX")
+                .arg("PX")
+                .arg(millis(ttl).max(1))
+                .query_async(&mut conn)
+                .await;
+            let claimed = match claimed {
+                Ok(reply) => reply.is_some(),
+                Err(e) => {
+                    self.forget_connection(&e).await;
+                    return Err(self.failed(e));
+                }
+            };
+            if claimed {
+                return Ok(Some(super::SharedClaim::New));
+            }
+            let held: Result<Option<String>, _> =
+                redis::cmd("GET").arg(&key).query_async(&mut conn).await;
+            match held {
+                Ok(Some(answer)) if !answer.is_empty() => {
+                    Ok(Some(super::SharedClaim::Done(answer)))
+                }
+                Ok(Some(_)) => Ok(Some(super::SharedClaim::InFlight)),
+                // Expired or released between the two commands: this request may run.
+                Ok(None) => Ok(Some(super::SharedClaim::New)),
+                Err(e) => {
+                    self.forget_connection(&e).await;
+                    Err(self.failed(e))
+                }
+            }
+        })
+    }
+
+    fn settle_key(
+        &self,
+        key: String,
+        answer: Option<String>,
+        ttl: Duration,
+    ) -> BoxFuture<'_, Result<(), BrokerError>> {
+        Box::pin(async move {
+            let mut conn = self.connection().await?;
+            let key = idempotency_key(&key);
+            let done: Result<redis::Value, _> = match answer {
+                Some(answer) => {
+                    redis::cmd("SET")
+                        .arg(&key)
+                        .arg(answer)
+                        .arg("XX")
+                        .arg("PX")
+                        .arg(millis(ttl).max(1))
+                        .query_async(&mut conn)
+                        .await
+                }
+                None => redis::cmd("DEL").arg(&key).query_async(&mut conn).await,
+            };
+            match done {
                 Ok(_) => Ok(()),
                 Err(e) => {
                     self.forget_connection(&e).await;

@@ -1162,3 +1162,39 @@ fn now_secs() -> u64 {
         .unwrap()
         .as_secs()
 }
+
+/// Issue 14: with Redis, an `Idempotency-Key` is claimed in Redis (`SET NX PX`), so a retry
+/// that reaches another node is answered with the first answer and publishes nothing.
+#[tokio::test]
+#[ignore = "needs a redis-server: run ./scripts/test-redis"]
+async fn an_idempotent_retry_on_another_node_is_delivered_once() {
+    let redis = redis_url();
+    let a = Node::spawn(&redis).await;
+    let b = Node::spawn(&redis).await;
+    let topic = unique("list");
+    let mut ws = a.client().await;
+    subscribe(&mut ws, &topic).await;
+    let key = unique("order");
+    let token = mint_publish_token();
+    let http = reqwest::Client::new();
+    let send = |node: &Node, body: Value| {
+        http.post(format!("http://{}/publish/batch", node.addr))
+            .bearer_auth(&token)
+            .header("Idempotency-Key", &key)
+            .json(&body)
+            .send()
+    };
+    let batch = Value::Array(vec![event_json(&topic, "1"), event_json(&topic, "2")]);
+    let first = send(&a, batch.clone()).await.unwrap();
+    assert_eq!(first.status(), 200);
+    assert!(first.headers().get("idempotent-replayed").is_none());
+    let first: Value = first.json().await.unwrap();
+    let retry = send(&b, batch).await.unwrap();
+    assert_eq!(retry.status(), 200);
+    assert_eq!(retry.headers()["idempotent-replayed"], "true");
+    assert_eq!(retry.json::<Value>().await.unwrap(), first);
+    // Each event once, then nothing: a ping is answered next.
+    assert_eq!(recv_text(&mut ws).await, event_text(&topic, "1"));
+    assert_eq!(recv_text(&mut ws).await, event_text(&topic, "2"));
+    roundtrip(&mut ws, r#"{"action":"ping"}"#, r#"{"action":"pong"}"#).await;
+}
