@@ -49,6 +49,9 @@ pub enum AuthError {
     /// the refetch bound allowed none yet).
     #[error("unknown signing key")]
     UnknownKey,
+    /// The token (its `jti`, or its user) was revoked with `POST /admin/revoke`.
+    #[error("token revoked")]
+    Revoked,
     /// The token is valid but lacks the scope the operation needs.
     #[error("token lacks the `{0}` scope")]
     MissingScope(&'static str),

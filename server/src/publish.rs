@@ -323,6 +323,10 @@ async fn authorize(tidings: &Tidings, headers: &HeaderMap) -> Result<Claims, Pub
     if !claims.has_scope(PUBLISH_SCOPE) {
         return Err(PublishError::Forbidden);
     }
+    // A revoked publisher token (`POST /admin/revoke`) publishes nothing more.
+    if tidings.is_revoked(&claims) {
+        return Err(PublishError::Unauthorized(AuthError::Revoked));
+    }
     Ok(claims)
 }
 

@@ -124,6 +124,26 @@ async fn a_revoked_jti_is_closed_and_refused_at_the_handshake_and_on_refresh() {
     // …while the user's other tokens still work.
     let mut fresh = connect(&server.ws_url(&token_with_jti("alice", "t-3"))).await;
     subscribe(&mut fresh, "list:1").await;
+
+    // A revoked publisher token publishes nothing more (401).
+    let publisher = mint_claims(
+        json!({"sub": "backend", "exp": now() + 600, "scope": "publish", "jti": "p-1"}),
+    );
+    let event: Value = serde_json::from_str(&event_text("list:1", "1")).unwrap();
+    assert_eq!(
+        admin(&server, "/publish", Some(&publisher), &event).await.0,
+        202
+    );
+    let body = json!({"jti": "p-1", "until": now() + 600});
+    assert_eq!(
+        admin(&server, "/admin/revoke", Some(&admin_token()), &body)
+            .await
+            .0,
+        200
+    );
+    let (status, reply) = admin(&server, "/publish", Some(&publisher), &event).await;
+    assert_eq!(status, 401, "{reply}");
+    assert_eq!(reply["details"], "token revoked");
 }
 
 #[tokio::test]
