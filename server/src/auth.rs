@@ -49,6 +49,9 @@ pub enum AuthError {
     /// the refetch bound allowed none yet).
     #[error("unknown signing key")]
     UnknownKey,
+    /// The token (its `jti`, or its user) was revoked with `POST /admin/revoke`.
+    #[error("token revoked")]
+    Revoked,
     /// The token is valid but lacks the scope the operation needs.
     #[error("token lacks the `{0}` scope")]
     MissingScope(&'static str),
@@ -81,6 +84,24 @@ pub struct Claims {
         deserialize_with = "lenient_topics"
     )]
     pub topics: Option<Vec<String>>,
+    /// The token's id, when it has one: what `POST /admin/revoke` can refuse by. A number is
+    /// read as its decimal text; any other type as no id (the token stays valid).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient_jti"
+    )]
+    pub jti: Option<String>,
+}
+
+/// Reads `jti` as a string (a number as its text); other types become `None`, so an odd
+/// `jti` never makes an otherwise valid token invalid.
+fn lenient_jti<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(match serde_json::Value::deserialize(d)? {
+        serde_json::Value::String(s) => Some(s),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    })
 }
 
 /// Reads `topics` as a list of strings or one string; other types become an empty list
@@ -286,6 +307,7 @@ impl Keys {
             exp,
             scope: scope.map(str::to_owned),
             topics: None,
+            jti: None,
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, encoding)
             .map_err(|e| AuthError::Mint(e.to_string()))

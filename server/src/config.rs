@@ -64,6 +64,16 @@ pub struct Config {
     pub(crate) rate_violation_window: Duration,
     pub(crate) max_connections: usize,
     pub(crate) max_connections_per_user: usize,
+    /// See [`Config::with_max_revocations`].
+    pub(crate) max_revocations: usize,
+    /// See [`Config::with_max_publish_batch`].
+    pub(crate) max_publish_batch: usize,
+    /// See [`Config::with_idempotency_ttl`].
+    pub(crate) idempotency_ttl: Duration,
+    /// See [`Config::with_max_idempotency_keys`].
+    pub(crate) max_idempotency_keys: usize,
+    /// See [`Config::with_max_idempotency_bytes`].
+    pub(crate) max_idempotency_bytes: usize,
     pub(crate) max_outbound_bytes: usize,
     pub(crate) ping_interval: Duration,
     pub(crate) pong_timeout: Duration,
@@ -122,6 +132,11 @@ impl Config {
             rate_violation_window: Duration::from_secs(10),
             max_connections: 100_000,
             max_connections_per_user: 100,
+            max_revocations: 100_000,
+            max_publish_batch: 1000,
+            idempotency_ttl: Duration::from_secs(600),
+            max_idempotency_keys: 100_000,
+            max_idempotency_bytes: 64 * 1024 * 1024,
             max_outbound_bytes: 1024 * 1024,
             ping_interval: Duration::from_secs(25),
             pong_timeout: Duration::from_secs(60),
@@ -302,6 +317,44 @@ impl Config {
     /// 4005 "too many connections". Defaults to 100; values below 1 are raised to 1.
     pub fn with_max_connections_per_user(mut self, max: usize) -> Self {
         self.max_connections_per_user = max.max(1);
+        self
+    }
+
+    /// How many revocations (`POST /admin/revoke`: a token id or a user, each until a time)
+    /// the server keeps at once; an entry is dropped once its time has passed. A revocation
+    /// beyond it is refused with 507 while the others are still live (none lapses silently).
+    /// Defaults to 100,000 (about 10 MB with 64-byte ids); values below 1 are raised to 1.
+    pub fn with_max_revocations(mut self, max: usize) -> Self {
+        self.max_revocations = max.max(1);
+        self
+    }
+
+    /// Most events in one `POST /publish/batch` request (the body is still bounded by
+    /// [`Config::with_max_publish_body`]); more is refused with 422 and nothing is published.
+    /// Defaults to 1,000; values below 1 are raised to 1.
+    pub fn with_max_publish_batch(mut self, max: usize) -> Self {
+        self.max_publish_batch = max.max(1);
+        self
+    }
+
+    /// How long the answer to a publish with an `Idempotency-Key` is kept: a retry with the
+    /// same key within it is answered the same and publishes nothing. Defaults to 10 minutes.
+    pub fn with_idempotency_ttl(mut self, ttl: Duration) -> Self {
+        self.idempotency_ttl = ttl;
+        self
+    }
+
+    /// Most `Idempotency-Key`s held at once (all publishers together); beyond it the oldest
+    /// is forgotten early. Defaults to 100,000; values below 1 are raised to 1.
+    pub fn with_max_idempotency_keys(mut self, max: usize) -> Self {
+        self.max_idempotency_keys = max.max(1);
+        self
+    }
+
+    /// Most bytes of `Idempotency-Key`s and kept answers held at once (a batch's answer holds
+    /// one result per event); beyond it the oldest key is forgotten early. Defaults to 64 MiB.
+    pub fn with_max_idempotency_bytes(mut self, bytes: usize) -> Self {
+        self.max_idempotency_bytes = bytes;
         self
     }
 
@@ -709,6 +762,11 @@ impl fmt::Debug for Config {
             .field("rate_violation_window", &self.rate_violation_window)
             .field("max_connections", &self.max_connections)
             .field("max_connections_per_user", &self.max_connections_per_user)
+            .field("max_revocations", &self.max_revocations)
+            .field("max_publish_batch", &self.max_publish_batch)
+            .field("idempotency_ttl", &self.idempotency_ttl)
+            .field("max_idempotency_keys", &self.max_idempotency_keys)
+            .field("max_idempotency_bytes", &self.max_idempotency_bytes)
             .field("max_outbound_bytes", &self.max_outbound_bytes)
             .field("ping_interval", &self.ping_interval)
             .field("pong_timeout", &self.pong_timeout)

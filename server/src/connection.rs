@@ -119,6 +119,8 @@ pub(crate) fn start(
     let span = tracing::debug_span!("conn", conn_id = id, user = %Escaped(&claims.sub));
     let writer =
         tokio::spawn(write_loop(sink, outbox.clone(), tidings.clone()).instrument(span.clone()));
+    // Findable by user and token id (`POST /admin/…`) until the reader loop ends.
+    let session = tidings.sessions().register(&claims, outbox.clone());
     let conn = Connection {
         id,
         hub,
@@ -136,7 +138,12 @@ pub(crate) fn start(
         tidings: tidings.clone(),
         fetches: None,
     };
-    run(conn, stream, writer, config.close_timeout).instrument(span)
+    let run = run(conn, stream, writer, config.close_timeout);
+    async move {
+        run.await;
+        drop(session);
+    }
+    .instrument(span)
 }
 
 /// The reader loop of a connection, until it ends.
@@ -330,7 +337,10 @@ impl Connection {
                     self.topics.swap_remove(i);
                     self.hub.unsubscribe(topic.as_str(), self.id);
                 }
-                self.reply(&WSReply::Unsubscribed { topic });
+                self.reply(&WSReply::Unsubscribed {
+                    topic,
+                    reason: None,
+                });
             }
             Ok(Some(ClientMessage::Ping)) => {
                 self.push(Utf8Bytes::from_static(WSReply::PONG_JSON));
@@ -347,6 +357,11 @@ impl Connection {
     /// run on the old token: the client has to notice and get a new one.
     fn refresh(&mut self, token: &str) {
         let claims = match self.tidings.verify_token(token) {
+            Ok(claims) if self.tidings.is_revoked(&claims) => {
+                tracing::debug!(conn = self.id, "refresh refused: revoked token");
+                self.outbox.close(CloseCode::Unauthorized);
+                return;
+            }
             Ok(claims) if claims.sub == self.claims.sub => claims,
             Ok(_) => {
                 tracing::debug!(conn = self.id, "refresh refused: another user's token");
@@ -363,9 +378,29 @@ impl Connection {
         let leeway = self.tidings.config().jwt_leeway;
         self.heartbeat
             .set_token_exp(Instant::now(), claims.exp, leeway);
-        // Subscriptions made so far stay; later subscribes are decided on the new claims.
         *self.claims = claims;
+        self.drop_forbidden_topics();
         self.push(Utf8Bytes::from_static(WSReply::REFRESHED_JSON));
+    }
+
+    /// After a refresh: ends every subscription the new claims no longer allow (a narrowed
+    /// `topics` claim), each with an `unsubscribed` whose `reason` is `Forbidden`, queued
+    /// before the `refreshed` reply so that a client reading `refreshed` knows its final set.
+    fn drop_forbidden_topics(&mut self) {
+        let policy = &self.tidings.config().topic_policy;
+        let mut i = 0;
+        while i < self.topics.len() {
+            if policy.allow_subscribe(&self.claims, &self.topics[i]) {
+                i += 1;
+                continue;
+            }
+            let topic = self.topics.swap_remove(i);
+            self.hub.unsubscribe(topic.as_str(), self.id);
+            self.reply(&WSReply::Unsubscribed {
+                topic,
+                reason: Some(WSReply::REASON_FORBIDDEN.to_owned()),
+            });
+        }
     }
 
     /// `position`: the client asked for the topic's position in the ack (a seed client never

@@ -34,14 +34,17 @@
 //! # Ok(()) }
 //! ```
 
+pub mod admin;
 pub mod auth;
 pub mod authz;
 pub mod broker;
 pub mod config;
 mod connection;
+mod control;
 pub mod error;
 mod heartbeat;
 pub mod hub;
+mod idempotency;
 mod inbound;
 pub mod ip;
 pub mod jwks;
@@ -108,6 +111,10 @@ struct Inner {
     /// The per-address counts behind `Config::with_max_connections_per_ip` and
     /// `Config::with_handshake_rate_per_ip`.
     ip_limits: Arc<ip::IpLimits>,
+    /// Open sessions by user and revoked tokens (`POST /admin/…`).
+    control: Arc<control::Control>,
+    /// The `Idempotency-Key`s of `POST /publish{,/batch}`.
+    idempotency: idempotency::Store,
 }
 
 impl std::fmt::Debug for Tidings {
@@ -137,6 +144,21 @@ impl Tidings {
         let shutdown = CancellationToken::new();
         let broker_stop = shutdown.child_token();
         let history = broker::HistoryLimits::from_config(&config);
+        let control = Arc::new(control::Control::new(config.max_revocations));
+        let on_control: broker::OnControl = {
+            let control = control.clone();
+            Arc::new(move |text: &[u8]| match serde_json::from_slice(text) {
+                Ok(command) => {
+                    if let Err(full) = control.apply(&command) {
+                        tracing::warn!(
+                            max = full.0,
+                            "a revocation from another node did not fit the store"
+                        );
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "ignoring a malformed control message"),
+            })
+        };
         let (hub, broker): (Hub, Arc<dyn broker::Broker>) = match &config.redis_url {
             None => (Hub::new(history, None), Arc::new(broker::MemoryBroker)),
             Some(url) => match broker::RedisBroker::new(
@@ -153,7 +175,11 @@ impl Tidings {
                     let hub = Hub::new(history, Some(redis.clone()));
                     match tokio::runtime::Handle::try_current() {
                         Ok(rt) => {
-                            rt.spawn(redis.clone().listen(hub.clone(), broker_stop.clone()));
+                            rt.spawn(redis.clone().listen(
+                                hub.clone(),
+                                on_control,
+                                broker_stop.clone(),
+                            ));
                         }
                         Err(_) => tracing::error!(
                             "the Redis broker needs a tokio runtime: no events will be received"
@@ -190,6 +216,12 @@ impl Tidings {
                     config.max_connections_per_user,
                 )),
                 ip_limits: Arc::new(ip::IpLimits::new(&config)),
+                control,
+                idempotency: idempotency::Store::new(
+                    config.idempotency_ttl,
+                    config.max_idempotency_keys,
+                    config.max_idempotency_bytes,
+                ),
                 config,
                 shutdown,
                 connections: TaskTracker::new(),
@@ -238,6 +270,73 @@ impl Tidings {
         Ok(Stamp(protocol::ReadStamp(positions)))
     }
 
+    /// Applies a control command on this node and sends it to the others (with Redis).
+    /// Returns how many local connections it closed.
+    async fn control(&self, command: control::Command) -> Result<usize, admin::ControlError> {
+        let applied = self.inner.control.apply(&command);
+        let text = serde_json::to_string(&command)
+            .map_err(|e| admin::ControlError::Unavailable(e.to_string()))?;
+        let sent = self.inner.broker.control(text).await;
+        let closed = applied.map_err(|full| admin::ControlError::StoreFull(full.0))?;
+        sent.map_err(|e| admin::ControlError::Unavailable(e.to_string()))?;
+        Ok(closed)
+    }
+
+    /// Whether a token with `claims` was revoked (`POST /admin/revoke`).
+    fn is_revoked(&self, claims: &auth::Claims) -> bool {
+        self.inner.control.revocations.is_revoked(claims)
+    }
+
+    /// Claims `key` of `publisher`: in the broker's shared store when it has one (Redis:
+    /// every node sees the same keys), else in this node's.
+    async fn claim_idempotency_key(
+        &self,
+        publisher: &str,
+        key: &str,
+    ) -> Result<idempotency::Begin, broker::BrokerError> {
+        let ttl = self.inner.config.idempotency_ttl;
+        let shared = format!("{}:{publisher}:{key}", publisher.len());
+        Ok(match self.inner.broker.claim_key(shared, ttl).await? {
+            None => self
+                .inner
+                .idempotency
+                .begin(publisher, key, std::time::Instant::now()),
+            Some(broker::SharedClaim::New) => idempotency::Begin::New,
+            Some(broker::SharedClaim::InFlight) => idempotency::Begin::InFlight,
+            Some(broker::SharedClaim::Done(text)) => match idempotency::Stored::decode(&text) {
+                Some(stored) => idempotency::Begin::Done(stored),
+                None => idempotency::Begin::InFlight,
+            },
+        })
+    }
+
+    /// Settles a key claimed with [`Tidings::claim_idempotency_key`]: keeps `answer`, or
+    /// releases the key (`None`). A failure to reach the shared store is logged: the answer
+    /// was already sent, and the key expires with its TTL.
+    async fn settle_idempotency_key(
+        &self,
+        publisher: &str,
+        key: &str,
+        answer: Option<idempotency::Stored>,
+    ) {
+        let ttl = self.inner.config.idempotency_ttl;
+        let shared = format!("{}:{publisher}:{key}", publisher.len());
+        let text = answer.as_ref().map(idempotency::Stored::encode);
+        match self.inner.broker.settle_key(shared, text, ttl).await {
+            Ok(()) => {}
+            Err(e) => tracing::warn!(error = %e, "could not settle an Idempotency-Key"),
+        }
+        // The node's own store (used when the broker keeps none; harmless otherwise).
+        match answer {
+            Some(stored) => self.inner.idempotency.finish(publisher, key, stored),
+            None => self.inner.idempotency.release(publisher, key),
+        }
+    }
+
+    fn sessions(&self) -> &Arc<control::Sessions> {
+        &self.inner.control.sessions
+    }
+
     /// `None` while the broker is healthy; otherwise why it is degraded (Redis unreachable).
     pub fn broker_degraded(&self) -> Option<String> {
         self.inner.broker.degraded()
@@ -253,6 +352,9 @@ impl Tidings {
         let mut router = Router::new()
             .route("/ws", get(ws::upgrade))
             .route("/publish", post(publish::publish))
+            .route("/publish/batch", post(publish::publish_batch))
+            .route("/admin/disconnect", post(admin::disconnect))
+            .route("/admin/revoke", post(admin::revoke))
             .route("/healthz", get(healthz));
         if self.inner.config.metrics_route {
             router = router.route("/metrics", get(metrics::serve));

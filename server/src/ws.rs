@@ -1,4 +1,6 @@
-//! The `GET /ws?token=<JWT>` upgrade handler.
+//! The `GET /ws` upgrade handler. The token comes in the `tidings.token.<JWT>` subprotocol
+//! (see [`tidings_protocol::handshake`]; the server echoes only the `tidings` marker) or, as
+//! in the seed, in `?token=<JWT>`.
 //!
 //! As in the seed, a bad token does not fail the HTTP request: the WebSocket handshake
 //! completes, then the server sends a close frame with 4001 "Unauthorized" and no data frame
@@ -19,7 +21,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::future::Either;
 use futures_util::{SinkExt, StreamExt};
-use tidings_protocol::CloseCode;
+use tidings_protocol::{CloseCode, handshake};
 use tokio::time::timeout;
 
 use crate::Tidings;
@@ -67,8 +69,19 @@ pub(crate) async fn upgrade(
     };
     // Checked before the upgrade. An admitted connection holds its connection-limit permit
     // until it ends; a refused one is upgraded only to be closed with its code.
-    let token = token_param(query.as_deref().unwrap_or(""));
+    // The `tidings.token.` subprotocol (the browser client's default: the token stays out of
+    // URLs) wins over `?token=` (seed clients). `ws`'s `Debug` prints the offered subprotocols,
+    // token included: it is never logged.
+    let offered = ws.requested_protocols().filter_map(|p| p.to_str().ok());
+    let token = match handshake::token_from_subprotocols(offered) {
+        Some(token) => Some(token.to_owned()),
+        None => token_param(query.as_deref().unwrap_or("")),
+    };
     let admission = match tidings.authenticate(token.as_deref().unwrap_or("")).await {
+        Ok(claims) if tidings.is_revoked(&claims) => {
+            tracing::debug!(user = %Escaped(&claims.sub), "websocket refused: revoked token");
+            Err(CloseCode::Unauthorized)
+        }
         Ok(claims) => match tidings.limits().acquire(&claims.sub) {
             Ok(permit) => {
                 tracing::debug!(user = %Escaped(&claims.sub), "websocket accepted");
@@ -87,7 +100,10 @@ pub(crate) async fn upgrade(
     };
     drop(token);
     let config = tidings.config();
+    // Echo only the marker, and only when it was offered: a browser fails a handshake whose
+    // answer names a subprotocol it did not offer.
     let ws = ws
+        .protocols([handshake::SUBPROTOCOL])
         .read_buffer_size(config.read_buffer_size)
         .write_buffer_size(config.write_buffer_size)
         .max_write_buffer_size(
@@ -149,7 +165,7 @@ pub(crate) async fn refuse(
 fn token_param(query: &str) -> Option<String> {
     query.split('&').find_map(|pair| {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        (key == "token").then(|| percent_decode(value))
+        (key == handshake::TOKEN_QUERY_PARAM).then(|| percent_decode(value))
     })
 }
 

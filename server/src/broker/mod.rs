@@ -177,7 +177,50 @@ pub(crate) trait Broker: Send + Sync + 'static {
     fn ready(&self) -> BoxFuture<'_, bool> {
         Box::pin(std::future::ready(true))
     }
+
+    /// Sends a control command (JSON text, see [`crate::control::Command`]) to the other
+    /// nodes, which apply it to their own sessions; the caller has applied it locally. A
+    /// single node (the memory broker) has no one to tell.
+    fn control(&self, _command: String) -> BoxFuture<'_, Result<(), BrokerError>> {
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    /// Claims an `Idempotency-Key` (`key` already names its publisher) for `ttl` in a store
+    /// every node shares; `None` when the broker has none (the node's own store is used).
+    fn claim_key(
+        &self,
+        _key: String,
+        _ttl: std::time::Duration,
+    ) -> BoxFuture<'_, Result<Option<SharedClaim>, BrokerError>> {
+        Box::pin(std::future::ready(Ok(None)))
+    }
+
+    /// Keeps `answer` under a key claimed with [`Broker::claim_key`] until `ttl`; `None` as
+    /// `answer` releases the key (the request failed, a retry must run).
+    fn settle_key(
+        &self,
+        _key: String,
+        _answer: Option<String>,
+        _ttl: std::time::Duration,
+    ) -> BoxFuture<'_, Result<(), BrokerError>> {
+        Box::pin(std::future::ready(Ok(())))
+    }
 }
+
+/// What became of an `Idempotency-Key` in the shared store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum SharedClaim {
+    /// Claimed now: publish.
+    New,
+    /// A request holding it is still running.
+    InFlight,
+    /// Settled: the kept answer.
+    Done(String),
+}
+
+/// Applies a control command received from another node (the JSON text
+/// [`Broker::control`] sent).
+pub(crate) type OnControl = std::sync::Arc<dyn Fn(&[u8]) + Send + Sync>;
 
 /// The most a recovery replay may hold: half of a connection's outbound budget (messages and
 /// bytes), as [`Outbox::replay_fits`](crate::outbox::Outbox::replay_fits) allows, so that the

@@ -308,7 +308,12 @@ impl RedisBroker {
     /// Runs the pub/sub listener until `stop`: subscribes to the channel of every topic with
     /// local subscribers (and follows the changes), hands every event to `hub`, and
     /// re-subscribes after any failure.
-    pub(crate) async fn listen(self: Arc<Self>, hub: impl Deliver, stop: CancellationToken) {
+    pub(crate) async fn listen(
+        self: Arc<Self>,
+        hub: impl Deliver,
+        on_control: super::OnControl,
+        stop: CancellationToken,
+    ) {
         let mut retry = Duration::from_millis(100);
         // The last moment this node's subscription was known to be delivering (its start,
         // then the last event or ping answered): events after it may have been missed.
@@ -326,6 +331,7 @@ impl RedisBroker {
                     .external_positions()
                     .iter()
                     .map(|(topic, _)| channel(topic.as_str()))
+                    .chain([CONTROL_CHANNEL.to_owned()])
                     .collect();
                 send_follows(&sink, channels, true).await?;
                 // Every event from here on arrives through `messages` (buffered meanwhile);
@@ -349,7 +355,11 @@ impl RedisBroker {
                         msg = messages.next() => match msg {
                             Some(msg) => {
                                 alive_at = std::time::Instant::now();
-                                self.deliver(&hub, msg.get_payload_bytes()).await?;
+                                if msg.get_channel_name() == CONTROL_CHANNEL {
+                                    on_control(msg.get_payload_bytes());
+                                } else {
+                                    self.deliver(&hub, msg.get_payload_bytes()).await?;
+                                }
                             }
                             None => break,
                         },
@@ -567,6 +577,17 @@ fn millis(d: Duration) -> u64 {
 }
 
 /// The channel that carries `topic`'s events (its keys' hash tag: the same cluster slot).
+/// The channel control commands (`POST /admin/…`) travel on to every node. Commands sent
+/// while a node's pub/sub link is down do not reach it (pub/sub keeps nothing): a disconnect
+/// finds its connections gone anyway (they reconnect to a node that got it, or were on the
+/// cut-off node, see `docs/SECURITY.md`).
+const CONTROL_CHANNEL: &str = "tidings:control";
+
+/// The Redis key of an `Idempotency-Key` (`key` names its publisher and endpoint).
+fn idempotency_key(key: &str) -> String {
+    format!("tidings:idem:{key}")
+}
+
 fn channel(topic: &str) -> String {
     format!("tidings:{{{topic}}}:ch")
 }
@@ -630,6 +651,101 @@ impl Broker for RedisBroker {
                     hub.published(delivered, started.elapsed());
                     Ok(delivered)
                 }
+                Err(e) => {
+                    self.forget_connection(&e).await;
+                    Err(self.failed(e))
+                }
+            }
+        })
+    }
+
+    fn control(&self, command: String) -> BoxFuture<'_, Result<(), BrokerError>> {
+        Box::pin(async move {
+            let mut conn = self.connection().await?;
+            let sent: Result<u64, _> = redis::cmd("PUBLISH")
+                .arg(CONTROL_CHANNEL)
+                .arg(command)
+                .query_async(&mut conn)
+                .await;
+            match sent {
+                Ok(_) => Ok(()),
+                Err(e) => {
+                    self.forget_connection(&e).await;
+                    Err(self.failed(e))
+                }
+            }
+        })
+    }
+
+    /// `SET tidings:idem:… "" NX PX ttl`: the first request claims the key (an empty value
+    /// marks it in flight); any other reads what is there.
+    fn claim_key(
+        &self,
+        key: String,
+        ttl: Duration,
+    ) -> BoxFuture<'_, Result<Option<super::SharedClaim>, BrokerError>> {
+        Box::pin(async move {
+            let mut conn = self.connection().await?;
+            let key = idempotency_key(&key);
+            let claimed: Result<Option<String>, _> = redis::cmd("SET")
+                .arg(&key)
+                .arg("")
+                .arg("NX")
+                .arg("PX")
+                .arg(millis(ttl).max(1))
+                .query_async(&mut conn)
+                .await;
+            let claimed = match claimed {
+                Ok(reply) => reply.is_some(),
+                Err(e) => {
+                    self.forget_connection(&e).await;
+                    return Err(self.failed(e));
+                }
+            };
+            if claimed {
+                return Ok(Some(super::SharedClaim::New));
+            }
+            let held: Result<Option<String>, _> =
+                redis::cmd("GET").arg(&key).query_async(&mut conn).await;
+            match held {
+                Ok(Some(answer)) if !answer.is_empty() => {
+                    Ok(Some(super::SharedClaim::Done(answer)))
+                }
+                Ok(Some(_)) => Ok(Some(super::SharedClaim::InFlight)),
+                // Expired or released between the two commands: this request may run.
+                Ok(None) => Ok(Some(super::SharedClaim::New)),
+                Err(e) => {
+                    self.forget_connection(&e).await;
+                    Err(self.failed(e))
+                }
+            }
+        })
+    }
+
+    fn settle_key(
+        &self,
+        key: String,
+        answer: Option<String>,
+        ttl: Duration,
+    ) -> BoxFuture<'_, Result<(), BrokerError>> {
+        Box::pin(async move {
+            let mut conn = self.connection().await?;
+            let key = idempotency_key(&key);
+            let done: Result<redis::Value, _> = match answer {
+                Some(answer) => {
+                    redis::cmd("SET")
+                        .arg(&key)
+                        .arg(answer)
+                        .arg("XX")
+                        .arg("PX")
+                        .arg(millis(ttl).max(1))
+                        .query_async(&mut conn)
+                        .await
+                }
+                None => redis::cmd("DEL").arg(&key).query_async(&mut conn).await,
+            };
+            match done {
+                Ok(_) => Ok(()),
                 Err(e) => {
                     self.forget_connection(&e).await;
                     Err(self.failed(e))

@@ -9,6 +9,7 @@
 
 mod common;
 
+mod admin;
 mod auth;
 mod authz;
 mod binary;
@@ -26,8 +27,10 @@ mod per_ip;
 mod positions;
 mod protocol;
 mod publish;
+mod publish_batch;
 mod recovery;
 mod redis;
 mod refresh;
 mod shutdown;
+mod subprotocol;
 mod token_help;

@@ -179,6 +179,28 @@ pub async fn connect(url: &str) -> Ws {
     ws
 }
 
+/// Connects offering the subprotocols `protocols` (the handshake must succeed); returns the
+/// socket and the subprotocol the server chose (`Sec-WebSocket-Protocol` of its answer).
+pub async fn connect_with_protocols(url: &str, protocols: &[&str]) -> (Ws, Option<String>) {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = url.into_client_request().expect("request");
+    if !protocols.is_empty() {
+        let value = protocols.join(", ").parse().expect("header value");
+        request
+            .headers_mut()
+            .insert("sec-websocket-protocol", value);
+    }
+    let (ws, response) = tokio::time::timeout(TIMEOUT, tokio_tungstenite::connect_async(request))
+        .await
+        .expect("connect timed out")
+        .expect("handshake");
+    let chosen = response
+        .headers()
+        .get("sec-websocket-protocol")
+        .map(|v| v.to_str().expect("ascii").to_owned());
+    (ws, chosen)
+}
+
 /// Sends a text frame.
 pub async fn send(ws: &mut Ws, text: &str) {
     ws.send(Message::text(text)).await.expect("send");
