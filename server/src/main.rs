@@ -249,9 +249,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     } else {
         secret(&cli)?
     };
-    if let Some(url) = cli.redis_url.as_deref().filter(|url| !url.is_empty()) {
-        tidings_server::broker::check_redis_url(url)?;
-    }
     raise_open_file_limit();
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -354,7 +351,12 @@ async fn serve(
     config: Config,
     dev: bool,
 ) -> anyhow::Result<()> {
-    let tidings = Tidings::new(config);
+    // The broker named by the config (Redis with --redis-url, else in memory); an unusable
+    // one is an error here rather than a log line. Redis being down is not: the node starts
+    // degraded and its listener retries (see /healthz).
+    let tidings = Tidings::builder(config)
+        .build()
+        .context("cannot use the broker")?;
     let listener = tokio::net::TcpListener::bind(&bind)
         .await
         .with_context(|| format!("cannot listen on {bind}"))?;

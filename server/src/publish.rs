@@ -199,7 +199,8 @@ pub(crate) async fn publish(
     let delivered = tidings
         .publish(event)
         .await
-        .map_err(PublishError::Unavailable)?;
+        .map_err(PublishError::Unavailable)?
+        .delivered;
     tracing::debug!(%topic, delivered, publisher = %Escaped(&claims.sub), "published");
     Ok((StatusCode::ACCEPTED, Json(Delivered { delivered })))
 }
