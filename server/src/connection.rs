@@ -108,7 +108,8 @@ pub(crate) fn start(
 ) -> impl Future<Output = ()> + Send + use<> {
     let config = tidings.config();
     let outbox = Arc::new(
-        Outbox::new(config.outbound_queue_capacity).with_max_bytes(config.max_outbound_bytes),
+        Outbox::new(config.buffers.outbound_queue_capacity)
+            .with_max_bytes(config.buffers.max_outbound_bytes),
     );
     let hub = tidings.hub().clone();
     let id = hub.next_conn_id();
@@ -124,13 +125,13 @@ pub(crate) fn start(
         hub,
         outbox,
         topics: Vec::new(),
-        max_subscriptions: config.max_subscriptions_per_connection,
+        max_subscriptions: config.limits.max_subscriptions_per_connection,
         rate: RateLimiter::new(&config.rate_settings(), Instant::now()),
         heartbeat: Heartbeat::new(
             &config.heartbeat_settings(),
             Instant::now(),
             claims.exp,
-            config.jwt_leeway,
+            config.auth.jwt_leeway,
         ),
         claims: Box::new(claims),
         tidings: tidings.clone(),
@@ -356,7 +357,7 @@ impl Connection {
                 return;
             }
         };
-        let leeway = self.tidings.config().jwt_leeway;
+        let leeway = self.tidings.config().auth.jwt_leeway;
         self.heartbeat
             .set_token_exp(Instant::now(), claims.exp, leeway);
         // Subscriptions made so far stay; later subscribes are decided on the new claims.
@@ -466,8 +467,10 @@ impl Connection {
                     return;
                 }
                 let outstanding = Outstanding(slots);
-                let bound =
-                    ReplayBound::for_outbox(self.outbox.capacity(), config.max_outbound_bytes);
+                let bound = ReplayBound::for_outbox(
+                    self.outbox.capacity(),
+                    config.buffers.max_outbound_bytes,
+                );
                 let broker = broker.clone();
                 let hub = self.hub.clone();
                 let id = self.id;

@@ -134,7 +134,7 @@ impl Tidings {
     pub fn new(config: Config) -> Self {
         let broker: Arc<dyn Broker> = match &config.redis_url {
             None => return Self::with_memory(config),
-            Some(url) => match RedisBroker::from_config(url, &config) {
+            Some(url) => match RedisBroker::from_config(url.expose(), &config) {
                 Ok(redis) => Arc::new(redis),
                 Err(e) => {
                     tracing::error!(error = %e, "cannot use the Redis broker");
@@ -176,9 +176,11 @@ impl Tidings {
         broker: Arc<dyn Broker>,
         memory: Option<Arc<MemoryBroker>>,
     ) -> Self {
-        if !config.jwt_secret.is_empty() && config.jwt_secret.len() < MIN_SECRET_LEN {
+        if !config.auth.jwt_secret.expose().is_empty()
+            && config.auth.jwt_secret.expose().len() < MIN_SECRET_LEN
+        {
             tracing::warn!(
-                bytes = config.jwt_secret.len(),
+                bytes = config.auth.jwt_secret.expose().len(),
                 "the JWT secret is shorter than {MIN_SECRET_LEN} bytes: tokens signed with it \
                  can be brute-forced offline; use a long random secret"
             );
@@ -199,8 +201,8 @@ impl Tidings {
                 broker_stop,
                 keys: auth::Keys::new(&config),
                 limits: Arc::new(limits::ConnectionLimits::new(
-                    config.max_connections,
-                    config.max_connections_per_user,
+                    config.limits.max_connections,
+                    config.limits.max_connections_per_user,
                 )),
                 ip_limits: Arc::new(ip::IpLimits::new(&config)),
                 config,
@@ -402,7 +404,7 @@ impl TidingsBuilder {
             (Some(_), Some(_)) => Err(BuildError::TwoBrokers),
             (Some(broker), None) => Ok(Tidings::assemble(self.config, broker, None)),
             (None, Some(url)) => {
-                let redis = RedisBroker::from_config(url, &self.config)?;
+                let redis = RedisBroker::from_config(url.expose(), &self.config)?;
                 Ok(Tidings::assemble(self.config, Arc::new(redis), None))
             }
             (None, None) => Ok(Tidings::with_memory(self.config)),

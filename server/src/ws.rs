@@ -88,15 +88,16 @@ pub(crate) async fn upgrade(
     drop(token);
     let config = tidings.config();
     let ws = ws
-        .read_buffer_size(config.read_buffer_size)
-        .write_buffer_size(config.write_buffer_size)
+        .read_buffer_size(config.buffers.read_buffer_size)
+        .write_buffer_size(config.buffers.write_buffer_size)
         .max_write_buffer_size(
             config
+                .buffers
                 .max_write_buffer_size
-                .max(config.write_buffer_size.saturating_add(1)),
+                .max(config.buffers.write_buffer_size.saturating_add(1)),
         )
-        .max_message_size(config.max_message_size)
-        .max_frame_size(config.max_message_size);
+        .max_message_size(config.buffers.max_message_size)
+        .max_frame_size(config.buffers.max_message_size);
     // From here on the connection's reads count against its inbound byte budget (when it is
     // served by `serve`, which provides the meter).
     if let Some(Extension(meter)) = meter {

@@ -157,34 +157,7 @@ pub struct Recovery {
     pub events: Vec<(u64, Utf8Bytes)>,
 }
 
-/// Bounds of the in-memory history (see the `Config::with_history_*` settings).
-#[derive(Debug, Clone, Copy)]
-#[non_exhaustive]
-pub struct HistoryLimits {
-    /// Most events one topic keeps.
-    pub size: usize,
-    /// How long an event is kept.
-    pub ttl: Duration,
-    /// Most bytes of event text one topic keeps.
-    pub max_topic_bytes: usize,
-    /// Most bytes of event text all topics keep together.
-    pub max_total_bytes: usize,
-    /// Most topics holding history at once.
-    pub max_topics: usize,
-}
-
-impl HistoryLimits {
-    /// The limits configured in `config`.
-    pub fn from_config(config: &crate::Config) -> Self {
-        Self {
-            size: config.history_size,
-            ttl: config.history_ttl,
-            max_topic_bytes: config.history_max_topic_bytes,
-            max_total_bytes: config.history_max_total_bytes,
-            max_topics: config.max_history_topics,
-        }
-    }
-}
+pub use crate::config::HistoryLimits;
 
 /// What [`Deliver::deliver`] did with an event of the external broker.
 #[derive(Debug, Clone, PartialEq, Eq)]

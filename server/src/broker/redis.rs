@@ -241,7 +241,10 @@ impl RedisBroker {
             url,
             HistoryLimits::from_config(config),
             config.max_history_fetches,
-            ReplayBound::for_outbox(config.outbound_queue_capacity, config.max_outbound_bytes),
+            ReplayBound::for_outbox(
+                config.buffers.outbound_queue_capacity,
+                config.buffers.max_outbound_bytes,
+            ),
         )
     }
 
