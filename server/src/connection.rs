@@ -126,9 +126,9 @@ pub(crate) fn start(
         outbox,
         topics: Vec::new(),
         max_subscriptions: config.limits.max_subscriptions_per_connection,
-        rate: RateLimiter::new(&config.rate_settings(), Instant::now()),
+        rate: RateLimiter::new(config.rate_settings(), Instant::now()),
         heartbeat: Heartbeat::new(
-            &config.heartbeat_settings(),
+            config.heartbeat_settings(),
             Instant::now(),
             claims.exp,
             config.auth.jwt_leeway,
@@ -274,12 +274,12 @@ impl Connection {
 
     fn next_deadline(&self) -> Instant {
         let settings = self.tidings.config().heartbeat_settings();
-        self.heartbeat.deadline(&settings)
+        self.heartbeat.deadline(settings)
     }
 
     fn on_deadline(&mut self) -> Due {
         let settings = self.tidings.config().heartbeat_settings();
-        self.heartbeat.on_deadline(&settings, Instant::now())
+        self.heartbeat.on_deadline(settings, Instant::now())
     }
 
     /// Applies the rate limit to one inbound message: whether to handle it.
@@ -287,7 +287,7 @@ impl Connection {
         self.hub.metrics().message_in();
         match self
             .rate
-            .check(&self.tidings.config().rate_settings(), Instant::now())
+            .check(self.tidings.config().rate_settings(), Instant::now())
         {
             Verdict::Allow => true,
             Verdict::Drop => {
@@ -308,7 +308,7 @@ impl Connection {
     fn admit_control(&mut self) {
         let verdict = self
             .rate
-            .check(&self.tidings.config().rate_settings(), Instant::now());
+            .check(self.tidings.config().rate_settings(), Instant::now());
         match verdict {
             Verdict::Allow => {}
             Verdict::Drop => self.hub.metrics().rate_limited(),
