@@ -137,12 +137,15 @@ pub(crate) fn start(
         tidings: tidings.clone(),
         fetches: None,
     };
-    run(conn, stream, writer, config.close_timeout).instrument(span)
+    // Boxed: an `async fn` keeps its arguments twice in its future (as passed and as moved
+    // into its body), so the connection's state by value would take two slots for its whole
+    // life; boxed, both are a pointer.
+    run(Box::new(conn), stream, writer, config.close_timeout).instrument(span)
 }
 
 /// The reader loop of a connection, until it ends.
 async fn run(
-    mut conn: Connection,
+    mut conn: Box<Connection>,
     mut stream: Stream,
     mut writer: JoinHandle<()>,
     close_timeout: Duration,
