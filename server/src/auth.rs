@@ -160,13 +160,13 @@ pub(crate) struct Keys {
 
 impl Keys {
     pub(crate) fn new(config: &Config) -> Self {
-        let secret = config.jwt_secret.as_bytes();
+        let secret = config.auth.jwt_secret.expose().as_bytes();
         // `Validation::new` allows exactly the one algorithm given; `verify` replaces it by
         // the algorithm of the key it uses, so `none`, HS384 and the rest fail with
         // `InvalidAlgorithm`, and an HS256 token is never checked with a public key.
         let mut validation = Validation::new(Algorithm::HS256);
         let mut required = vec!["exp", "sub"];
-        validation.leeway = config.jwt_leeway.as_secs();
+        validation.leeway = config.auth.jwt_leeway.as_secs();
         validation.validate_exp = true;
         // `nbf` is optional, but a token that carries one is refused before that time.
         validation.validate_nbf = true;

@@ -21,7 +21,7 @@ use std::time::Duration;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use bytes::Bytes;
 use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt as _, SinkExt, StreamExt};
 use tidings_protocol::{ClientMessage, CloseCode, StreamPosition, Topic, WSError, WSReply};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep_until, timeout};
@@ -108,7 +108,8 @@ pub(crate) fn start(
 ) -> impl Future<Output = ()> + Send + use<> {
     let config = tidings.config();
     let outbox = Arc::new(
-        Outbox::new(config.outbound_queue_capacity).with_max_bytes(config.max_outbound_bytes),
+        Outbox::new(config.buffers.outbound_queue_capacity)
+            .with_max_bytes(config.buffers.max_outbound_bytes),
     );
     let hub = tidings.hub().clone();
     let id = hub.next_conn_id();
@@ -126,29 +127,30 @@ pub(crate) fn start(
         hub,
         outbox,
         topics: Vec::new(),
-        max_subscriptions: config.max_subscriptions_per_connection,
-        rate: RateLimiter::new(&config.rate_settings(), Instant::now()),
+        max_subscriptions: config.limits.max_subscriptions_per_connection,
+        rate: RateLimiter::new(config.rate_settings(), Instant::now()),
         heartbeat: Heartbeat::new(
-            &config.heartbeat_settings(),
+            config.heartbeat_settings(),
             Instant::now(),
             claims.exp,
-            config.jwt_leeway,
+            config.auth.jwt_leeway,
         ),
         claims: Box::new(claims),
         tidings: tidings.clone(),
         fetches: None,
     };
-    let run = run(conn, stream, writer, config.close_timeout);
-    async move {
-        run.await;
-        drop(session);
-    }
-    .instrument(span)
+    // Boxed: an `async fn` keeps its arguments twice in its future (as passed and as moved
+    // into its body), so the connection's state by value would take two slots for its whole
+    // life; boxed, both are a pointer. The session (findable by `POST /admin/…`) ends with
+    // the reader loop; `map`, not an `async` block, which would hold the future twice.
+    run(Box::new(conn), stream, writer, config.close_timeout)
+        .map(move |()| drop(session))
+        .instrument(span)
 }
 
 /// The reader loop of a connection, until it ends.
 async fn run(
-    mut conn: Connection,
+    mut conn: Box<Connection>,
     mut stream: Stream,
     mut writer: JoinHandle<()>,
     close_timeout: Duration,
@@ -280,12 +282,12 @@ impl Connection {
 
     fn next_deadline(&self) -> Instant {
         let settings = self.tidings.config().heartbeat_settings();
-        self.heartbeat.deadline(&settings)
+        self.heartbeat.deadline(settings)
     }
 
     fn on_deadline(&mut self) -> Due {
         let settings = self.tidings.config().heartbeat_settings();
-        self.heartbeat.on_deadline(&settings, Instant::now())
+        self.heartbeat.on_deadline(settings, Instant::now())
     }
 
     /// Applies the rate limit to one inbound message: whether to handle it.
@@ -293,7 +295,7 @@ impl Connection {
         self.hub.metrics().message_in();
         match self
             .rate
-            .check(&self.tidings.config().rate_settings(), Instant::now())
+            .check(self.tidings.config().rate_settings(), Instant::now())
         {
             Verdict::Allow => true,
             Verdict::Drop => {
@@ -314,7 +316,7 @@ impl Connection {
     fn admit_control(&mut self) {
         let verdict = self
             .rate
-            .check(&self.tidings.config().rate_settings(), Instant::now());
+            .check(self.tidings.config().rate_settings(), Instant::now());
         match verdict {
             Verdict::Allow => {}
             Verdict::Drop => self.hub.metrics().rate_limited(),
@@ -375,7 +377,7 @@ impl Connection {
                 return;
             }
         };
-        let leeway = self.tidings.config().jwt_leeway;
+        let leeway = self.tidings.config().auth.jwt_leeway;
         self.heartbeat
             .set_token_exp(Instant::now(), claims.exp, leeway);
         *self.claims = claims;
@@ -414,8 +416,9 @@ impl Connection {
             // from elsewhere cannot be checked against what was delivered; the client
             // refetches rather than risk a gap. (The position, in memory, is the current
             // one: what the refetch will reflect at least.)
-            let at = (position && self.hub.external_broker().is_none())
-                .then(|| self.hub.read_position(topic.as_str()));
+            let at = position
+                .then(|| self.hub.memory_position(topic.as_str()))
+                .flatten();
             self.reply(&WSReply::subscribed_at(topic, since.map(|_| false), at));
             return;
         }
@@ -514,8 +517,10 @@ impl Connection {
                     return;
                 }
                 let outstanding = Outstanding(slots);
-                let bound =
-                    ReplayBound::for_outbox(self.outbox.capacity(), config.max_outbound_bytes);
+                let bound = ReplayBound::for_outbox(
+                    self.outbox.capacity(),
+                    config.buffers.max_outbound_bytes,
+                );
                 let broker = broker.clone();
                 let hub = self.hub.clone();
                 let id = self.id;
@@ -545,7 +550,7 @@ impl Connection {
                             }
                         }
                     };
-                    hub.finish_pending(&topic, id, ticket, Some(&since), recovery, ack);
+                    hub.finish_pending(&topic, id, ticket, Some(&since), recovery, None, ack);
                 });
             }
         }
@@ -578,7 +583,7 @@ impl Connection {
         };
         if broker.following() && !position {
             // Every follow asked for, this topic's included, is in effect.
-            hub.finish_pending(&topic, id, ticket, None, nothing_missed, ack);
+            hub.finish_pending(&topic, id, ticket, None, nothing_missed, None, ack);
             return;
         }
         let outbox = self.outbox.clone();
@@ -599,7 +604,7 @@ impl Connection {
             } else {
                 None
             };
-            hub.finish_pending(&topic, id, ticket, at.as_ref(), nothing_missed, ack);
+            hub.finish_pending(&topic, id, ticket, at.as_ref(), nothing_missed, None, ack);
         });
     }
 

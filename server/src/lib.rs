@@ -17,11 +17,13 @@
 //!
 //! Every event gets a per-topic `seq` and `epoch`, and a bounded history per topic lets a
 //! client that reconnects with `since` recover what it missed (see [`hub`] and [`broker`]).
-//! The broker is in memory by default (one node) or Redis ([`Config::with_redis_url`]) for
-//! several nodes.
+//! The broker is in memory by default (one node) or Redis ([`Config::with_redis_url`], or
+//! [`Tidings::builder`] with [`RedisBroker::connect`]) for several nodes; any [`Broker`]
+//! implementation can be plugged in the same way.
 //!
 //! An app embeds it with `app.merge(tidings.router())` and publishes from its own handlers
-//! with [`Hub::publish`] (sync) or [`Tidings::publish`] (async, reports broker errors). [`serve`] runs a router until a shutdown future completes, closes
+//! with [`Tidings::publish`] (every broker; returns the event's position or the broker's
+//! error). [`Hub::publish`] is a sync shortcut for the in-memory broker only. [`serve`] runs a router until a shutdown future completes, closes
 //! every WebSocket with 1012 and drains for a bounded time.
 //!
 //! ```no_run
@@ -76,7 +78,7 @@ use tower_http::trace::TraceLayer;
 
 pub use auth::{AuthError, Claims, MIN_SECRET_LEN, PUBLISH_SCOPE};
 pub use authz::{ClaimTopics, FORBIDDEN, TopicPolicy};
-pub use broker::BrokerError;
+pub use broker::{Broker, BrokerError, MemoryBroker, Published, RedisBroker};
 pub use config::Config;
 pub use connection::TOO_MANY_SUBSCRIPTIONS;
 pub use error::ServeError;
@@ -127,25 +129,78 @@ impl std::fmt::Debug for Tidings {
 }
 
 impl Tidings {
-    /// A server with `config` and an empty hub. Logs a warning when the JWT secret is shorter
-    /// than [`MIN_SECRET_LEN`] bytes (tests may use short ones; a deployment should not).
+    /// A server with `config` and an empty hub: the in-memory broker, or the Redis one when
+    /// [`Config::with_redis_url`] is set (nothing connects until it is used; an invalid URL
+    /// is logged and every publish then fails with [`BrokerError::Unavailable`]). Use
+    /// [`Tidings::builder`] to get errors back instead, or to bring another [`Broker`].
     ///
-    /// Call it inside a tokio runtime: the history sweep (and, with
-    /// [`Config::with_redis_url`], the Redis broker's pub/sub listener, which retries until
-    /// Redis answers) is spawned on the current one.
+    /// Logs a warning when the JWT secret is shorter than [`MIN_SECRET_LEN`] bytes (tests may
+    /// use short ones; a deployment should not).
+    ///
+    /// Call it inside a tokio runtime: the broker's background work (the in-memory history
+    /// sweep, the Redis pub/sub listener, which retries until Redis answers) is spawned on the
+    /// current one.
     pub fn new(config: Config) -> Self {
-        if !config.jwt_secret.is_empty() && config.jwt_secret.len() < MIN_SECRET_LEN {
+        let broker: Arc<dyn Broker> = match &config.redis_url {
+            None => return Self::with_memory(config),
+            Some(url) => match RedisBroker::from_config(url.expose(), &config) {
+                Ok(redis) => Arc::new(redis),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot use the Redis broker");
+                    Arc::new(broker::UnusableBroker(e.to_string()))
+                }
+            },
+        };
+        Self::assemble(config, broker, None)
+    }
+
+    /// Starts building a server with `config`: choose a broker with
+    /// [`TidingsBuilder::broker`] (the in-memory one by default), then
+    /// [`TidingsBuilder::build`].
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// use tidings_server::{Config, RedisBroker, Tidings};
+    /// let config = Config::new("a long random secret, at least 32 bytes");
+    /// let redis = RedisBroker::connect("redis://127.0.0.1:6379", &config).await?;
+    /// let tidings = Tidings::builder(config).broker(redis).build()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn builder(config: Config) -> TidingsBuilder {
+        TidingsBuilder {
+            config,
+            broker: None,
+        }
+    }
+
+    fn with_memory(config: Config) -> Self {
+        let memory = Arc::new(MemoryBroker::new(broker::HistoryLimits::from_config(
+            &config,
+        )));
+        Self::assemble(config, memory.clone(), Some(memory))
+    }
+
+    fn assemble(
+        config: Config,
+        broker: Arc<dyn Broker>,
+        memory: Option<Arc<MemoryBroker>>,
+    ) -> Self {
+        if !config.auth.jwt_secret.expose().is_empty()
+            && config.auth.jwt_secret.expose().len() < MIN_SECRET_LEN
+        {
             tracing::warn!(
-                bytes = config.jwt_secret.len(),
+                bytes = config.auth.jwt_secret.expose().len(),
                 "the JWT secret is shorter than {MIN_SECRET_LEN} bytes: tokens signed with it \
                  can be brute-forced offline; use a long random secret"
             );
         }
         let shutdown = CancellationToken::new();
         let broker_stop = shutdown.child_token();
-        let history = broker::HistoryLimits::from_config(&config);
         let control = Arc::new(control::Control::new(config.max_revocations));
-        let on_control: broker::OnControl = {
+        let hub = Hub::new(broker.clone(), memory);
+        // Control commands other nodes send (disconnect, revoke) reach this node's sessions
+        // through the hub's `Deliver` side, as events reach its subscribers.
+        hub.set_on_control({
             let control = control.clone();
             Arc::new(move |text: &[u8]| match serde_json::from_slice(text) {
                 Ok(command) => {
@@ -158,52 +213,12 @@ impl Tidings {
                 }
                 Err(e) => tracing::warn!(error = %e, "ignoring a malformed control message"),
             })
-        };
-        let (hub, broker): (Hub, Arc<dyn broker::Broker>) = match &config.redis_url {
-            None => (Hub::new(history, None), Arc::new(broker::MemoryBroker)),
-            Some(url) => match broker::RedisBroker::new(
-                url,
-                history,
-                config.max_history_fetches,
-                broker::ReplayBound::for_outbox(
-                    config.outbound_queue_capacity,
-                    config.max_outbound_bytes,
-                ),
-            ) {
-                Ok(redis) => {
-                    let redis = Arc::new(redis);
-                    let hub = Hub::new(history, Some(redis.clone()));
-                    match tokio::runtime::Handle::try_current() {
-                        Ok(rt) => {
-                            rt.spawn(redis.clone().listen(
-                                hub.clone(),
-                                on_control,
-                                broker_stop.clone(),
-                            ));
-                        }
-                        Err(_) => tracing::error!(
-                            "the Redis broker needs a tokio runtime: no events will be received"
-                        ),
-                    }
-                    (hub, redis)
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot use the Redis broker");
-                    let broken = Arc::new(broker::UnusableBroker(e.to_string()));
-                    (Hub::new(history, Some(broken.clone())), broken)
-                }
-            },
-        };
-        // Expired history and abandoned topics are freed by one background sweep (no work on
-        // the publish path, and no dependence on later traffic).
-        match tokio::runtime::Handle::try_current() {
-            Ok(rt) => {
-                rt.spawn(hub.clone().sweep_forever(broker_stop.clone()));
-            }
-            Err(_) => {
-                tracing::warn!("Tidings::new outside a tokio runtime: expired history is not swept")
-            }
-        }
+        });
+        // The broker's background work reaches this node's subscribers through the hub's
+        // `Deliver` side only.
+        broker
+            .clone()
+            .start(Arc::new(hub.clone()), broker_stop.clone());
         Self {
             inner: Arc::new(Inner {
                 publishers: publishers::PublishLimiter::new(&config),
@@ -212,8 +227,8 @@ impl Tidings {
                 broker_stop,
                 keys: auth::Keys::new(&config),
                 limits: Arc::new(limits::ConnectionLimits::new(
-                    config.max_connections,
-                    config.max_connections_per_user,
+                    config.limits.max_connections,
+                    config.limits.max_connections_per_user,
                 )),
                 ip_limits: Arc::new(ip::IpLimits::new(&config)),
                 control,
@@ -231,18 +246,22 @@ impl Tidings {
 
     /// Publishes `event` through the broker: it gets the topic's next `seq` and its `epoch`
     /// (whatever the caller set is replaced), enters the history and reaches every subscriber
-    /// (on every node, with Redis). Returns how many local connections it was queued for: with
-    /// the in-memory broker, the connections it was queued on; with Redis, the local
-    /// connections subscribed when Redis took it (they receive it through this node's pub/sub
-    /// subscription, like every other node's subscribers).
+    /// (on every node, with Redis). The one publish API for every broker.
+    ///
+    /// Returns the event's topic, `seq` and `epoch`, and how many local connections it was
+    /// queued for: with the in-memory broker, the connections it was queued on; with Redis,
+    /// the local connections subscribed when Redis took it (they receive it through this
+    /// node's pub/sub subscription, like every other node's subscribers).
     ///
     /// # Errors
-    /// [`BrokerError::Unavailable`] when Redis cannot take the event (nothing was delivered).
-    pub async fn publish(&self, event: WSEvent) -> Result<usize, BrokerError> {
-        let base = hub::base_text(&event).ok_or(BrokerError::Serialize)?;
+    /// [`BrokerError::Unavailable`] when the broker (Redis) cannot take the event (nothing was
+    /// delivered); [`BrokerError::Serialize`] for an event that cannot be serialized (cannot
+    /// happen for protocol-built events).
+    pub async fn publish(&self, event: WSEvent) -> Result<Published, BrokerError> {
+        let base = broker::base_text(&event)?;
         self.inner
             .broker
-            .publish(&self.inner.hub, &event.topic, base)
+            .publish(&self.inner.hub, event.topic, base)
             .await
     }
 
@@ -461,6 +480,61 @@ impl Tidings {
 
     fn shutdown_token(&self) -> &CancellationToken {
         &self.inner.shutdown
+    }
+}
+
+/// Builds a [`Tidings`] handle (see [`Tidings::builder`]).
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct TidingsBuilder {
+    config: Config,
+    broker: Option<Arc<dyn Broker>>,
+}
+
+impl std::fmt::Debug for TidingsBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TidingsBuilder")
+            .field("config", &self.config)
+            .field("broker", &self.broker.is_some())
+            .finish()
+    }
+}
+
+/// Why [`TidingsBuilder::build`] could not make a server.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// The configuration names a broker that cannot be used (an invalid Redis URL).
+    #[error("broker: {0}")]
+    Broker(#[from] BrokerError),
+    /// [`Config::with_redis_url`] and [`TidingsBuilder::broker`] both name a broker.
+    #[error("both Config::with_redis_url and TidingsBuilder::broker name a broker; keep one")]
+    TwoBrokers,
+}
+
+impl TidingsBuilder {
+    /// Uses `broker` (e.g. [`RedisBroker::connect`], or an implementation of your own)
+    /// instead of the in-memory one.
+    pub fn broker(mut self, broker: impl Broker) -> Self {
+        self.broker = Some(Arc::new(broker));
+        self
+    }
+
+    /// The server. Call it inside a tokio runtime (the broker's background work is spawned
+    /// on it).
+    ///
+    /// # Errors
+    /// [`BuildError::Broker`] for a [`Config::with_redis_url`] that is not a valid Redis URL;
+    /// [`BuildError::TwoBrokers`] when a broker was given and the config names Redis too.
+    pub fn build(self) -> Result<Tidings, BuildError> {
+        match (self.broker, &self.config.redis_url) {
+            (Some(_), Some(_)) => Err(BuildError::TwoBrokers),
+            (Some(broker), None) => Ok(Tidings::assemble(self.config, broker, None)),
+            (None, Some(url)) => {
+                let redis = RedisBroker::from_config(url.expose(), &self.config)?;
+                Ok(Tidings::assemble(self.config, Arc::new(redis), None))
+            }
+            (None, None) => Ok(Tidings::with_memory(self.config)),
+        }
     }
 }
 

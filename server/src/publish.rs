@@ -368,7 +368,8 @@ async fn publish_checked(
     let delivered = tidings
         .publish(event)
         .await
-        .map_err(PublishError::Unavailable)?;
+        .map_err(PublishError::Unavailable)?
+        .delivered;
     tracing::debug!(%topic, delivered, publisher = %Escaped(&claims.sub), "published");
     Ok(delivered)
 }

@@ -19,6 +19,7 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use futures_util::FutureExt as _;
 use futures_util::future::Either;
 use futures_util::{SinkExt, StreamExt};
 use tidings_protocol::{CloseCode, handshake};
@@ -104,15 +105,16 @@ pub(crate) async fn upgrade(
     // answer names a subprotocol it did not offer.
     let ws = ws
         .protocols([handshake::SUBPROTOCOL])
-        .read_buffer_size(config.read_buffer_size)
-        .write_buffer_size(config.write_buffer_size)
+        .read_buffer_size(config.buffers.read_buffer_size)
+        .write_buffer_size(config.buffers.write_buffer_size)
         .max_write_buffer_size(
             config
+                .buffers
                 .max_write_buffer_size
-                .max(config.write_buffer_size.saturating_add(1)),
+                .max(config.buffers.write_buffer_size.saturating_add(1)),
         )
-        .max_message_size(config.max_message_size)
-        .max_frame_size(config.max_message_size);
+        .max_message_size(config.buffers.max_message_size)
+        .max_frame_size(config.buffers.max_message_size);
     // From here on the connection's reads count against its inbound byte budget (when it is
     // served by `serve`, which provides the meter).
     if let Some(Extension(meter)) = meter {
@@ -121,24 +123,21 @@ pub(crate) async fn upgrade(
     ws.on_upgrade(move |socket| {
         let (sink, stream) = socket.split();
         let tracker = tidings.tracker().clone();
+        // Composed with `map`, not `async move { connection.await; drop(permit) }`: an async
+        // block that captures a future and awaits it keeps two slots of the future's size
+        // (the captured one and the awaited one), and this future lives as long as the
+        // connection: each such wrapper doubled the task (3 KiB per idle connection in all).
         let connection = match admission {
-            Ok((permit, claims)) => {
-                let connection = connection::start(sink, stream, &tidings, claims);
-                Either::Left(async move {
-                    connection.await;
-                    drop(permit);
-                })
-            }
+            Ok((permit, claims)) => Either::Left(
+                connection::start(sink, stream, &tidings, claims).map(move |()| drop(permit)),
+            ),
             Err(code) => {
                 tidings.hub().metrics().closed(code);
                 let close_timeout = tidings.config().close_timeout;
                 Either::Right(refuse(sink, stream, code, close_timeout))
             }
         };
-        tracker.track_future(async move {
-            connection.await;
-            drop(ip_permit);
-        })
+        tracker.track_future(connection.map(move |()| drop(ip_permit)))
     })
 }
 

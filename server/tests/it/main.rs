@@ -14,6 +14,7 @@ mod auth;
 mod authz;
 mod binary;
 mod bounds;
+mod builder;
 mod embed;
 mod fanout;
 mod fanout_cost;

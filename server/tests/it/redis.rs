@@ -1272,3 +1272,31 @@ async fn an_idempotent_retry_on_another_node_is_delivered_once() {
     assert_eq!(recv_text(&mut ws).await, event_text(&topic, "2"));
     roundtrip(&mut ws, r#"{"action":"ping"}"#, r#"{"action":"pong"}"#).await;
 }
+
+/// `Tidings::builder` with a connected `RedisBroker`: `Tidings::publish` reports the position
+/// Redis gave the event, and the subscriber receives it with that position. A Redis that does
+/// not answer is an error from `connect`, not a log line.
+#[tokio::test]
+#[ignore = "needs a redis-server: run ./scripts/test-redis"]
+async fn the_builder_takes_a_connected_redis_broker() {
+    use tidings_server::{BrokerError, RedisBroker, Tidings};
+    let config = Config::new(SECRET);
+    let redis = RedisBroker::connect(&redis_url(), &config).await.unwrap();
+    let tidings = Tidings::builder(config).broker(redis).build().unwrap();
+    let server = serve_tidings(tidings).await;
+    let topic = unique("list");
+    let mut ws = server.client().await;
+    subscribe(&mut ws, &topic).await;
+    let first = server.tidings.publish(event(&topic, "1")).await.unwrap();
+    assert_eq!((first.seq, first.delivered), (1, 1));
+    assert_eq!(next_event(&mut ws).await.position(), Some(first.position()));
+    let second = server.tidings.publish(event(&topic, "2")).await.unwrap();
+    assert_eq!((second.seq, &second.epoch), (2, &first.epoch));
+    assert_eq!(
+        next_event(&mut ws).await.position(),
+        Some(second.position())
+    );
+
+    let closed = RedisBroker::connect("redis://127.0.0.1:1", &Config::new(SECRET)).await;
+    assert!(matches!(closed, Err(BrokerError::Unavailable(_))));
+}

@@ -79,11 +79,15 @@ pub async fn start_server() -> TestServer {
 
 /// Starts a server with `config` on `127.0.0.1:0`, through the library's `serve`.
 pub async fn start_server_with(config: Config) -> TestServer {
+    serve_tidings(Tidings::new(config)).await
+}
+
+/// Serves `tidings` (built by the test, e.g. with `Tidings::builder`) on a free loopback port.
+pub async fn serve_tidings(tidings: Tidings) -> TestServer {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("local addr");
-    let tidings = Tidings::new(config);
     let (stop, stopped) = oneshot::channel::<()>();
     let app = tidings.router();
     let handle = tokio::spawn(tidings_server::serve(
