@@ -41,6 +41,16 @@ pub const DEFAULT_PUBLISH_RATE: u32 = 1000;
 pub const DEFAULT_PUBLISH_BURST: u32 = 5000;
 /// Default of [`Config::with_max_publishers`]: 10,000 publishers tracked by the rate limit.
 pub const DEFAULT_MAX_PUBLISHERS: usize = 10_000;
+/// Default of [`Config::with_max_revocations`]: 100,000 live revocations.
+pub const DEFAULT_MAX_REVOCATIONS: usize = 100_000;
+/// Default of [`Config::with_max_publish_batch`]: 1,000 events per `POST /publish/batch`.
+pub const DEFAULT_MAX_PUBLISH_BATCH: usize = 1000;
+/// Default of [`Config::with_idempotency_ttl`]: 10 minutes.
+pub const DEFAULT_IDEMPOTENCY_TTL: Duration = Duration::from_secs(600);
+/// Default of [`Config::with_max_idempotency_keys`]: 100,000 keys.
+pub const DEFAULT_MAX_IDEMPOTENCY_KEYS: usize = 100_000;
+/// Default of [`Config::with_max_idempotency_bytes`]: 64 MiB of kept answers.
+pub const DEFAULT_MAX_IDEMPOTENCY_BYTES: usize = 64 * 1024 * 1024;
 
 /// Default of [`Config::with_jwks_refetch_interval`]: 30 seconds.
 pub const DEFAULT_JWKS_REFETCH_INTERVAL: Duration = Duration::from_secs(30);
@@ -153,11 +163,11 @@ impl Config {
             header_read_timeout: Duration::from_secs(15),
             write_delay: Duration::ZERO,
             tcp_keepalive: Some(Duration::from_secs(60)),
-            max_revocations: 100_000,
-            max_publish_batch: 1000,
-            idempotency_ttl: Duration::from_secs(600),
-            max_idempotency_keys: 100_000,
-            max_idempotency_bytes: 64 * 1024 * 1024,
+            max_revocations: DEFAULT_MAX_REVOCATIONS,
+            max_publish_batch: DEFAULT_MAX_PUBLISH_BATCH,
+            idempotency_ttl: DEFAULT_IDEMPOTENCY_TTL,
+            max_idempotency_keys: DEFAULT_MAX_IDEMPOTENCY_KEYS,
+            max_idempotency_bytes: DEFAULT_MAX_IDEMPOTENCY_BYTES,
             topic_policy: Policy(Arc::new(ClaimTopics)),
             allowed_origins: None,
             redis_url: None,

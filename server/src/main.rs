@@ -98,6 +98,24 @@ struct Cli {
     /// Burst of the per-publisher rate; see `Config::with_publish_rate`.
     #[arg(long, env = "PUBLISH_BURST", default_value_t = config::DEFAULT_PUBLISH_BURST, global = true)]
     publish_burst: u32,
+    /// Live revocations a node keeps (`POST /admin/revoke`; 507 when full); see
+    /// `Config::with_max_revocations`.
+    #[arg(long, env = "MAX_REVOCATIONS", default_value_t = config::DEFAULT_MAX_REVOCATIONS, global = true)]
+    max_revocations: usize,
+    /// Most events in one `POST /publish/batch`; see `Config::with_max_publish_batch`.
+    #[arg(long, env = "MAX_PUBLISH_BATCH", default_value_t = config::DEFAULT_MAX_PUBLISH_BATCH, global = true)]
+    max_publish_batch: usize,
+    /// Seconds an `Idempotency-Key`'s answer is kept; see `Config::with_idempotency_ttl`.
+    #[arg(long, env = "IDEMPOTENCY_TTL_SECS", default_value_t = config::DEFAULT_IDEMPOTENCY_TTL.as_secs(), global = true)]
+    idempotency_ttl_secs: u64,
+    /// Most `Idempotency-Key`s one node keeps (memory broker); see
+    /// `Config::with_max_idempotency_keys`.
+    #[arg(long, env = "MAX_IDEMPOTENCY_KEYS", default_value_t = config::DEFAULT_MAX_IDEMPOTENCY_KEYS, global = true)]
+    max_idempotency_keys: usize,
+    /// Most bytes of kept `Idempotency-Key` answers (memory broker); see
+    /// `Config::with_max_idempotency_bytes`.
+    #[arg(long, env = "MAX_IDEMPOTENCY_BYTES", default_value_t = config::DEFAULT_MAX_IDEMPOTENCY_BYTES, global = true)]
+    max_idempotency_bytes: usize,
     /// With Redis: history fetches one node runs at once (default 32); see
     /// `Config::with_max_history_fetches`.
     #[arg(long, env = "MAX_HISTORY_FETCHES", global = true)]
@@ -290,6 +308,11 @@ fn config(cli: &Cli, secret: String) -> Config {
         .with_history_max_total_bytes(cli.history_max_total_bytes)
         .with_max_history_topics(cli.max_history_topics)
         .with_publish_rate(cli.publish_rate, cli.publish_burst)
+        .with_max_revocations(cli.max_revocations)
+        .with_max_publish_batch(cli.max_publish_batch)
+        .with_idempotency_ttl(Duration::from_secs(cli.idempotency_ttl_secs))
+        .with_max_idempotency_keys(cli.max_idempotency_keys)
+        .with_max_idempotency_bytes(cli.max_idempotency_bytes)
         .with_redis_url(redis_url)
         .with_metrics_token(cli.metrics_token.clone())
         // With a private metrics listener, the public router does not serve them.

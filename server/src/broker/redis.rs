@@ -362,6 +362,8 @@ impl RedisBroker {
                     .chain([CONTROL_CHANNEL.to_owned()])
                     .collect();
                 send_follows(&sink, channels, true).await?;
+                // Revocations sent while this node was not listening (or before it started).
+                self.replay_kept_control(&*hub).await?;
                 // Every event from here on arrives through `messages` (buffered meanwhile);
                 // what was published while it was down is repaired first.
                 self.resync(&hub, alive_at.elapsed()).await?;
@@ -473,6 +475,30 @@ impl RedisBroker {
     /// After (re)subscribing: compares every local topic's delivered position with Redis and
     /// repairs or abandons the ones that moved while the subscription was down (`down_for`);
     /// see the module docs.
+    /// Applies the live kept control commands (see [`KEPT_CONTROL`]) to this node: called once
+    /// the control channel is subscribed, so a command is either read here or received live
+    /// (applying one twice changes nothing).
+    async fn replay_kept_control(&self, hub: &dyn Deliver) -> Result<(), String> {
+        let mut conn = self.connection().await.map_err(|e| e.to_string())?;
+        let kept: Vec<String> = redis::cmd("ZRANGEBYSCORE")
+            .arg(KEPT_CONTROL)
+            .arg(unix_now())
+            .arg("+inf")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(MAX_KEPT_CONTROL)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| e.to_string())?;
+        for command in &kept {
+            hub.control(command.as_bytes());
+        }
+        if !kept.is_empty() {
+            tracing::debug!(commands = kept.len(), "kept control commands applied");
+        }
+        Ok(())
+    }
+
     async fn resync(&self, hub: &dyn Deliver, down_for: Duration) -> Result<(), String> {
         let positions = hub.external_positions();
         if positions.is_empty() {
@@ -611,6 +637,31 @@ fn millis(d: Duration) -> u64 {
 /// cut-off node, see `docs/SECURITY.md`).
 const CONTROL_CHANNEL: &str = "tidings:control";
 
+/// The control commands that must outlive the pub/sub link (revocations: a command with an
+/// `until`), as a sorted set scored by that time: a node reads the live ones every time its
+/// pub/sub subscription starts (at startup, after any break), so a node started after a
+/// revocation, or cut off while it was sent, still refuses the token. Expired members are
+/// trimmed on every write.
+const KEPT_CONTROL: &str = "tidings:control:kept";
+
+/// Most kept control commands a node reads at (re)subscription: the default revocation store
+/// size (`Config::with_max_revocations`); each node refuses more than its own bound anyway.
+const MAX_KEPT_CONTROL: usize = 100_000;
+
+/// The time until which a control command must be kept (its `until`, Unix seconds), if any.
+fn kept_until(command: &str) -> Option<u64> {
+    serde_json::from_str::<serde_json::Value>(command)
+        .ok()?
+        .get("until")?
+        .as_u64()
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// The Redis key of an `Idempotency-Key` (`key` names its publisher and endpoint).
 fn idempotency_key(key: &str) -> String {
     format!("tidings:idem:{key}")
@@ -695,11 +746,22 @@ impl Broker for RedisBroker {
     fn control(&self, command: String) -> BoxFuture<'_, Result<(), BrokerError>> {
         Box::pin(async move {
             let mut conn = self.connection().await?;
-            let sent: Result<u64, _> = redis::cmd("PUBLISH")
-                .arg(CONTROL_CHANNEL)
-                .arg(command)
-                .query_async(&mut conn)
-                .await;
+            let mut pipe = redis::pipe();
+            if let Some(until) = kept_until(&command) {
+                // Kept for the nodes that are not listening now (see `KEPT_CONTROL`).
+                pipe.cmd("ZREMRANGEBYSCORE")
+                    .arg(KEPT_CONTROL)
+                    .arg("-inf")
+                    .arg(unix_now())
+                    .ignore()
+                    .cmd("ZADD")
+                    .arg(KEPT_CONTROL)
+                    .arg(until)
+                    .arg(&command)
+                    .ignore();
+            }
+            pipe.cmd("PUBLISH").arg(CONTROL_CHANNEL).arg(&command);
+            let sent: Result<(u64,), _> = pipe.query_async(&mut conn).await;
             match sent {
                 Ok(_) => Ok(()),
                 Err(e) => {

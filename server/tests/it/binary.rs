@@ -459,3 +459,46 @@ async fn allowed_origins_and_connection_limits_from_the_environment() {
     sigterm(&child).await;
     let _ = tokio::time::timeout(TIMEOUT, child.wait()).await;
 }
+
+/// Issue 14: the batch and revocation bounds are binary settings too (`MAX_PUBLISH_BATCH`,
+/// `MAX_REVOCATIONS`): a batch over the configured size is refused with 422 and nothing is
+/// published; a revocation past the store's size with 507.
+#[tokio::test]
+async fn batch_and_revocation_bounds_from_the_environment() {
+    let (child, _lines, addr) =
+        spawn_serving(&[], &[("MAX_PUBLISH_BATCH", "2"), ("MAX_REVOCATIONS", "1")]).await;
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 600;
+    let publisher =
+        mint_claims(serde_json::json!({"sub": "backend", "exp": exp, "scope": "publish"}));
+    let admin = mint_claims(serde_json::json!({"sub": "ops", "exp": exp, "scope": "admin"}));
+    let http = reqwest::Client::new();
+    let event = |id: &str| {
+        serde_json::json!({"topic": "list:1", "event_type": "ADDED", "data": {
+            "entity_id": id, "payload": {}, "user_id": "1", "timestamp": "2025-11-26T10:30:00Z"}})
+    };
+    let batch = |events: Vec<serde_json::Value>| {
+        http.post(format!("http://{addr}/publish/batch"))
+            .bearer_auth(&publisher)
+            .json(&events)
+            .send()
+    };
+    let over = batch(vec![event("1"), event("2"), event("3")])
+        .await
+        .unwrap();
+    assert_eq!(over.status(), 422);
+    let fits = batch(vec![event("1"), event("2")]).await.unwrap();
+    assert_eq!(fits.status(), 200);
+    let revoke = |jti: &str| {
+        http.post(format!("http://{addr}/admin/revoke"))
+            .bearer_auth(&admin)
+            .json(&serde_json::json!({"jti": jti, "until": exp}))
+            .send()
+    };
+    assert_eq!(revoke("a").await.unwrap().status(), 200);
+    assert_eq!(revoke("b").await.unwrap().status(), 507);
+    let _ = stop_and_read_logs(child).await;
+}
