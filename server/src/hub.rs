@@ -371,7 +371,11 @@ impl Hub {
                 });
             }
             stream.last_seq = seq;
-            state.queue(seq, &text, new_epoch)
+            // Only a change from an epoch this node delivered lifts the replay floors: the
+            // first event a node sees of a topic always differs from the placeholder epoch
+            // of its fresh stream, and a subscriber that recovered through the history up to
+            // this very event must not get it a second time.
+            state.queue(seq, &text, new_epoch && known)
         };
         self.remove_dead(shard, topic, &dead);
         Delivered::Queued(delivered)
@@ -1389,6 +1393,24 @@ mod tests {
         hub.deliver("list:1", 7, "e", text(7, "e"));
         assert_eq!(positions(&drain(&live)), (1..=7).collect::<Vec<_>>());
         assert_eq!(positions(&drain(&out)), [2, 3, 4, 5, 6, 0, 7]);
+    }
+
+    #[test]
+    fn the_first_event_a_node_sees_respects_a_replay_floor() {
+        // A node that has delivered nothing of the topic yet (just restarted, or its first
+        // subscriber of it) parks a client recovering from 18; the history it reads already
+        // holds 19, which reaches the node's pub/sub only afterwards (issue 17's chaos test
+        // found it delivered twice).
+        let hub = hub(0, Duration::from_secs(60));
+        let topic = Topic::new("list:1").unwrap();
+        let out = Arc::new(Outbox::new(64));
+        let ticket = hub.subscribe_pending(&topic, 1, &out);
+        hub.finish_pending(&topic, 1, ticket, 18, replay(19..=19), |r| {
+            format!("{{\"seq\":0,\"ack\":{r}}}").into()
+        });
+        hub.deliver("list:1", 19, "e", text(19, "e"));
+        hub.deliver("list:1", 20, "e", text(20, "e"));
+        assert_eq!(positions(&drain(&out)), [19, 0, 20]);
     }
 
     #[test]
