@@ -487,6 +487,38 @@ pub async fn run(addr: SocketAddr, minter: &Minter, o: &ChaosOpts) -> Result<(St
         row(&format!("fault {name}: recovered:false"), nr.to_string());
         let _ = end;
     }
+    // After a fault that loses Redis' data every stream starts a new epoch: each subscription
+    // must have been told `recovered: false` and then seen events of a new epoch (never the
+    // old epoch's numbers again, which the seq checks above would catch).
+    let subscriptions: usize = logs.iter().map(|l| l.first_ack.len()).sum();
+    let new_epoch = logs
+        .iter()
+        .flat_map(|l| l.seen.values())
+        .filter(|seen| {
+            let epochs: HashSet<&str> = seen
+                .iter()
+                .filter_map(|s| match s {
+                    Seen::Event { epoch, .. } => Some(epoch.as_str()),
+                    _ => None,
+                })
+                .collect();
+            epochs.len() > 1
+        })
+        .count();
+    row(
+        "client x topic that moved to a new epoch",
+        format!("{new_epoch} of {subscriptions}"),
+    );
+    let data_loss = phases
+        .iter()
+        .any(|(name, ..)| o.data_loss_faults.contains(name));
+    if data_loss && (new_epoch != subscriptions || not_recovered < subscriptions) {
+        ok = false;
+        samples.push(
+            "after the data-loss fault not every subscription got recovered:false and a new epoch"
+                .to_owned(),
+        );
+    }
     let still_down = shared.down.load(Ordering::SeqCst);
     row("clients down at the end", still_down.to_string());
     ok &= lost == 0
