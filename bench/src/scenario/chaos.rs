@@ -97,6 +97,40 @@ pub struct ChaosOpts {
     /// Largest reconnect window in ms (the browser client's `maxDelayMs`).
     #[arg(long, default_value_t = 30_000.0)]
     pub max_delay_ms: f64,
+    /// Storm measurements: the file holding the PID of the server the clients use (read again
+    /// after each fault, which may have restarted it): its CPU per reconnect, peak RSS and RSS
+    /// per connection after the storm against when the clients connected at the start.
+    #[arg(long)]
+    pub pid_file: Option<std::path::PathBuf>,
+    /// Where the publishers post (default: --addr), e.g. a load balancer in front of other
+    /// nodes so that publishing goes on while the measured node restarts.
+    #[arg(long)]
+    pub publish_addr: Option<SocketAddr>,
+    /// Connections opened per second at the start (0: as fast as 100 at a time go).
+    #[arg(long, default_value_t = 0.0)]
+    pub connect_rate: f64,
+    /// Seconds to let the server settle before reading its RSS (storm measurements).
+    #[arg(long, default_value_t = 3.0)]
+    pub settle_rss: f64,
+}
+
+/// The measured server (`--pid-file`), read again after each fault.
+fn measured(o: &ChaosOpts) -> Option<crate::procfs::ProcStats> {
+    let path = o.pid_file.as_ref()?;
+    let pid = std::fs::read_to_string(path).ok()?.trim().parse().ok()?;
+    crate::procfs::ProcStats::new(pid).ok()
+}
+
+/// What the storm measurements saw around one fault.
+#[derive(Default)]
+struct StormFigures {
+    /// RSS of the (new) server right after the fault's command, KiB.
+    rss_fresh: u64,
+    /// Its CPU from then until every client was back, µs, minus the steady publishing's.
+    storm_cpu_us: f64,
+    /// Peak and settled RSS after the storm, KiB.
+    hwm: u64,
+    rss_after: u64,
 }
 
 /// One thing a client saw on a topic, in arrival order.
@@ -192,6 +226,7 @@ pub async fn run(addr: SocketAddr, minter: &Minter, o: &ChaosOpts) -> Result<(St
         stop: CancellationToken::new(),
     });
 
+    let rss_empty = measured(o).and_then(|p| p.rss_kib().ok());
     // Clients: client c subscribes to topics c, c + clients, … (mod topics), distinct.
     let t0 = Instant::now();
     let mut clients = Vec::with_capacity(o.clients);
@@ -202,6 +237,11 @@ pub async fn run(addr: SocketAddr, minter: &Minter, o: &ChaosOpts) -> Result<(St
             .collect::<HashSet<_>>()
             .into_iter()
             .collect();
+        if o.connect_rate > 0.0 {
+            // Connecting slowly: the baseline the RSS after a storm is compared with.
+            let due = t0 + Duration::from_secs_f64(c as f64 / o.connect_rate);
+            tokio::time::sleep_until(due.into()).await;
+        }
         let token = minter.subscriber(c)?;
         clients.push(tokio::spawn(client(
             c,
@@ -215,7 +255,8 @@ pub async fn run(addr: SocketAddr, minter: &Minter, o: &ChaosOpts) -> Result<(St
         )));
     }
     // Everyone connected and subscribed once.
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now()
+        + Duration::from_secs(60 + (o.clients as f64 / o.connect_rate.max(1.0)) as u64);
     while shared.started.load(Ordering::SeqCst) < o.clients {
         if Instant::now() > deadline {
             shared.stop.cancel();
@@ -234,6 +275,13 @@ pub async fn run(addr: SocketAddr, minter: &Minter, o: &ChaosOpts) -> Result<(St
         connected_in.as_secs_f64()
     );
 
+    let rss_connected = match (rss_empty, measured(o)) {
+        (Some(_), Some(p)) => {
+            tokio::time::sleep(secs(o.settle_rss)).await;
+            p.rss_kib().ok()
+        }
+        _ => None,
+    };
     // Publishers.
     let publishing = CancellationToken::new();
     let sent = Arc::new(Mutex::new(Vec::<Sent>::new()));
@@ -241,7 +289,11 @@ pub async fn run(addr: SocketAddr, minter: &Minter, o: &ChaosOpts) -> Result<(St
     let publishers = o.publishers.clamp(1, o.topics);
     for p in 0..publishers {
         let owned: Vec<usize> = (p..o.topics).step_by(publishers).collect();
-        let publisher = Publisher::new(addr, &minter.publisher()?)?;
+        let target = o.publish_addr.unwrap_or(addr);
+        if !target.ip().is_loopback() {
+            bail!("--publish-addr must be a loopback address, not {target}");
+        }
+        let publisher = Publisher::new(target, &minter.publisher()?)?;
         let period = Duration::from_secs_f64(publishers as f64 / o.rate);
         pubs.push(tokio::spawn(publish_loop(
             publisher,
@@ -256,8 +308,18 @@ pub async fn run(addr: SocketAddr, minter: &Minter, o: &ChaosOpts) -> Result<(St
 
     // Faults, one after the other, each followed by the wait for every client to be back.
     let mut phases = Vec::new();
+    let mut storms = Vec::new();
     let mut ok = true;
     for (name, command) in &faults {
+        // The server's CPU rate while only publishing, subtracted from the storm's.
+        let steady_us_per_s = match measured(o) {
+            Some(p) => {
+                let (a, t) = (p.cpu()?, Instant::now());
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                p.cpu_micros(a, p.cpu()?) / t.elapsed().as_secs_f64()
+            }
+            None => 0.0,
+        };
         let at = Instant::now();
         eprintln!("chaos: fault {name}: {command}");
         let status = tokio::process::Command::new("sh")
@@ -270,11 +332,28 @@ pub async fn run(addr: SocketAddr, minter: &Minter, o: &ChaosOpts) -> Result<(St
             eprintln!("chaos: fault {name} exited with {status}");
             ok = false;
         }
+        let server = measured(o);
+        let mut storm = StormFigures::default();
+        let cpu0 = match &server {
+            Some(p) => {
+                storm.rss_fresh = p.rss_kib().unwrap_or(0);
+                Some((p.cpu()?, Instant::now()))
+            }
+            None => None,
+        };
         tokio::time::sleep(secs(o.settle)).await;
         let limit = at + secs(o.back_within.max(o.settle) + 20.0);
         while shared.down.load(Ordering::SeqCst) > 0 && Instant::now() < limit {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        if let (Some(p), Some((c0, t0))) = (&server, cpu0) {
+            let spent = p.cpu_micros(c0, p.cpu()?);
+            storm.storm_cpu_us = (spent - steady_us_per_s * t0.elapsed().as_secs_f64()).max(0.0);
+            tokio::time::sleep(secs(o.settle_rss)).await;
+            storm.hwm = p.peak_rss_kib().unwrap_or(0);
+            storm.rss_after = p.rss_kib().unwrap_or(0);
+        }
+        storms.push(storm);
         // A moment more so late effects (a 1013 after a resync) land in this phase.
         tokio::time::sleep(Duration::from_millis(500)).await;
         while shared.down.load(Ordering::SeqCst) > 0 && Instant::now() < limit {
@@ -412,6 +491,15 @@ pub async fn run(addr: SocketAddr, minter: &Minter, o: &ChaosOpts) -> Result<(St
         "clients connected+subscribed at start [s]",
         format!("{:.2}", connected_in.as_secs_f64()),
     );
+    if let (Some(before), Some(after)) = (rss_empty, rss_connected) {
+        row(
+            "server RSS per conn, connected at the start [KiB]",
+            format!(
+                "{:.2}",
+                after.saturating_sub(before) as f64 / o.clients as f64
+            ),
+        );
+    }
     row("events published (202)", published_ok.to_string());
     row("publishes failed (uncertain)", uncertain.to_string());
     row("deliveries expected", expected.to_string());
@@ -485,6 +573,32 @@ pub async fn run(addr: SocketAddr, minter: &Minter, o: &ChaosOpts) -> Result<(St
             ),
         );
         row(&format!("fault {name}: recovered:false"), nr.to_string());
+        if o.pid_file.is_some() {
+            let ups = changes
+                .iter()
+                .filter(|(t, _, ch)| in_phase(*t) && matches!(ch, Change::Up))
+                .count();
+            let st = &storms[i];
+            row(
+                &format!("fault {name}: reconnect+recover [count]"),
+                ups.to_string(),
+            );
+            row(
+                &format!("fault {name}: server CPU per reconnect+recover [µs]"),
+                format!("{:.1}", st.storm_cpu_us / ups.max(1) as f64),
+            );
+            row(
+                &format!("fault {name}: server peak RSS [MiB]"),
+                format!("{:.1}", st.hwm as f64 / 1024.0),
+            );
+            row(
+                &format!("fault {name}: server RSS per conn after [KiB]"),
+                format!(
+                    "{:.2}",
+                    st.rss_after.saturating_sub(st.rss_fresh) as f64 / o.clients as f64
+                ),
+            );
+        }
         let _ = end;
     }
     // After a fault that loses Redis' data every stream starts a new epoch: each subscription
