@@ -23,12 +23,17 @@ export CLUSTER_DIR
 CLUSTER_DIR=$(mktemp -d "$TARGET_DIR/storm.XXXXXX")
 trap './scripts/cluster stop >/dev/null 2>&1 || true; rm -rf "$CLUSTER_DIR"' EXIT
 export MAX_CONNECTIONS_PER_IP=0 HANDSHAKE_RATE_PER_IP=0 RUST_LOG="${RUST_LOG:-warn}"
-export CLUSTER_PORT=$(( 20000 + RANDOM % 30000 ))
-./scripts/cluster up >/dev/null
+started=
+for _ in $(seq 1 10); do
+  export CLUSTER_PORT=$(( 20000 + RANDOM % 30000 ))
+  if ./scripts/cluster up >/dev/null 2>"$CLUSTER_DIR/up.err"; then started=1; break; fi
+  ./scripts/cluster stop >/dev/null 2>&1 || true
+done
+[ -n "$started" ] || { cat "$CLUSTER_DIR/up.err" >&2; exit 1; }
 JWT_SECRET=$(cat "$CLUSTER_DIR/secret") "$BENCH" chaos \
   --addr "127.0.0.1:$((CLUSTER_PORT + 1))" --pid-file "$CLUSTER_DIR/node1.pid" \
   --publish-addr "127.0.0.1:$CLUSTER_PORT" \
-  --clients "${STORM_CLIENTS:-18500}" --topics 100 --topics-per-client 1 --rate 100 --publishers 4 \
-  --connect-rate "${STORM_CONNECT_RATE:-2000}" --settle 5 --back-within 30 \
+  --clients "${STORM_CLIENTS:-18500}" --topics 100 --topics-per-client 1 --rate "${STORM_RATE:-20}" --publishers 4 \
+  --connect-rate "${STORM_CONNECT_RATE:-1000}" --settle 5 --back-within 30 \
   --fault "sigterm-restart=./scripts/cluster restart-node 1" \
   "$@"

@@ -128,6 +128,10 @@ struct StormFigures {
     rss_fresh: u64,
     /// Its CPU from then until every client was back, µs, minus the steady publishing's.
     storm_cpu_us: f64,
+    /// How long the fault's command took, s.
+    command_s: f64,
+    /// The publishing's share subtracted from the storm's CPU, µs.
+    steady_us: f64,
     /// Peak and settled RSS after the storm, KiB.
     hwm: u64,
     rss_after: u64,
@@ -341,14 +345,29 @@ pub async fn run(addr: SocketAddr, minter: &Minter, o: &ChaosOpts) -> Result<(St
             }
             None => None,
         };
-        tokio::time::sleep(secs(o.settle)).await;
+        storm.command_s = at.elapsed().as_secs_f64();
+        // The server's CPU at the first moment every client is back (polled), for the storm's
+        // cost; then the settle time before the check below.
         let limit = at + secs(o.back_within.max(o.settle) + 20.0);
-        while shared.down.load(Ordering::SeqCst) > 0 && Instant::now() < limit {
+        let mut back_cpu = None;
+        while Instant::now() < limit {
+            let down = shared.down.load(Ordering::SeqCst);
+            if down == 0 && back_cpu.is_none() {
+                if let Some(p) = &server {
+                    back_cpu = Some((p.cpu()?, Instant::now()));
+                }
+            } else if down > 0 {
+                back_cpu = None;
+            }
+            if down == 0 && at.elapsed() >= secs(o.settle) {
+                break;
+            }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        if let (Some(p), Some((c0, t0))) = (&server, cpu0) {
-            let spent = p.cpu_micros(c0, p.cpu()?);
-            storm.storm_cpu_us = (spent - steady_us_per_s * t0.elapsed().as_secs_f64()).max(0.0);
+        if let (Some(p), Some((c0, t0)), Some((c1, t1))) = (&server, cpu0, back_cpu) {
+            let spent = p.cpu_micros(c0, c1);
+            storm.steady_us = steady_us_per_s * (t1 - t0).as_secs_f64();
+            storm.storm_cpu_us = (spent - storm.steady_us).max(0.0);
             tokio::time::sleep(secs(o.settle_rss)).await;
             storm.hwm = p.peak_rss_kib().unwrap_or(0);
             storm.rss_after = p.rss_kib().unwrap_or(0);
@@ -584,8 +603,16 @@ pub async fn run(addr: SocketAddr, minter: &Minter, o: &ChaosOpts) -> Result<(St
                 ups.to_string(),
             );
             row(
+                &format!("fault {name}: command took [s]"),
+                format!("{:.2}", st.command_s),
+            );
+            row(
                 &format!("fault {name}: server CPU per reconnect+recover [µs]"),
                 format!("{:.1}", st.storm_cpu_us / ups.max(1) as f64),
+            );
+            row(
+                &format!("fault {name}:   (publishing's CPU subtracted [ms])"),
+                format!("{:.0}", st.steady_us / 1000.0),
             );
             row(
                 &format!("fault {name}: server peak RSS [MiB]"),
