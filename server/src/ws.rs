@@ -18,7 +18,7 @@ use axum::extract::{ConnectInfo, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::future::Either;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use tidings_protocol::CloseCode;
 use tokio::time::timeout;
 
@@ -106,23 +106,20 @@ pub(crate) async fn upgrade(
         let (sink, stream) = socket.split();
         let tracker = tidings.tracker().clone();
         let connection = match admission {
-            Ok((permit, claims)) => {
-                let connection = connection::start(sink, stream, &tidings, claims);
-                Either::Left(async move {
-                    connection.await;
-                    drop(permit);
-                })
-            }
+            // `map`, not `async move { connection.await; drop(permit) }`: an async block
+            // keeps the captured future and the awaited one as separate fields of its state,
+            // so each such wrapper doubled the connection task's size (measured: +1.9 KiB of
+            // RSS per idle connection for the two wrappers; issue 17's memory A/B).
+            Ok((permit, claims)) => Either::Left(
+                connection::start(sink, stream, &tidings, claims).map(move |()| drop(permit)),
+            ),
             Err(code) => {
                 tidings.hub().metrics().closed(code);
                 let close_timeout = tidings.config().close_timeout;
                 Either::Right(refuse(sink, stream, code, close_timeout))
             }
         };
-        tracker.track_future(async move {
-            connection.await;
-            drop(ip_permit);
-        })
+        tracker.track_future(connection.map(move |()| drop(ip_permit)))
     })
 }
 
