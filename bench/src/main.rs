@@ -17,6 +17,7 @@ use clap::{Parser, Subcommand};
 
 use tidings_bench::conn::SourceAddrs;
 use tidings_bench::report::{Report, Run};
+use tidings_bench::scenario::chaos::ChaosOpts;
 use tidings_bench::scenario::handshake::HandshakeOpts;
 use tidings_bench::scenario::idle::IdleOpts;
 use tidings_bench::scenario::pubsub::{FanoutOpts, LatencyOpts};
@@ -83,6 +84,10 @@ enum Scenario {
     Latency(LatencyOpts),
     /// Connect + auth + subscribe + ack + close per second, and server CPU per handshake.
     Handshake(HandshakeOpts),
+    /// Clients with the real reconnect rules against a running cluster (--addr: its load
+    /// balancer, --secret) while fault commands run; checks every event arrived exactly once
+    /// and in order. See `scripts/test-cluster`.
+    Chaos(ChaosOpts),
 }
 
 impl Scenario {
@@ -92,6 +97,7 @@ impl Scenario {
             Scenario::Fanout(_) => "fanout",
             Scenario::Latency(_) => "latency",
             Scenario::Handshake(_) => "handshake",
+            Scenario::Chaos(_) => "chaos",
         }
     }
 
@@ -131,6 +137,7 @@ impl Scenario {
                 "workers={} topics={} warmup={}s duration={}s",
                 o.workers, o.topics, o.warmup, o.duration
             ),
+            Scenario::Chaos(o) => format!("clients={} topics={}", o.clients, o.topics),
         }
     }
 
@@ -143,6 +150,7 @@ impl Scenario {
                 (o.subscribers + o.publishers + o.stalled_readers * o.topics) as u64
             }
             Scenario::Handshake(o) => o.workers as u64,
+            Scenario::Chaos(o) => (o.clients + o.publishers) as u64,
         }
     }
 
@@ -152,6 +160,7 @@ impl Scenario {
             Scenario::Fanout(o) => scenario::pubsub::fanout(server, common, o).await,
             Scenario::Latency(o) => scenario::pubsub::latency(server, common, o).await,
             Scenario::Handshake(o) => scenario::handshake::run(server, common, o).await,
+            Scenario::Chaos(_) => bail!("chaos runs against a cluster: see run_chaos"),
         }
     }
 }
@@ -168,6 +177,23 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Scenario::Chaos(o) = &cli.scenario {
+        return match runtime.block_on(run_chaos(&cli, o)) {
+            Ok((report, ok)) => {
+                print!("{report}");
+                if ok {
+                    ExitCode::SUCCESS
+                } else {
+                    eprintln!("FAILED: the chaos checker found a problem (see the report)");
+                    ExitCode::FAILURE
+                }
+            }
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     match runtime.block_on(run(cli)) {
         Ok(report) => {
             print!("{}", report.table());
@@ -183,6 +209,23 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `chaos`: against the cluster at `--addr` (its load balancer) signed with `--secret`.
+async fn run_chaos(cli: &Cli, o: &ChaosOpts) -> Result<(String, bool)> {
+    let limit = rlimit::increase_nofile_limit(u64::MAX).context("raising RLIMIT_NOFILE")?;
+    let needed = cli.scenario.peak_conns() + FD_RESERVE;
+    if needed > limit {
+        bail!("chaos needs about {needed} open files but this process may open {limit}");
+    }
+    if !cli.addr.ip().is_loopback() {
+        bail!("--addr must be a loopback address, not {}", cli.addr);
+    }
+    let secret = cli
+        .secret
+        .clone()
+        .context("chaos needs --secret (or JWT_SECRET)")?;
+    scenario::chaos::run(cli.addr, &Minter::new(&secret), o).await
 }
 
 async fn run(cli: Cli) -> Result<Report> {

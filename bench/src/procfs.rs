@@ -67,6 +67,19 @@ impl ProcStats {
             .with_context(|| format!("no VmRSS in {path}"))
     }
 
+    /// Peak resident set size (`VmHWM`) in KiB.
+    ///
+    /// # Errors
+    /// When the process is gone or the file cannot be parsed.
+    pub fn peak_rss_kib(&self) -> Result<u64> {
+        let path = format!("/proc/{}/status", self.pid);
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+        text.lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .with_context(|| format!("no VmHWM in {path}"))
+    }
+
     /// User + system CPU time consumed so far by all threads of the process.
     ///
     /// # Errors

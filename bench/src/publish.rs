@@ -65,7 +65,14 @@ impl Publisher {
     /// # Errors
     /// Transport errors and any status other than 202.
     pub async fn publish(&self, topic: &Topic, t_ns: u64) -> Result<u64> {
-        let body = event_body(topic, t_ns)?;
+        self.publish_body(event_body(topic, t_ns)?).await
+    }
+
+    /// Publishes one event given as its JSON body; returns the server's `delivered`.
+    ///
+    /// # Errors
+    /// Transport errors and any status other than 202.
+    pub async fn publish_body(&self, body: Vec<u8>) -> Result<u64> {
         let response = self
             .client
             .post(&self.url)

@@ -234,7 +234,7 @@ impl Hub {
             };
             let mut slot = lock(&state.position);
             // The first event delivered here is taken as the start of a stream, whatever
-            // its seq (replay floors do not apply to it).
+            // its seq.
             let fresh = slot.is_none();
             if fresh {
                 self.inner.totals.unnumbered.fetch_sub(1, Ordering::Relaxed);
@@ -272,7 +272,11 @@ impl Hub {
                 });
             }
             position.last_seq = seq;
-            state.queue(seq, &text, new_epoch)
+            // Only a change from an epoch this node delivered lifts the replay floors: the
+            // first event a node sees of a topic is a "new" epoch here, and a subscriber that
+            // recovered through the history up to this very event must not get it a second
+            // time (issue 17's chaos test found it delivered twice).
+            state.queue(seq, &text, new_epoch && known)
         };
         self.remove_dead(shard, topic, &dead);
         Delivered::Queued(delivered)
@@ -1157,6 +1161,30 @@ mod tests {
         hub.deliver("list:1", 7, "e", text(7, "e"));
         assert_eq!(positions(&drain(&live)), (1..=7).collect::<Vec<_>>());
         assert_eq!(positions(&drain(&out)), [2, 3, 4, 5, 6, 0, 7]);
+    }
+
+    #[test]
+    fn the_first_event_a_node_sees_respects_a_replay_floor() {
+        // A node that has delivered nothing of the topic yet (just restarted, or its first
+        // subscriber of it) parks a client recovering from 18; the history it reads already
+        // holds 19, which reaches the node's pub/sub only afterwards (issue 17's chaos test
+        // found it delivered twice).
+        let hub = hub(0, Duration::from_secs(60));
+        let topic = Topic::new("list:1").unwrap();
+        let out = Arc::new(Outbox::new(64));
+        let ticket = hub.subscribe_pending(&topic, 1, &out);
+        hub.finish_pending(
+            &topic,
+            1,
+            ticket,
+            Some(&at(18)),
+            replay(19..=19),
+            None,
+            |r, _| format!("{{\"seq\":0,\"ack\":{r}}}").into(),
+        );
+        hub.deliver("list:1", 19, "e", text(19, "e"));
+        hub.deliver("list:1", 20, "e", text(20, "e"));
+        assert_eq!(positions(&drain(&out)), [19, 0, 20]);
     }
 
     #[test]

@@ -4,9 +4,12 @@
 //! - [`pubsub`]: `fanout` (publish as fast as the server takes it) and `latency` (fixed event
 //!   rate), both counting the server's CPU per delivered message.
 //! - [`handshake`]: connect + auth + subscribe + ack + close, as fast as possible.
+//! - [`chaos`]: clients with the real reconnect rules against a cluster while faults happen,
+//!   checked for lost, duplicated and reordered events (issue 17).
 //!
 //! [`Run`]: crate::report::Run
 
+pub mod chaos;
 pub mod handshake;
 pub mod idle;
 pub mod pubsub;
