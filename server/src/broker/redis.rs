@@ -480,7 +480,7 @@ impl RedisBroker {
     /// (applying one twice changes nothing).
     async fn replay_kept_control(&self, hub: &dyn Deliver) -> Result<(), String> {
         let mut conn = self.connection().await.map_err(|e| e.to_string())?;
-        let kept: Vec<String> = redis::cmd("ZRANGEBYSCORE")
+        let read: Result<Vec<String>, _> = redis::cmd("ZRANGEBYSCORE")
             .arg(KEPT_CONTROL)
             .arg(unix_now())
             .arg("+inf")
@@ -488,8 +488,15 @@ impl RedisBroker {
             .arg(0)
             .arg(MAX_KEPT_CONTROL)
             .query_async(&mut conn)
-            .await
-            .map_err(|e| e.to_string())?;
+            .await;
+        let kept = match read {
+            Ok(kept) => kept,
+            Err(e) => {
+                // A connection from before a Redis restart: the next attempt opens another.
+                self.forget_connection(&e).await;
+                return Err(e.to_string());
+            }
+        };
         for command in &kept {
             hub.control(command.as_bytes());
         }
