@@ -30,4 +30,16 @@ epoch?: string, } | { "action": "unsubscribed",
 /**
  * The topic unsubscribed from.
  */
-topic: Topic, } | { "action": "pong" } | { "action": "refreshed" };
+topic: Topic, } | { "action": "pong" } | { "action": "refreshed" } | { "action": "skipped", 
+/**
+ * The topic of the skipped event.
+ */
+topic: Topic, 
+/**
+ * The skipped event's `seq`.
+ */
+seq: number, 
+/**
+ * The skipped event's epoch.
+ */
+epoch: string, };
