@@ -53,6 +53,7 @@ pub struct Config {
     pub(crate) max_write_buffer_size: usize,
     pub(crate) max_subscriptions_per_connection: usize,
     pub(crate) max_publish_body: usize,
+    pub(crate) max_audience_users: usize,
     pub(crate) close_timeout: Duration,
     pub(crate) drain_timeout: Duration,
     pub(crate) header_read_timeout: Duration,
@@ -111,6 +112,7 @@ impl Config {
             max_write_buffer_size: 4 * 1024 * 1024,
             max_subscriptions_per_connection: 1024,
             max_publish_body: 256 * 1024,
+            max_audience_users: 1000,
             close_timeout: Duration::from_secs(3),
             drain_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(15),
@@ -205,6 +207,15 @@ impl Config {
     /// an error reply (the connection stays open). Defaults to 1024.
     pub fn with_max_subscriptions_per_connection(mut self, max: usize) -> Self {
         self.max_subscriptions_per_connection = max;
+        self
+    }
+
+    /// The most user ids one publish may list in `only_users`, and in `exclude_users`
+    /// ([`Audience`](crate::Audience)): `POST /publish` answers 422 above it,
+    /// [`Tidings::publish_to`](crate::Tidings::publish_to) an error. Each listed id is checked
+    /// per subscriber (a hash lookup) and kept with the event in the history. Defaults to 1000.
+    pub fn with_max_audience_users(mut self, max: usize) -> Self {
+        self.max_audience_users = max;
         self
     }
 
@@ -492,6 +503,11 @@ impl Config {
         self.max_publish_body
     }
 
+    /// See [`Config::with_max_audience_users`].
+    pub fn max_audience_users(&self) -> usize {
+        self.max_audience_users
+    }
+
     /// The shutdown drain timeout in effect.
     pub fn drain_timeout(&self) -> Duration {
         self.drain_timeout
@@ -698,6 +714,7 @@ impl fmt::Debug for Config {
                 &self.max_subscriptions_per_connection,
             )
             .field("max_publish_body", &self.max_publish_body)
+            .field("max_audience_users", &self.max_audience_users)
             .field("close_timeout", &self.close_timeout)
             .field("drain_timeout", &self.drain_timeout)
             .field("header_read_timeout", &self.header_read_timeout)

@@ -31,6 +31,7 @@ use std::time::{Duration, Instant};
 use axum::extract::ws::Utf8Bytes;
 use tidings_protocol::{StreamPosition, Topic, WSEvent};
 
+use crate::audience::{Audience, Skipped};
 use crate::broker::{Broker, Deliver, Delivered, HistoryLimits, Recovery, new_epoch};
 use crate::metrics::Metrics;
 use crate::outbox::Outbox;
@@ -96,6 +97,45 @@ struct Entry {
     seq: u64,
     at: Instant,
     text: Utf8Bytes,
+    /// Who the event is for: a replay honours it as the live delivery did.
+    audience: Audience,
+}
+
+/// One numbered event on its way to a topic's subscribers, with what a subscriber left out
+/// of its audience gets instead (see [`crate::audience`]).
+struct Outgoing<'a> {
+    seq: u64,
+    text: &'a Utf8Bytes,
+    audience: &'a Audience,
+    /// The `skipped` frame, made the first time a subscriber is left out.
+    skipped: Skipped<'a>,
+}
+
+impl<'a> Outgoing<'a> {
+    fn new(
+        topic: &'a str,
+        seq: u64,
+        epoch: &'a str,
+        text: &'a Utf8Bytes,
+        audience: &'a Audience,
+    ) -> Self {
+        Self {
+            seq,
+            text,
+            audience,
+            skipped: Skipped::new(topic, seq, epoch),
+        }
+    }
+
+    /// What `outbox`'s connection gets of the event, and whether it is the event itself (not
+    /// a `skipped` frame). An event for everyone is the shared bytes, with no other check.
+    fn frame_for(&mut self, outbox: &Outbox) -> Option<(Utf8Bytes, bool)> {
+        if self.audience.is_everyone() {
+            return Some((self.text.clone(), true));
+        }
+        self.audience
+            .frame_for(outbox, self.text, &mut self.skipped)
+    }
 }
 
 /// Counters kept as the maps change, so that reading them (every `/metrics` scrape, every
@@ -127,7 +167,7 @@ struct Inner {
     limits: HistoryLimits,
     totals: Totals,
     /// `None`: the in-memory broker (this hub numbers events and keeps their history).
-    /// `Some`: events go through an external broker and come back through [`Hub::deliver`].
+    /// `Some`: events go through an external broker and come back through [`Hub::deliver_to`].
     external: Option<Arc<dyn Broker>>,
     /// The epoch of in-memory topics that have had no event (see [`QuietEpoch`]).
     quiet: QuietEpoch,
@@ -219,8 +259,9 @@ impl Hub {
         let Some(base) = base_text(event) else {
             return 0;
         };
+        let audience = Audience::everyone();
         match &self.inner.external {
-            None => self.publish_local(&event.topic, &base),
+            None => self.publish_local(&event.topic, &base, &audience),
             Some(broker) => {
                 let broker = broker.clone();
                 let hub = self.clone();
@@ -229,7 +270,7 @@ impl Hub {
                 match tokio::runtime::Handle::try_current() {
                     Ok(rt) => {
                         rt.spawn(async move {
-                            if let Err(e) = broker.publish(&hub, &topic, base).await {
+                            if let Err(e) = broker.publish(&hub, &topic, base, audience).await {
                                 tracing::warn!(%topic, error = %e, "publish through the broker failed");
                             }
                         });
@@ -246,25 +287,25 @@ impl Hub {
 
     /// The in-memory broker's publish: numbers `base` (an event's JSON without `seq`/`epoch`),
     /// records it and queues it for every local subscriber.
-    pub(crate) fn publish_local(&self, topic: &Topic, base: &str) -> usize {
+    pub(crate) fn publish_local(&self, topic: &Topic, base: &str, audience: &Audience) -> usize {
         // Debug level: disabled by default, and then no field is formatted or allocated.
         let span = tracing::debug_span!("publish", %topic, delivered = tracing::field::Empty);
         let _entered = span.enter();
         let started = Instant::now();
-        let delivered = self.publish_local_unmeasured(topic, base);
+        let delivered = self.publish_local_unmeasured(topic, base, audience);
         self.inner.metrics.published(delivered, started.elapsed());
         span.record("delivered", delivered);
         delivered
     }
 
-    fn publish_local_unmeasured(&self, topic: &Topic, base: &str) -> usize {
+    fn publish_local_unmeasured(&self, topic: &Topic, base: &str, audience: &Audience) -> usize {
         let index = self.shard_index(topic.as_str());
         let shard = &self.inner.shards[index];
         let now = Instant::now();
         let (delivered, dead) = {
             let topics = read(shard);
             if let Some(state) = topics.get(topic.as_str()) {
-                self.append(state, base, now)
+                self.append(topic, state, base, audience, now)
             } else if !self.may_start_history() {
                 // Nobody follows the topic and it could not keep the event for a later
                 // recovery: creating it would only cost memory (a publisher spraying
@@ -274,7 +315,7 @@ impl Hub {
                 drop(topics);
                 let mut topics = write(shard);
                 let state = self.entry(&mut topics, topic);
-                self.append(state, base, now)
+                self.append(topic, state, base, audience, now)
             }
         };
         self.remove_dead(shard, topic.as_str(), &dead);
@@ -282,16 +323,26 @@ impl Hub {
     }
 
     /// Numbers, records and queues one event on `state` (shard lock held by the caller).
-    fn append(&self, state: &TopicState, base: &str, now: Instant) -> (usize, Vec<ConnId>) {
+    fn append(
+        &self,
+        topic: &Topic,
+        state: &TopicState,
+        base: &str,
+        audience: &Audience,
+        now: Instant,
+    ) -> (usize, Vec<ConnId>) {
         let mut slot = lock(&state.stream);
         let stream = slot.get_or_insert_with(|| Stream::boxed(self.inner.quiet.current()));
         let seq = stream.last_seq + 1;
         stream.last_seq = seq;
         let text = Utf8Bytes::from(with_position(base, seq, &stream.epoch));
-        self.record(stream, seq, &text, now);
+        self.record(stream, seq, &text, audience, now);
         // Queued while the stream is locked: two concurrent publishers on one topic reach
         // every subscriber in `seq` order.
-        state.queue(seq, &text, false)
+        state.queue(
+            Outgoing::new(topic.as_str(), seq, &stream.epoch, &text, audience),
+            false,
+        )
     }
 
     /// Whether a topic without history may start keeping one (the history-topic cap).
@@ -305,11 +356,24 @@ impl Hub {
     /// topic, bytes in total (the topic makes room from its own oldest events), topics with
     /// history. An event that cannot be recorded empties the history instead, so the history
     /// stays contiguous and a recovery across the event answers `recovered: false`.
-    fn record(&self, stream: &mut Stream, seq: u64, text: &Utf8Bytes, now: Instant) {
+    fn record(
+        &self,
+        stream: &mut Stream,
+        seq: u64,
+        text: &Utf8Bytes,
+        audience: &Audience,
+        now: Instant,
+    ) {
         let limits = self.inner.limits;
         let totals = &self.inner.totals;
         stream.expire(now, limits.ttl, totals);
-        let len = cost(text);
+        let entry = Entry {
+            seq,
+            at: now,
+            text: text.clone(),
+            audience: audience.clone(),
+        };
+        let len = cost(&entry);
         if limits.size == 0 || len > limits.max_topic_bytes || len > limits.max_total_bytes {
             stream.clear(totals);
             return;
@@ -329,14 +393,7 @@ impl Hub {
             // theirs (one publisher cannot wipe everyone's recovery window).
             return;
         }
-        stream.push_back(
-            Entry {
-                seq,
-                at: now,
-                text: text.clone(),
-            },
-            totals,
-        );
+        stream.push_back(entry, totals);
     }
 
     /// The entry of `topic` in a write-locked shard map, created (and counted) if missing.
@@ -364,17 +421,38 @@ impl Hub {
     /// to replay the missing ones ([`Hub::repair`]) and hand this event in again. A known
     /// topic on which a new epoch starts past `seq` 1 lost events of both streams: its
     /// subscribers are closed with 1013 (reconnect, then recover with `since`).
-    pub(crate) fn deliver(&self, topic: &str, seq: u64, epoch: &str, text: Utf8Bytes) -> Delivered {
+    /// `audience`: who the event is for (the others get a `skipped` frame or nothing).
+    pub(crate) fn deliver_to(
+        &self,
+        topic: &str,
+        seq: u64,
+        epoch: &str,
+        text: Utf8Bytes,
+        audience: &Audience,
+    ) -> Delivered {
         let span = tracing::debug_span!("deliver", topic, seq, delivered = tracing::field::Empty);
         let _entered = span.enter();
-        let delivered = self.deliver_in_span(topic, seq, epoch, text);
+        let delivered = self.deliver_in_span(topic, seq, epoch, text, audience);
         if let Delivered::Queued(count) = delivered {
             span.record("delivered", count);
         }
         delivered
     }
 
-    fn deliver_in_span(&self, topic: &str, seq: u64, epoch: &str, text: Utf8Bytes) -> Delivered {
+    /// [`Hub::deliver_to`] every subscriber.
+    #[cfg(test)]
+    fn deliver(&self, topic: &str, seq: u64, epoch: &str, text: Utf8Bytes) -> Delivered {
+        self.deliver_to(topic, seq, epoch, text, &Audience::everyone())
+    }
+
+    fn deliver_in_span(
+        &self,
+        topic: &str,
+        seq: u64,
+        epoch: &str,
+        text: Utf8Bytes,
+        audience: &Audience,
+    ) -> Delivered {
         let shard = self.shard(topic);
         let (delivered, dead) = {
             let topics = read(shard);
@@ -410,7 +488,7 @@ impl Hub {
                 });
             }
             stream.last_seq = seq;
-            state.queue(seq, &text, new_epoch)
+            state.queue(Outgoing::new(topic, seq, epoch, &text, audience), new_epoch)
         };
         self.remove_dead(shard, topic, &dead);
         Delivered::Queued(delivered)
@@ -740,7 +818,7 @@ impl Hub {
             return false;
         }
         let outbox = pending.outbox.clone();
-        let bytes = recovery.events.iter().map(|(_, t)| t.len()).sum();
+        let bytes = recovery.events.iter().map(|(_, t, _)| t.len()).sum();
         if recovery.recovered && !outbox.replay_fits(recovery.events.len(), bytes) {
             tracing::debug!(%topic, events = recovery.events.len(), bytes, "replay over the outbound budget; not recovered");
             recovery = Recovery {
@@ -751,9 +829,14 @@ impl Hub {
         let recovered = recovery.recovered;
         // Not recovered: another epoch, whose numbers say nothing about what the client has.
         let mut last = if recovered { since_seq } else { 0 };
-        for (seq, text) in recovery.events {
+        let epoch = since.map_or("", |s| s.epoch.as_str());
+        for (seq, text, audience) in recovery.events {
             last = last.max(seq);
-            let _ = outbox.push(text);
+            // The audience of a replayed event is honoured as it was live.
+            let mut event = Outgoing::new(topic.as_str(), seq, epoch, &text, &audience);
+            if let Some((frame, _)) = event.frame_for(&outbox) {
+                let _ = outbox.push(frame);
+            }
         }
         let position = match since {
             Some(since) if recovered => Some(StreamPosition {
@@ -861,13 +944,14 @@ impl Hub {
                 let events: Vec<_> = recovery
                     .events
                     .into_iter()
-                    .filter(|(seq, _)| *seq > from.seq)
+                    .filter(|(seq, _, _)| *seq > from.seq)
                     .collect();
-                let bytes = events.iter().map(|(_, t)| t.len()).sum();
+                let bytes = events.iter().map(|(_, t, _)| t.len()).sum();
                 let mut dead = state.close_unfit(events.len(), bytes);
-                for (seq, text) in events {
+                for (seq, text, audience) in events {
                     stream.last_seq = seq;
-                    dead.extend(state.queue(seq, &text, false).1);
+                    let event = Outgoing::new(topic, seq, &from.epoch, &text, &audience);
+                    dead.extend(state.queue(event, false).1);
                 }
                 dead
             }
@@ -926,20 +1010,30 @@ impl TopicState {
     /// the dead subscribers.
     ///
     /// `new_epoch`: the stream started over, so replay floors no longer apply.
-    fn queue(&self, seq: u64, text: &Utf8Bytes, new_epoch: bool) -> (usize, Vec<ConnId>) {
+    ///
+    /// A subscriber left out of the event's audience gets its `skipped` frame (or nothing, see
+    /// [`crate::audience`]) and is not counted.
+    fn queue(&self, mut event: Outgoing<'_>, new_epoch: bool) -> (usize, Vec<ConnId>) {
+        let seq = event.seq;
         let mut delivered = 0;
         let mut dead = Vec::new();
         for (id, outbox) in &self.subscribers {
-            match outbox.push(text.clone()) {
-                Ok(()) => delivered += 1,
+            let Some((text, is_event)) = event.frame_for(outbox) else {
+                continue;
+            };
+            match outbox.push(text) {
+                Ok(()) => delivered += usize::from(is_event),
                 Err(_) => dead.push(*id),
             }
         }
         for (id, pending) in &self.pending {
+            let Some((text, is_event)) = event.frame_for(&pending.outbox) else {
+                continue;
+            };
             if let Some(floor) = pending.floor {
                 if seq > floor || new_epoch {
-                    match pending.outbox.push(text.clone()) {
-                        Ok(()) => delivered += 1,
+                    match pending.outbox.push(text) {
+                        Ok(()) => delivered += usize::from(is_event),
                         Err(_) => dead.push(*id),
                     }
                 }
@@ -954,8 +1048,8 @@ impl TopicState {
                     .close(tidings_protocol::CloseCode::SlowConsumer);
                 dead.push(*id);
             } else {
-                held.push((seq, text.clone()));
-                delivered += 1;
+                held.push((seq, text));
+                delivered += usize::from(is_event);
             }
         }
         (delivered, dead)
@@ -1006,10 +1100,10 @@ impl Stream {
     /// Drops the oldest event, keeping the byte and topic counts right.
     fn pop_front(&mut self, totals: &Totals) -> Option<Entry> {
         let entry = self.history.pop_front()?;
-        self.bytes -= cost(&entry.text);
+        self.bytes -= cost(&entry);
         totals
             .history_bytes
-            .fetch_sub(cost(&entry.text), Ordering::Relaxed);
+            .fetch_sub(cost(&entry), Ordering::Relaxed);
         if self.history.is_empty() {
             totals.history_topics.fetch_sub(1, Ordering::Relaxed);
         }
@@ -1024,10 +1118,10 @@ impl Stream {
         if self.history.is_empty() {
             totals.history_topics.fetch_add(1, Ordering::Relaxed);
         }
-        self.bytes += cost(&entry.text);
+        self.bytes += cost(&entry);
         totals
             .history_bytes
-            .fetch_add(cost(&entry.text), Ordering::Relaxed);
+            .fetch_add(cost(&entry), Ordering::Relaxed);
         self.history.push_back(entry);
     }
 
@@ -1057,7 +1151,7 @@ impl Stream {
                     .history
                     .iter()
                     .filter(|e| e.seq > since.seq)
-                    .map(|e| (e.seq, e.text.clone()))
+                    .map(|e| (e.seq, e.text.clone(), e.audience.clone()))
                     .collect(),
             },
             _ => failed,
@@ -1065,11 +1159,11 @@ impl Stream {
     }
 }
 
-/// What one history entry is charged against the byte bounds: its text plus the entry and
-/// shared-buffer bookkeeping, so that a flood of tiny events is bounded as well as a few huge
-/// ones.
-fn cost(text: &Utf8Bytes) -> usize {
-    text.len() + ENTRY_OVERHEAD
+/// What one history entry is charged against the byte bounds: its text and audience plus the
+/// entry and shared-buffer bookkeeping, so that a flood of tiny events is bounded as well as a
+/// few huge ones.
+fn cost(entry: &Entry) -> usize {
+    entry.text.len() + entry.audience.cost() + ENTRY_OVERHEAD
 }
 
 /// Bytes of bookkeeping per history entry (the ring slot: seq, time and the shared-bytes
@@ -1171,8 +1265,15 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// The hub as the brokers see it: only the local subscribers' side of a topic.
 impl Deliver for Hub {
-    fn deliver(&self, topic: &str, seq: u64, epoch: &str, text: Utf8Bytes) -> Delivered {
-        Hub::deliver(self, topic, seq, epoch, text)
+    fn deliver(
+        &self,
+        topic: &str,
+        seq: u64,
+        epoch: &str,
+        text: Utf8Bytes,
+        audience: &Audience,
+    ) -> Delivered {
+        Hub::deliver_to(self, topic, seq, epoch, text, audience)
     }
 
     fn repair(&self, topic: &str, from: &StreamPosition, recovery: Recovery) {
@@ -1199,8 +1300,8 @@ impl Deliver for Hub {
         self.inner.metrics.published(delivered, took);
     }
 
-    fn publish_local(&self, topic: &Topic, base: &str) -> usize {
-        Hub::publish_local(self, topic, base)
+    fn publish_local(&self, topic: &Topic, base: &str, audience: &Audience) -> usize {
+        Hub::publish_local(self, topic, base, audience)
     }
 
     fn recover(&self, topic: &str, since: &StreamPosition) -> Recovery {
@@ -1368,7 +1469,9 @@ mod tests {
         assert!(drain(&out).is_empty(), "held back");
         let recovery = Recovery {
             recovered: true,
-            events: (3..=5).map(|s| (s, text(s))).collect(),
+            events: (3..=5)
+                .map(|s| (s, text(s), Audience::everyone()))
+                .collect(),
         };
         // A stale ticket (an earlier parking) changes nothing.
         hub.finish_pending(
@@ -1391,7 +1494,9 @@ mod tests {
         let ticket2 = hub.subscribe_pending(&topic, 2, &out2);
         let recovery = Recovery {
             recovered: true,
-            events: (8..=9).map(|s| (s, text(s))).collect(),
+            events: (8..=9)
+                .map(|s| (s, text(s), Audience::everyone()))
+                .collect(),
         };
         hub.finish_pending(&topic, 2, ticket2, Some(&at(7)), recovery, |r, _| {
             format!("ack {r}").into()
@@ -1443,7 +1548,9 @@ mod tests {
     fn replay(seqs: std::ops::RangeInclusive<u64>) -> Recovery {
         Recovery {
             recovered: true,
-            events: seqs.map(|s| (s, text(s, "e"))).collect(),
+            events: seqs
+                .map(|s| (s, text(s, "e"), Audience::everyone()))
+                .collect(),
         }
     }
 
@@ -1716,6 +1823,7 @@ mod tests {
             _hub: &'a dyn Deliver,
             _topic: &'a Topic,
             _base: String,
+            _audience: Audience,
         ) -> crate::broker::BoxFuture<'a, Result<usize, crate::BrokerError>> {
             Box::pin(async { Ok(0) })
         }

@@ -34,6 +34,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod audience;
 pub mod auth;
 pub mod authz;
 pub mod broker;
@@ -71,6 +72,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower_http::trace::TraceLayer;
 
+pub use audience::{Audience, AudienceError};
 pub use auth::{AuthError, Claims, MIN_SECRET_LEN, PUBLISH_SCOPE};
 pub use authz::{ClaimTopics, FORBIDDEN, TopicPolicy};
 pub use broker::BrokerError;
@@ -207,10 +209,28 @@ impl Tidings {
     /// # Errors
     /// [`BrokerError::Unavailable`] when Redis cannot take the event (nothing was delivered).
     pub async fn publish(&self, event: WSEvent) -> Result<usize, BrokerError> {
+        self.publish_to(event, Audience::everyone()).await
+    }
+
+    /// As [`Tidings::publish`], for `audience` only: the subscribers it leaves out (the
+    /// connection that caused the event, users not in `only_users`, users in `exclude_users`)
+    /// never receive the event, live or replayed; those that track positions get a `skipped`
+    /// frame with its `seq` instead (see [`audience`]). The count returned is of the
+    /// connections that got the event (with Redis: the local subscribers, as for `publish`).
+    ///
+    /// # Errors
+    /// [`BrokerError::Audience`] when `audience` breaks a bound (an invalid connection id, more
+    /// user ids than [`Config::with_max_audience_users`]); else as [`Tidings::publish`].
+    pub async fn publish_to(
+        &self,
+        event: WSEvent,
+        audience: Audience,
+    ) -> Result<usize, BrokerError> {
+        audience.check(self.inner.config.max_audience_users)?;
         let base = hub::base_text(&event).ok_or(BrokerError::Serialize)?;
         self.inner
             .broker
-            .publish(&self.inner.hub, &event.topic, base)
+            .publish(&self.inner.hub, &event.topic, base, audience)
             .await
     }
 

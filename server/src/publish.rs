@@ -11,6 +11,13 @@
 //! receive it too but are not counted). The event gets its topic's next `seq` and `epoch`;
 //! values sent by the publisher are replaced.
 //!
+//! The body may also name the event's audience, next to the event's fields (they are not part
+//! of the event subscribers receive): `exclude_connection` (a client's connection id, as its
+//! app received it in the `tidings-connection-id` header), `only_users` and `exclude_users`
+//! (lists of `user_id`s, at most
+//! [`Config::with_max_audience_users`](crate::Config::with_max_audience_users) each); see
+//! [`Audience`]. A bad one is a 422 and nothing is published.
+//!
 //! Errors are JSON `{"error", "details"}` bodies (the protocol's `WSError` shape):
 //! 401 missing or invalid token, 403 no publish scope or a topic the token's topic policy
 //! denies (the body then names the `topic`), 408 a body not received within
@@ -28,9 +35,10 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-use tidings_protocol::{WSError, WSEvent};
+use tidings_protocol::{PublishAudience, WSError, WSEvent};
 
 use crate::Tidings;
+use crate::audience::Audience;
 use crate::auth::{AuthError, PUBLISH_SCOPE};
 use crate::broker::BrokerError;
 use crate::logging::Escaped;
@@ -186,6 +194,7 @@ pub(crate) async fn publish(
         serde_json::error::Category::Data => PublishError::InvalidEvent(e.to_string()),
         _ => PublishError::NotJson(e.to_string()),
     })?;
+    let audience = read_audience(&bytes, tidings.config().max_audience_users)?;
     if !tidings
         .config()
         .topic_policy
@@ -197,11 +206,24 @@ pub(crate) async fn publish(
     }
     let topic = event.topic.clone();
     let delivered = tidings
-        .publish(event)
+        .publish_to(event, audience)
         .await
-        .map_err(PublishError::Unavailable)?;
+        .map_err(|e| match e {
+            BrokerError::Audience(e) => PublishError::InvalidEvent(e.to_string()),
+            e => PublishError::Unavailable(e),
+        })?;
     tracing::debug!(%topic, delivered, publisher = %Escaped(&claims.sub), "published");
     Ok((StatusCode::ACCEPTED, Json(Delivered { delivered })))
+}
+
+/// The audience fields of a publish body (the event's own fields are ignored here; the event
+/// was parsed from the same bytes). The body was bounded before; the id lists are counted
+/// against `max_users` before any set is built.
+fn read_audience(body: &[u8], max_users: usize) -> Result<Audience, PublishError> {
+    let request: PublishAudience =
+        serde_json::from_slice(body).map_err(|e| PublishError::InvalidEvent(e.to_string()))?;
+    Audience::from_request(request, max_users)
+        .map_err(|e| PublishError::InvalidEvent(e.to_string()))
 }
 
 /// The token of an `Authorization: Bearer <token>` header (scheme case-insensitive).

@@ -6,6 +6,8 @@
 
 use tidings_protocol::{StreamPosition, Topic};
 
+use crate::audience::Audience;
+
 use super::{BoxFuture, Broker, BrokerError, Deliver, Recovery, ReplayBound};
 
 /// The default broker (see the module docs).
@@ -18,8 +20,9 @@ impl Broker for MemoryBroker {
         hub: &'a dyn Deliver,
         topic: &'a Topic,
         base: String,
+        audience: Audience,
     ) -> BoxFuture<'a, Result<usize, BrokerError>> {
-        Box::pin(async move { Ok(hub.publish_local(topic, &base)) })
+        Box::pin(async move { Ok(hub.publish_local(topic, &base, &audience)) })
     }
 
     fn history<'a>(

@@ -24,6 +24,8 @@ use std::time::Duration;
 use axum::extract::ws::Utf8Bytes;
 use tidings_protocol::{StreamPosition, Topic};
 
+use crate::audience::{Audience, AudienceError};
+
 pub(crate) use self::memory::MemoryBroker;
 pub(crate) use self::redis::RedisBroker;
 
@@ -40,6 +42,9 @@ pub enum BrokerError {
     /// The event could not be serialized (cannot happen for protocol-built events).
     #[error("event could not be serialized")]
     Serialize,
+    /// The audience given with the event breaks a bound (nothing was published).
+    #[error("invalid audience: {0}")]
+    Audience(#[from] AudienceError),
 }
 
 /// What a broker may do to this node's local subscribers: the narrow handle it gets instead
@@ -47,8 +52,16 @@ pub enum BrokerError {
 /// hub that holds it.
 pub(crate) trait Deliver: Send + Sync {
     /// Queues an event the broker numbered (`seq`) and serialized (`text`) for the local
-    /// subscribers of `topic`, or reports a gap to repair first.
-    fn deliver(&self, topic: &str, seq: u64, epoch: &str, text: Utf8Bytes) -> Delivered;
+    /// subscribers of `topic` (those `audience` admits; see [`crate::audience`]), or reports a
+    /// gap to repair first.
+    fn deliver(
+        &self,
+        topic: &str,
+        seq: u64,
+        epoch: &str,
+        text: Utf8Bytes,
+        audience: &Audience,
+    ) -> Delivered;
     /// Replays the events after `from` (the topic's delivered position) to the local
     /// subscribers, or closes them with 1013 when `recovery` could not cover them.
     fn repair(&self, topic: &str, from: &StreamPosition, recovery: Recovery);
@@ -64,7 +77,7 @@ pub(crate) trait Deliver: Send + Sync {
     fn published(&self, delivered: usize, took: Duration);
     /// The in-memory broker's publish: numbers, records and queues an event (the hub still
     /// holds the in-memory streams).
-    fn publish_local(&self, topic: &Topic, base: &str) -> usize;
+    fn publish_local(&self, topic: &Topic, base: &str, audience: &Audience) -> usize;
     /// The in-memory history of `topic` after `since`.
     fn recover(&self, topic: &str, since: &StreamPosition) -> Recovery;
     /// The in-memory position of `topic` (`seq` 0 in the quiet epoch when it has had no
@@ -77,8 +90,8 @@ pub(crate) trait Deliver: Send + Sync {
 pub(crate) struct Recovery {
     /// Whether every event after the position could be replayed.
     pub(crate) recovered: bool,
-    /// The missed events, oldest first (empty when not recovered).
-    pub(crate) events: Vec<(u64, Utf8Bytes)>,
+    /// The missed events (`seq`, text, audience), oldest first (empty when not recovered).
+    pub(crate) events: Vec<(u64, Utf8Bytes, Audience)>,
 }
 
 /// Bounds of the in-memory history (see the `Config::with_history_*` settings).
@@ -125,13 +138,15 @@ pub(crate) fn new_epoch() -> String {
 /// The seam between the hub and where events are numbered, stored and fanned out between nodes.
 pub(crate) trait Broker: Send + Sync + 'static {
     /// Numbers `base` (an event's JSON text without `seq`/`epoch`) on `topic`, records it in
-    /// the history and delivers it to `hub`'s local subscribers (and other nodes'). Returns
-    /// how many local connections it was (or will be) queued for.
+    /// the history (with `audience`) and delivers it to `hub`'s local subscribers (and other
+    /// nodes') that `audience` admits. Returns how many local connections it was (or will be)
+    /// queued for.
     fn publish<'a>(
         &'a self,
         local: &'a dyn Deliver,
         topic: &'a Topic,
         base: String,
+        audience: Audience,
     ) -> BoxFuture<'a, Result<usize, BrokerError>>;
 
     /// The events of `topic` after `since`, if the history still holds all of them and they
@@ -225,6 +240,7 @@ impl Broker for UnusableBroker {
         _local: &'a dyn Deliver,
         _topic: &'a Topic,
         _base: String,
+        _audience: Audience,
     ) -> BoxFuture<'a, Result<usize, BrokerError>> {
         Box::pin(async move { Err(BrokerError::Unavailable(self.0.clone())) })
     }
