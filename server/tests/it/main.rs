@@ -9,6 +9,7 @@
 
 mod common;
 
+mod audience;
 mod auth;
 mod authz;
 mod binary;
