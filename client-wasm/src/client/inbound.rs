@@ -33,6 +33,13 @@ pub(super) enum Inbound {
     },
     /// `{"action": "refreshed"}` (`WSReply::Refreshed`).
     Refreshed,
+    /// `{"action": "skipped", "topic", "seq", "epoch"}` (`WSReply::Skipped`): event `seq` of
+    /// `topic` was not for this connection; it only moves the topic's position.
+    Skipped {
+        topic: String,
+        seq: u64,
+        epoch: String,
+    },
     /// An error reply (`ServerMessage::Error`): its text (with `details`, if any) and topic.
     Error { topic: Option<String>, text: String },
     /// Anything else — `unsubscribed`, `pong`, an event without a topic, an unknown shape: it
@@ -82,6 +89,10 @@ pub(super) fn decode(text: &str) -> Result<Inbound, NotJson> {
                 position: position(&msg),
             },
             (_, names::REFRESHED) => Inbound::Refreshed,
+            (Some(topic), names::SKIPPED) => match position(&msg) {
+                Some((seq, epoch)) => Inbound::Skipped { topic, seq, epoch },
+                None => Inbound::Other,
+            },
             _ => Inbound::Other,
         });
     }

@@ -27,6 +27,8 @@ pub(super) struct Config {
     pub(super) connect_timeout_ms: f64,
     /// `autoConnect` (default true): connect in the constructor.
     pub(super) auto_connect: bool,
+    /// This client's connection id, sent at every handshake (see [`crate::wire::connection_id`]).
+    pub(super) connection_id: String,
 }
 
 fn number(options: &JsValue, key: &str, default: f64) -> Result<f64, JsError> {
@@ -77,6 +79,7 @@ impl Config {
         Ok(Self {
             url,
             auto_connect,
+            connection_id: crate::wire::connection_id(browser::random),
             token,
             get_token,
             initial_delay_ms: number(options, "initialDelayMs", DEFAULT_INITIAL_DELAY_MS)?,
@@ -88,12 +91,19 @@ impl Config {
     }
 
     pub(super) fn socket_url(&self, token: Option<&str>) -> String {
+        let sep = if self.url.contains('?') { '&' } else { '?' };
+        // The connection id (URL-safe characters only), then the token.
+        let url = format!(
+            "{}{sep}{}={}",
+            self.url,
+            tidings_protocol::CONNECTION_ID_PARAM,
+            self.connection_id
+        );
         match token {
-            None => self.url.clone(),
+            None => url,
             Some(t) => {
-                let sep = if self.url.contains('?') { '&' } else { '?' };
                 let t = String::from(js_sys::encode_uri_component(t));
-                format!("{}{sep}token={t}", self.url)
+                format!("{url}&token={t}")
             }
         }
     }
