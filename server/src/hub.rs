@@ -1891,6 +1891,64 @@ mod tests {
         );
     }
 
+    /// An outbox of user `user` that tracks positions (or not).
+    fn peer_outbox(user: &str, tracks: bool) -> Arc<Outbox> {
+        let out = Outbox::new(64).with_peer(crate::audience::Peer {
+            user: user.into(),
+            connection_id: None,
+        });
+        if tracks {
+            out.track_positions();
+        }
+        Arc::new(out)
+    }
+
+    #[test]
+    fn the_audience_applies_to_held_and_repaired_events() {
+        let hub = hub(0, Duration::from_secs(60));
+        let topic = Topic::new("list:1").unwrap();
+        let not7 = Audience::everyone().exclude_users(["7"]);
+        let seven = peer_outbox("7", true);
+        let seed7 = peer_outbox("7", false);
+        let eight = peer_outbox("8", true);
+        hub.subscribe(&topic, 1, &seed7);
+        hub.subscribe(&topic, 2, &eight);
+        hub.deliver("list:1", 1, "e", text(1, "e"));
+        // Held for a recovering subscriber: the skipped frame is what is held.
+        let ticket = hub.subscribe_pending(&topic, 3, &seven);
+        assert_eq!(
+            hub.deliver_to("list:1", 2, "e", text(2, "e"), &not7),
+            Delivered::Queued(1),
+            "only 8 got the event"
+        );
+        hub.finish_pending(&topic, 3, ticket, Some(&at(1)), replay(2..=1), |r, _| {
+            format!("{{\"seq\":0,\"ack\":{r}}}").into()
+        });
+        let got = drain(&seven);
+        assert_eq!(
+            got[1], r#"{"action":"skipped","topic":"list:1","seq":2,"epoch":"e"}"#,
+            "{got:?}"
+        );
+        // A repair replays with each event's audience.
+        let Delivered::Gap(from) = hub.deliver("list:1", 4, "e", text(4, "e")) else {
+            panic!("gap not reported");
+        };
+        let repaired = Recovery {
+            recovered: true,
+            events: vec![
+                (3, text(3, "e"), not7.clone()),
+                (4, text(4, "e"), Audience::everyone()),
+            ],
+        };
+        hub.repair("list:1", &from, repaired);
+        let got = drain(&seven);
+        assert!(got[0].contains(r#""action":"skipped""#) && got[0].contains(r#""seq":3"#));
+        assert_eq!(positions(&got), [3, 4]);
+        // The seed client of user 7 never saw 2 or 3, and nothing in their place.
+        assert_eq!(positions(&drain(&seed7)), [1, 4]);
+        assert_eq!(positions(&drain(&eight)), [1, 2, 3, 4]);
+    }
+
     #[test]
     fn splicing_the_position() {
         assert_eq!(
