@@ -284,3 +284,62 @@ async fn audiences_over_the_bounds_are_refused_and_nothing_is_published() {
     assert_eq!(server.publish_http(&three).await, 1);
     expect_event(&mut ws, "2", 1).await;
 }
+
+/// A measurement, not a test: what an audience costs the publisher on one topic with 1,000
+/// position-tracking subscribers (in-memory broker), as the median time of `publish_to` (it
+/// returns once the event is queued for every subscriber). Run with
+/// `cargo test --release -p tidings-server --test it -- --ignored --nocapture audience::cost`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement; run it by name"]
+async fn cost_of_an_audience_per_publish() {
+    const SUBSCRIBERS: usize = 1000;
+    const ROUNDS: usize = 60;
+    let server = start_server_with(
+        Config::new(SECRET)
+            .with_handshake_rate_per_ip(10_000, 10_000)
+            .with_history_size(0),
+    )
+    .await;
+    let mut clients = Vec::new();
+    for i in 0..SUBSCRIBERS {
+        let mut ws = client(&server, &format!("u{i}"), Some(&format!("c{i}"))).await;
+        subscribe_tracking(&mut ws, "list:9").await;
+        clients.push(ws);
+    }
+    let half: Vec<String> = (0..SUBSCRIBERS / 2).map(|i| format!("u{i}")).collect();
+    let kinds: [(&str, Audience); 4] = [
+        ("everyone", Audience::everyone()),
+        (
+            "exclude_connection",
+            Audience::everyone().exclude_connection("c0"),
+        ),
+        (
+            "exclude_users (500 ids)",
+            Audience::everyone().exclude_users(half.clone()),
+        ),
+        (
+            "only_users (500 ids)",
+            Audience::everyone().only_users(half),
+        ),
+    ];
+    for (name, audience) in kinds {
+        let mut times = Vec::new();
+        for _ in 0..ROUNDS {
+            let started = std::time::Instant::now();
+            server
+                .tidings
+                .publish_to(event("list:9", "1"), audience.clone())
+                .await
+                .unwrap();
+            times.push(started.elapsed());
+            // Let the writers drain (the measurement is the publisher's, not the sockets').
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        times.sort();
+        println!(
+            "audience cost: {name}: median {:?} per publish to {SUBSCRIBERS} subscribers",
+            times[ROUNDS / 2]
+        );
+    }
+    drop(clients);
+}
