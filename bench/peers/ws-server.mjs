@@ -161,7 +161,7 @@ function publish(event) {
   return delivered;
 }
 
-function onPublish(req, res) {
+function onPublish(req, res, batch) {
   const auth = req.headers.authorization ?? "";
   const claims = auth.startsWith("Bearer ") ? verifyToken(auth.slice(7)) : null;
   if (!claims) {
@@ -190,6 +190,15 @@ function onPublish(req, res) {
     } catch (e) {
       return json(res, 400, { error: "Invalid JSON", details: e.message });
     }
+    if (batch) {
+      // POST /publish/batch: a JSON array of events, one result each (as tidings answers).
+      if (!Array.isArray(body)) return json(res, 400, { error: "Invalid JSON", details: "expected an array" });
+      const results = body.map((item) => {
+        const event = toEvent(item);
+        return event ? { delivered: publish(event) } : { status: 422, error: "Invalid event" };
+      });
+      return json(res, 200, { results });
+    }
     const event = toEvent(body);
     if (!event) return json(res, 422, { error: "Invalid event", details: "body is not a WSEvent" });
     json(res, 202, { delivered: publish(event) });
@@ -198,7 +207,8 @@ function onPublish(req, res) {
 
 const server = createServer((req, res) => {
   const path = req.url.split("?", 1)[0];
-  if (req.method === "POST" && path === "/publish") return onPublish(req, res);
+  if (req.method === "POST" && path === "/publish") return onPublish(req, res, false);
+  if (req.method === "POST" && path === "/publish/batch") return onPublish(req, res, true);
   if (req.method === "GET" && path === "/healthz") return json(res, 200, { status: "ok" });
   req.resume();
   json(res, 404, { error: "Not found" });

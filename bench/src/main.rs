@@ -107,8 +107,14 @@ impl Scenario {
                 )
             }
             Scenario::Fanout(o) => format!(
-                "subscribers={} topics={} publishers={} max_in_flight={} warmup={}s duration={}s",
-                o.subscribers, o.topics, o.publishers, o.max_in_flight, o.warmup, o.duration
+                "subscribers={} topics={} publishers={} batch={} max_in_flight={} warmup={}s duration={}s",
+                o.subscribers,
+                o.topics,
+                o.publishers,
+                o.batch,
+                o.max_in_flight,
+                o.warmup,
+                o.duration
             ),
             Scenario::Latency(o) => format!(
                 "subscribers={} topics={} rate={}/s publishers={} sample_every={} stalled_readers={} warmup={}s duration={}s",

@@ -30,7 +30,14 @@ epoch?: string, } | { "action": "unsubscribed",
 /**
  * The topic unsubscribed from.
  */
-topic: Topic, } | { "action": "pong" } | { "action": "refreshed" } | { "action": "skipped", 
+topic: Topic, 
+/**
+ * Absent when the client asked for it. [`WSReply::REASON_FORBIDDEN`] when the server
+ * ended the subscription by itself: a `refresh` token whose `topics` claim no longer
+ * allows the topic (tidings addition; a seed client never refreshes, and reads the
+ * reply as any `unsubscribed`).
+ */
+reason?: string, } | { "action": "pong" } | { "action": "refreshed" } | { "action": "skipped", 
 /**
  * The topic of the skipped event.
  */

@@ -107,18 +107,25 @@ pub(crate) struct Socket {
 }
 
 impl Socket {
-    /// Opens a WebSocket to `url`: `on_open` when the handshake completes, `on_message` with
-    /// each frame's data, `on_close` with the close code and reason.
+    /// Opens a WebSocket to `url` offering `protocols` (none: no `Sec-WebSocket-Protocol`):
+    /// `on_open` when the handshake completes, `on_message` with each frame's data,
+    /// `on_close` with the close code and reason.
     ///
     /// # Errors
-    /// What `new WebSocket(url)` threw (e.g. a malformed URL).
+    /// What `new WebSocket(url, protocols)` threw (e.g. a malformed URL).
     pub(crate) fn open(
         url: &str,
+        protocols: &[String],
         on_open: impl FnMut() + 'static,
         mut on_message: impl FnMut(JsValue) + 'static,
         mut on_close: impl FnMut(u16, &str) + 'static,
     ) -> Result<Self, JsValue> {
-        let ws = WebSocket::new(url)?;
+        let ws = if protocols.is_empty() {
+            WebSocket::new(url)?
+        } else {
+            let offered: js_sys::Array = protocols.iter().map(|p| JsValue::from_str(p)).collect();
+            WebSocket::new_with_str_sequence(url, &offered)?
+        };
         let on_open = Closure::<dyn FnMut()>::new(on_open);
         let on_message =
             Closure::<dyn FnMut(MessageEvent)>::new(move |e: MessageEvent| on_message(e.data()));

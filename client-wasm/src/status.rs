@@ -374,7 +374,7 @@ mod tests {
 
     #[test]
     fn terminal_codes_stop() {
-        for code in [1000, 1003, 1007, 1008] {
+        for code in [1000, 1003, 1007, 1008, 4006] {
             let mut m = machine();
             opened(&mut m);
             assert_eq!(m.closed(code, "x", 0.5), Decision::Stop, "{code}");

@@ -572,6 +572,14 @@ impl<L, R, T> TopicSet<L, R, T> {
         }
     }
 
+    /// The server ended `topic`'s subscription by itself (a refreshed token no longer allows
+    /// it): the topic and its listeners are dropped, so no reconnect resubscribes it. Returns
+    /// the unsettled ready handles to reject, or `None` when the topic was not held.
+    pub fn on_ended(&mut self, topic: &str) -> Option<Vec<R>> {
+        let entry = self.entries.remove(topic)?;
+        Some(entry.waiting.into_iter().map(|(_, r)| r).collect())
+    }
+
     /// The listeners of `topic` (none for an unknown topic).
     pub fn listeners(&self, topic: &str) -> impl Iterator<Item = &L> {
         self.entries
@@ -749,6 +757,23 @@ mod tests {
         assert!(s.on_refused("nope").is_empty());
         assert_eq!(s.clear(), ["rb"]);
         assert_eq!(s.topics().count(), 0);
+    }
+
+    #[test]
+    fn a_topic_the_server_ended_is_dropped_and_not_resubscribed() {
+        let mut s = Set::new();
+        s.on_open(false);
+        let a = s.add("list:1", "a", "ra");
+        s.add("list:2", "b", "rb");
+        s.ack("list:1", None).unwrap();
+        assert_eq!(s.on_ended("list:1"), Some(vec![]));
+        assert_eq!(s.on_ended("list:2"), Some(vec!["rb"]));
+        assert_eq!(s.on_ended("list:3"), None);
+        assert_eq!(s.listeners("list:1").count(), 0);
+        // The app's later unsubscribe is a no-op, and a reconnect resubscribes nothing.
+        assert!(s.remove(a.id).is_none());
+        s.on_close();
+        assert!(s.on_open(true).is_empty());
     }
 
     #[test]

@@ -60,6 +60,11 @@ pub mod names {
     pub const SUBSCRIBED: &str = "subscribed";
     /// A `subscribed` reply's outcome of a recovery (tidings addition).
     pub const RECOVERED: &str = "recovered";
+    /// The action of an `unsubscribed` reply.
+    pub const UNSUBSCRIBED: &str = "unsubscribed";
+    /// An `unsubscribed` reply's reason when the server ended the subscription by itself
+    /// (tidings addition).
+    pub const REASON: &str = "reason";
     /// The action of a `refreshed` reply (tidings addition).
     pub const REFRESHED: &str = "refreshed";
     /// The action of a `skipped` reply: an event of the topic (`seq`, `epoch`) that was not
@@ -212,6 +217,16 @@ mod tests {
         assert_eq!(skipped[names::SEQ], 4);
         assert_eq!(skipped[names::EPOCH], "e3");
         assert!(!skipped.contains_key(names::EVENT));
+        let ended = object(
+            WSReply::Unsubscribed {
+                topic: Topic::list(1),
+                reason: Some(WSReply::REASON_FORBIDDEN.into()),
+            }
+            .into(),
+        );
+        assert_eq!(ended[names::ACTION], names::UNSUBSCRIBED);
+        assert_eq!(ended[names::TOPIC], "list:1");
+        assert_eq!(ended[names::REASON], "Forbidden");
 
         let error = object(
             WSError {

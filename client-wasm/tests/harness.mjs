@@ -192,8 +192,12 @@ function acceptScripted(req, socket) {
   if (url.pathname !== "/script/ws" || !key) return socket.destroy();
   const s = session(url.searchParams.get("name") ?? "");
   const accept = createHash("sha1").update(`${key}258EAFA5-E914-47DA-95CA-C5AB0DC85B11`).digest("base64");
+  // Like tidings: echo the `tidings` marker when offered (a browser fails a handshake that
+  // answers none to a client that offered some), never the token subprotocol.
+  const offered = (req.headers["sec-websocket-protocol"] ?? "").split(",").map((p) => p.trim());
+  const protocol = offered.includes("tidings") ? "Sec-WebSocket-Protocol: tidings\r\n" : "";
   socket.write(
-    `HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${accept}\r\n\r\n`,
+    `HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n${protocol}Sec-WebSocket-Accept: ${accept}\r\n\r\n`,
   );
   socket.setNoDelay(true);
   s.sockets.add(socket);

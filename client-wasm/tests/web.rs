@@ -215,7 +215,58 @@ impl Inbox {
     }
 }
 
+/// Wraps the page's `WebSocket` constructor (once) so that every socket any test opens is
+/// recorded in `globalThis.__tidingsSockets` as `{url, protocols, socket}`.
+fn record_sockets() {
+    let install = Function::new_no_args(
+        "if (!globalThis.__tidingsSockets) {
+           const log = (globalThis.__tidingsSockets = []);
+           globalThis.WebSocket = new Proxy(globalThis.WebSocket, {
+             construct(target, args) {
+               const socket = Reflect.construct(target, args);
+               log.push({ url: String(args[0]), protocols: args[1] ?? [], socket });
+               return socket;
+             },
+           });
+         }
+         return globalThis.__tidingsSockets;",
+    );
+    install.call0(&JsValue::NULL).unwrap();
+}
+
+/// The sockets recorded by [`record_sockets`]: (URL, offered subprotocols, chosen one).
+fn recorded_sockets() -> Vec<(String, Vec<String>, String)> {
+    let log = js_sys::Array::from(&get(&js_sys::global(), "__tidingsSockets"));
+    log.iter()
+        .map(|entry| {
+            let protocols = js_sys::Array::from(&get(&entry, "protocols"))
+                .iter()
+                .map(|p| p.as_string().unwrap())
+                .collect();
+            let chosen = get(&get(&entry, "socket"), "protocol");
+            (
+                get(&entry, "url").as_string().unwrap(),
+                protocols,
+                chosen.as_string().unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+/// No socket opened so far in the page carried a token in its URL (but the one test that asks
+/// for `tokenTransport: "query"`, marked `transport=query`).
+fn assert_no_token_in_urls() {
+    for (url, ..) in recorded_sockets() {
+        assert!(
+            url.contains("transport=query") || !url.contains("token="),
+            "a token in {url}"
+        );
+    }
+}
+
 fn client(url: &str, tokens: &TokenSource, extra: &[(&str, f64)]) -> TidingsClient {
+    record_sockets();
+    assert_no_token_in_urls();
     let options: JsValue = Object::new().into();
     set(&options, "url", &JsValue::from_str(url));
     set(&options, "getToken", tokens.function.as_ref());
@@ -1230,5 +1281,118 @@ async fn an_event_excluding_this_connection_does_not_reach_it() {
     assert_eq!(publish("list:91", "x2").await, 1.0);
     wait_for("x2", 10_000.0, || inbox.has("x2")).await;
     assert_eq!(*inbox.ids.borrow(), ["x2"]);
+    client.close();
+}
+
+/// Issue 14: by default the token travels in the `tidings.token.` subprotocol, never in a URL
+/// (here and in every test that ran before this one in the page), and the server answers with
+/// the `tidings` marker only. `tokenTransport: "query"` (servers older than the subprotocol)
+/// puts it in `?token=`.
+#[wasm_bindgen_test]
+async fn the_token_travels_in_a_subprotocol_and_never_in_a_websocket_url() {
+    let tokens = token_source(None);
+    let url = ws_url().await;
+    let client = client(&url, &tokens, &[]);
+    let inbox = Inbox::new();
+    let sub = client
+        .subscribe("list:14".into(), inbox.as_listener())
+        .unwrap();
+    ready(&sub).await;
+    assert_eq!(publish("list:14", "p1").await, 1.0);
+    wait_for("event p1", 10_000.0, || inbox.has("p1")).await;
+    client.close();
+
+    // The query transport, marked so that it can be told apart below.
+    let options: JsValue = Object::new().into();
+    set(
+        &options,
+        "url",
+        &JsValue::from_str(&format!("{url}?transport=query")),
+    );
+    set(&options, "getToken", tokens.function.as_ref());
+    set(&options, "tokenTransport", &JsValue::from_str("query"));
+    let old_way = TidingsClient::new(options.unchecked_into::<ClientOptions>()).unwrap();
+    let sub = old_way
+        .subscribe("list:14".into(), Inbox::new().as_listener())
+        .unwrap();
+    ready(&sub).await;
+    old_way.close();
+
+    let sockets = recorded_sockets();
+    // This test's first client's sockets: the URL plus its connection id only.
+    let is_this = |u: &str| u.starts_with(&format!("{url}?cid=")) && !u.contains('&');
+    let (mut by_protocol, mut by_query) = (0, 0);
+    for (socket_url, protocols, chosen) in &sockets {
+        if socket_url.contains("transport=query") {
+            assert!(socket_url.contains("token=ey"), "{socket_url}");
+            assert!(protocols.is_empty());
+            by_query += 1;
+            continue;
+        }
+        assert!(!socket_url.contains("token="), "a token in {socket_url}");
+        if protocols.is_empty() {
+            continue; // a client without a token
+        }
+        assert_eq!(protocols[0], "tidings");
+        assert!(protocols[1].starts_with("tidings.token."));
+        if is_this(socket_url) {
+            by_protocol += 1;
+            assert!(chosen == "tidings" || chosen.is_empty(), "{chosen}");
+        }
+    }
+    assert!(by_protocol >= 1 && by_query == 1, "{sockets:?}");
+    // The socket of this test's first client did open and was answered with the marker only.
+    let first = sockets.iter().rev().find(|(u, ..)| is_this(u)).unwrap();
+    assert_eq!(first.2, "tidings");
+}
+
+#[wasm_bindgen_test]
+fn an_unknown_token_transport_is_refused() {
+    let options: JsValue = Object::new().into();
+    set(&options, "url", &JsValue::from_str("ws://127.0.0.1:9/ws"));
+    set(&options, "tokenTransport", &JsValue::from_str("header"));
+    assert!(TidingsClient::new(options.unchecked_into::<ClientOptions>()).is_err());
+}
+
+/// Issue 14: the server ends a subscription by itself (a refreshed token whose `topics` no
+/// longer allows it): `onSubscriptionEnded` gets `{topic, reason}`, the topic's listener gets
+/// nothing more and the client no longer holds it (so no reconnect resubscribes it: the
+/// native `topics` test checks that part).
+#[wasm_bindgen_test]
+async fn a_subscription_the_server_ends_is_reported_and_dropped() {
+    let script = Script { name: "ended" };
+    let tokens = token_source(Some("t"));
+    let ended = Rc::new(RefCell::new(Vec::<String>::new()));
+    let on_ended = {
+        let ended = ended.clone();
+        Closure::<dyn FnMut(JsValue)>::new(move |e: JsValue| {
+            let topic = get(&e, "topic").as_string().unwrap();
+            let reason = get(&e, "reason").as_string().unwrap();
+            ended.borrow_mut().push(format!("{topic} {reason}"));
+        })
+    };
+    let options: JsValue = Object::new().into();
+    set(&options, "url", &JsValue::from_str(&script.url()));
+    set(&options, "getToken", tokens.function.as_ref());
+    set(&options, "initialDelayMs", &JsValue::from(100.0));
+    set(&options, "onSubscriptionEnded", on_ended.as_ref());
+    record_sockets();
+    let client = TidingsClient::new(options.unchecked_into::<ClientOptions>()).unwrap();
+    let (kept, dropped) = (Inbox::new(), Inbox::new());
+    let _a = scripted_subscribe(&script, &client, "list:80", &kept).await;
+    let _b = scripted_subscribe(&script, &client, "list:81", &dropped).await;
+
+    script
+        .send(&[
+            r#"{"action":"unsubscribed","topic":"list:81","reason":"Forbidden"}"#.to_owned(),
+            r#"{"action":"refreshed"}"#.to_owned(),
+            scripted_event("list:81", "x1", 1, "ep"),
+            scripted_event("list:80", "k1", 1, "ep"),
+        ])
+        .await;
+    wait_for("k1", 10_000.0, || kept.has("k1")).await;
+    assert_eq!(*ended.borrow(), ["list:81 Forbidden"]);
+    assert!(!dropped.has("x1"), "an ended topic's listener got an event");
+    assert_eq!(client.topics(), ["list:80"]);
     client.close();
 }

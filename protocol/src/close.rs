@@ -1,7 +1,7 @@
 //! WebSocket close codes the server uses, and what a client should do after each.
 //!
 //! Codes 1000–1015 are the standard ones of RFC 6455; 4001 is the seed's "Unauthorized";
-//! 4002–4005 are tidings additions in the private range. A client decides whether to reconnect
+//! 4002–4006 are tidings additions in the private range. A client decides whether to reconnect
 //! with [`CloseCode::is_reconnectable`].
 
 use std::fmt;
@@ -43,11 +43,14 @@ pub enum CloseCode {
     NoPong = 4004,
     /// 4005: too many connections (in total or for this user).
     TooManyConnections = 4005,
+    /// 4006: the server's operator ended the user's session (`POST /admin/disconnect` or a
+    /// revocation: logout, a member removed); the client must not reconnect on its own.
+    Disconnected = 4006,
 }
 
 impl CloseCode {
     /// Every code, in declaration order.
-    pub const ALL: [CloseCode; 15] = [
+    pub const ALL: [CloseCode; 16] = [
         CloseCode::Normal,
         CloseCode::GoingAway,
         CloseCode::ProtocolError,
@@ -63,6 +66,7 @@ impl CloseCode {
         CloseCode::SlowConsumer,
         CloseCode::NoPong,
         CloseCode::TooManyConnections,
+        CloseCode::Disconnected,
     ];
 
     /// The numeric code.
@@ -93,13 +97,15 @@ impl CloseCode {
             CloseCode::SlowConsumer => "slow consumer",
             CloseCode::NoPong => "no pong",
             CloseCode::TooManyConnections => "too many connections",
+            CloseCode::Disconnected => "disconnected",
         }
     }
 
     /// Whether a client should reconnect (with backoff) after this close.
     ///
     /// `false` for closes that would repeat on every retry without a change on the client's
-    /// side: a refused token (4001: a client fetches a fresh token once, then stops), a policy
+    /// side: a refused token (4001: a client fetches a fresh token once, then stops), a session
+    /// the operator ended (4006), a policy
     /// violation (1008), an unsupported or invalid frame (1003, 1007) and the normal closure
     /// that a client itself asked for (1000). Everything else (restarts, overload, slow
     /// consumer, expired token, lost heartbeat) is transient.
@@ -108,6 +114,7 @@ impl CloseCode {
             self,
             CloseCode::Normal
                 | CloseCode::Unauthorized
+                | CloseCode::Disconnected
                 | CloseCode::PolicyViolation
                 | CloseCode::UnsupportedData
                 | CloseCode::InvalidPayload
@@ -155,5 +162,7 @@ mod tests {
         assert!(CloseCode::SlowConsumer.is_reconnectable());
         assert!(CloseCode::code_is_reconnectable(1006));
         assert!(!CloseCode::code_is_reconnectable(1008));
+        assert!(!CloseCode::Disconnected.is_reconnectable());
+        assert_eq!(CloseCode::from_code(4006), Some(CloseCode::Disconnected));
     }
 }

@@ -19,11 +19,14 @@
 //! - [`client`]: client → server messages and the seed's exact parsing rules.
 //! - [`server`]: server → client events, replies and error replies.
 //! - [`close`]: WebSocket close codes and whether a client should reconnect after them.
+//! - [`handshake`]: where `GET /ws` takes the token (the `tidings.token.` subprotocol or
+//!   `?token=`).
 
 pub mod action;
 pub mod audience;
 pub mod client;
 pub mod close;
+pub mod handshake;
 pub mod position;
 pub mod server;
 pub mod topic;

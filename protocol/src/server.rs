@@ -338,6 +338,13 @@ pub enum WSReply {
     Unsubscribed {
         /// The topic unsubscribed from.
         topic: Topic,
+        /// Absent when the client asked for it. [`WSReply::REASON_FORBIDDEN`] when the server
+        /// ended the subscription by itself: a `refresh` token whose `topics` claim no longer
+        /// allows the topic (tidings addition; a seed client never refreshes, and reads the
+        /// reply as any `unsubscribed`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[cfg_attr(feature = "ts", ts(optional))]
+        reason: Option<String>,
     },
     /// Answer to `ping`.
     Pong,
@@ -407,6 +414,10 @@ impl WSReply {
     pub const PONG_JSON: &'static str = r#"{"action":"pong"}"#;
     /// [`WSReply::Refreshed`] as JSON text.
     pub const REFRESHED_JSON: &'static str = r#"{"action":"refreshed"}"#;
+    /// The `reason` of an `unsubscribed` the server sent by itself because the connection's
+    /// refreshed token no longer allows the topic (the same text as a refused subscribe's
+    /// [`WSError::FORBIDDEN`]).
+    pub const REASON_FORBIDDEN: &'static str = "Forbidden";
 }
 
 /// An error reply. The connection stays open after it.

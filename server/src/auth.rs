@@ -49,6 +49,9 @@ pub enum AuthError {
     /// the refetch bound allowed none yet).
     #[error("unknown signing key")]
     UnknownKey,
+    /// The token (its `jti`, or its user) was revoked with `POST /admin/revoke`.
+    #[error("token revoked")]
+    Revoked,
     /// The token is valid but lacks the scope the operation needs.
     #[error("token lacks the `{0}` scope")]
     MissingScope(&'static str),
@@ -81,6 +84,24 @@ pub struct Claims {
         deserialize_with = "lenient_topics"
     )]
     pub topics: Option<Vec<String>>,
+    /// The token's id, when it has one: what `POST /admin/revoke` can refuse by. A number is
+    /// read as its decimal text; any other type as no id (the token stays valid).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient_jti"
+    )]
+    pub jti: Option<String>,
+}
+
+/// Reads `jti` as a string (a number as its text); other types become `None`, so an odd
+/// `jti` never makes an otherwise valid token invalid.
+fn lenient_jti<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(match serde_json::Value::deserialize(d)? {
+        serde_json::Value::String(s) => Some(s),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    })
 }
 
 /// Reads `topics` as a list of strings or one string; other types become an empty list
@@ -139,13 +160,13 @@ pub(crate) struct Keys {
 
 impl Keys {
     pub(crate) fn new(config: &Config) -> Self {
-        let secret = config.jwt_secret.as_bytes();
+        let secret = config.auth.jwt_secret.expose().as_bytes();
         // `Validation::new` allows exactly the one algorithm given; `verify` replaces it by
         // the algorithm of the key it uses, so `none`, HS384 and the rest fail with
         // `InvalidAlgorithm`, and an HS256 token is never checked with a public key.
         let mut validation = Validation::new(Algorithm::HS256);
         let mut required = vec!["exp", "sub"];
-        validation.leeway = config.jwt_leeway.as_secs();
+        validation.leeway = config.auth.jwt_leeway.as_secs();
         validation.validate_exp = true;
         // `nbf` is optional, but a token that carries one is refused before that time.
         validation.validate_nbf = true;
@@ -286,6 +307,7 @@ impl Keys {
             exp,
             scope: scope.map(str::to_owned),
             topics: None,
+            jti: None,
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, encoding)
             .map_err(|e| AuthError::Mint(e.to_string()))

@@ -85,6 +85,7 @@ mod tests {
             exp: 1,
             scope: None,
             topics: topics.map(|t| t.into_iter().map(String::from).collect()),
+            jti: None,
         }
     }
 

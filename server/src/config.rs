@@ -19,6 +19,16 @@ const MIN_HEARTBEAT: Duration = Duration::from_millis(10);
 /// The longest heartbeat interval or timeout accepted (keeps deadline arithmetic in range).
 const MAX_HEARTBEAT: Duration = Duration::from_secs(24 * 3600);
 
+/// Default of [`Config::with_history_size`]: 1,000 events per topic.
+pub const DEFAULT_HISTORY_SIZE: usize = 1000;
+/// Default of [`Config::with_history_ttl`]: 5 minutes.
+pub const DEFAULT_HISTORY_TTL: Duration = Duration::from_secs(300);
+/// Default of [`Config::with_jwt_leeway`]: 30 seconds.
+pub const DEFAULT_JWT_LEEWAY: Duration = Duration::from_secs(30);
+/// Default of [`Config::with_max_history_fetches`]: 32 fetches at once per node.
+pub const DEFAULT_MAX_HISTORY_FETCHES: usize = 32;
+/// Default of [`Config::with_max_history_fetches_per_connection`]: 4 at once per connection.
+pub const DEFAULT_MAX_HISTORY_FETCHES_PER_CONNECTION: usize = 4;
 /// Default of [`Config::with_history_max_topic_bytes`]: 1 MiB per topic.
 pub const DEFAULT_HISTORY_MAX_TOPIC_BYTES: usize = 1024 * 1024;
 /// Default of [`Config::with_history_max_total_bytes`]: 256 MiB in all histories.
@@ -42,16 +52,21 @@ pub const DEFAULT_HANDSHAKE_RATE_PER_IP: u32 = 100;
 pub const DEFAULT_HANDSHAKE_BURST_PER_IP: u32 = 1000;
 
 /// Configuration of a [`Tidings`](crate::Tidings) instance.
-#[derive(Clone)]
+///
+/// Settings the hot paths read together are stored in groups (auth, heartbeat, rate, limits,
+/// history, buffers), built once by the `with_*` methods; `Debug` prints every setting except
+/// secrets ([`Secret`]: the JWT secret, the metrics token, the Redis URL).
+#[derive(Clone, Debug)]
 pub struct Config {
-    pub(crate) jwt_secret: String,
-    pub(crate) jwt_leeway: Duration,
-    pub(crate) outbound_queue_capacity: usize,
-    pub(crate) max_message_size: usize,
-    pub(crate) read_buffer_size: usize,
-    pub(crate) write_buffer_size: usize,
-    pub(crate) max_write_buffer_size: usize,
-    pub(crate) max_subscriptions_per_connection: usize,
+    // The groups the connection loop and the brokers read as they are (built once here, not
+    // per message).
+    pub(crate) auth: Auth,
+    pub(crate) heartbeat: Heartbeat,
+    pub(crate) rate: Rate,
+    pub(crate) limits: Limits,
+    pub(crate) history: HistoryLimits,
+    pub(crate) buffers: Buffers,
+    // Other settings.
     pub(crate) max_publish_body: usize,
     pub(crate) max_audience_users: usize,
     pub(crate) close_timeout: Duration,
@@ -59,23 +74,19 @@ pub struct Config {
     pub(crate) header_read_timeout: Duration,
     pub(crate) write_delay: Duration,
     pub(crate) tcp_keepalive: Option<Duration>,
-    pub(crate) message_rate: u32,
-    pub(crate) message_burst: u32,
-    pub(crate) max_rate_violations: u32,
-    pub(crate) rate_violation_window: Duration,
-    pub(crate) max_connections: usize,
-    pub(crate) max_connections_per_user: usize,
-    pub(crate) max_outbound_bytes: usize,
-    pub(crate) ping_interval: Duration,
-    pub(crate) pong_timeout: Duration,
-    pub(crate) topic_policy: Arc<dyn TopicPolicy>,
+    /// See [`Config::with_max_revocations`].
+    pub(crate) max_revocations: usize,
+    /// See [`Config::with_max_publish_batch`].
+    pub(crate) max_publish_batch: usize,
+    /// See [`Config::with_idempotency_ttl`].
+    pub(crate) idempotency_ttl: Duration,
+    /// See [`Config::with_max_idempotency_keys`].
+    pub(crate) max_idempotency_keys: usize,
+    /// See [`Config::with_max_idempotency_bytes`].
+    pub(crate) max_idempotency_bytes: usize,
+    pub(crate) topic_policy: Policy,
     pub(crate) allowed_origins: Option<Vec<String>>,
-    pub(crate) history_size: usize,
-    pub(crate) history_ttl: Duration,
-    pub(crate) redis_url: Option<String>,
-    pub(crate) history_max_topic_bytes: usize,
-    pub(crate) history_max_total_bytes: usize,
-    pub(crate) max_history_topics: usize,
+    pub(crate) redis_url: Option<Secret>,
     pub(crate) publish_rate: u32,
     pub(crate) publish_burst: u32,
     pub(crate) max_publishers: usize,
@@ -85,7 +96,7 @@ pub struct Config {
     pub(crate) inbound_byte_rate: u64,
     pub(crate) inbound_byte_burst: u64,
     pub(crate) publish_body_timeout: Duration,
-    pub(crate) metrics_token: Option<String>,
+    pub(crate) metrics_token: Option<Secret>,
     pub(crate) metrics_route: bool,
     // issue 14: identity-provider keys and per-IP limits
     pub(crate) jwks: Option<String>,
@@ -103,14 +114,40 @@ impl Config {
     /// default.
     pub fn new(jwt_secret: impl Into<String>) -> Self {
         Self {
-            jwt_secret: jwt_secret.into(),
-            jwt_leeway: Duration::from_secs(30),
-            outbound_queue_capacity: 1024,
-            max_message_size: 64 * 1024,
-            read_buffer_size: 256,
-            write_buffer_size: 4 * 1024,
-            max_write_buffer_size: 4 * 1024 * 1024,
-            max_subscriptions_per_connection: 1024,
+            auth: Auth {
+                jwt_secret: Secret(jwt_secret.into()),
+                jwt_leeway: DEFAULT_JWT_LEEWAY,
+            },
+            heartbeat: Heartbeat {
+                ping_interval: Duration::from_secs(25),
+                pong_timeout: Duration::from_secs(60),
+            },
+            rate: Rate {
+                per_second: f64::from(100),
+                burst: f64::from(1000),
+                max_violations: 100,
+                window: Duration::from_secs(10),
+            },
+            limits: Limits {
+                max_connections: 100_000,
+                max_connections_per_user: 100,
+                max_subscriptions_per_connection: 1024,
+            },
+            history: HistoryLimits {
+                size: DEFAULT_HISTORY_SIZE,
+                ttl: DEFAULT_HISTORY_TTL,
+                max_topic_bytes: DEFAULT_HISTORY_MAX_TOPIC_BYTES,
+                max_total_bytes: DEFAULT_HISTORY_MAX_TOTAL_BYTES,
+                max_topics: DEFAULT_MAX_HISTORY_TOPICS,
+            },
+            buffers: Buffers {
+                outbound_queue_capacity: 1024,
+                max_outbound_bytes: 1024 * 1024,
+                read_buffer_size: 256,
+                write_buffer_size: 4 * 1024,
+                max_write_buffer_size: 4 * 1024 * 1024,
+                max_message_size: 64 * 1024,
+            },
             max_publish_body: 256 * 1024,
             max_audience_users: 1000,
             close_timeout: Duration::from_secs(3),
@@ -118,28 +155,19 @@ impl Config {
             header_read_timeout: Duration::from_secs(15),
             write_delay: Duration::ZERO,
             tcp_keepalive: Some(Duration::from_secs(60)),
-            message_rate: 100,
-            message_burst: 1000,
-            max_rate_violations: 100,
-            rate_violation_window: Duration::from_secs(10),
-            max_connections: 100_000,
-            max_connections_per_user: 100,
-            max_outbound_bytes: 1024 * 1024,
-            ping_interval: Duration::from_secs(25),
-            pong_timeout: Duration::from_secs(60),
-            topic_policy: Arc::new(ClaimTopics),
+            max_revocations: 100_000,
+            max_publish_batch: 1000,
+            idempotency_ttl: Duration::from_secs(600),
+            max_idempotency_keys: 100_000,
+            max_idempotency_bytes: 64 * 1024 * 1024,
+            topic_policy: Policy(Arc::new(ClaimTopics)),
             allowed_origins: None,
-            history_size: 1000,
-            history_ttl: Duration::from_secs(300),
             redis_url: None,
-            history_max_topic_bytes: DEFAULT_HISTORY_MAX_TOPIC_BYTES,
-            history_max_total_bytes: DEFAULT_HISTORY_MAX_TOTAL_BYTES,
-            max_history_topics: DEFAULT_MAX_HISTORY_TOPICS,
             publish_rate: DEFAULT_PUBLISH_RATE,
             publish_burst: DEFAULT_PUBLISH_BURST,
             max_publishers: DEFAULT_MAX_PUBLISHERS,
-            max_history_fetches: 32,
-            max_history_fetches_per_connection: 4,
+            max_history_fetches: DEFAULT_MAX_HISTORY_FETCHES,
+            max_history_fetches_per_connection: DEFAULT_MAX_HISTORY_FETCHES_PER_CONNECTION,
             // issue 10: hardening
             inbound_byte_rate: 8 * 1024 * 1024,
             inbound_byte_burst: 8 * 1024 * 1024,
@@ -161,7 +189,7 @@ impl Config {
     /// Clock skew tolerated when checking a token's `exp`. Defaults to 30 seconds; values above
     /// [`MAX_JWT_LEEWAY`] (60 s) are clamped to it.
     pub fn with_jwt_leeway(mut self, leeway: Duration) -> Self {
-        self.jwt_leeway = leeway.min(MAX_JWT_LEEWAY);
+        self.auth.jwt_leeway = leeway.min(MAX_JWT_LEEWAY);
         self
     }
 
@@ -169,14 +197,14 @@ impl Config {
     /// A connection whose queue is full when an event or reply arrives is closed with 4003
     /// (slow consumer). Defaults to 1024 messages; values below 1 are raised to 1.
     pub fn with_outbound_queue_capacity(mut self, capacity: usize) -> Self {
-        self.outbound_queue_capacity = capacity.max(1);
+        self.buffers.outbound_queue_capacity = capacity.max(1);
         self
     }
 
     /// The largest WebSocket message (and frame) a client may send; a bigger one closes the
     /// connection with 1009. Defaults to 64 KiB.
     pub fn with_max_message_size(mut self, bytes: usize) -> Self {
-        self.max_message_size = bytes.max(1);
+        self.buffers.max_message_size = bytes.max(1);
         self
     }
 
@@ -184,14 +212,14 @@ impl Config {
     /// for every connection, so it dominates the memory of idle connections; client messages
     /// are tiny and a bigger message grows the buffer as needed. Defaults to 256 bytes.
     pub fn with_read_buffer_size(mut self, bytes: usize) -> Self {
-        self.read_buffer_size = bytes.max(64);
+        self.buffers.read_buffer_size = bytes.max(64);
         self
     }
 
     /// How many bytes of queued frames the writer gathers before it writes to the socket; a
     /// batch is always written when the queue runs empty. Defaults to 4 KiB.
     pub fn with_write_buffer_size(mut self, bytes: usize) -> Self {
-        self.write_buffer_size = bytes;
+        self.buffers.write_buffer_size = bytes;
         self
     }
 
@@ -199,14 +227,14 @@ impl Config {
     /// than this closes the connection. Defaults to 4 MiB (always kept above
     /// the write buffer size).
     pub fn with_max_write_buffer_size(mut self, bytes: usize) -> Self {
-        self.max_write_buffer_size = bytes;
+        self.buffers.max_write_buffer_size = bytes;
         self
     }
 
     /// How many topics one connection may be subscribed to at once; a subscribe beyond it gets
     /// an error reply (the connection stays open). Defaults to 1024.
     pub fn with_max_subscriptions_per_connection(mut self, max: usize) -> Self {
-        self.max_subscriptions_per_connection = max;
+        self.limits.max_subscriptions_per_connection = max;
         self
     }
 
@@ -271,7 +299,7 @@ impl Config {
     /// over the limit is dropped and answered with `{"error":"Rate limit exceeded"}`. Defaults to 100 per second; values
     /// below 1 are raised to 1.
     pub fn with_message_rate(mut self, per_second: u32) -> Self {
-        self.message_rate = per_second.max(1);
+        self.rate.per_second = f64::from(per_second.max(1));
         self
     }
 
@@ -280,7 +308,7 @@ impl Config {
     /// client resubscribing hundreds of topics after a reconnect passes. Defaults to 1000;
     /// values below 1 are raised to 1.
     pub fn with_message_burst(mut self, burst: u32) -> Self {
-        self.message_burst = burst.max(1);
+        self.rate.burst = f64::from(burst.max(1));
         self
     }
 
@@ -288,14 +316,14 @@ impl Config {
     /// [violation window](Config::with_rate_violation_window) close the connection with 1008
     /// (policy violation). Defaults to 100; values below 1 are raised to 1.
     pub fn with_max_rate_violations(mut self, violations: u32) -> Self {
-        self.max_rate_violations = violations.max(1);
+        self.rate.max_violations = violations.max(1);
         self
     }
 
     /// The window in which [rate-limit violations](Config::with_max_rate_violations) are
     /// counted. Defaults to 10 seconds.
     pub fn with_rate_violation_window(mut self, window: Duration) -> Self {
-        self.rate_violation_window = window;
+        self.rate.window = window;
         self
     }
 
@@ -304,7 +332,7 @@ impl Config {
     /// released as soon as a connection ends. Defaults to 100,000 (set it below the process's
     /// open-file limit); values below 1 are raised to 1.
     pub fn with_max_connections(mut self, max: usize) -> Self {
-        self.max_connections = max.max(1);
+        self.limits.max_connections = max.max(1);
         self
     }
 
@@ -312,7 +340,45 @@ impl Config {
     /// per browser tab. A connection beyond it completes the handshake and is then closed with
     /// 4005 "too many connections". Defaults to 100; values below 1 are raised to 1.
     pub fn with_max_connections_per_user(mut self, max: usize) -> Self {
-        self.max_connections_per_user = max.max(1);
+        self.limits.max_connections_per_user = max.max(1);
+        self
+    }
+
+    /// How many revocations (`POST /admin/revoke`: a token id or a user, each until a time)
+    /// the server keeps at once; an entry is dropped once its time has passed. A revocation
+    /// beyond it is refused with 507 while the others are still live (none lapses silently).
+    /// Defaults to 100,000 (about 10 MB with 64-byte ids); values below 1 are raised to 1.
+    pub fn with_max_revocations(mut self, max: usize) -> Self {
+        self.max_revocations = max.max(1);
+        self
+    }
+
+    /// Most events in one `POST /publish/batch` request (the body is still bounded by
+    /// [`Config::with_max_publish_body`]); more is refused with 422 and nothing is published.
+    /// Defaults to 1,000; values below 1 are raised to 1.
+    pub fn with_max_publish_batch(mut self, max: usize) -> Self {
+        self.max_publish_batch = max.max(1);
+        self
+    }
+
+    /// How long the answer to a publish with an `Idempotency-Key` is kept: a retry with the
+    /// same key within it is answered the same and publishes nothing. Defaults to 10 minutes.
+    pub fn with_idempotency_ttl(mut self, ttl: Duration) -> Self {
+        self.idempotency_ttl = ttl;
+        self
+    }
+
+    /// Most `Idempotency-Key`s held at once (all publishers together); beyond it the oldest
+    /// is forgotten early. Defaults to 100,000; values below 1 are raised to 1.
+    pub fn with_max_idempotency_keys(mut self, max: usize) -> Self {
+        self.max_idempotency_keys = max.max(1);
+        self
+    }
+
+    /// Most bytes of `Idempotency-Key`s and kept answers held at once (a batch's answer holds
+    /// one result per event); beyond it the oldest key is forgotten early. Defaults to 64 MiB.
+    pub fn with_max_idempotency_bytes(mut self, bytes: usize) -> Self {
+        self.max_idempotency_bytes = bytes;
         self
     }
 
@@ -322,7 +388,7 @@ impl Config {
     /// consumer, reconnectable) and leaves every topic; the broadcast never waits for it. A
     /// single message arriving at an empty queue is always taken. Defaults to 1 MiB.
     pub fn with_max_outbound_bytes(mut self, bytes: usize) -> Self {
-        self.max_outbound_bytes = bytes;
+        self.buffers.max_outbound_bytes = bytes;
         self
     }
 
@@ -330,7 +396,7 @@ impl Config {
     /// answer with a Pong on their own). Defaults to 25 seconds; clamped to between 10 ms and
     /// one day.
     pub fn with_ping_interval(mut self, interval: Duration) -> Self {
-        self.ping_interval = interval.clamp(MIN_HEARTBEAT, MAX_HEARTBEAT);
+        self.heartbeat.ping_interval = interval.clamp(MIN_HEARTBEAT, MAX_HEARTBEAT);
         self
     }
 
@@ -339,7 +405,7 @@ impl Config {
     /// [ping interval](Config::with_ping_interval). Defaults to 60 seconds; clamped to between
     /// 10 ms and one day.
     pub fn with_pong_timeout(mut self, timeout: Duration) -> Self {
-        self.pong_timeout = timeout.clamp(MIN_HEARTBEAT, MAX_HEARTBEAT);
+        self.heartbeat.pong_timeout = timeout.clamp(MIN_HEARTBEAT, MAX_HEARTBEAT);
         self
     }
 
@@ -348,7 +414,7 @@ impl Config {
     /// `topics` claim lists the allowed patterns, and a token without it may subscribe to
     /// anything.
     pub fn with_topic_policy(mut self, policy: impl TopicPolicy) -> Self {
-        self.topic_policy = Arc::new(policy);
+        self.topic_policy = Policy(Arc::new(policy));
         self
     }
 
@@ -375,7 +441,7 @@ impl Config {
     /// from them); 0 disables history, so every recovery fails. The history holds the same
     /// shared bytes as the broadcast, not a copy. Defaults to 1000 events.
     pub fn with_history_size(mut self, events: usize) -> Self {
-        self.history_size = events;
+        self.history.size = events;
         self
     }
 
@@ -383,7 +449,7 @@ impl Config {
     /// subscribers and with no event younger than this is forgotten (its next event starts
     /// a new epoch). With Redis it is also the TTL of the topic's keys. Defaults to 5 minutes.
     pub fn with_history_ttl(mut self, ttl: Duration) -> Self {
-        self.history_ttl = ttl.max(Duration::from_millis(1));
+        self.history.ttl = ttl.max(Duration::from_millis(1));
         self
     }
 
@@ -393,7 +459,7 @@ impl Config {
     /// invalid URL makes every publish fail (check it with
     /// [`broker::check_redis_url`](crate::broker::check_redis_url)).
     pub fn with_redis_url(mut self, url: Option<String>) -> Self {
-        self.redis_url = url;
+        self.redis_url = url.map(Secret);
         self
     }
 
@@ -404,7 +470,7 @@ impl Config {
     /// ([`Config::with_max_outbound_bytes`]) is answered `recovered: false` anyway. Defaults to
     /// 1 MiB ([`DEFAULT_HISTORY_MAX_TOPIC_BYTES`]).
     pub fn with_history_max_topic_bytes(mut self, bytes: usize) -> Self {
-        self.history_max_topic_bytes = bytes;
+        self.history.max_topic_bytes = bytes;
         self
     }
 
@@ -415,7 +481,7 @@ impl Config {
     /// still delivered live; a later recovery across it answers `recovered: false`). Defaults
     /// to 256 MiB ([`DEFAULT_HISTORY_MAX_TOTAL_BYTES`]).
     pub fn with_history_max_total_bytes(mut self, bytes: usize) -> Self {
-        self.history_max_total_bytes = bytes;
+        self.history.max_total_bytes = bytes;
         self
     }
 
@@ -425,7 +491,7 @@ impl Config {
     /// to millions of distinct topics cannot grow memory. Defaults to 100,000
     /// ([`DEFAULT_MAX_HISTORY_TOPICS`]).
     pub fn with_max_history_topics(mut self, topics: usize) -> Self {
-        self.max_history_topics = topics;
+        self.history.max_topics = topics;
         self
     }
 
@@ -470,32 +536,32 @@ impl Config {
 
     /// The per-topic history size in effect.
     pub fn history_size(&self) -> usize {
-        self.history_size
+        self.history.size
     }
 
     /// The history max age in effect.
     pub fn history_ttl(&self) -> Duration {
-        self.history_ttl
+        self.history.ttl
     }
 
     /// The JWT clock leeway in effect.
     pub fn jwt_leeway(&self) -> Duration {
-        self.jwt_leeway
+        self.auth.jwt_leeway
     }
 
     /// The per-connection outbound queue capacity in effect.
     pub fn outbound_queue_capacity(&self) -> usize {
-        self.outbound_queue_capacity
+        self.buffers.outbound_queue_capacity
     }
 
     /// The maximum inbound WebSocket message size in effect.
     pub fn max_message_size(&self) -> usize {
-        self.max_message_size
+        self.buffers.max_message_size
     }
 
     /// The maximum number of subscriptions per connection in effect.
     pub fn max_subscriptions_per_connection(&self) -> usize {
-        self.max_subscriptions_per_connection
+        self.limits.max_subscriptions_per_connection
     }
 
     /// The maximum `POST /publish` body size in effect.
@@ -550,7 +616,7 @@ impl Config {
     /// A bearer token that `GET /metrics` requires (`Authorization: Bearer <token>`; 401
     /// otherwise). Defaults to `None`: the metrics are served to anyone who can reach them.
     pub fn with_metrics_token(mut self, token: Option<String>) -> Self {
-        self.metrics_token = token.filter(|t| !t.is_empty());
+        self.metrics_token = token.filter(|t| !t.is_empty()).map(Secret);
         self
     }
 
@@ -638,22 +704,22 @@ impl Config {
     /// binary calls it after raising the soft limit to the hard one.
     pub fn with_max_connections_from_open_file_limit(mut self) -> Self {
         match crate::ip::connection_cap_from_open_file_limit() {
-            Some((limit, cap)) if cap < self.max_connections => {
+            Some((limit, cap)) if cap < self.limits.max_connections => {
                 tracing::warn!(
                     open_file_limit = limit,
-                    configured = self.max_connections,
+                    configured = self.limits.max_connections,
                     max_connections = cap,
                     "max connections lowered to {cap}: the open-file limit is {limit} \
                      (raise it with `ulimit -n` or LimitNOFILE=)"
                 );
-                self.max_connections = cap;
+                self.limits.max_connections = cap;
             }
             Some((limit, cap)) => tracing::info!(
                 open_file_limit = limit,
-                max_connections = self.max_connections,
+                max_connections = self.limits.max_connections,
                 fd_cap = cap,
                 "max connections {} fit the open-file limit {limit}",
-                self.max_connections
+                self.limits.max_connections
             ),
             None => tracing::warn!("cannot read the open-file limit"),
         }
@@ -663,107 +729,143 @@ impl Config {
     /// The most WebSocket connections in total (after
     /// [`Config::with_max_connections_from_open_file_limit`]).
     pub fn max_connections(&self) -> usize {
-        self.max_connections
+        self.limits.max_connections
     }
 }
 
 impl Config {
-    pub(crate) fn rate_settings(&self) -> crate::rate::RateSettings {
-        crate::rate::RateSettings {
-            per_second: f64::from(self.message_rate),
-            burst: f64::from(self.message_burst),
-            max_violations: self.max_rate_violations,
-            window: self.rate_violation_window,
-        }
+    /// The per-connection message rate limit, as the connection loop reads it.
+    pub(crate) fn rate_settings(&self) -> &Rate {
+        &self.rate
     }
-}
 
-impl Config {
     pub(crate) fn inbound_byte_settings(&self) -> crate::inbound::ByteBudgetSettings {
         crate::inbound::ByteBudgetSettings {
             per_second: self.inbound_byte_rate as f64,
             burst: self.inbound_byte_burst as f64,
-            window: self.rate_violation_window,
-            max_throttled: self.rate_violation_window / 2,
+            window: self.rate.window,
+            max_throttled: self.rate.window / 2,
         }
+    }
+
+    /// Ping interval and pong timeout, as the connection loop reads them.
+    pub(crate) fn heartbeat_settings(&self) -> &Heartbeat {
+        &self.heartbeat
     }
 }
 
-impl Config {
-    pub(crate) fn heartbeat_settings(&self) -> crate::heartbeat::HeartbeatSettings {
-        crate::heartbeat::HeartbeatSettings {
-            ping_interval: self.ping_interval,
-            pong_timeout: self.pong_timeout,
-        }
+/// A secret setting (the JWT secret, the metrics token, a Redis URL that may carry a
+/// password): usable by the server, printed as `<redacted>` by `Debug`, so a logged `Config`
+/// never leaks it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret itself.
+    pub fn expose(&self) -> &str {
+        &self.0
     }
 }
 
-// The secret must never reach a log line, so Debug is written by hand.
-impl fmt::Debug for Config {
+impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Config")
-            .field("jwt_secret", &"<redacted>")
-            .field("jwt_leeway", &self.jwt_leeway)
-            .field("outbound_queue_capacity", &self.outbound_queue_capacity)
-            .field("max_message_size", &self.max_message_size)
-            .field("read_buffer_size", &self.read_buffer_size)
-            .field("write_buffer_size", &self.write_buffer_size)
-            .field("max_write_buffer_size", &self.max_write_buffer_size)
-            .field(
-                "max_subscriptions_per_connection",
-                &self.max_subscriptions_per_connection,
-            )
-            .field("max_publish_body", &self.max_publish_body)
-            .field("max_audience_users", &self.max_audience_users)
-            .field("close_timeout", &self.close_timeout)
-            .field("drain_timeout", &self.drain_timeout)
-            .field("header_read_timeout", &self.header_read_timeout)
-            .field("write_delay", &self.write_delay)
-            .field("tcp_keepalive", &self.tcp_keepalive)
-            .field("message_rate", &self.message_rate)
-            .field("message_burst", &self.message_burst)
-            .field("max_rate_violations", &self.max_rate_violations)
-            .field("rate_violation_window", &self.rate_violation_window)
-            .field("max_connections", &self.max_connections)
-            .field("max_connections_per_user", &self.max_connections_per_user)
-            .field("max_outbound_bytes", &self.max_outbound_bytes)
-            .field("ping_interval", &self.ping_interval)
-            .field("pong_timeout", &self.pong_timeout)
-            .field("topic_policy", &"<policy>")
-            .field("allowed_origins", &self.allowed_origins)
-            .field("history_size", &self.history_size)
-            .field("history_ttl", &self.history_ttl)
-            .field("history_max_topic_bytes", &self.history_max_topic_bytes)
-            .field("history_max_total_bytes", &self.history_max_total_bytes)
-            .field("max_history_topics", &self.max_history_topics)
-            .field("publish_rate", &self.publish_rate)
-            .field("publish_burst", &self.publish_burst)
-            .field("max_publishers", &self.max_publishers)
-            // The URL may carry a password.
-            .field("redis", &self.redis_url.as_ref().map(|_| "<set>"))
-            .field("max_history_fetches", &self.max_history_fetches)
-            .field(
-                "max_history_fetches_per_connection",
-                &self.max_history_fetches_per_connection,
-            )
-            // issue 10: hardening
-            .field("inbound_byte_rate", &self.inbound_byte_rate)
-            .field("inbound_byte_burst", &self.inbound_byte_burst)
-            .field("publish_body_timeout", &self.publish_body_timeout)
-            .field(
-                "metrics_token",
-                &self.metrics_token.as_ref().map(|_| "<redacted>"),
-            )
-            .field("metrics_route", &self.metrics_route)
-            .field("jwks", &self.jwks)
-            .field("jwks_refetch_interval", &self.jwks_refetch_interval)
-            .field("jwt_audience", &self.jwt_audience)
-            .field("jwt_issuer", &self.jwt_issuer)
-            .field("max_connections_per_ip", &self.max_connections_per_ip)
-            .field("handshake_rate_per_ip", &self.handshake_rate_per_ip)
-            .field("handshake_burst_per_ip", &self.handshake_burst_per_ip)
-            .field("trusted_proxies", &self.trusted_proxies)
-            .finish()
+        f.write_str("<redacted>")
+    }
+}
+
+/// Token checking: the HS256 secret and the clock leeway
+/// ([`Config::new`], [`Config::with_jwt_leeway`]).
+#[derive(Debug, Clone)]
+pub(crate) struct Auth {
+    pub(crate) jwt_secret: Secret,
+    pub(crate) jwt_leeway: Duration,
+}
+
+/// Pings and deadlines ([`Config::with_ping_interval`], [`Config::with_pong_timeout`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Heartbeat {
+    pub(crate) ping_interval: Duration,
+    pub(crate) pong_timeout: Duration,
+}
+
+/// The per-connection inbound message rate limit ([`Config::with_message_rate`],
+/// [`Config::with_message_burst`], [`Config::with_max_rate_violations`],
+/// [`Config::with_rate_violation_window`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Rate {
+    /// Tokens added per second.
+    pub(crate) per_second: f64,
+    /// Most tokens the bucket holds (and holds at the start).
+    pub(crate) burst: f64,
+    /// Violations within `window` that close the connection.
+    pub(crate) max_violations: u32,
+    /// The window violations are counted in.
+    pub(crate) window: Duration,
+}
+
+/// Connection counts ([`Config::with_max_connections`],
+/// [`Config::with_max_connections_per_user`],
+/// [`Config::with_max_subscriptions_per_connection`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    pub(crate) max_connections: usize,
+    pub(crate) max_connections_per_user: usize,
+    pub(crate) max_subscriptions_per_connection: usize,
+}
+
+/// Bounds of the in-memory history (the `Config::with_history_*` settings and
+/// [`Config::with_max_history_topics`]); the Redis broker applies `size` and `ttl`.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct HistoryLimits {
+    /// Most events one topic keeps.
+    pub size: usize,
+    /// How long an event is kept.
+    pub ttl: Duration,
+    /// Most bytes of event text one topic keeps.
+    pub max_topic_bytes: usize,
+    /// Most bytes of event text all topics keep together.
+    pub max_total_bytes: usize,
+    /// Most topics holding history at once.
+    pub max_topics: usize,
+}
+
+impl HistoryLimits {
+    /// The limits configured in `config`.
+    pub fn from_config(config: &Config) -> Self {
+        config.history
+    }
+}
+
+/// Per-connection buffers and queues ([`Config::with_outbound_queue_capacity`],
+/// [`Config::with_max_outbound_bytes`], [`Config::with_read_buffer_size`],
+/// [`Config::with_write_buffer_size`], [`Config::with_max_write_buffer_size`],
+/// [`Config::with_max_message_size`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Buffers {
+    pub(crate) outbound_queue_capacity: usize,
+    pub(crate) max_outbound_bytes: usize,
+    pub(crate) read_buffer_size: usize,
+    pub(crate) write_buffer_size: usize,
+    pub(crate) max_write_buffer_size: usize,
+    pub(crate) max_message_size: usize,
+}
+
+/// The topic policy, shown as `<policy>` by `Debug`.
+#[derive(Clone)]
+pub(crate) struct Policy(Arc<dyn TopicPolicy>);
+
+impl std::ops::Deref for Policy {
+    type Target = dyn TopicPolicy;
+
+    fn deref(&self) -> &Self::Target {
+        &*self.0
+    }
+}
+
+impl fmt::Debug for Policy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<policy>")
     }
 }
 
@@ -785,5 +887,31 @@ mod tests {
         );
         assert!(!text.contains("hunter2"));
         assert!(!text.contains("scrape-me"));
+        let text = format!(
+            "{:?}",
+            Config::new("s").with_redis_url(Some("redis://:pw-in-url@10.0.0.1".into()))
+        );
+        assert!(!text.contains("pw-in-url"), "{text}");
+        // Everything else is shown, in its group.
+        assert!(
+            text.contains("heartbeat: Heartbeat { ping_interval: 25s"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn builders_fill_the_groups_the_connection_loop_reads() {
+        let c = Config::new("s")
+            .with_message_rate(7)
+            .with_message_burst(9)
+            .with_ping_interval(Duration::from_secs(3))
+            .with_history_size(5);
+        assert_eq!(
+            (c.rate_settings().per_second, c.rate_settings().burst),
+            (7.0, 9.0)
+        );
+        assert_eq!(c.heartbeat_settings().ping_interval, Duration::from_secs(3));
+        assert_eq!(HistoryLimits::from_config(&c).size, 5);
+        assert_eq!(c.history_size(), 5);
     }
 }

@@ -21,7 +21,7 @@ use std::time::Duration;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use bytes::Bytes;
 use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt as _, SinkExt, StreamExt};
 use tidings_protocol::{ClientMessage, CloseCode, StreamPosition, Topic, WSError, WSReply};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep_until, timeout};
@@ -116,8 +116,8 @@ pub(crate) fn start(
         connection_id: connection_id.map(String::into_boxed_str),
     };
     let outbox = Arc::new(
-        Outbox::new(config.outbound_queue_capacity)
-            .with_max_bytes(config.max_outbound_bytes)
+        Outbox::new(config.buffers.outbound_queue_capacity)
+            .with_max_bytes(config.buffers.max_outbound_bytes)
             .with_peer(peer),
     );
     let hub = tidings.hub().clone();
@@ -129,29 +129,37 @@ pub(crate) fn start(
     let span = tracing::debug_span!("conn", conn_id = id, user = %Escaped(&claims.sub));
     let writer =
         tokio::spawn(write_loop(sink, outbox.clone(), tidings.clone()).instrument(span.clone()));
+    // Findable by user and token id (`POST /admin/…`) until the reader loop ends.
+    let session = tidings.sessions().register(&claims, outbox.clone());
     let conn = Connection {
         id,
         hub,
         outbox,
         topics: Vec::new(),
-        max_subscriptions: config.max_subscriptions_per_connection,
-        rate: RateLimiter::new(&config.rate_settings(), Instant::now()),
+        max_subscriptions: config.limits.max_subscriptions_per_connection,
+        rate: RateLimiter::new(config.rate_settings(), Instant::now()),
         heartbeat: Heartbeat::new(
-            &config.heartbeat_settings(),
+            config.heartbeat_settings(),
             Instant::now(),
             claims.exp,
-            config.jwt_leeway,
+            config.auth.jwt_leeway,
         ),
         claims: Box::new(claims),
         tidings: tidings.clone(),
         fetches: None,
     };
-    run(conn, stream, writer, config.close_timeout).instrument(span)
+    // Boxed: an `async fn` keeps its arguments twice in its future (as passed and as moved
+    // into its body), so the connection's state by value would take two slots for its whole
+    // life; boxed, both are a pointer. The session (findable by `POST /admin/…`) ends with
+    // the reader loop; `map`, not an `async` block, which would hold the future twice.
+    run(Box::new(conn), stream, writer, config.close_timeout)
+        .map(move |()| drop(session))
+        .instrument(span)
 }
 
 /// The reader loop of a connection, until it ends.
 async fn run(
-    mut conn: Connection,
+    mut conn: Box<Connection>,
     mut stream: Stream,
     mut writer: JoinHandle<()>,
     close_timeout: Duration,
@@ -283,12 +291,12 @@ impl Connection {
 
     fn next_deadline(&self) -> Instant {
         let settings = self.tidings.config().heartbeat_settings();
-        self.heartbeat.deadline(&settings)
+        self.heartbeat.deadline(settings)
     }
 
     fn on_deadline(&mut self) -> Due {
         let settings = self.tidings.config().heartbeat_settings();
-        self.heartbeat.on_deadline(&settings, Instant::now())
+        self.heartbeat.on_deadline(settings, Instant::now())
     }
 
     /// Applies the rate limit to one inbound message: whether to handle it.
@@ -296,7 +304,7 @@ impl Connection {
         self.hub.metrics().message_in();
         match self
             .rate
-            .check(&self.tidings.config().rate_settings(), Instant::now())
+            .check(self.tidings.config().rate_settings(), Instant::now())
         {
             Verdict::Allow => true,
             Verdict::Drop => {
@@ -317,7 +325,7 @@ impl Connection {
     fn admit_control(&mut self) {
         let verdict = self
             .rate
-            .check(&self.tidings.config().rate_settings(), Instant::now());
+            .check(self.tidings.config().rate_settings(), Instant::now());
         match verdict {
             Verdict::Allow => {}
             Verdict::Drop => self.hub.metrics().rate_limited(),
@@ -340,7 +348,10 @@ impl Connection {
                     self.topics.swap_remove(i);
                     self.hub.unsubscribe(topic.as_str(), self.id);
                 }
-                self.reply(&WSReply::Unsubscribed { topic });
+                self.reply(&WSReply::Unsubscribed {
+                    topic,
+                    reason: None,
+                });
             }
             Ok(Some(ClientMessage::Ping)) => {
                 self.push(Utf8Bytes::from_static(WSReply::PONG_JSON));
@@ -357,6 +368,11 @@ impl Connection {
     /// run on the old token: the client has to notice and get a new one.
     fn refresh(&mut self, token: &str) {
         let claims = match self.tidings.verify_token(token) {
+            Ok(claims) if self.tidings.is_revoked(&claims) => {
+                tracing::debug!(conn = self.id, "refresh refused: revoked token");
+                self.outbox.close(CloseCode::Unauthorized);
+                return;
+            }
             Ok(claims) if claims.sub == self.claims.sub => claims,
             Ok(_) => {
                 tracing::debug!(conn = self.id, "refresh refused: another user's token");
@@ -370,12 +386,32 @@ impl Connection {
                 return;
             }
         };
-        let leeway = self.tidings.config().jwt_leeway;
+        let leeway = self.tidings.config().auth.jwt_leeway;
         self.heartbeat
             .set_token_exp(Instant::now(), claims.exp, leeway);
-        // Subscriptions made so far stay; later subscribes are decided on the new claims.
         *self.claims = claims;
+        self.drop_forbidden_topics();
         self.push(Utf8Bytes::from_static(WSReply::REFRESHED_JSON));
+    }
+
+    /// After a refresh: ends every subscription the new claims no longer allow (a narrowed
+    /// `topics` claim), each with an `unsubscribed` whose `reason` is `Forbidden`, queued
+    /// before the `refreshed` reply so that a client reading `refreshed` knows its final set.
+    fn drop_forbidden_topics(&mut self) {
+        let policy = &self.tidings.config().topic_policy;
+        let mut i = 0;
+        while i < self.topics.len() {
+            if policy.allow_subscribe(&self.claims, &self.topics[i]) {
+                i += 1;
+                continue;
+            }
+            let topic = self.topics.swap_remove(i);
+            self.hub.unsubscribe(topic.as_str(), self.id);
+            self.reply(&WSReply::Unsubscribed {
+                topic,
+                reason: Some(WSReply::REASON_FORBIDDEN.to_owned()),
+            });
+        }
     }
 
     /// `position`: the client asked for the topic's position in the ack (a seed client never
@@ -393,8 +429,9 @@ impl Connection {
             // from elsewhere cannot be checked against what was delivered; the client
             // refetches rather than risk a gap. (The position, in memory, is the current
             // one: what the refetch will reflect at least.)
-            let at = (position && self.hub.external_broker().is_none())
-                .then(|| self.hub.read_position(topic.as_str()));
+            let at = position
+                .then(|| self.hub.memory_position(topic.as_str()))
+                .flatten();
             self.reply(&WSReply::subscribed_at(topic, since.map(|_| false), at));
             return;
         }
@@ -493,8 +530,10 @@ impl Connection {
                     return;
                 }
                 let outstanding = Outstanding(slots);
-                let bound =
-                    ReplayBound::for_outbox(self.outbox.capacity(), config.max_outbound_bytes);
+                let bound = ReplayBound::for_outbox(
+                    self.outbox.capacity(),
+                    config.buffers.max_outbound_bytes,
+                );
                 let broker = broker.clone();
                 let hub = self.hub.clone();
                 let id = self.id;
@@ -524,7 +563,7 @@ impl Connection {
                             }
                         }
                     };
-                    hub.finish_pending(&topic, id, ticket, Some(&since), recovery, ack);
+                    hub.finish_pending(&topic, id, ticket, Some(&since), recovery, None, ack);
                 });
             }
         }
@@ -557,7 +596,7 @@ impl Connection {
         };
         if broker.following() && !position {
             // Every follow asked for, this topic's included, is in effect.
-            hub.finish_pending(&topic, id, ticket, None, nothing_missed, ack);
+            hub.finish_pending(&topic, id, ticket, None, nothing_missed, None, ack);
             return;
         }
         let outbox = self.outbox.clone();
@@ -578,7 +617,7 @@ impl Connection {
             } else {
                 None
             };
-            hub.finish_pending(&topic, id, ticket, at.as_ref(), nothing_missed, ack);
+            hub.finish_pending(&topic, id, ticket, at.as_ref(), nothing_missed, None, ack);
         });
     }
 

@@ -36,12 +36,8 @@ pub(crate) enum Due {
     TokenExpired,
 }
 
-/// The heartbeat settings (from [`Config`](crate::Config)).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct HeartbeatSettings {
-    pub(crate) ping_interval: Duration,
-    pub(crate) pong_timeout: Duration,
-}
+/// The heartbeat settings: the config's heartbeat group, read as it is.
+pub(crate) use crate::config::Heartbeat as HeartbeatSettings;
 
 /// One connection's deadlines (see the module docs).
 #[derive(Debug)]

@@ -1,38 +1,41 @@
-//! The hub: which connections are subscribed to which topic, each topic's stream position and
-//! (with the in-memory broker) its recent history, and the broadcast itself.
+//! The hub: which connections of this node are subscribed to which topic, and the fan-out to
+//! them. Numbering, history and recovery belong to the broker ([`crate::broker`]); the hub
+//! keeps only, per topic, the position it last delivered.
 //!
 //! Topics are spread over [`SHARDS`] independently locked maps (by a hash of the topic name),
-//! so subscribing on one topic never waits for a broadcast on another. A broadcast serializes
-//! the event once into a shared [`Utf8Bytes`], takes its shard's read lock, and pushes a
-//! clone of those bytes (a reference-count increment) into each subscriber's
-//! outbound queue without ever waiting for a socket. A subscriber whose queue is full or closed is
-//! dead: it is counted out and removed from the topic right after the broadcast, and its
-//! connection closes (4003 for a full queue).
+//! so subscribing on one topic never waits for a broadcast on another. A broker hands every
+//! event in through one path, `Hub::deliver_to` (its [`Deliver`] side, with the event's
+//! audience), as one serialized [`Utf8Bytes`]: the hub takes its shard's read lock and pushes
+//! a clone of those bytes (a reference-count increment) into each subscriber's outbound queue
+//! without ever waiting for a socket. A subscriber whose queue is full or closed is dead: it
+//! is counted out and removed from the topic right after the broadcast, and its connection
+//! closes (4003 for a full queue).
 //!
-//! Recovery: every event gets the next `seq` of its topic and the topic stream's `epoch`,
-//! spliced into the JSON text once (see [`with_position`]). With the in-memory broker the hub
-//! itself is the history: the same shared bytes go into a bounded per-topic ring (last
-//! [`Config::with_history_size`](crate::Config::with_history_size) events, none older than
-//! [`Config::with_history_ttl`](crate::Config::with_history_ttl)). With an external broker
-//! (Redis) the history lives there. Either way a subscribe with `since` takes one path: the
-//! subscriber is parked as *pending* (live events are held back for it), the history is read
-//! (at once in memory, fetched from Redis), then the replay and the held events are merged by
-//! `seq`, so a concurrent publish reaches it once, never twice, never not at all.
+//! Each event comes with its [`Audience`]: a subscriber it leaves out gets a `skipped` frame
+//! (if it tracks positions) or nothing, and is not counted as delivered, live, held or
+//! replayed alike (see [`crate::audience`]). An event for everyone takes no per-subscriber
+//! check: every subscriber gets the same shared bytes.
+//!
+//! Recovery takes one path for every broker: the subscriber is parked as *pending* (live
+//! events are held back for it), the broker's history is read (at once in memory, fetched from
+//! Redis), then the replay and the held events are merged by `seq`
+//! (`Hub::subscribe_pending`, `Hub::finish_pending`), so a concurrent publish reaches it
+//! once, never twice, never not at all.
 //!
 //! The hub holds no global state: it is a cheap `Clone` handle that travels in the app's state
 //! (inside [`Tidings`](crate::Tidings)).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher, RandomState};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::extract::ws::Utf8Bytes;
 use tidings_protocol::{StreamPosition, Topic, WSEvent};
 
 use crate::audience::{Audience, Skipped};
-use crate::broker::{Broker, Deliver, Delivered, HistoryLimits, Recovery, new_epoch};
+use crate::broker::{Broker, Deliver, Delivered, MemoryBroker, Recovery, base_text};
 use crate::metrics::Metrics;
 use crate::outbox::Outbox;
 
@@ -42,10 +45,6 @@ pub const SHARDS: usize = 64;
 /// Identifies one connection inside the hub.
 pub(crate) type ConnId = u64;
 
-/// How often (at most) a shard is swept for topics whose history has expired and that have
-/// no subscriber left.
-const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
-
 /// Connection ids are handed out by the server (a counter), never chosen by a client, so a
 /// fixed-key hasher is safe here; it makes each of a topic's two maps 16 bytes smaller than
 /// with a per-map random seed (one topic per user is the common case, see [`TopicState`]).
@@ -53,19 +52,20 @@ type ConnHasher = BuildHasherDefault<DefaultHasher>;
 type Subscribers = HashMap<ConnId, Arc<Outbox>, ConnHasher>;
 type Shard = RwLock<HashMap<Topic, TopicState>>;
 
-/// One topic: its live subscribers, the ones waiting for a history fetch, and its stream.
+/// One topic: its live subscribers, the ones waiting for a history fetch, and the position
+/// this node last delivered.
 ///
-/// A topic costs what it holds: the stream (epoch, position, history ring) is allocated when
-/// the topic's first event arrives and freed with the entry, so a topic followed by one
-/// subscriber that never sees an event costs this entry plus a one-subscriber map (a few
-/// hundred bytes), which is what one topic per connection (a per-user topic) multiplies.
+/// A topic costs what it holds: the position is allocated with the first event delivered
+/// here, so a topic followed by one subscriber that never sees an event costs this entry
+/// plus a one-subscriber map (a few hundred bytes), which is what one topic per connection (a
+/// per-user topic) multiplies. The entry goes with its last subscriber.
 struct TopicState {
     subscribers: Subscribers,
     /// Recovering subscribers: live events are held back for them until their replay.
     pending: HashMap<ConnId, Pending, ConnHasher>,
-    /// Held while an event of this topic is numbered and queued, so that every subscriber
-    /// sees the events in `seq` order. `None` until the topic's first event.
-    stream: Mutex<Option<Box<Stream>>>,
+    /// Held while an event of this topic is queued, so that every subscriber sees the events
+    /// in `seq` order. `None` until the first event delivered here.
+    position: Mutex<Option<Box<Position>>>,
 }
 
 struct Pending {
@@ -80,25 +80,12 @@ struct Pending {
     floor: Option<u64>,
 }
 
-/// A topic's stream position and (in-memory broker) its recent events.
-///
-/// Invariant: `history` is contiguous and ends at `last_seq`, or is empty. An event that cannot
-/// be recorded empties it, so a recovery never replays around a hole.
-struct Stream {
+/// The last event of a topic delivered here.
+struct Position {
+    /// The stream it belongs to.
     epoch: Arc<str>,
-    /// The `seq` of the last event (0: none yet).
+    /// Its `seq` (0: forgotten, the next event is taken as the first).
     last_seq: u64,
-    history: VecDeque<Entry>,
-    /// What `history` is charged against the byte bounds (see [`cost`]).
-    bytes: usize,
-}
-
-struct Entry {
-    seq: u64,
-    at: Instant,
-    text: Utf8Bytes,
-    /// Who the event is for: a replay honours it as the live delivery did.
-    audience: Audience,
 }
 
 /// One numbered event on its way to a topic's subscribers, with what a subscriber left out
@@ -138,18 +125,16 @@ impl<'a> Outgoing<'a> {
     }
 }
 
-/// Counters kept as the maps change, so that reading them (every `/metrics` scrape, every
-/// history bound check) costs the same with ten topics or a million.
+/// Counters kept as the maps change, so that reading them (every `/metrics` scrape) costs the
+/// same with ten topics or a million.
 #[derive(Debug, Default)]
 struct Totals {
     /// Entries in the topic maps.
     topics: AtomicUsize,
+    /// Entries that have no position yet (no event delivered here).
+    unnumbered: AtomicUsize,
     /// (connection, topic) pairs, live or pending.
     subscriptions: AtomicUsize,
-    /// Bytes of event text in all histories.
-    history_bytes: AtomicUsize,
-    /// Topics whose history is not empty.
-    history_topics: AtomicUsize,
 }
 
 /// Topic → subscribed connections, and the broadcast (see the module docs).
@@ -164,236 +149,92 @@ struct Inner {
     next_id: AtomicU64,
     /// The server's counters (the hub is the one part every path reaches).
     metrics: Metrics,
-    limits: HistoryLimits,
     totals: Totals,
-    /// `None`: the in-memory broker (this hub numbers events and keeps their history).
-    /// `Some`: events go through an external broker and come back through [`Hub::deliver_to`].
-    external: Option<Arc<dyn Broker>>,
-    /// The epoch of in-memory topics that have had no event (see [`QuietEpoch`]).
-    quiet: QuietEpoch,
-}
-
-/// The epoch a position of an in-memory topic without events is given (`seq` 0), and a new
-/// topic's stream starts in, so that a client that learnt "no event yet" recovers across a
-/// reconnect without a refetch (`since` `{0, quiet}`).
-///
-/// It must change whenever a topic with events is forgotten (dropped when unused, after its
-/// history expired): that topic starts over at `seq` 1 without a stream, and a client holding
-/// the old quiet position of it would otherwise be told it missed nothing. One counter for the
-/// whole hub (bumped under the dropped topic's shard lock, read under the reader's): coarse
-/// but safe, a bump costs one refetch per quiet topic on the next reconnect, never a lost
-/// event. A restarted process has another `boot`.
-struct QuietEpoch {
-    boot: String,
-    generation: AtomicU64,
-}
-
-impl Inner {
-    /// Whether `since` is the position of an in-memory topic that has had no event (nothing
-    /// to replay).
-    fn is_quiet(&self, since: &StreamPosition) -> bool {
-        self.external.is_none() && since.seq == 0 && since.epoch == self.quiet.current()
-    }
-}
-
-impl QuietEpoch {
-    fn current(&self) -> String {
-        format!(
-            "{}-{:x}",
-            self.boot,
-            self.generation.load(Ordering::Relaxed)
-        )
-    }
+    /// Where events are numbered and kept; told which topics this node follows.
+    broker: Arc<dyn Broker>,
+    /// The same broker when it is the in-memory one: its history answers at once (no fetch
+    /// task) and the sync [`Hub::publish`] can use it.
+    memory: Option<Arc<MemoryBroker>>,
+    /// Applies control commands from other nodes (disconnect, revoke) to this node's
+    /// sessions; set once by the [`Tidings`](crate::Tidings) handle that owns the sessions.
+    on_control: std::sync::OnceLock<crate::broker::OnControl>,
 }
 
 impl std::fmt::Debug for Hub {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Hub")
             .field("topics", &self.topic_count())
-            .field("external_broker", &self.inner.external.is_some())
+            .field("in_memory_broker", &self.inner.memory.is_some())
             .finish_non_exhaustive()
     }
 }
 
 impl Hub {
-    pub(crate) fn new(limits: HistoryLimits, external: Option<Arc<dyn Broker>>) -> Self {
+    /// A hub whose events go through `broker`; `memory` is the same broker when it is the
+    /// in-memory one.
+    pub(crate) fn new(broker: Arc<dyn Broker>, memory: Option<Arc<MemoryBroker>>) -> Self {
         Self {
             inner: Arc::new(Inner {
                 shards: (0..SHARDS).map(|_| Shard::default()).collect(),
                 hasher: RandomState::new(),
                 next_id: AtomicU64::new(1),
                 metrics: Metrics::default(),
-                limits,
                 totals: Totals::default(),
-                external,
-                quiet: QuietEpoch {
-                    boot: new_epoch(),
-                    generation: AtomicU64::new(0),
-                },
+                broker,
+                memory,
+                on_control: std::sync::OnceLock::new(),
             }),
         }
     }
 
-    /// Publishes `event` synchronously and returns how many local connections it was queued
-    /// for: the in-memory broker's shortcut, for code that cannot await. The publish API for
-    /// every broker is [`Tidings::publish`](crate::Tidings::publish) (it reports whether the
-    /// broker took the event); prefer it.
+    /// Where control commands from other nodes go ([`Deliver::control`]); the first call wins.
+    pub(crate) fn set_on_control(&self, on_control: crate::broker::OnControl) {
+        let _ = self.inner.on_control.set(on_control);
+    }
+
+    /// Publishes `event` synchronously through the in-memory broker and returns how many
+    /// local connections it was queued for: a shortcut for code that cannot await, **in-memory
+    /// broker only**. The publish API for every broker is
+    /// [`Tidings::publish`](crate::Tidings::publish) (it reports the event's position and
+    /// whether the broker took it); prefer it.
     ///
     /// Never waits for a socket: the event is serialized once and queued on each subscriber's
     /// bounded outbound queue. A subscriber whose queue is full is not counted, is removed
-    /// from the topic and is closed with 4003 (slow consumer). Callable from any thread or
-    /// handler.
+    /// from the topic and is closed with 4003 (slow consumer). The event gets the topic's next
+    /// `seq` and its `epoch` (whatever the caller set is replaced) and is recorded in the
+    /// topic's history.
     ///
-    /// With the in-memory broker (the default) the event gets the topic's next `seq` and its
-    /// `epoch` (whatever the caller set is replaced) and is recorded in the topic's history.
-    /// With the Redis broker this cannot wait for Redis: the publication is handed to a task
-    /// (call it inside a tokio runtime), its failure is only logged, and the return value is
-    /// the number of local subscribers at the time of the call. Use
-    /// [`Tidings::publish`](crate::Tidings::publish) to learn whether Redis took it.
+    /// With another broker (Redis) nothing can be awaited here: the publication is handed to
+    /// a task (inside a tokio runtime), its failure is only logged, and the return value is
+    /// the number of local subscribers at the time of the call.
     pub fn publish(&self, event: WSEvent) -> usize {
-        self.publish_ref(&event)
-    }
-
-    /// As [`Hub::publish`], borrowing the event.
-    pub fn publish_ref(&self, event: &WSEvent) -> usize {
-        let Some(base) = base_text(event) else {
+        let Ok(base) = base_text(&event) else {
             return 0;
         };
-        let audience = Audience::everyone();
-        match &self.inner.external {
-            None => self.publish_local(&event.topic, &base, &audience),
-            Some(broker) => {
-                let broker = broker.clone();
-                let hub = self.clone();
-                let topic = event.topic.clone();
-                let count = self.subscriber_count(topic.as_str());
-                match tokio::runtime::Handle::try_current() {
-                    Ok(rt) => {
-                        rt.spawn(async move {
-                            if let Err(e) = broker.publish(&hub, &topic, base, audience).await {
-                                tracing::warn!(%topic, error = %e, "publish through the broker failed");
-                            }
-                        });
-                        count
+        if let Some(memory) = &self.inner.memory {
+            return memory
+                .publish_now(self, &event.topic, &base, &Audience::everyone())
+                .delivered;
+        }
+        let broker = self.inner.broker.clone();
+        let hub = self.clone();
+        let topic = event.topic;
+        let count = self.subscriber_count(topic.as_str());
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn(async move {
+                    let everyone = Audience::everyone();
+                    if let Err(e) = broker.publish(&hub, topic.clone(), base, everyone).await {
+                        tracing::warn!(%topic, error = %e, "publish through the broker failed");
                     }
-                    Err(_) => {
-                        tracing::error!(%topic, "Hub::publish with the Redis broker needs a tokio runtime");
-                        0
-                    }
-                }
+                });
+                count
+            }
+            Err(_) => {
+                tracing::error!(%topic, "Hub::publish with the Redis broker needs a tokio runtime");
+                0
             }
         }
-    }
-
-    /// The in-memory broker's publish: numbers `base` (an event's JSON without `seq`/`epoch`),
-    /// records it and queues it for every local subscriber.
-    pub(crate) fn publish_local(&self, topic: &Topic, base: &str, audience: &Audience) -> usize {
-        // Debug level: disabled by default, and then no field is formatted or allocated.
-        let span = tracing::debug_span!("publish", %topic, delivered = tracing::field::Empty);
-        let _entered = span.enter();
-        let started = Instant::now();
-        let delivered = self.publish_local_unmeasured(topic, base, audience);
-        self.inner.metrics.published(delivered, started.elapsed());
-        span.record("delivered", delivered);
-        delivered
-    }
-
-    fn publish_local_unmeasured(&self, topic: &Topic, base: &str, audience: &Audience) -> usize {
-        let index = self.shard_index(topic.as_str());
-        let shard = &self.inner.shards[index];
-        let now = Instant::now();
-        let (delivered, dead) = {
-            let topics = read(shard);
-            if let Some(state) = topics.get(topic.as_str()) {
-                self.append(topic, state, base, audience, now)
-            } else if !self.may_start_history() {
-                // Nobody follows the topic and it could not keep the event for a later
-                // recovery: creating it would only cost memory (a publisher spraying
-                // distinct topics is bounded here).
-                return 0;
-            } else {
-                drop(topics);
-                let mut topics = write(shard);
-                let state = self.entry(&mut topics, topic);
-                self.append(topic, state, base, audience, now)
-            }
-        };
-        self.remove_dead(shard, topic.as_str(), &dead);
-        delivered
-    }
-
-    /// Numbers, records and queues one event on `state` (shard lock held by the caller).
-    fn append(
-        &self,
-        topic: &Topic,
-        state: &TopicState,
-        base: &str,
-        audience: &Audience,
-        now: Instant,
-    ) -> (usize, Vec<ConnId>) {
-        let mut slot = lock(&state.stream);
-        let stream = slot.get_or_insert_with(|| Stream::boxed(self.inner.quiet.current()));
-        let seq = stream.last_seq + 1;
-        stream.last_seq = seq;
-        let text = Utf8Bytes::from(with_position(base, seq, &stream.epoch));
-        self.record(stream, seq, &text, audience, now);
-        // Queued while the stream is locked: two concurrent publishers on one topic reach
-        // every subscriber in `seq` order.
-        state.queue(
-            Outgoing::new(topic.as_str(), seq, &stream.epoch, &text, audience),
-            false,
-        )
-    }
-
-    /// Whether a topic without history may start keeping one (the history-topic cap).
-    fn may_start_history(&self) -> bool {
-        self.inner.limits.size > 0
-            && self.inner.totals.history_topics.load(Ordering::Relaxed)
-                < self.inner.limits.max_topics
-    }
-
-    /// Records event `seq` in `stream`'s history within every bound: count and bytes per
-    /// topic, bytes in total (the topic makes room from its own oldest events), topics with
-    /// history. An event that cannot be recorded empties the history instead, so the history
-    /// stays contiguous and a recovery across the event answers `recovered: false`.
-    fn record(
-        &self,
-        stream: &mut Stream,
-        seq: u64,
-        text: &Utf8Bytes,
-        audience: &Audience,
-        now: Instant,
-    ) {
-        let limits = self.inner.limits;
-        let totals = &self.inner.totals;
-        stream.expire(now, limits.ttl, totals);
-        let entry = Entry {
-            seq,
-            at: now,
-            text: text.clone(),
-            audience: audience.clone(),
-        };
-        let len = cost(&entry);
-        if limits.size == 0 || len > limits.max_topic_bytes || len > limits.max_total_bytes {
-            stream.clear(totals);
-            return;
-        }
-        while stream.history.len() >= limits.size
-            || stream.bytes + len > limits.max_topic_bytes
-            || totals.history_bytes.load(Ordering::Relaxed) + len > limits.max_total_bytes
-        {
-            if stream.pop_front(totals).is_none() {
-                break;
-            }
-        }
-        if totals.history_bytes.load(Ordering::Relaxed) + len > limits.max_total_bytes
-            || (stream.history.is_empty() && !self.may_start_history())
-        {
-            // Other topics hold the whole budget: this one keeps nothing rather than evicting
-            // theirs (one publisher cannot wipe everyone's recovery window).
-            return;
-        }
-        stream.push_back(entry, totals);
     }
 
     /// The entry of `topic` in a write-locked shard map, created (and counted) if missing.
@@ -404,16 +245,15 @@ impl Hub {
     ) -> &'m mut TopicState {
         topics.entry(topic.clone()).or_insert_with(|| {
             self.inner.totals.topics.fetch_add(1, Ordering::Relaxed);
-            if let Some(broker) = &self.inner.external {
-                broker.follow(topic, true);
-            }
+            self.inner.totals.unnumbered.fetch_add(1, Ordering::Relaxed);
+            self.inner.broker.follow(topic, true);
             TopicState::new()
         })
     }
 
-    /// Delivers an event that the external broker numbered (`seq`) and serialized (`text`) to
-    /// the local subscribers of `topic`. Events at or below the topic's last delivered `seq`
-    /// are dropped (already delivered).
+    /// Delivers an event that the broker numbered (`seq`) and serialized (`text`) to the local
+    /// subscribers of `topic`: the one way in for every broker. Events at or below the topic's
+    /// last delivered `seq` are dropped (already delivered).
     ///
     /// A topic's position is known once this node delivered one of its events (`last_seq >
     /// 0`); before that, any event is taken as the first. A known topic whose events skip
@@ -421,7 +261,9 @@ impl Hub {
     /// to replay the missing ones ([`Hub::repair`]) and hand this event in again. A known
     /// topic on which a new epoch starts past `seq` 1 lost events of both streams: its
     /// subscribers are closed with 1013 (reconnect, then recover with `since`).
-    /// `audience`: who the event is for (the others get a `skipped` frame or nothing).
+    ///
+    /// `audience`: who the event is for (the others get a `skipped` frame or nothing and are
+    /// not counted).
     pub(crate) fn deliver_to(
         &self,
         topic: &str,
@@ -459,35 +301,46 @@ impl Hub {
             let Some(state) = topics.get(topic) else {
                 return Delivered::Queued(0);
             };
-            let mut slot = lock(&state.stream);
-            let stream = slot.get_or_insert_with(|| Stream::boxed(new_epoch()));
-            let known = stream.last_seq > 0;
-            let new_epoch = *stream.epoch != *epoch;
+            let mut slot = lock(&state.position);
+            // The first event delivered here is taken as the start of a stream, whatever
+            // its seq (replay floors do not apply to it).
+            let fresh = slot.is_none();
+            if fresh {
+                self.inner.totals.unnumbered.fetch_sub(1, Ordering::Relaxed);
+            }
+            let position = slot.get_or_insert_with(|| {
+                Box::new(Position {
+                    epoch: epoch.into(),
+                    last_seq: 0,
+                })
+            });
+            let known = position.last_seq > 0;
+            let new_epoch = fresh || *position.epoch != *epoch;
             if new_epoch {
                 // A new stream (Redis lost the topic's keys): numbering starts over.
-                stream.epoch = epoch.into();
+                position.epoch = epoch.into();
                 if known && seq > 1 {
                     tracing::warn!(
                         topic,
                         seq,
                         "a new epoch began with missed events; closing its subscribers"
                     );
-                    stream.last_seq = seq;
+                    position.last_seq = seq;
                     let dead = state.close_all();
                     drop(slot);
                     drop(topics);
                     self.remove_dead(shard, topic, &dead);
                     return Delivered::Queued(0);
                 }
-            } else if seq <= stream.last_seq {
+            } else if seq <= position.last_seq {
                 return Delivered::Queued(0);
-            } else if known && seq > stream.last_seq + 1 {
+            } else if known && seq > position.last_seq + 1 {
                 return Delivered::Gap(StreamPosition {
-                    seq: stream.last_seq,
+                    seq: position.last_seq,
                     epoch: epoch.to_owned(),
                 });
             }
-            stream.last_seq = seq;
+            position.last_seq = seq;
             state.queue(Outgoing::new(topic, seq, epoch, &text, audience), new_epoch)
         };
         self.remove_dead(shard, topic, &dead);
@@ -518,79 +371,17 @@ impl Hub {
             .fetch_sub(removed, Ordering::Relaxed);
     }
 
-    /// Drops `topic` from a write-locked shard map when nobody follows it and it keeps no
-    /// history.
+    /// Drops `topic` from a write-locked shard map when nobody here follows it, and tells the
+    /// broker (shard lock held: the calls of one topic stay in order).
     fn drop_if_unused(&self, topics: &mut HashMap<Topic, TopicState>, topic: &str) {
         if topics.get(topic).is_some_and(TopicState::is_unused) {
             if let Some((topic, state)) = topics.remove_entry(topic) {
-                self.forget_numbering(&state);
-                self.unfollow(&topic);
+                if lock(&state.position).is_none() {
+                    self.inner.totals.unnumbered.fetch_sub(1, Ordering::Relaxed);
+                }
+                self.inner.broker.follow(&topic, false);
             }
             self.inner.totals.topics.fetch_sub(1, Ordering::Relaxed);
-        }
-    }
-
-    /// A topic entry is dropped (shard lock held): if it had numbered events, positions of
-    /// quiet topics handed out so far can no longer be trusted (see [`QuietEpoch`]).
-    fn forget_numbering(&self, state: &TopicState) {
-        if lock(&state.stream).as_ref().is_some_and(|s| s.last_seq > 0) {
-            self.inner.quiet.generation.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    /// Tells an external broker that no local connection follows `topic` any more (shard
-    /// lock held: the calls of one topic stay in order).
-    fn unfollow(&self, topic: &Topic) {
-        if let Some(broker) = &self.inner.external {
-            broker.follow(topic, false);
-        }
-    }
-
-    fn sweep(&self, index: usize, now: Instant) {
-        let ttl = self.inner.limits.ttl;
-        let totals = &self.inner.totals;
-        let mut topics = write(&self.inner.shards[index]);
-        let before = topics.len();
-        topics.retain(|topic, state| {
-            if let Some(stream) = lock(&state.stream).as_mut() {
-                stream.expire(now, ttl, totals);
-            }
-            let unused = state.is_unused();
-            if unused {
-                self.forget_numbering(state);
-                self.unfollow(topic);
-            }
-            !unused
-        });
-        totals
-            .topics
-            .fetch_sub(before - topics.len(), Ordering::Relaxed);
-    }
-
-    /// Sweeps every shard in turn until `stop`, one shard every [`SWEEP_INTERVAL`] /
-    /// [`SHARDS`]: expired history is freed and abandoned topics are dropped even when no
-    /// later publish comes, and no shard is locked for long. The only sweep: publishing does none.
-    pub(crate) async fn sweep_forever(self, stop: tokio_util::sync::CancellationToken) {
-        let step = SWEEP_INTERVAL / u32::try_from(SHARDS).unwrap_or(u32::MAX);
-        let mut tick = tokio::time::interval(step);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut index = 0;
-        loop {
-            tokio::select! {
-                // The server shut down (or the handle was dropped): nothing left to sweep.
-                () = stop.cancelled() => return,
-                _ = tick.tick() => {}
-            }
-            self.sweep(index, Instant::now());
-            index = (index + 1) % SHARDS;
-        }
-    }
-
-    /// Sweeps every shard now (what the background sweep does over a second).
-    #[cfg(test)]
-    fn sweep_all(&self, now: Instant) {
-        for i in 0..SHARDS {
-            self.sweep(i, now);
         }
     }
 
@@ -601,10 +392,31 @@ impl Hub {
             .map_or(0, |s| s.subscribers.len() + s.pending.len())
     }
 
-    /// How many topics the hub tracks (with subscribers or recent history). A maintained
-    /// counter: O(1), whatever the topic count.
+    /// How many connections subscribed to `topic` `audience` admits (all of them for
+    /// everyone: no per-subscriber check then).
+    pub(crate) fn admitted_count(&self, topic: &str, audience: &Audience) -> usize {
+        if audience.is_everyone() {
+            return self.subscriber_count(topic);
+        }
+        read(self.shard(topic)).get(topic).map_or(0, |s| {
+            s.subscribers
+                .values()
+                .chain(s.pending.values().map(|p| &p.outbox))
+                .filter(|outbox| audience.admits(outbox.peer()))
+                .count()
+        })
+    }
+
+    /// How many topics this node tracks: with local subscribers, or with a stream the
+    /// in-memory broker holds. Maintained counters: O(1), whatever the topic count. (A topic
+    /// subscribed to again while its stream is still held counts twice until its next event.)
     pub fn topic_count(&self) -> usize {
-        self.inner.totals.topics.load(Ordering::Relaxed)
+        match &self.inner.memory {
+            Some(memory) => {
+                self.inner.totals.unnumbered.load(Ordering::Relaxed) + memory.stream_count()
+            }
+            None => self.inner.totals.topics.load(Ordering::Relaxed),
+        }
     }
 
     /// How many (connection, topic) subscriptions exist. A maintained counter: O(1).
@@ -613,82 +425,43 @@ impl Hub {
     }
 
     /// Bytes of event text held by the in-memory history of every topic (bounded by
-    /// [`Config::with_history_max_total_bytes`](crate::Config::with_history_max_total_bytes)).
+    /// [`Config::with_history_max_total_bytes`](crate::Config::with_history_max_total_bytes));
+    /// 0 with another broker.
     pub fn history_bytes(&self) -> usize {
-        self.inner.totals.history_bytes.load(Ordering::Relaxed)
+        self.inner.memory.as_ref().map_or(0, |m| m.history_bytes())
     }
 
     /// How many topics hold in-memory history (bounded by
-    /// [`Config::with_max_history_topics`](crate::Config::with_max_history_topics)).
+    /// [`Config::with_max_history_topics`](crate::Config::with_max_history_topics)); 0 with
+    /// another broker.
     pub fn history_topic_count(&self) -> usize {
-        self.inner.totals.history_topics.load(Ordering::Relaxed)
+        self.inner
+            .memory
+            .as_ref()
+            .map_or(0, |m| m.history_topic_count())
     }
 
     pub(crate) fn metrics(&self) -> &Metrics {
         &self.inner.metrics
     }
 
-    /// The position of the last event published on `topic`, if the in-memory history knows
-    /// the topic (`None` too before its first event: no epoch exists yet).
+    /// The position of the last event published on `topic`, if the in-memory broker holds
+    /// its stream (`None` too before its first event, and with another broker).
     pub fn position(&self, topic: &str) -> Option<StreamPosition> {
-        let topics = read(self.shard(topic));
-        let slot = lock(&topics.get(topic)?.stream);
-        let stream = slot.as_ref()?;
-        Some(StreamPosition {
-            seq: stream.last_seq,
-            epoch: stream.epoch.to_string(),
-        })
-    }
-
-    /// The current position of `topic` in memory: its last event's, or `seq` 0 in the quiet
-    /// epoch when it has had none (see [`QuietEpoch`]). With an external broker the hub only
-    /// knows what it delivered: ask the broker ([`Tidings::read_stamp`](crate::Tidings::read_stamp)).
-    pub fn read_position(&self, topic: &str) -> StreamPosition {
-        let topics = read(self.shard(topic));
-        self.position_of(topics.get(topic))
-    }
-
-    /// The position of a topic entry (shard lock held by the caller).
-    fn position_of(&self, state: Option<&TopicState>) -> StreamPosition {
-        let quiet = || StreamPosition {
-            seq: 0,
-            epoch: self.inner.quiet.current(),
-        };
-        let Some(state) = state else {
-            return quiet();
-        };
-        match lock(&state.stream).as_ref() {
-            Some(stream) => StreamPosition {
-                seq: stream.last_seq,
-                epoch: stream.epoch.to_string(),
-            },
-            None => quiet(),
-        }
-    }
-
-    /// The events of `topic` after `since` in the in-memory history (a read only: a
-    /// subscriber joins atomically with [`Hub::subscribe_since`]).
-    pub(crate) fn recover(&self, topic: &str, since: &StreamPosition) -> Recovery {
-        let topics = read(self.shard(topic));
-        match topics.get(topic) {
-            Some(state) => {
-                let mut slot = lock(&state.stream);
-                Stream::recover_in(&mut slot, since, Instant::now(), &self.inner)
-            }
-            None => Recovery {
-                recovered: self.inner.is_quiet(since),
-                events: Vec::new(),
-            },
-        }
+        self.inner.memory.as_ref()?.position(topic)
     }
 
     pub(crate) fn next_conn_id(&self) -> ConnId {
         self.inner.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Whether recovery needs a history fetch from an external broker.
+    /// The broker when it is not the in-memory one: recovery needs a history fetch (a task),
+    /// and a first subscriber waits until the broker carries the topic here.
     pub(crate) fn external_broker(&self) -> Option<&Arc<dyn Broker>> {
-        self.inner.external.as_ref()
+        match self.inner.memory {
+            Some(_) => None,
+            None => Some(&self.inner.broker),
+        }
     }
 
     /// Whether `topic` has an entry here (with an external broker: a local subscriber, live
@@ -709,9 +482,11 @@ impl Hub {
         }
     }
 
-    /// Adds connection `id` to `topic` (in-memory broker) and queues `ack(position)` under the
-    /// topic's lock: every event after `position` reaches the connection after the ack, every
-    /// one up to it was published before.
+    /// Adds connection `id` to `topic` and queues `ack(position)` so that every event after
+    /// `position` reaches the connection after the ack and every one up to it was published
+    /// before (a `subscribe` with `"position":true`). In memory the position is read and the
+    /// connection added while the topic's stream is locked (no event can be numbered in
+    /// between); with an external broker the caller parks and asks the broker instead.
     pub(crate) fn subscribe_with_position(
         &self,
         topic: &Topic,
@@ -719,21 +494,24 @@ impl Hub {
         outbox: &Arc<Outbox>,
         ack: impl FnOnce(StreamPosition) -> Utf8Bytes,
     ) {
-        let mut topics = write(self.shard(topic.as_str()));
-        let state = self.entry(&mut topics, topic);
-        if state.subscribers.insert(id, outbox.clone()).is_none() {
-            self.inner
-                .totals
-                .subscriptions
-                .fetch_add(1, Ordering::Relaxed);
-        }
-        let position = self.position_of(Some(state));
-        let _ = outbox.push(ack(position));
+        let Some(memory) = &self.inner.memory else {
+            return;
+        };
+        memory.at_position(topic.as_str(), |position| {
+            self.subscribe(topic, id, outbox);
+            let _ = outbox.push(ack(position));
+        });
     }
 
-    /// Subscribe with `since`, in-memory broker: the same park → fetch → merge as with any
-    /// broker ([`Hub::subscribe_pending`], the history read, [`Hub::finish_pending`]), in one
-    /// step because the in-memory history answers at once. An event published meanwhile is
+    /// The current position of `topic` in the in-memory broker (`seq` 0 in the quiet epoch
+    /// when it has had no event); `None` with an external broker (ask it: `Broker::position`).
+    pub(crate) fn memory_position(&self, topic: &str) -> Option<StreamPosition> {
+        Some(self.inner.memory.as_ref()?.read_position(topic))
+    }
+
+    /// Subscribe with `since`, in-memory broker: the same park → read → merge as with any
+    /// broker ([`Hub::subscribe_pending`], the broker's history read, [`Hub::finish_pending`]),
+    /// in one step because the in-memory history answers at once. An event published meanwhile is
     /// held and merged by `seq`: no gap, no duplicate. Returns whether it recovered.
     pub(crate) fn subscribe_since(
         &self,
@@ -744,8 +522,16 @@ impl Hub {
         ack: impl FnOnce(bool, Option<StreamPosition>) -> Utf8Bytes,
     ) -> bool {
         let ticket = self.subscribe_pending(topic, id, outbox);
-        let recovery = self.recover(topic.as_str(), since);
-        self.finish_pending(topic, id, ticket, Some(since), recovery, ack)
+        let recovery = self.inner.memory.as_ref().map_or_else(
+            || Recovery {
+                recovered: false,
+                events: Vec::new(),
+            },
+            |memory| memory.recover(topic.as_str(), since),
+        );
+        // Read after parking: every event past it is held for the connection.
+        let current = self.memory_position(topic.as_str());
+        self.finish_pending(topic, id, ticket, Some(since), recovery, current, ack)
     }
 
     /// Subscribe with `since`, step 1: parks the connection as pending
@@ -786,11 +572,12 @@ impl Hub {
     /// yet delivered up to there itself, the connection keeps a floor below which live
     /// events are skipped.
     ///
-    /// `ack` gets the `recovered` flag and the position the ack may carry: after a recovery
-    /// the one it replayed up to (from `since`'s epoch); otherwise, in memory, the topic's
-    /// current one; `None` when unknown (an external broker that did not recover).
+    /// `ack` gets the `recovered` flag and the position the ack may carry: after a recovery the
+    /// one it replayed up to (in `since`'s epoch); otherwise `current` (the topic's position
+    /// read after parking, `None` when unknown).
     ///
     /// Returns the `recovered` it acked (`false` too when it did nothing).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn finish_pending(
         &self,
         topic: &Topic,
@@ -798,6 +585,7 @@ impl Hub {
         ticket: u64,
         since: Option<&StreamPosition>,
         mut recovery: Recovery,
+        current: Option<StreamPosition>,
         ack: impl FnOnce(bool, Option<StreamPosition>) -> Utf8Bytes,
     ) -> bool {
         let since_seq = since.map_or(0, |s| s.seq);
@@ -805,12 +593,7 @@ impl Hub {
         let Some(state) = topics.get_mut(topic.as_str()) else {
             return false;
         };
-        let node_seq = lock(&state.stream).as_ref().map_or(0, |s| s.last_seq);
-        let current = self
-            .inner
-            .external
-            .is_none()
-            .then(|| self.position_of(Some(state)));
+        let node_seq = lock(&state.position).as_ref().map_or(0, |p| p.last_seq);
         let Some(pending) = state.pending.get_mut(&id) else {
             return false;
         };
@@ -864,8 +647,7 @@ impl Hub {
         recovered
     }
 
-    /// Removes connection `id` from `topic`; a topic left without subscribers or history is
-    /// dropped.
+    /// Removes connection `id` from `topic`; a topic left without subscribers is dropped.
     pub(crate) fn unsubscribe(&self, topic: &str, id: ConnId) {
         let mut topics = write(self.shard(topic));
         if let Some(state) = topics.get_mut(topic) {
@@ -892,7 +674,7 @@ impl Hub {
                 if state.subscribers.is_empty() && state.pending.is_empty() {
                     continue;
                 }
-                let slot = lock(&state.stream);
+                let slot = lock(&state.position);
                 out.push((
                     topic.clone(),
                     slot.as_ref().map_or_else(
@@ -900,9 +682,9 @@ impl Hub {
                             seq: 0,
                             epoch: String::new(),
                         },
-                        |stream| StreamPosition {
-                            seq: stream.last_seq,
-                            epoch: stream.epoch.to_string(),
+                        |position| StreamPosition {
+                            seq: position.last_seq,
+                            epoch: position.epoch.to_string(),
                         },
                     ),
                 ));
@@ -926,11 +708,11 @@ impl Hub {
             let Some(state) = topics.get(topic) else {
                 return;
             };
-            let mut slot = lock(&state.stream);
-            let Some(stream) = slot.as_mut() else {
+            let mut slot = lock(&state.position);
+            let Some(position) = slot.as_mut() else {
                 return;
             };
-            if stream.last_seq != from.seq || *stream.epoch != *from.epoch {
+            if position.last_seq != from.seq || *position.epoch != *from.epoch {
                 return;
             }
             if !recovery.recovered {
@@ -938,7 +720,7 @@ impl Hub {
                     topic,
                     "missed events cannot be replayed; closing the topic's subscribers"
                 );
-                stream.last_seq = 0;
+                position.last_seq = 0;
                 state.close_all()
             } else {
                 let events: Vec<_> = recovery
@@ -949,7 +731,7 @@ impl Hub {
                 let bytes = events.iter().map(|(_, t, _)| t.len()).sum();
                 let mut dead = state.close_unfit(events.len(), bytes);
                 for (seq, text, audience) in events {
-                    stream.last_seq = seq;
+                    position.last_seq = seq;
                     let event = Outgoing::new(topic, seq, &from.epoch, &text, &audience);
                     dead.extend(state.queue(event, false).1);
                 }
@@ -968,8 +750,8 @@ impl Hub {
             let Some(state) = topics.get(topic) else {
                 return;
             };
-            if let Some(stream) = lock(&state.stream).as_mut() {
-                stream.last_seq = 0;
+            if let Some(position) = lock(&state.position).as_mut() {
+                position.last_seq = 0;
             }
             state.close_all()
         };
@@ -992,18 +774,13 @@ impl TopicState {
         Self {
             subscribers: HashMap::default(),
             pending: HashMap::default(),
-            stream: Mutex::new(None),
+            position: Mutex::new(None),
         }
     }
 
-    /// Nobody listens and no history is kept: the entry can go (a later event starts a new
-    /// epoch, so no client can mistake the new numbering for the old one).
+    /// Nobody here listens: the entry can go.
     fn is_unused(&self) -> bool {
-        self.subscribers.is_empty()
-            && self.pending.is_empty()
-            && lock(&self.stream)
-                .as_ref()
-                .is_none_or(|stream| stream.history.is_empty())
+        self.subscribers.is_empty() && self.pending.is_empty()
     }
 
     /// Queues `text` for every subscriber (held back for pending ones); returns the count and
@@ -1056,120 +833,6 @@ impl TopicState {
     }
 }
 
-impl Stream {
-    /// A new stream in `epoch`, no event yet, allocated when a topic's first event arrives.
-    fn boxed(epoch: String) -> Box<Self> {
-        Box::new(Self {
-            epoch: epoch.into(),
-            last_seq: 0,
-            history: VecDeque::new(),
-            bytes: 0,
-        })
-    }
-
-    /// What the stream in `slot` replays after `since`, once expired events are dropped. A
-    /// topic without a stream (no event yet) has no epoch a client could know.
-    fn recover_in(
-        slot: &mut Option<Box<Self>>,
-        since: &StreamPosition,
-        now: Instant,
-        inner: &Inner,
-    ) -> Recovery {
-        match slot.as_mut() {
-            Some(stream) => {
-                stream.expire(now, inner.limits.ttl, &inner.totals);
-                stream.recover(since)
-            }
-            None => Recovery {
-                recovered: inner.is_quiet(since),
-                events: Vec::new(),
-            },
-        }
-    }
-
-    fn expire(&mut self, now: Instant, ttl: Duration, totals: &Totals) {
-        while self
-            .history
-            .front()
-            .is_some_and(|e| now.saturating_duration_since(e.at) > ttl)
-        {
-            self.pop_front(totals);
-        }
-    }
-
-    /// Drops the oldest event, keeping the byte and topic counts right.
-    fn pop_front(&mut self, totals: &Totals) -> Option<Entry> {
-        let entry = self.history.pop_front()?;
-        self.bytes -= cost(&entry);
-        totals
-            .history_bytes
-            .fetch_sub(cost(&entry), Ordering::Relaxed);
-        if self.history.is_empty() {
-            totals.history_topics.fetch_sub(1, Ordering::Relaxed);
-        }
-        // Shrinks a ring that once held a burst: an idle topic keeps no big buffer.
-        if self.history.capacity() > 64 && self.history.len() < self.history.capacity() / 4 {
-            self.history.shrink_to(self.history.len() * 2);
-        }
-        Some(entry)
-    }
-
-    fn push_back(&mut self, entry: Entry, totals: &Totals) {
-        if self.history.is_empty() {
-            totals.history_topics.fetch_add(1, Ordering::Relaxed);
-        }
-        self.bytes += cost(&entry);
-        totals
-            .history_bytes
-            .fetch_add(cost(&entry), Ordering::Relaxed);
-        self.history.push_back(entry);
-    }
-
-    fn clear(&mut self, totals: &Totals) {
-        while self.pop_front(totals).is_some() {}
-    }
-
-    fn recover(&self, since: &StreamPosition) -> Recovery {
-        let failed = Recovery {
-            recovered: false,
-            events: Vec::new(),
-        };
-        if *self.epoch != *since.epoch || since.seq > self.last_seq {
-            return failed;
-        }
-        if since.seq == self.last_seq {
-            return Recovery {
-                recovered: true,
-                events: Vec::new(),
-            };
-        }
-        // The history must still hold the event right after `since`.
-        match self.history.front() {
-            Some(first) if first.seq <= since.seq + 1 => Recovery {
-                recovered: true,
-                events: self
-                    .history
-                    .iter()
-                    .filter(|e| e.seq > since.seq)
-                    .map(|e| (e.seq, e.text.clone(), e.audience.clone()))
-                    .collect(),
-            },
-            _ => failed,
-        }
-    }
-}
-
-/// What one history entry is charged against the byte bounds: its text and audience plus the
-/// entry and shared-buffer bookkeeping, so that a flood of tiny events is bounded as well as a
-/// few huge ones.
-fn cost(entry: &Entry) -> usize {
-    entry.text.len() + entry.audience.cost() + ENTRY_OVERHEAD
-}
-
-/// Bytes of bookkeeping per history entry (the ring slot: seq, time and the shared-bytes
-/// handle, plus the shared buffer's header), rounded up.
-const ENTRY_OVERHEAD: usize = 96;
-
 impl TopicState {
     /// Closes every subscriber, live or pending, with 1013 (reconnect and recover) and
     /// returns them, to be removed.
@@ -1211,42 +874,6 @@ impl TopicState {
         }
         dead
     }
-}
-
-/// The JSON text of `event` without `seq` and `epoch` (publisher-supplied ones dropped).
-pub(crate) fn base_text(event: &WSEvent) -> Option<String> {
-    let result = if event.seq.is_some() || event.epoch.is_some() {
-        let mut bare = event.clone();
-        bare.seq = None;
-        bare.epoch = None;
-        serde_json::to_string(&bare)
-    } else {
-        serde_json::to_string(event)
-    };
-    match result {
-        Ok(text) => Some(text),
-        // Cannot happen for events built by the protocol crate; logged rather than
-        // panicking in a caller's handler.
-        Err(e) => {
-            tracing::error!(topic = %event.topic, error = %e, "could not serialize event");
-            None
-        }
-    }
-}
-
-/// `base` (a JSON object without `seq`/`epoch`) with `"seq":seq,"epoch":epoch` added before
-/// its closing brace: the event is numbered without serializing it again. Epochs are
-/// generated by tidings (hex digits), so they need no escaping.
-pub(crate) fn with_position(base: &str, seq: u64, epoch: &str) -> String {
-    let body = base.strip_suffix('}').unwrap_or(base);
-    let mut text = String::with_capacity(base.len() + epoch.len() + 32);
-    text.push_str(body);
-    text.push_str(",\"seq\":");
-    text.push_str(&seq.to_string());
-    text.push_str(",\"epoch\":\"");
-    text.push_str(epoch);
-    text.push_str("\"}");
-    text
 }
 
 // A panic while a shard is locked cannot leave a map half-updated (every critical section is
@@ -1296,27 +923,49 @@ impl Deliver for Hub {
         Hub::subscriber_count(self, topic)
     }
 
+    fn admitted_count(&self, topic: &str, audience: &Audience) -> usize {
+        Hub::admitted_count(self, topic, audience)
+    }
+
     fn published(&self, delivered: usize, took: Duration) {
         self.inner.metrics.published(delivered, took);
     }
 
-    fn publish_local(&self, topic: &Topic, base: &str, audience: &Audience) -> usize {
-        Hub::publish_local(self, topic, base, audience)
-    }
-
-    fn recover(&self, topic: &str, since: &StreamPosition) -> Recovery {
-        Hub::recover(self, topic, since)
-    }
-
-    fn read_position(&self, topic: &str) -> StreamPosition {
-        Hub::read_position(self, topic)
+    fn control(&self, command: &[u8]) {
+        if let Some(on_control) = self.inner.on_control.get() {
+            on_control(command);
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::broker::{HistoryLimits, with_position};
+    use std::time::Instant;
     use tidings_protocol::{EventData, EventType, Payload};
+
+    impl Hub {
+        /// Sweeps the in-memory broker's every shard now (what its background sweep does over
+        /// a second).
+        fn sweep_all(&self, now: Instant) {
+            let memory = self.inner.memory.clone().unwrap();
+            memory.sweep_all(self, now);
+        }
+    }
+
+    /// A position in epoch `e1`.
+    fn at(seq: u64) -> StreamPosition {
+        StreamPosition {
+            seq,
+            epoch: "e1".into(),
+        }
+    }
+
+    fn memory_hub(config: &crate::Config) -> Hub {
+        let memory = Arc::new(MemoryBroker::new(HistoryLimits::from_config(config)));
+        Hub::new(memory.clone(), Some(memory))
+    }
 
     fn event(topic: &str) -> WSEvent {
         WSEvent::new(
@@ -1335,7 +984,7 @@ mod tests {
         let config = crate::Config::new("s")
             .with_history_size(size)
             .with_history_ttl(ttl);
-        Hub::new(HistoryLimits::from_config(&config), None)
+        memory_hub(&config)
     }
 
     fn drain(outbox: &Outbox) -> Vec<String> {
@@ -1480,10 +1129,11 @@ mod tests {
             ticket + 1,
             Some(&at(2)),
             recovery.clone(),
+            None,
             |r, _| format!("ack {r}").into(),
         );
         assert!(hub.pending_is_current("list:1", 1, ticket));
-        hub.finish_pending(&topic, 1, ticket, Some(&at(2)), recovery, |r, _| {
+        hub.finish_pending(&topic, 1, ticket, Some(&at(2)), recovery, None, |r, _| {
             format!("ack {r}").into()
         });
         assert!(!hub.pending_is_current("list:1", 1, ticket));
@@ -1498,7 +1148,7 @@ mod tests {
                 .map(|s| (s, text(s), Audience::everyone()))
                 .collect(),
         };
-        hub.finish_pending(&topic, 2, ticket2, Some(&at(7)), recovery, |r, _| {
+        hub.finish_pending(&topic, 2, ticket2, Some(&at(7)), recovery, None, |r, _| {
             format!("ack {r}").into()
         });
         for seq in 8..=10 {
@@ -1531,14 +1181,6 @@ mod tests {
                     .unwrap()
             })
             .collect()
-    }
-
-    /// A position in epoch `e1` (the epoch of [`text`]'s events in these tests).
-    fn at(seq: u64) -> StreamPosition {
-        StreamPosition {
-            seq,
-            epoch: "e1".into(),
-        }
     }
 
     fn text(seq: u64, epoch: &str) -> Utf8Bytes {
@@ -1619,9 +1261,15 @@ mod tests {
         hub.repair("list:1", &from, replay(2..=5));
         hub.deliver("list:1", 5, "e", text(5, "e"));
         // Its own fetch read up to 6 (published meanwhile, not yet delivered here).
-        hub.finish_pending(&topic, 2, ticket, Some(&at(1)), replay(2..=6), |r, _| {
-            format!("{{\"seq\":0,\"ack\":{r}}}").into()
-        });
+        hub.finish_pending(
+            &topic,
+            2,
+            ticket,
+            Some(&at(1)),
+            replay(2..=6),
+            None,
+            |r, _| format!("{{\"seq\":0,\"ack\":{r}}}").into(),
+        );
         hub.deliver("list:1", 6, "e", text(6, "e"));
         hub.deliver("list:1", 7, "e", text(7, "e"));
         assert_eq!(positions(&drain(&live)), (1..=7).collect::<Vec<_>>());
@@ -1698,7 +1346,7 @@ mod tests {
         let topic = Topic::new("list:1").unwrap();
         let out = Arc::new(Outbox::new(8));
         let ticket = hub.subscribe_pending(&topic, 1, &out);
-        hub.finish_pending(&topic, 1, ticket, None, replay(1..=5), |r, _| {
+        hub.finish_pending(&topic, 1, ticket, None, replay(1..=5), None, |r, _| {
             format!("ack {r}").into()
         });
         assert_eq!(drain(&out), ["ack false"]);
@@ -1711,7 +1359,7 @@ mod tests {
         let config = crate::Config::new("s")
             .with_history_size(10)
             .with_history_max_topic_bytes(2048);
-        let hub = Hub::new(HistoryLimits::from_config(&config), None);
+        let hub = memory_hub(&config);
         let topic = Topic::new("list:1").unwrap();
         let small = event("list:1");
         let mut huge = event("list:1");
@@ -1744,6 +1392,68 @@ mod tests {
         assert_eq!(hub.topic_count(), 1, "history keeps the topic");
     }
 
+    /// The in-memory position of `topic` and its history after `since` (test shorthands).
+    fn read_position(hub: &Hub, topic: &str) -> StreamPosition {
+        hub.memory_position(topic).unwrap()
+    }
+
+    fn recover(hub: &Hub, topic: &str, since: &StreamPosition) -> Recovery {
+        hub.inner.memory.as_ref().unwrap().recover(topic, since)
+    }
+
+    #[test]
+    fn a_quiet_topic_has_a_position_its_first_event_continues() {
+        let hub = hub(8, Duration::from_secs(60));
+        let quiet = read_position(&hub, "occasion:1");
+        assert_eq!(quiet.seq, 0);
+        assert_eq!(hub.topic_count(), 0, "asking costs no entry");
+        // Subscribed with its position: the ack is queued under the lock, events follow it.
+        let out = Arc::new(Outbox::new(8));
+        let topic = Topic::new("occasion:1").unwrap();
+        hub.subscribe_with_position(&topic, 1, &out, |at| {
+            Utf8Bytes::from(format!("ack {} {}", at.seq, at.epoch))
+        });
+        hub.publish(event("occasion:1"));
+        let got = drain(&out);
+        assert_eq!(got[0], format!("ack 0 {}", quiet.epoch));
+        assert_eq!(seqs(&got[1..]), [1]);
+        // The first event is seq 1 of the quiet epoch: a client at {0, quiet} is replayed it.
+        assert_eq!(read_position(&hub, "occasion:1").epoch, quiet.epoch);
+        let replayed = recover(&hub, "occasion:1", &quiet);
+        assert!(replayed.recovered);
+        assert_eq!(replayed.events.len(), 1);
+        // Another quiet topic recovers from {0, quiet} with nothing to replay.
+        let other = read_position(&hub, "occasion:2");
+        assert!(recover(&hub, "occasion:2", &other).recovered);
+    }
+
+    #[test]
+    fn forgetting_a_numbered_topic_invalidates_quiet_positions() {
+        let hub = hub(8, Duration::from_secs(1));
+        let quiet = read_position(&hub, "occasion:2");
+        assert!(recover(&hub, "occasion:2", &quiet).recovered);
+        hub.publish(event("list:1"));
+        // list:1's history expires and its stream is dropped: it could start over at seq 1,
+        // so "no event since {0, quiet}" can no longer be promised.
+        hub.sweep_all(Instant::now() + Duration::from_secs(5));
+        assert_eq!(hub.topic_count(), 0);
+        assert!(!recover(&hub, "occasion:2", &quiet).recovered);
+        assert!(!recover(&hub, "list:1", &quiet).recovered);
+        let now = read_position(&hub, "list:1");
+        assert_ne!(now.epoch, quiet.epoch);
+        assert!(recover(&hub, "list:1", &now).recovered);
+    }
+
+    #[test]
+    fn an_event_no_stream_keeps_invalidates_quiet_positions() {
+        // No history at all: an event on a topic nobody here follows is numbered without a
+        // stream, so a client told "no event yet" must not be told it missed nothing.
+        let hub = hub(0, Duration::from_secs(60));
+        let quiet = read_position(&hub, "occasion:3");
+        hub.publish(event("occasion:3"));
+        assert!(!recover(&hub, "occasion:3", &quiet).recovered);
+    }
+
     #[test]
     fn a_topic_holds_a_stream_only_once_it_has_events() {
         let hub = hub(10, Duration::from_secs(60));
@@ -1768,51 +1478,6 @@ mod tests {
         assert_eq!(hub.topic_count(), 0);
     }
 
-    #[test]
-    fn a_quiet_topic_has_a_position_its_first_event_continues() {
-        let hub = hub(8, Duration::from_secs(60));
-        let quiet = hub.read_position("occasion:1");
-        assert_eq!(quiet.seq, 0);
-        assert_eq!(hub.topic_count(), 0, "asking costs no entry");
-        // Subscribed with its position: the ack is queued under the lock, events follow it.
-        let out = Arc::new(Outbox::new(8));
-        let topic = Topic::new("occasion:1").unwrap();
-        hub.subscribe_with_position(&topic, 1, &out, |at| {
-            Utf8Bytes::from(format!("ack {} {}", at.seq, at.epoch))
-        });
-        hub.publish(event("occasion:1"));
-        let got = drain(&out);
-        assert_eq!(got[0], format!("ack 0 {}", quiet.epoch));
-        assert_eq!(seqs(&got[1..]), [1]);
-        // The first event is seq 1 of the quiet epoch: a client at {0, quiet} is replayed it.
-        assert_eq!(hub.read_position("occasion:1").epoch, quiet.epoch);
-        let replayed = hub.recover("occasion:1", &quiet);
-        assert!(replayed.recovered);
-        assert_eq!(replayed.events.len(), 1);
-        // Another quiet topic recovers from {0, quiet} with nothing to replay.
-        assert!(
-            hub.recover("occasion:2", &hub.read_position("occasion:2"))
-                .recovered
-        );
-    }
-
-    #[test]
-    fn forgetting_a_numbered_topic_invalidates_quiet_positions() {
-        let hub = hub(8, Duration::from_secs(1));
-        let quiet = hub.read_position("occasion:2");
-        assert!(hub.recover("occasion:2", &quiet).recovered);
-        hub.publish(event("list:1"));
-        // list:1's history expires and the topic is dropped: it could start over at seq 1
-        // without a stream, so "no event since {0, quiet}" can no longer be promised.
-        hub.sweep_all(Instant::now() + Duration::from_secs(5));
-        assert_eq!(hub.topic_count(), 0);
-        assert!(!hub.recover("occasion:2", &quiet).recovered);
-        assert!(!hub.recover("list:1", &quiet).recovered);
-        let now = hub.read_position("list:1");
-        assert_ne!(now.epoch, quiet.epoch);
-        assert!(hub.recover("list:1", &now).recovered);
-    }
-
     /// Records what the hub asks an external broker to follow.
     #[derive(Default)]
     struct Follows(Mutex<Vec<(String, bool)>>);
@@ -1821,11 +1486,12 @@ mod tests {
         fn publish<'a>(
             &'a self,
             _hub: &'a dyn Deliver,
-            _topic: &'a Topic,
+            _topic: Topic,
             _base: String,
             _audience: Audience,
-        ) -> crate::broker::BoxFuture<'a, Result<usize, crate::BrokerError>> {
-            Box::pin(async { Ok(0) })
+        ) -> crate::broker::BoxFuture<'a, Result<crate::broker::Published, crate::BrokerError>>
+        {
+            Box::pin(async { Err(crate::BrokerError::Serialize) })
         }
 
         fn history<'a>(
@@ -1843,14 +1509,6 @@ mod tests {
             })
         }
 
-        fn position<'a>(
-            &'a self,
-            _local: &'a dyn Deliver,
-            _topic: &'a Topic,
-        ) -> crate::broker::BoxFuture<'a, Result<StreamPosition, crate::BrokerError>> {
-            Box::pin(async { Err(crate::BrokerError::Unavailable("test".into())) })
-        }
-
         fn degraded(&self) -> Option<String> {
             None
         }
@@ -1863,8 +1521,7 @@ mod tests {
     #[test]
     fn an_external_broker_follows_the_topics_with_local_subscribers() {
         let follows = Arc::new(Follows::default());
-        let limits = HistoryLimits::from_config(&crate::Config::new("s"));
-        let hub = Hub::new(limits, Some(follows.clone()));
+        let hub = Hub::new(follows.clone(), None);
         let topic = Topic::new("list:1").unwrap();
         let out = Arc::new(Outbox::new(16));
         hub.subscribe(&topic, 1, &out);
@@ -1877,7 +1534,7 @@ mod tests {
             recovered: true,
             events: Vec::new(),
         };
-        hub.finish_pending(&topic, 3, ticket, None, nothing, |_, _| "ack".into());
+        hub.finish_pending(&topic, 3, ticket, None, nothing, None, |_, _| "ack".into());
         hub.unsubscribe("list:1", 3);
         assert!(!hub.is_followed("list:1"));
         hub.subscribe(&topic, 1, &out);
@@ -1925,9 +1582,15 @@ mod tests {
             recovered: true,
             events: Vec::new(),
         };
-        hub.finish_pending(&topic, 3, ticket, Some(&at(1)), nothing_missed, |r, _| {
-            format!("{{\"seq\":0,\"ack\":{r}}}").into()
-        });
+        hub.finish_pending(
+            &topic,
+            3,
+            ticket,
+            Some(&at(1)),
+            nothing_missed,
+            None,
+            |r, _| format!("{{\"seq\":0,\"ack\":{r}}}").into(),
+        );
         let got = drain(&seven);
         assert_eq!(
             got[1], r#"{"action":"skipped","topic":"list:1","seq":2,"epoch":"e"}"#,
@@ -1951,13 +1614,5 @@ mod tests {
         // The seed client of user 7 never saw 2 or 3, and nothing in their place.
         assert_eq!(positions(&drain(&seed7)), [1, 4]);
         assert_eq!(positions(&drain(&eight)), [1, 2, 3, 4]);
-    }
-
-    #[test]
-    fn splicing_the_position() {
-        assert_eq!(
-            with_position(r#"{"a":1}"#, 7, "ab"),
-            r#"{"a":1,"seq":7,"epoch":"ab"}"#
-        );
     }
 }

@@ -17,11 +17,13 @@
 //!
 //! Every event gets a per-topic `seq` and `epoch`, and a bounded history per topic lets a
 //! client that reconnects with `since` recover what it missed (see [`hub`] and [`broker`]).
-//! The broker is in memory by default (one node) or Redis ([`Config::with_redis_url`]) for
-//! several nodes.
+//! The broker is in memory by default (one node) or Redis ([`Config::with_redis_url`], or
+//! [`Tidings::builder`] with [`RedisBroker::connect`]) for several nodes; any [`Broker`]
+//! implementation can be plugged in the same way.
 //!
 //! An app embeds it with `app.merge(tidings.router())` and publishes from its own handlers
-//! with [`Hub::publish`] (sync) or [`Tidings::publish`] (async, reports broker errors). [`serve`] runs a router until a shutdown future completes, closes
+//! with [`Tidings::publish`] (every broker; returns the event's position or the broker's
+//! error). [`Hub::publish`] is a sync shortcut for the in-memory broker only. [`serve`] runs a router until a shutdown future completes, closes
 //! every WebSocket with 1012 and drains for a bounded time.
 //!
 //! ```no_run
@@ -34,15 +36,18 @@
 //! # Ok(()) }
 //! ```
 
+pub mod admin;
 pub mod audience;
 pub mod auth;
 pub mod authz;
 pub mod broker;
 pub mod config;
 mod connection;
+mod control;
 pub mod error;
 mod heartbeat;
 pub mod hub;
+mod idempotency;
 mod inbound;
 pub mod ip;
 pub mod jwks;
@@ -75,7 +80,7 @@ use tower_http::trace::TraceLayer;
 pub use audience::{Audience, AudienceError};
 pub use auth::{AuthError, Claims, MIN_SECRET_LEN, PUBLISH_SCOPE};
 pub use authz::{ClaimTopics, FORBIDDEN, TopicPolicy};
-pub use broker::BrokerError;
+pub use broker::{Broker, BrokerError, MemoryBroker, Published, RedisBroker};
 pub use config::Config;
 pub use connection::TOO_MANY_SUBSCRIPTIONS;
 pub use error::ServeError;
@@ -110,6 +115,10 @@ struct Inner {
     /// The per-address counts behind `Config::with_max_connections_per_ip` and
     /// `Config::with_handshake_rate_per_ip`.
     ip_limits: Arc<ip::IpLimits>,
+    /// Open sessions by user and revoked tokens (`POST /admin/…`).
+    control: Arc<control::Control>,
+    /// The `Idempotency-Key`s of `POST /publish{,/batch}`.
+    idempotency: idempotency::Store,
 }
 
 impl std::fmt::Debug for Tidings {
@@ -122,64 +131,96 @@ impl std::fmt::Debug for Tidings {
 }
 
 impl Tidings {
-    /// A server with `config` and an empty hub. Logs a warning when the JWT secret is shorter
-    /// than [`MIN_SECRET_LEN`] bytes (tests may use short ones; a deployment should not).
+    /// A server with `config` and an empty hub: the in-memory broker, or the Redis one when
+    /// [`Config::with_redis_url`] is set (nothing connects until it is used; an invalid URL
+    /// is logged and every publish then fails with [`BrokerError::Unavailable`]). Use
+    /// [`Tidings::builder`] to get errors back instead, or to bring another [`Broker`].
     ///
-    /// Call it inside a tokio runtime: the history sweep (and, with
-    /// [`Config::with_redis_url`], the Redis broker's pub/sub listener, which retries until
-    /// Redis answers) is spawned on the current one.
+    /// Logs a warning when the JWT secret is shorter than [`MIN_SECRET_LEN`] bytes (tests may
+    /// use short ones; a deployment should not).
+    ///
+    /// Call it inside a tokio runtime: the broker's background work (the in-memory history
+    /// sweep, the Redis pub/sub listener, which retries until Redis answers) is spawned on the
+    /// current one.
     pub fn new(config: Config) -> Self {
-        if !config.jwt_secret.is_empty() && config.jwt_secret.len() < MIN_SECRET_LEN {
+        let broker: Arc<dyn Broker> = match &config.redis_url {
+            None => return Self::with_memory(config),
+            Some(url) => match RedisBroker::from_config(url.expose(), &config) {
+                Ok(redis) => Arc::new(redis),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot use the Redis broker");
+                    Arc::new(broker::UnusableBroker(e.to_string()))
+                }
+            },
+        };
+        Self::assemble(config, broker, None)
+    }
+
+    /// Starts building a server with `config`: choose a broker with
+    /// [`TidingsBuilder::broker`] (the in-memory one by default), then
+    /// [`TidingsBuilder::build`].
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// use tidings_server::{Config, RedisBroker, Tidings};
+    /// let config = Config::new("a long random secret, at least 32 bytes");
+    /// let redis = RedisBroker::connect("redis://127.0.0.1:6379", &config).await?;
+    /// let tidings = Tidings::builder(config).broker(redis).build()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn builder(config: Config) -> TidingsBuilder {
+        TidingsBuilder {
+            config,
+            broker: None,
+        }
+    }
+
+    fn with_memory(config: Config) -> Self {
+        let memory = Arc::new(MemoryBroker::new(broker::HistoryLimits::from_config(
+            &config,
+        )));
+        Self::assemble(config, memory.clone(), Some(memory))
+    }
+
+    fn assemble(
+        config: Config,
+        broker: Arc<dyn Broker>,
+        memory: Option<Arc<MemoryBroker>>,
+    ) -> Self {
+        if !config.auth.jwt_secret.expose().is_empty()
+            && config.auth.jwt_secret.expose().len() < MIN_SECRET_LEN
+        {
             tracing::warn!(
-                bytes = config.jwt_secret.len(),
+                bytes = config.auth.jwt_secret.expose().len(),
                 "the JWT secret is shorter than {MIN_SECRET_LEN} bytes: tokens signed with it \
                  can be brute-forced offline; use a long random secret"
             );
         }
         let shutdown = CancellationToken::new();
         let broker_stop = shutdown.child_token();
-        let history = broker::HistoryLimits::from_config(&config);
-        let (hub, broker): (Hub, Arc<dyn broker::Broker>) = match &config.redis_url {
-            None => (Hub::new(history, None), Arc::new(broker::MemoryBroker)),
-            Some(url) => match broker::RedisBroker::new(
-                url,
-                history,
-                config.max_history_fetches,
-                broker::ReplayBound::for_outbox(
-                    config.outbound_queue_capacity,
-                    config.max_outbound_bytes,
-                ),
-            ) {
-                Ok(redis) => {
-                    let redis = Arc::new(redis);
-                    let hub = Hub::new(history, Some(redis.clone()));
-                    match tokio::runtime::Handle::try_current() {
-                        Ok(rt) => {
-                            rt.spawn(redis.clone().listen(hub.clone(), broker_stop.clone()));
-                        }
-                        Err(_) => tracing::error!(
-                            "the Redis broker needs a tokio runtime: no events will be received"
-                        ),
+        let control = Arc::new(control::Control::new(config.max_revocations));
+        let hub = Hub::new(broker.clone(), memory);
+        // Control commands other nodes send (disconnect, revoke) reach this node's sessions
+        // through the hub's `Deliver` side, as events reach its subscribers.
+        hub.set_on_control({
+            let control = control.clone();
+            Arc::new(move |text: &[u8]| match serde_json::from_slice(text) {
+                Ok(command) => {
+                    if let Err(full) = control.apply(&command) {
+                        tracing::warn!(
+                            max = full.0,
+                            "a revocation from another node did not fit the store"
+                        );
                     }
-                    (hub, redis)
                 }
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot use the Redis broker");
-                    let broken = Arc::new(broker::UnusableBroker(e.to_string()));
-                    (Hub::new(history, Some(broken.clone())), broken)
-                }
-            },
-        };
-        // Expired history and abandoned topics are freed by one background sweep (no work on
-        // the publish path, and no dependence on later traffic).
-        match tokio::runtime::Handle::try_current() {
-            Ok(rt) => {
-                rt.spawn(hub.clone().sweep_forever(broker_stop.clone()));
-            }
-            Err(_) => {
-                tracing::warn!("Tidings::new outside a tokio runtime: expired history is not swept")
-            }
-        }
+                Err(e) => tracing::warn!(error = %e, "ignoring a malformed control message"),
+            })
+        });
+        // The broker's background work reaches this node's subscribers through the hub's
+        // `Deliver` side only.
+        broker
+            .clone()
+            .start(Arc::new(hub.clone()), broker_stop.clone());
         Self {
             inner: Arc::new(Inner {
                 publishers: publishers::PublishLimiter::new(&config),
@@ -188,10 +229,16 @@ impl Tidings {
                 broker_stop,
                 keys: auth::Keys::new(&config),
                 limits: Arc::new(limits::ConnectionLimits::new(
-                    config.max_connections,
-                    config.max_connections_per_user,
+                    config.limits.max_connections,
+                    config.limits.max_connections_per_user,
                 )),
                 ip_limits: Arc::new(ip::IpLimits::new(&config)),
+                control,
+                idempotency: idempotency::Store::new(
+                    config.idempotency_ttl,
+                    config.max_idempotency_keys,
+                    config.max_idempotency_bytes,
+                ),
                 config,
                 shutdown,
                 connections: TaskTracker::new(),
@@ -201,22 +248,26 @@ impl Tidings {
 
     /// Publishes `event` through the broker: it gets the topic's next `seq` and its `epoch`
     /// (whatever the caller set is replaced), enters the history and reaches every subscriber
-    /// (on every node, with Redis). Returns how many local connections it was queued for: with
-    /// the in-memory broker, the connections it was queued on; with Redis, the local
-    /// connections subscribed when Redis took it (they receive it through this node's pub/sub
-    /// subscription, like every other node's subscribers).
+    /// (on every node, with Redis). The one publish API for every broker.
+    ///
+    /// Returns the event's topic, `seq` and `epoch`, and how many local connections it was
+    /// queued for: with the in-memory broker, the connections it was queued on; with Redis,
+    /// the local connections subscribed when Redis took it (they receive it through this
+    /// node's pub/sub subscription, like every other node's subscribers).
     ///
     /// # Errors
-    /// [`BrokerError::Unavailable`] when Redis cannot take the event (nothing was delivered).
-    pub async fn publish(&self, event: WSEvent) -> Result<usize, BrokerError> {
+    /// [`BrokerError::Unavailable`] when the broker (Redis) cannot take the event (nothing was
+    /// delivered); [`BrokerError::Serialize`] for an event that cannot be serialized (cannot
+    /// happen for protocol-built events).
+    pub async fn publish(&self, event: WSEvent) -> Result<Published, BrokerError> {
         self.publish_to(event, Audience::everyone()).await
     }
 
     /// As [`Tidings::publish`], for `audience` only: the subscribers it leaves out (the
     /// connection that caused the event, users not in `only_users`, users in `exclude_users`)
     /// never receive the event, live or replayed; those that track positions get a `skipped`
-    /// frame with its `seq` instead (see [`audience`]). The count returned is of the
-    /// connections that got the event (with Redis: the local subscribers, as for `publish`).
+    /// frame with its `seq` instead (see [`audience`]). [`Published::delivered`] counts the
+    /// local connections in the audience only.
     ///
     /// # Errors
     /// [`BrokerError::Audience`] when `audience` breaks a bound (an invalid connection id, more
@@ -225,12 +276,12 @@ impl Tidings {
         &self,
         event: WSEvent,
         audience: Audience,
-    ) -> Result<usize, BrokerError> {
+    ) -> Result<Published, BrokerError> {
         audience.check(self.inner.config.max_audience_users)?;
-        let base = hub::base_text(&event).ok_or(BrokerError::Serialize)?;
+        let base = broker::base_text(&event)?;
         self.inner
             .broker
-            .publish(&self.inner.hub, &event.topic, base, audience)
+            .publish(&self.inner.hub, event.topic, base, audience)
             .await
     }
 
@@ -258,6 +309,73 @@ impl Tidings {
         Ok(Stamp(protocol::ReadStamp(positions)))
     }
 
+    /// Applies a control command on this node and sends it to the others (with Redis).
+    /// Returns how many local connections it closed.
+    async fn control(&self, command: control::Command) -> Result<usize, admin::ControlError> {
+        let applied = self.inner.control.apply(&command);
+        let text = serde_json::to_string(&command)
+            .map_err(|e| admin::ControlError::Unavailable(e.to_string()))?;
+        let sent = self.inner.broker.control(text).await;
+        let closed = applied.map_err(|full| admin::ControlError::StoreFull(full.0))?;
+        sent.map_err(|e| admin::ControlError::Unavailable(e.to_string()))?;
+        Ok(closed)
+    }
+
+    /// Whether a token with `claims` was revoked (`POST /admin/revoke`).
+    fn is_revoked(&self, claims: &auth::Claims) -> bool {
+        self.inner.control.revocations.is_revoked(claims)
+    }
+
+    /// Claims `key` of `publisher`: in the broker's shared store when it has one (Redis:
+    /// every node sees the same keys), else in this node's.
+    async fn claim_idempotency_key(
+        &self,
+        publisher: &str,
+        key: &str,
+    ) -> Result<idempotency::Begin, broker::BrokerError> {
+        let ttl = self.inner.config.idempotency_ttl;
+        let shared = format!("{}:{publisher}:{key}", publisher.len());
+        Ok(match self.inner.broker.claim_key(shared, ttl).await? {
+            None => self
+                .inner
+                .idempotency
+                .begin(publisher, key, std::time::Instant::now()),
+            Some(broker::SharedClaim::New) => idempotency::Begin::New,
+            Some(broker::SharedClaim::InFlight) => idempotency::Begin::InFlight,
+            Some(broker::SharedClaim::Done(text)) => match idempotency::Stored::decode(&text) {
+                Some(stored) => idempotency::Begin::Done(stored),
+                None => idempotency::Begin::InFlight,
+            },
+        })
+    }
+
+    /// Settles a key claimed with [`Tidings::claim_idempotency_key`]: keeps `answer`, or
+    /// releases the key (`None`). A failure to reach the shared store is logged: the answer
+    /// was already sent, and the key expires with its TTL.
+    async fn settle_idempotency_key(
+        &self,
+        publisher: &str,
+        key: &str,
+        answer: Option<idempotency::Stored>,
+    ) {
+        let ttl = self.inner.config.idempotency_ttl;
+        let shared = format!("{}:{publisher}:{key}", publisher.len());
+        let text = answer.as_ref().map(idempotency::Stored::encode);
+        match self.inner.broker.settle_key(shared, text, ttl).await {
+            Ok(()) => {}
+            Err(e) => tracing::warn!(error = %e, "could not settle an Idempotency-Key"),
+        }
+        // The node's own store (used when the broker keeps none; harmless otherwise).
+        match answer {
+            Some(stored) => self.inner.idempotency.finish(publisher, key, stored),
+            None => self.inner.idempotency.release(publisher, key),
+        }
+    }
+
+    fn sessions(&self) -> &Arc<control::Sessions> {
+        &self.inner.control.sessions
+    }
+
     /// `None` while the broker is healthy; otherwise why it is degraded (Redis unreachable).
     pub fn broker_degraded(&self) -> Option<String> {
         self.inner.broker.degraded()
@@ -273,6 +391,9 @@ impl Tidings {
         let mut router = Router::new()
             .route("/ws", get(ws::upgrade))
             .route("/publish", post(publish::publish))
+            .route("/publish/batch", post(publish::publish_batch))
+            .route("/admin/disconnect", post(admin::disconnect))
+            .route("/admin/revoke", post(admin::revoke))
             .route("/healthz", get(healthz));
         if self.inner.config.metrics_route {
             router = router.route("/metrics", get(metrics::serve));
@@ -379,6 +500,61 @@ impl Tidings {
 
     fn shutdown_token(&self) -> &CancellationToken {
         &self.inner.shutdown
+    }
+}
+
+/// Builds a [`Tidings`] handle (see [`Tidings::builder`]).
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct TidingsBuilder {
+    config: Config,
+    broker: Option<Arc<dyn Broker>>,
+}
+
+impl std::fmt::Debug for TidingsBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TidingsBuilder")
+            .field("config", &self.config)
+            .field("broker", &self.broker.is_some())
+            .finish()
+    }
+}
+
+/// Why [`TidingsBuilder::build`] could not make a server.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// The configuration names a broker that cannot be used (an invalid Redis URL).
+    #[error("broker: {0}")]
+    Broker(#[from] BrokerError),
+    /// [`Config::with_redis_url`] and [`TidingsBuilder::broker`] both name a broker.
+    #[error("both Config::with_redis_url and TidingsBuilder::broker name a broker; keep one")]
+    TwoBrokers,
+}
+
+impl TidingsBuilder {
+    /// Uses `broker` (e.g. [`RedisBroker::connect`], or an implementation of your own)
+    /// instead of the in-memory one.
+    pub fn broker(mut self, broker: impl Broker) -> Self {
+        self.broker = Some(Arc::new(broker));
+        self
+    }
+
+    /// The server. Call it inside a tokio runtime (the broker's background work is spawned
+    /// on it).
+    ///
+    /// # Errors
+    /// [`BuildError::Broker`] for a [`Config::with_redis_url`] that is not a valid Redis URL;
+    /// [`BuildError::TwoBrokers`] when a broker was given and the config names Redis too.
+    pub fn build(self) -> Result<Tidings, BuildError> {
+        match (self.broker, &self.config.redis_url) {
+            (Some(_), Some(_)) => Err(BuildError::TwoBrokers),
+            (Some(broker), None) => Ok(Tidings::assemble(self.config, broker, None)),
+            (None, Some(url)) => {
+                let redis = RedisBroker::from_config(url.expose(), &self.config)?;
+                Ok(Tidings::assemble(self.config, Arc::new(redis), None))
+            }
+            (None, None) => Ok(Tidings::with_memory(self.config)),
+        }
     }
 }
 

@@ -75,10 +75,10 @@ struct Cli {
     #[arg(long, env = "REDIS_URL", hide_env_values = true, global = true)]
     redis_url: Option<String>,
     /// Events kept per topic for recovery; see `Config::with_history_size`.
-    #[arg(long, env = "HISTORY_SIZE", default_value_t = 1000, global = true)]
+    #[arg(long, env = "HISTORY_SIZE", default_value_t = config::DEFAULT_HISTORY_SIZE, global = true)]
     history_size: usize,
     /// Max age in seconds of a topic's history; see `Config::with_history_ttl`.
-    #[arg(long, env = "HISTORY_TTL_SECS", default_value_t = 300, global = true)]
+    #[arg(long, env = "HISTORY_TTL_SECS", default_value_t = config::DEFAULT_HISTORY_TTL.as_secs(), global = true)]
     history_ttl_secs: u64,
     /// Most bytes of event text one topic's history keeps; see
     /// `Config::with_history_max_topic_bytes`.
@@ -108,7 +108,7 @@ struct Cli {
     max_history_fetches_per_connection: Option<usize>,
     /// Seconds of clock skew allowed when checking a token's `exp`/`nbf` (at most 60; a
     /// connection closes 4002 at `exp` plus this); see `Config::with_jwt_leeway`.
-    #[arg(long, env = "JWT_LEEWAY_SECS", default_value_t = 30, global = true)]
+    #[arg(long, env = "JWT_LEEWAY_SECS", default_value_t = config::DEFAULT_JWT_LEEWAY.as_secs(), global = true)]
     jwt_leeway_secs: u64,
     /// A JWKS (an `https://` URL, or a file path) whose keys sign tokens from an identity
     /// provider (RS256, ES256, EdDSA, …); JWT_SECRET is then optional. See
@@ -119,7 +119,7 @@ struct Cli {
     #[arg(
         long,
         env = "JWT_JWKS_REFETCH_SECS",
-        default_value_t = 30,
+        default_value_t = config::DEFAULT_JWKS_REFETCH_INTERVAL.as_secs(),
         global = true
     )]
     jwt_jwks_refetch_secs: u64,
@@ -249,9 +249,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     } else {
         secret(&cli)?
     };
-    if let Some(url) = cli.redis_url.as_deref().filter(|url| !url.is_empty()) {
-        tidings_server::broker::check_redis_url(url)?;
-    }
     raise_open_file_limit();
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -354,7 +351,12 @@ async fn serve(
     config: Config,
     dev: bool,
 ) -> anyhow::Result<()> {
-    let tidings = Tidings::new(config);
+    // The broker named by the config (Redis with --redis-url, else in memory); an unusable
+    // one is an error here rather than a log line. Redis being down is not: the node starts
+    // degraded and its listener retries (see /healthz).
+    let tidings = Tidings::builder(config)
+        .build()
+        .context("cannot use the broker")?;
     let listener = tokio::net::TcpListener::bind(&bind)
         .await
         .with_context(|| format!("cannot listen on {bind}"))?;

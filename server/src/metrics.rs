@@ -25,6 +25,7 @@ use axum::response::{IntoResponse, Response};
 use tidings_protocol::CloseCode;
 
 use crate::Tidings;
+use crate::config::Secret;
 
 /// Upper bounds of the fan-out latency buckets, in seconds.
 const FANOUT_BUCKETS: [f64; 12] = [
@@ -249,7 +250,7 @@ pub(crate) fn render(gauges: Gauges, m: &Metrics) -> String {
 
 /// Handles `GET /metrics`.
 pub(crate) async fn serve(State(tidings): State<Tidings>, headers: HeaderMap) -> Response {
-    if let Some(expected) = tidings.config().metrics_token.as_deref() {
+    if let Some(expected) = tidings.config().metrics_token.as_ref().map(Secret::expose) {
         if !bearer_matches(&headers, expected) {
             let mut response = (StatusCode::UNAUTHORIZED, "metrics token required").into_response();
             response

@@ -9,25 +9,13 @@
 //! replies, and the connection is closed with 1008.
 //! The limiter is plain data owned by the connection's reader, so it needs no lock.
 
-use std::time::Duration;
-
 use tokio::time::Instant;
 
 /// The error text sent back for a message dropped by the rate limit.
 pub const RATE_LIMIT_EXCEEDED: &str = tidings_protocol::WSError::RATE_LIMIT_EXCEEDED;
 
-/// The rate-limit settings (from [`Config`](crate::Config)).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) struct RateSettings {
-    /// Tokens added per second.
-    pub(crate) per_second: f64,
-    /// Most tokens the bucket holds (and holds at the start).
-    pub(crate) burst: f64,
-    /// Violations within `window` that close the connection.
-    pub(crate) max_violations: u32,
-    /// The window violations are counted in.
-    pub(crate) window: Duration,
-}
+/// The limit's settings: the config's rate group, read as it is (never rebuilt per message).
+pub(crate) use crate::config::Rate as RateSettings;
 
 /// What to do with one inbound message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,6 +74,7 @@ impl RateLimiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn settings() -> RateSettings {
         RateSettings {

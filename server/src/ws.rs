@@ -1,4 +1,6 @@
-//! The `GET /ws?token=<JWT>` upgrade handler.
+//! The `GET /ws` upgrade handler. The token comes in the `tidings.token.<JWT>` subprotocol
+//! (see [`tidings_protocol::handshake`]; the server echoes only the `tidings` marker) or, as
+//! in the seed, in `?token=<JWT>`.
 //!
 //! As in the seed, a bad token does not fail the HTTP request: the WebSocket handshake
 //! completes, then the server sends a close frame with 4001 "Unauthorized" and no data frame
@@ -17,10 +19,11 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use futures_util::FutureExt as _;
 use futures_util::future::Either;
 use futures_util::{SinkExt, StreamExt};
 use tidings_protocol::{
-    CONNECTION_ID_PARAM, CloseCode, MAX_CONNECTION_ID_LEN, is_valid_connection_id,
+    CONNECTION_ID_PARAM, CloseCode, MAX_CONNECTION_ID_LEN, handshake, is_valid_connection_id,
 };
 use tokio::time::timeout;
 
@@ -84,8 +87,19 @@ pub(crate) async fn upgrade(
     };
     // Checked before the upgrade. An admitted connection holds its connection-limit permit
     // until it ends; a refused one is upgraded only to be closed with its code.
-    let token = token_param(query.as_deref().unwrap_or(""));
+    // The `tidings.token.` subprotocol (the browser client's default: the token stays out of
+    // URLs) wins over `?token=` (seed clients). `ws`'s `Debug` prints the offered subprotocols,
+    // token included: it is never logged.
+    let offered = ws.requested_protocols().filter_map(|p| p.to_str().ok());
+    let token = match handshake::token_from_subprotocols(offered) {
+        Some(token) => Some(token.to_owned()),
+        None => token_param(query.as_deref().unwrap_or("")),
+    };
     let admission = match tidings.authenticate(token.as_deref().unwrap_or("")).await {
+        Ok(claims) if tidings.is_revoked(&claims) => {
+            tracing::debug!(user = %Escaped(&claims.sub), "websocket refused: revoked token");
+            Err(CloseCode::Unauthorized)
+        }
         Ok(claims) => match tidings.limits().acquire(&claims.sub) {
             Ok(permit) => {
                 tracing::debug!(user = %Escaped(&claims.sub), "websocket accepted");
@@ -104,16 +118,20 @@ pub(crate) async fn upgrade(
     };
     drop(token);
     let config = tidings.config();
+    // Echo only the marker, and only when it was offered: a browser fails a handshake whose
+    // answer names a subprotocol it did not offer.
     let ws = ws
-        .read_buffer_size(config.read_buffer_size)
-        .write_buffer_size(config.write_buffer_size)
+        .protocols([handshake::SUBPROTOCOL])
+        .read_buffer_size(config.buffers.read_buffer_size)
+        .write_buffer_size(config.buffers.write_buffer_size)
         .max_write_buffer_size(
             config
+                .buffers
                 .max_write_buffer_size
-                .max(config.write_buffer_size.saturating_add(1)),
+                .max(config.buffers.write_buffer_size.saturating_add(1)),
         )
-        .max_message_size(config.max_message_size)
-        .max_frame_size(config.max_message_size);
+        .max_message_size(config.buffers.max_message_size)
+        .max_frame_size(config.buffers.max_message_size);
     // From here on the connection's reads count against its inbound byte budget (when it is
     // served by `serve`, which provides the meter).
     if let Some(Extension(meter)) = meter {
@@ -122,24 +140,22 @@ pub(crate) async fn upgrade(
     ws.on_upgrade(move |socket| {
         let (sink, stream) = socket.split();
         let tracker = tidings.tracker().clone();
+        // Composed with `map`, not `async move { connection.await; drop(permit) }`: an async
+        // block that captures a future and awaits it keeps two slots of the future's size
+        // (the captured one and the awaited one), and this future lives as long as the
+        // connection: each such wrapper doubled the task (3 KiB per idle connection in all).
         let connection = match admission {
-            Ok((permit, claims)) => {
-                let connection = connection::start(sink, stream, &tidings, claims, connection_id);
-                Either::Left(async move {
-                    connection.await;
-                    drop(permit);
-                })
-            }
+            Ok((permit, claims)) => Either::Left(
+                connection::start(sink, stream, &tidings, claims, connection_id)
+                    .map(move |()| drop(permit)),
+            ),
             Err(code) => {
                 tidings.hub().metrics().closed(code);
                 let close_timeout = tidings.config().close_timeout;
                 Either::Right(refuse(sink, stream, code, close_timeout))
             }
         };
-        tracker.track_future(async move {
-            connection.await;
-            drop(ip_permit);
-        })
+        tracker.track_future(connection.map(move |()| drop(ip_permit)))
     })
 }
 
@@ -164,7 +180,7 @@ pub(crate) async fn refuse(
 
 /// The value of the first `token` parameter of a query string, percent-decoded.
 fn token_param(query: &str) -> Option<String> {
-    query_param(query, "token")
+    query_param(query, handshake::TOKEN_QUERY_PARAM)
 }
 
 /// The value of the first `name` parameter of a query string, percent-decoded.

@@ -24,6 +24,8 @@ export default defineConfig({
         "--disable-component-update",
         "--disable-sync",
         "--no-first-run",
+        // The nginx run (E2E_NGINX=1) serves a self-signed certificate made for the test.
+        ...(process.env.E2E_NGINX === "1" ? ["--ignore-certificate-errors"] : []),
       ],
     },
     trace: "off",

@@ -50,6 +50,10 @@ pub struct FanoutOpts {
     /// Most deliveries published but not yet received before publishers wait.
     #[arg(long, default_value_t = 100_000)]
     pub max_in_flight: u64,
+    /// Events per request: 1 publishes with `POST /publish`, more with one
+    /// `POST /publish/batch` of that many events (reported: server CPU per published event).
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
     /// Seconds of publishing before the measurement window.
     #[arg(long, default_value_t = 2.0)]
     pub warmup: f64,
@@ -95,6 +99,10 @@ pub struct LatencyOpts {
 
 /// The issue's targets.
 const GOAL_CPU_US_PER_DELIVERY: f64 = 1.5;
+/// Server CPU per event published with `POST /publish` (keep-alive), and through
+/// `POST /publish/batch` (issue 14).
+const GOAL_CPU_US_PER_PUBLISH: f64 = 30.0;
+const GOAL_CPU_US_PER_BATCHED_PUBLISH: f64 = 10.0;
 const GOAL_P99_US: f64 = 5_000.0;
 /// A slow reader may not raise a healthy subscriber's p99 by more than this factor.
 const GOAL_STALLED_P99_RATIO: f64 = 2.0;
@@ -118,6 +126,8 @@ struct Plan {
     sample_every: usize,
     /// Subscribers per topic that never read (not owed anything by the drain check).
     stalled_per_topic: u64,
+    /// Events per publish request (1: `POST /publish`; more: `POST /publish/batch`).
+    batch: usize,
 }
 
 /// Runs `fanout` against `server`.
@@ -137,6 +147,7 @@ pub async fn fanout(server: &Server, common: &Common, opts: &FanoutOpts) -> Resu
         // The in-flight window counts received events: every subscriber must read live.
         sample_every: 1,
         stalled_per_topic: 0,
+        batch: opts.batch.max(1),
     };
     run(server, common, &plan).await
 }
@@ -155,6 +166,7 @@ pub async fn latency(server: &Server, common: &Common, opts: &LatencyOpts) -> Re
         pace: Pace::Rate(opts.rate),
         sample_every: opts.sample_every.max(1),
         stalled_per_topic: 0,
+        batch: 1,
     };
     if opts.stalled_readers == 0 {
         return run(server, common, &plan).await;
@@ -284,6 +296,7 @@ async fn run(server: &Server, common: &Common, plan: &Plan) -> Result<Run> {
             topics: topics.clone(),
             pace: plan.pace,
             stalled_per_topic: plan.stalled_per_topic,
+            batch: plan.batch,
             recorder: recorder.clone(),
             published: published.clone(),
             stop: stop_publishers.clone(),
@@ -373,8 +386,25 @@ async fn run(server: &Server, common: &Common, plan: &Plan) -> Result<Run> {
         }
         Pace::Rate(_) => p99 = p99.with_goal(Goal::AtMost(GOAL_P99_US)),
     }
+    let events = pub1 - pub0;
+    let per_event_goal = if plan.batch > 1 {
+        GOAL_CPU_US_PER_BATCHED_PUBLISH
+    } else {
+        GOAL_CPU_US_PER_PUBLISH
+    };
+    let per_event = Metric::new(
+        "server CPU per published event",
+        "µs",
+        cpu.server_us / (events.max(1) as f64),
+    );
+    let per_event = match plan.pace {
+        Pace::Saturate { .. } => per_event.with_goal(Goal::AtMost(per_event_goal)),
+        Pace::Rate(_) => per_event,
+    };
     run.metrics = vec![
-        Metric::new("events published", "events/s", (pub1 - pub0) as f64 / secs),
+        Metric::new("events per request", "count", plan.batch as f64),
+        Metric::new("events published", "events/s", events as f64 / secs),
+        per_event,
         Metric::new("messages delivered", "msg/s", deliveries as f64 / secs),
         cpu_metric,
         Metric::new(
@@ -415,6 +445,8 @@ struct PublishShared {
     pace: Pace,
     /// Subtracted from every `delivered` answer (see [`Plan::stalled_per_topic`]).
     stalled_per_topic: u64,
+    /// Events per request.
+    batch: usize,
     recorder: Arc<Recorder>,
     published: Arc<Published>,
     stop: CancellationToken,
@@ -427,6 +459,7 @@ async fn publish_loop(publisher: Publisher, id: usize, shared: PublishShared) {
         topics,
         pace,
         stalled_per_topic,
+        batch,
         recorder,
         published,
         stop,
@@ -470,14 +503,20 @@ async fn publish_loop(publisher: Publisher, id: usize, shared: PublishShared) {
         let topic = &topics[next % topics.len()];
         next += count;
         let sent = Instant::now();
-        match publisher.publish(topic, recorder.clock().now_ns()).await {
+        let t_ns = recorder.clock().now_ns();
+        let result = if batch > 1 {
+            publisher.publish_batch(topic, t_ns, batch).await
+        } else {
+            publisher.publish(topic, t_ns).await
+        };
+        match result {
             Ok(delivered) => {
                 recorder.on_publish(sent.elapsed());
                 // A stalled reader the server already closed (4003) is no longer counted:
                 // then less is owed than arrives, which the drain check (arrived ≥ owed) accepts.
-                let owed = delivered.saturating_sub(stalled_per_topic);
+                let owed = delivered.saturating_sub(stalled_per_topic * batch as u64);
                 published.deliveries.fetch_add(owed, Ordering::Relaxed);
-                published.events.fetch_add(1, Ordering::Relaxed);
+                published.events.fetch_add(batch as u64, Ordering::Relaxed);
             }
             Err(e) => {
                 recorder.error(format!("publisher {id}: {e:#}"));

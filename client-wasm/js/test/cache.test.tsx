@@ -76,6 +76,13 @@ function mount(ui: ReactNode) {
   return queryClient;
 }
 
+/** The subscribe frames the client sent on `ws` (the client also pings on open). */
+function subscribes(ws: FakeWebSocket): { action: string; since?: unknown }[] {
+  return ws.sent
+    .map((f) => JSON.parse(f) as { action: string; since?: unknown })
+    .filter((f) => f.action === "subscribe");
+}
+
 /** Opens the socket, acks with a position, and waits until the first read and its gap check are done. */
 async function ready(fetches: number[], expected: number): Promise<FakeWebSocket> {
   FakeWebSocket.autoReply = false;
@@ -84,7 +91,7 @@ async function ready(fetches: number[], expected: number): Promise<FakeWebSocket
   await waitFor(() => expect(fetches.length).toBeGreaterThan(0));
   // As the server answers: `recovered` for a subscribe with `since` (the replay, if any, is
   // not scripted here).
-  const last = JSON.parse(ws.sent.at(-1)!) as { since?: unknown };
+  const last = subscribes(ws).at(-1)!;
   const recovered = last.since ? { recovered: true } : {};
   act(() => ws.push({ action: "subscribed", topic: "rows:all", ...recovered, seq: 4, epoch: "e" }));
   await sleep(200);
@@ -152,8 +159,7 @@ it("without a read stamp the read/ack gap costs one refetch; a stamp behind the 
   mount(<Rows fetches={again} stamp={() => '[{"topic":"rows:all","seq":3,"epoch":"e"}]'} />);
   const ws = await ready(again, 1);
   // Subscribed (or resubscribed, when the stamp came after the subscribe) from the stamp.
-  const frames = ws.sent.map((f) => JSON.parse(f) as { action: string; since?: { seq: number } });
-  expect(frames.at(-1)).toMatchObject({ action: "subscribe", since: { seq: 3, epoch: "e" }, position: true });
+  expect(subscribes(ws).at(-1)).toMatchObject({ action: "subscribe", since: { seq: 3, epoch: "e" }, position: true });
 });
 
 it("applyEntityEvent adds, replaces and removes by entity_id", () => {
@@ -197,7 +203,7 @@ it("after a reconnect that recovers nothing, the refetches of many topics are sp
   act(() => FakeWebSocket.latest().open()); // acks without `recovered`: nothing replayed
   await sleep(1_500);
   const refetchedAt = Object.values(fetched).map((f, i) => {
-    expect(f.length).toBe(before[i] + 1); // each topic once
+    expect(f.length).toBe(before[i]! + 1); // each topic once
     return f.at(-1)!;
   });
   // Not in one instant: spread over the jitter window (1 s).

@@ -74,13 +74,20 @@ describe("TidingsProvider + useLiveQuery", () => {
     const fetches = new Map<string, number>();
     const getToken = vi.fn(async () => "tok en");
     render(
-      <TidingsProvider url="ws://test/ws" getToken={getToken} queryClient={queryClient} options={OPTIONS}>
+      <TidingsProvider
+        url="ws://test/ws"
+        getToken={getToken}
+        queryClient={queryClient}
+        options={{ ...OPTIONS, tokenTransport: "query" }}
+      >
         <Status />
         <List id="1" fetches={fetches} />
       </TidingsProvider>,
     );
     const ws = await openSocket(1);
+    // tokenTransport "query" (for old servers): in the URL, encoded.
     expect(ws.url).toBe("ws://test/ws?token=tok%20en");
+    expect(ws.protocols).toEqual([]);
     await waitFor(() => expect(ws.server.subscribed).toEqual(new Set(["list:1"])));
     // Read before the subscription's ack and without a read stamp: refetched once (an event
     // published between the read and the ack would otherwise be missed).
@@ -213,7 +220,9 @@ describe("useConnectionStatus", () => {
       </TidingsProvider>,
     );
     const ws = await openSocket(1);
-    expect(ws.url).toBe("ws://test/ws?x=1&token=bad");
+    // By default the token travels as a subprotocol, never in the URL.
+    expect(ws.url).toBe("ws://test/ws?x=1");
+    expect(ws.protocols).toEqual(["tidings", "tidings.token.bad"]);
     await waitFor(() => expect(screen.getByTestId("status").textContent).toBe("open"));
     act(() => ws.serverClose(1006));
     // From here on the server refuses the token as tidings does: it completes the handshake,
@@ -281,7 +290,8 @@ describe("getToken", () => {
       </TidingsProvider>,
     );
     const ws = await openSocket(1);
-    expect(ws.url).toBe("ws://test/ws?token=good");
+    expect(ws.url).toBe("ws://test/ws");
+    expect(ws.protocols).toEqual(["tidings", "tidings.token.good"]);
     await waitFor(() => expect(screen.getByTestId("status").textContent).toBe("open"));
     expect(calls).toBe(3);
     expect(reasons).toEqual([
@@ -347,7 +357,8 @@ describe("useLiveQuery keeps its own key live", () => {
       </TidingsProvider>,
     );
     const ws = await openSocket(1);
-    expect(ws.url).toBe("ws://test/ws?token=t");
+    expect(ws.url).toBe("ws://test/ws");
+    expect(ws.protocols).toEqual(["tidings", "tidings.token.t"]);
     await waitFor(() => expect(ws.server.subscribed).toEqual(new Set(["todo:1", "list:5"])));
     // The read/ack gap refetch (no read stamp).
     await waitFor(() => expect(screen.getByTestId("todo-1").textContent).toBe("todo 1 v2"));

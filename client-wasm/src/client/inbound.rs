@@ -40,9 +40,12 @@ pub(super) enum Inbound {
         seq: u64,
         epoch: String,
     },
+    /// `{"action": "unsubscribed", "topic", "reason"}`: the server ended the subscription by
+    /// itself (`WSReply::Unsubscribed` with a reason: a refreshed token no longer allows it).
+    Ended { topic: String, reason: String },
     /// An error reply (`ServerMessage::Error`): its text (with `details`, if any) and topic.
     Error { topic: Option<String>, text: String },
-    /// Anything else — `unsubscribed`, `pong`, an event without a topic, an unknown shape: it
+    /// Anything else — `unsubscribed` (asked for by the client), `pong`, an event without a topic, an unknown shape: it
     /// only proves the connection alive.
     Other,
 }
@@ -91,6 +94,10 @@ pub(super) fn decode(text: &str) -> Result<Inbound, NotJson> {
             (_, names::REFRESHED) => Inbound::Refreshed,
             (Some(topic), names::SKIPPED) => match position(&msg) {
                 Some((seq, epoch)) => Inbound::Skipped { topic, seq, epoch },
+                None => Inbound::Other,
+            },
+            (Some(topic), names::UNSUBSCRIBED) => match get(&msg, names::REASON).as_string() {
+                Some(reason) => Inbound::Ended { topic, reason },
                 None => Inbound::Other,
             },
             _ => Inbound::Other,

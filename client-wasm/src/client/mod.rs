@@ -79,8 +79,22 @@ export type GetToken = () => string | Promise<string>;
 
 /** Options of `new TidingsClient(options)`. */
 export interface TidingsClientOptions {
-  /** The WebSocket URL, e.g. `ws://localhost:8000/ws`; the token is added as `?token=`. */
+  /** The WebSocket URL, e.g. `ws://localhost:8000/ws`. */
   url: string;
+  /**
+   * How the token reaches the server. `"protocol"` (the default): as the WebSocket subprotocol
+   * `tidings.token.<token>` beside `tidings`, so it never appears in a URL (proxy access logs,
+   * the browser console); the token must be a JWT (or any string of HTTP token characters).
+   * `"query"`: as `?token=`, for servers older than the subprotocol (and the seed).
+   */
+  tokenTransport?: "protocol" | "query";
+  /**
+   * Called when the server ends a subscription by itself: a refreshed token whose `topics`
+   * claim no longer allows it (`reason: "Forbidden"`). The topic's listeners are dropped (a
+   * reconnect does not resubscribe it) and its unsettled `ready()` promises rejected. Without
+   * it, the client reports it on the console.
+   */
+  onSubscriptionEnded?: (ended: { topic: string; reason: string }) => void;
   /** A fixed token (when `getToken` is not given). */
   token?: string;
   /** Called before every connect and reconnect, and to refresh an open connection's token before its `exp`; wins over `token`. */

@@ -4,6 +4,7 @@
 //! constructor or `bindQueryClient` throws. Nothing here touches the connection.
 
 use js_sys::{Array, Function, Object};
+use tidings_protocol::handshake;
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 
@@ -20,6 +21,10 @@ pub(super) struct Config {
     pub(super) url: String,
     pub(super) token: Option<String>,
     pub(super) get_token: Option<Function>,
+    /// `tokenTransport: "query"`: the token goes in `?token=` instead of a subprotocol.
+    pub(super) token_in_query: bool,
+    /// `onSubscriptionEnded({topic, reason})`: the server ended a subscription by itself.
+    pub(super) on_subscription_ended: Option<Function>,
     pub(super) initial_delay_ms: f64,
     pub(super) max_delay_ms: f64,
     pub(super) ping_interval_ms: f64,
@@ -76,12 +81,31 @@ impl Config {
                 .as_bool()
                 .ok_or_else(|| JsError::new("options.autoConnect must be a boolean"))?
         };
+        let token_in_query = match browser::get(options, "tokenTransport").as_string() {
+            None => false,
+            Some(t) if t == "protocol" => false,
+            Some(t) if t == "query" => true,
+            Some(_) => {
+                return Err(JsError::new(
+                    "options.tokenTransport must be \"protocol\" or \"query\"",
+                ));
+            }
+        };
+        let on_subscription_ended = match browser::get(options, "onSubscriptionEnded") {
+            f if f.is_undefined() || f.is_null() => None,
+            f => Some(
+                f.dyn_into::<Function>()
+                    .map_err(|_| JsError::new("options.onSubscriptionEnded must be a function"))?,
+            ),
+        };
         Ok(Self {
             url,
             auto_connect,
             connection_id: crate::wire::connection_id(browser::random),
             token,
             get_token,
+            token_in_query,
+            on_subscription_ended,
             initial_delay_ms: number(options, "initialDelayMs", DEFAULT_INITIAL_DELAY_MS)?,
             max_delay_ms: number(options, "maxDelayMs", DEFAULT_MAX_DELAY_MS)?,
             ping_interval_ms: number(options, "pingIntervalMs", DEFAULT_PING_INTERVAL_MS)?,
@@ -90,9 +114,18 @@ impl Config {
         })
     }
 
-    pub(super) fn socket_url(&self, token: Option<&str>) -> String {
+    /// The URL and the subprotocols of a connection with `token`: the URL carries the
+    /// connection id (`cid`, URL-safe characters only); by default the token goes in the
+    /// `tidings.token.` subprotocol beside the `tidings` marker (see
+    /// [`tidings_protocol::handshake`]), with `tokenTransport: "query"` in `?token=`.
+    ///
+    /// # Errors
+    /// A token a subprotocol cannot carry (not a JWT); the message never repeats it.
+    pub(super) fn socket_target(
+        &self,
+        token: Option<&str>,
+    ) -> Result<(String, Vec<String>), &'static str> {
         let sep = if self.url.contains('?') { '&' } else { '?' };
-        // The connection id (URL-safe characters only), then the token.
         let url = format!(
             "{}{sep}{}={}",
             self.url,
@@ -100,10 +133,18 @@ impl Config {
             self.connection_id
         );
         match token {
-            None => url,
-            Some(t) => {
+            None => Ok((url, Vec::new())),
+            Some(t) if self.token_in_query => {
                 let t = String::from(js_sys::encode_uri_component(t));
-                format!("{url}&token={t}")
+                let param = handshake::TOKEN_QUERY_PARAM;
+                Ok((format!("{url}&{param}={t}"), Vec::new()))
+            }
+            Some(t) => {
+                let carrier = handshake::token_subprotocol(t).ok_or(
+                    "the token has characters a WebSocket subprotocol cannot carry \
+                     (not a JWT); use tokenTransport: \"query\"",
+                )?;
+                Ok((url, vec![handshake::SUBPROTOCOL.to_owned(), carrier]))
             }
         }
     }

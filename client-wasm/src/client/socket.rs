@@ -85,10 +85,15 @@ pub(super) fn start_attempt(rc: &Shared) {
 fn open_socket(rc: &Shared, generation: u32, token: Option<String>) {
     let weak = Rc::downgrade(rc);
     let token_exp_ms = token.as_deref().and_then(token_exp_ms);
-    let url = rc.borrow().config.socket_url(token.as_deref());
+    let target = rc.borrow().config.socket_target(token.as_deref());
+    let (url, protocols) = match target {
+        Ok(target) => target,
+        Err(why) => return fail(rc, why),
+    };
     let (w1, w2, w3) = (weak.clone(), weak.clone(), weak.clone());
     let socket = Socket::open(
         &url,
+        &protocols,
         move || guarded(&w1, generation, on_open),
         move |data| guarded(&w2, generation, |rc| on_message(rc, data)),
         move |code, reason| guarded(&w3, generation, |rc| on_close(rc, code, reason)),
@@ -288,6 +293,23 @@ fn on_message(rc: &Shared, data: JsValue) {
                 let err = js_error(&format!("tidings: {topic}: {text}"));
                 for r in inner.topics.on_refused(&topic) {
                     effects.push(Effect::Call(r.reject, err.clone()));
+                }
+            }
+            Inbound::Ended { topic, reason } => {
+                // The subscription is over for good on this token: drop it (no resubscribe),
+                // and tell the app.
+                if let Some(waiting) = inner.topics.on_ended(&topic) {
+                    let err = js_error(&format!("tidings: {topic}: {reason}"));
+                    for r in waiting {
+                        effects.push(Effect::Call(r.reject, err.clone()));
+                    }
+                    let ended = js_sys::Object::new();
+                    browser::set(&ended, "topic", &JsValue::from_str(&topic));
+                    browser::set(&ended, "reason", &JsValue::from_str(&reason));
+                    match &inner.config.on_subscription_ended {
+                        Some(f) => effects.push(Effect::Call(f.clone(), ended.into())),
+                        None => browser::report("tidings: the server ended a subscription", &ended),
+                    }
                 }
             }
             Inbound::Error { topic: None, text } => {

@@ -4,33 +4,40 @@
 //! A [`Broker`] takes an event's JSON (without `seq`/`epoch`), gives it the topic's next
 //! `seq` and the stream's `epoch`, records it in the bounded history and makes it reach every
 //! local subscriber (and, for a shared broker, every other node's); it answers history
-//! queries for recovery and reports its health. Two implementations, after centrifuge's
-//! `broker_memory.go` / `broker_redis.go`:
+//! queries for recovery and reports its health. The trait sits next to its two
+//! implementations, after centrifuge's `broker.go` / `broker_memory.go` / `broker_redis.go`:
 //!
-//! - [`memory`] (the default): one node, no external service. The [`Hub`](crate::Hub) itself holds the
-//!   history, so that a subscribe with `since` replays and joins atomically under the topic's
-//!   lock. Its epochs change when the process restarts (history lost).
-//! - [`redis`] (`Config::with_redis_url`): seq, epoch and history live in Redis (one Lua script
-//!   per publish), and each node receives the events of the topics it has subscribers of
-//!   through Redis pub/sub (a channel per topic), so a client recovers on any node.
+//! - [`memory`] (the default): one node, no external service. It owns the streams (epoch,
+//!   numbering, the bounded history ring and its counters, the expiry sweep). Its epochs
+//!   change when the process restarts (history lost).
+//! - [`redis`] (`Config::with_redis_url`, or [`RedisBroker::connect`] with
+//!   [`Tidings::builder`](crate::Tidings::builder)): seq, epoch and history live in Redis (one
+//!   Lua script per publish), and each node receives the events of the topics it has
+//!   subscribers of through Redis pub/sub (a channel per topic), so a client recovers on any
+//!   node.
+//!
+//! A broker never sees the hub: it gets a [`Deliver`] handle, the local subscribers' side of a
+//! topic (queue an event, repair a gap, give a topic up), so nothing here imports `hub.rs`.
 
-pub(crate) mod memory;
-pub(crate) mod redis;
+pub mod memory;
+pub mod redis;
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::Utf8Bytes;
-use tidings_protocol::{StreamPosition, Topic};
+use tidings_protocol::{StreamPosition, Topic, WSEvent};
+use tokio_util::sync::CancellationToken;
 
 use crate::audience::{Audience, AudienceError};
 
-pub(crate) use self::memory::MemoryBroker;
-pub(crate) use self::redis::RedisBroker;
+pub use self::memory::MemoryBroker;
+pub use self::redis::RedisBroker;
 
 /// A boxed future, so that [`Broker`] stays object safe.
-pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Why the broker could not take a publication or answer a history query.
 #[derive(Debug, thiserror::Error)]
@@ -50,10 +57,11 @@ pub enum BrokerError {
 /// What a broker may do to this node's local subscribers: the narrow handle it gets instead
 /// of the hub (implemented by [`Hub`](crate::Hub)), so that the broker never depends on the
 /// hub that holds it.
-pub(crate) trait Deliver: Send + Sync {
+pub trait Deliver: Send + Sync {
     /// Queues an event the broker numbered (`seq`) and serialized (`text`) for the local
-    /// subscribers of `topic` (those `audience` admits; see [`crate::audience`]), or reports a
-    /// gap to repair first.
+    /// subscribers of `topic` that `audience` admits (the others get a `skipped` frame or
+    /// nothing, see [`crate::audience`]), or reports a gap to repair first. `Queued` counts
+    /// only the connections that got the event itself.
     fn deliver(
         &self,
         topic: &str,
@@ -73,56 +81,124 @@ pub(crate) trait Deliver: Send + Sync {
     fn is_followed(&self, topic: &str) -> bool;
     /// How many local connections follow `topic`.
     fn subscriber_count(&self, topic: &str) -> usize;
+    /// How many of them `audience` admits (what a publish reports as delivered).
+    fn admitted_count(&self, topic: &str, audience: &Audience) -> usize;
     /// Counts one publication queued for `delivered` connections that took `took`.
     fn published(&self, delivered: usize, took: Duration);
-    /// The in-memory broker's publish: numbers, records and queues an event (the hub still
-    /// holds the in-memory streams).
-    fn publish_local(&self, topic: &Topic, base: &str, audience: &Audience) -> usize;
-    /// The in-memory history of `topic` after `since`.
-    fn recover(&self, topic: &str, since: &StreamPosition) -> Recovery;
-    /// The in-memory position of `topic` (`seq` 0 in the quiet epoch when it has had no
-    /// event).
-    fn read_position(&self, topic: &str) -> StreamPosition;
+    /// Applies a control command another node sent ([`Broker::control`]: the JSON text of a
+    /// disconnect or revocation) to this node's sessions. A node without sessions to control
+    /// ignores it.
+    fn control(&self, _command: &[u8]) {}
 }
 
-/// What a subscribe with `since` found in the history.
+/// A shared handle delivers through what it points to (a broker's background task holds one).
+impl<T: Deliver + ?Sized> Deliver for Arc<T> {
+    fn deliver(
+        &self,
+        topic: &str,
+        seq: u64,
+        epoch: &str,
+        text: Utf8Bytes,
+        audience: &Audience,
+    ) -> Delivered {
+        (**self).deliver(topic, seq, epoch, text, audience)
+    }
+
+    fn repair(&self, topic: &str, from: &StreamPosition, recovery: Recovery) {
+        (**self).repair(topic, from, recovery);
+    }
+
+    fn abandon(&self, topic: &str) {
+        (**self).abandon(topic);
+    }
+
+    fn external_positions(&self) -> Vec<(Topic, StreamPosition)> {
+        (**self).external_positions()
+    }
+
+    fn is_followed(&self, topic: &str) -> bool {
+        (**self).is_followed(topic)
+    }
+
+    fn subscriber_count(&self, topic: &str) -> usize {
+        (**self).subscriber_count(topic)
+    }
+
+    fn admitted_count(&self, topic: &str, audience: &Audience) -> usize {
+        (**self).admitted_count(topic, audience)
+    }
+
+    fn published(&self, delivered: usize, took: Duration) {
+        (**self).published(delivered, took);
+    }
+
+    fn control(&self, command: &[u8]) {
+        (**self).control(command);
+    }
+}
+
+/// What [`Tidings::publish`](crate::Tidings::publish) (and [`Broker::publish`]) did with an
+/// event: the position the broker gave it, and how many local connections it was queued for.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Recovery {
-    /// Whether every event after the position could be replayed.
-    pub(crate) recovered: bool,
-    /// The missed events (`seq`, text, audience), oldest first (empty when not recovered).
-    pub(crate) events: Vec<(u64, Utf8Bytes, Audience)>,
+#[non_exhaustive]
+pub struct Published {
+    /// The event's topic.
+    pub topic: Topic,
+    /// Its number in the topic's stream.
+    pub seq: u64,
+    /// The stream it was numbered in (a new one after the history was lost).
+    pub epoch: Arc<str>,
+    /// Local connections it was queued for: with the in-memory broker, the connections it was
+    /// queued on; with Redis, the local connections subscribed when Redis took it (they
+    /// receive it through this node's pub/sub subscription, like every other node's). Only
+    /// connections in the event's audience count (not those sent a `skipped` frame).
+    pub delivered: usize,
 }
 
-/// Bounds of the in-memory history (see the `Config::with_history_*` settings).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct HistoryLimits {
-    pub(crate) size: usize,
-    pub(crate) ttl: Duration,
-    /// Most bytes of event text one topic keeps.
-    pub(crate) max_topic_bytes: usize,
-    /// Most bytes of event text all topics keep together.
-    pub(crate) max_total_bytes: usize,
-    /// Most topics holding history at once.
-    pub(crate) max_topics: usize,
-}
-
-impl HistoryLimits {
-    /// The limits configured in `config`.
-    pub(crate) fn from_config(config: &crate::Config) -> Self {
-        Self {
-            size: config.history_size,
-            ttl: config.history_ttl,
-            max_topic_bytes: config.history_max_topic_bytes,
-            max_total_bytes: config.history_max_total_bytes,
-            max_topics: config.max_history_topics,
+impl Published {
+    /// The event's position, as a client's `since` names it.
+    pub fn position(&self) -> StreamPosition {
+        StreamPosition {
+            seq: self.seq,
+            epoch: self.epoch.to_string(),
         }
     }
 }
 
+/// A broker's receipt for one event before the topic is attached (see [`Published`]).
+#[derive(Debug, Clone)]
+pub(crate) struct Numbered {
+    pub(crate) seq: u64,
+    pub(crate) epoch: Arc<str>,
+    pub(crate) delivered: usize,
+}
+
+impl Numbered {
+    pub(crate) fn published(self, topic: Topic) -> Published {
+        Published {
+            topic,
+            seq: self.seq,
+            epoch: self.epoch,
+            delivered: self.delivered,
+        }
+    }
+}
+
+/// What a subscribe with `since` found in the history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recovery {
+    /// Whether every event after the position could be replayed.
+    pub recovered: bool,
+    /// The missed events, oldest first (empty when not recovered), as `(seq, JSON text,
+    /// audience)`: a replay honours each event's [`Audience`] as the live delivery did.
+    pub events: Vec<(u64, Utf8Bytes, Audience)>,
+}
+
+pub use crate::config::HistoryLimits;
+
 /// What [`Deliver::deliver`] did with an event of the external broker.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Delivered {
+pub enum Delivered {
     /// Queued for this many local connections (0: none here, or already delivered).
     Queued(usize),
     /// Not queued: the events after this position (the topic's last delivered one) never
@@ -131,23 +207,32 @@ pub(crate) enum Delivered {
 }
 
 /// A fresh random epoch (16 hex digits).
-pub(crate) fn new_epoch() -> String {
+pub fn new_epoch() -> String {
     format!("{:016x}", rand::random::<u64>())
 }
 
 /// The seam between the hub and where events are numbered, stored and fanned out between nodes.
-pub(crate) trait Broker: Send + Sync + 'static {
-    /// Numbers `base` (an event's JSON text without `seq`/`epoch`) on `topic`, records it in
-    /// the history (with `audience`) and delivers it to `hub`'s local subscribers (and other
-    /// nodes') that `audience` admits. Returns how many local connections it was (or will be)
-    /// queued for.
+///
+/// Implemented by [`MemoryBroker`] and [`RedisBroker`]; hand another one to
+/// [`TidingsBuilder::broker`](crate::TidingsBuilder::broker) (see `docs/ARCHITECTURE.md`,
+/// "Adding a broker").
+pub trait Broker: Send + Sync + 'static {
+    /// Numbers `base` (an event's JSON text without `seq`/`epoch`, see [`base_text`]) on
+    /// `topic`, records it in the history with its `audience` and delivers it to `local`'s
+    /// subscribers (and other nodes'), with its position spliced in by [`with_position`].
+    ///
+    /// `audience` ([`Audience::everyone`] for most events) travels with the event: every
+    /// node hands it to [`Deliver::deliver`] with the event, and [`Broker::history`] returns
+    /// it with the event ([`Recovery::events`]), so that live deliveries and replays leave out
+    /// the same subscribers. [`Published::delivered`] counts only the admitted ones. The
+    /// caller has checked its bounds ([`Audience::check`]).
     fn publish<'a>(
         &'a self,
         local: &'a dyn Deliver,
-        topic: &'a Topic,
+        topic: Topic,
         base: String,
         audience: Audience,
-    ) -> BoxFuture<'a, Result<usize, BrokerError>>;
+    ) -> BoxFuture<'a, Result<Published, BrokerError>>;
 
     /// The events of `topic` after `since`, if the history still holds all of them and they
     /// fit in `bound` (else `recovered: false` and no events: a replay the connection could
@@ -162,12 +247,19 @@ pub(crate) trait Broker: Send + Sync + 'static {
 
     /// The current position of `topic`: its last event's `seq` and epoch, or `seq` 0 in the
     /// epoch its first event will be numbered in (created now if it has none), so that a
-    /// client can resume from "no event yet" without a refetch.
+    /// client can resume from "no event yet" without a refetch. Used for the position in a
+    /// `subscribed` ack (`"position":true`) and for read stamps
+    /// ([`Tidings::read_stamp`](crate::Tidings::read_stamp)). A broker that cannot tell
+    /// answers an error: the ack then carries no position and the client refetches once.
     fn position<'a>(
         &'a self,
-        local: &'a dyn Deliver,
-        topic: &'a Topic,
-    ) -> BoxFuture<'a, Result<StreamPosition, BrokerError>>;
+        _local: &'a dyn Deliver,
+        _topic: &'a Topic,
+    ) -> BoxFuture<'a, Result<StreamPosition, BrokerError>> {
+        Box::pin(std::future::ready(Err(BrokerError::Unavailable(
+            "this broker has no positions".to_owned(),
+        ))))
+    }
 
     /// `None` when healthy, else why the broker is degraded.
     fn degraded(&self) -> Option<String>;
@@ -192,24 +284,72 @@ pub(crate) trait Broker: Send + Sync + 'static {
     fn ready(&self) -> BoxFuture<'_, bool> {
         Box::pin(std::future::ready(true))
     }
+
+    /// Starts the broker's background work for the node whose subscribers `local` reaches
+    /// (the in-memory sweep; Redis' pub/sub listener), until `stop`. Called once, inside a
+    /// tokio runtime, when the [`Tidings`](crate::Tidings) handle is built.
+    fn start(self: Arc<Self>, _local: Arc<dyn Deliver>, _stop: CancellationToken) {}
+
+    /// Sends a control command (JSON text, see `control::Command`) to the other nodes, which
+    /// apply it to their own sessions ([`Deliver::control`]); the caller has applied it
+    /// locally. A single node (the memory broker) has no one to tell.
+    fn control(&self, _command: String) -> BoxFuture<'_, Result<(), BrokerError>> {
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    /// Claims an `Idempotency-Key` (`key` already names its publisher) for `ttl` in a store
+    /// every node shares; `None` when the broker has none (the node's own store is used).
+    fn claim_key(
+        &self,
+        _key: String,
+        _ttl: Duration,
+    ) -> BoxFuture<'_, Result<Option<SharedClaim>, BrokerError>> {
+        Box::pin(std::future::ready(Ok(None)))
+    }
+
+    /// Keeps `answer` under a key claimed with [`Broker::claim_key`] until `ttl`; `None` as
+    /// `answer` releases the key (the request failed, a retry must run).
+    fn settle_key(
+        &self,
+        _key: String,
+        _answer: Option<String>,
+        _ttl: Duration,
+    ) -> BoxFuture<'_, Result<(), BrokerError>> {
+        Box::pin(std::future::ready(Ok(())))
+    }
 }
 
+/// What became of an `Idempotency-Key` in a store every node shares ([`Broker::claim_key`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SharedClaim {
+    /// Claimed now: publish.
+    New,
+    /// A request holding it is still running.
+    InFlight,
+    /// Settled: the kept answer.
+    Done(String),
+}
+
+/// Applies a control command received from another node (the JSON text
+/// [`Broker::control`] sent).
+pub(crate) type OnControl = Arc<dyn Fn(&[u8]) + Send + Sync>;
+
 /// The most a recovery replay may hold: half of a connection's outbound budget (messages and
-/// bytes), as [`Outbox::replay_fits`](crate::outbox::Outbox::replay_fits) allows, so that the
+/// bytes), as the connection's outbound queue allows (`Outbox::replay_fits`), so that the
 /// live events following it still fit. A broker answers a larger replay `recovered: false`
 /// without reading it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct ReplayBound {
+pub struct ReplayBound {
     /// Most events.
-    pub(crate) events: usize,
+    pub events: usize,
     /// Most bytes of event text.
-    pub(crate) bytes: usize,
+    pub bytes: usize,
 }
 
 impl ReplayBound {
     /// The bound for a connection whose outbound queue holds `capacity` messages and
     /// `max_bytes` bytes.
-    pub(crate) fn for_outbox(capacity: usize, max_bytes: usize) -> Self {
+    pub fn for_outbox(capacity: usize, max_bytes: usize) -> Self {
         Self {
             events: capacity / 2,
             bytes: max_bytes / 2,
@@ -238,10 +378,10 @@ impl Broker for UnusableBroker {
     fn publish<'a>(
         &'a self,
         _local: &'a dyn Deliver,
-        _topic: &'a Topic,
+        _topic: Topic,
         _base: String,
         _audience: Audience,
-    ) -> BoxFuture<'a, Result<usize, BrokerError>> {
+    ) -> BoxFuture<'a, Result<Published, BrokerError>> {
         Box::pin(async move { Err(BrokerError::Unavailable(self.0.clone())) })
     }
 
@@ -255,15 +395,55 @@ impl Broker for UnusableBroker {
         Box::pin(async move { Err(BrokerError::Unavailable(self.0.clone())) })
     }
 
-    fn position<'a>(
-        &'a self,
-        _local: &'a dyn Deliver,
-        _topic: &'a Topic,
-    ) -> BoxFuture<'a, Result<StreamPosition, BrokerError>> {
-        Box::pin(async move { Err(BrokerError::Unavailable(self.0.clone())) })
-    }
-
     fn degraded(&self) -> Option<String> {
         Some(self.0.clone())
+    }
+}
+
+/// The JSON text of `event` without `seq` and `epoch` (publisher-supplied ones dropped): what
+/// [`Broker::publish`] numbers.
+///
+/// # Errors
+/// [`BrokerError::Serialize`] (cannot happen for events built by the protocol crate).
+pub fn base_text(event: &WSEvent) -> Result<String, BrokerError> {
+    let result = if event.seq.is_some() || event.epoch.is_some() {
+        let mut bare = event.clone();
+        bare.seq = None;
+        bare.epoch = None;
+        serde_json::to_string(&bare)
+    } else {
+        serde_json::to_string(event)
+    };
+    result.map_err(|e| {
+        tracing::error!(topic = %event.topic, error = %e, "could not serialize event");
+        BrokerError::Serialize
+    })
+}
+
+/// `base` (a JSON object without `seq`/`epoch`) with `"seq":seq,"epoch":epoch` added before
+/// its closing brace: the event is numbered without serializing it again. Epochs are
+/// generated by tidings (hex digits), so they need no escaping.
+pub fn with_position(base: &str, seq: u64, epoch: &str) -> String {
+    let body = base.strip_suffix('}').unwrap_or(base);
+    let mut text = String::with_capacity(base.len() + epoch.len() + 32);
+    text.push_str(body);
+    text.push_str(",\"seq\":");
+    text.push_str(&seq.to_string());
+    text.push_str(",\"epoch\":\"");
+    text.push_str(epoch);
+    text.push_str("\"}");
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_position;
+
+    #[test]
+    fn splicing_the_position() {
+        assert_eq!(
+            with_position(r#"{"a":1}"#, 7, "ab"),
+            r#"{"a":1,"seq":7,"epoch":"ab"}"#
+        );
     }
 }

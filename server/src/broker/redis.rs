@@ -33,17 +33,17 @@
 //! after `since` start in the list and returns nothing when the client is up to date, and a
 //! replay larger than half a connection's outbound budget ([`ReplayBound`]) is answered
 //! `recovered: false` without being read. At most [`Config::with_max_history_fetches`]
-//! fetches run at once per node (a fetch that waits longer than [`REDIS_TIMEOUT`] for a slot
+//! fetches run at once per node (a fetch that waits longer than `REDIS_TIMEOUT` for a slot
 //! answers `recovered: false`); each connection runs a few at a time and queues the rest
 //! ([`Config::with_max_history_fetches_per_connection`]).
 //!
 //! Redis unavailable: publishing fails with [`BrokerError::Unavailable`] (`POST /publish`
 //! answers 503), the pub/sub listener retries every few hundred milliseconds (backing off
-//! to [`MAX_RETRY`]) and [`Broker::degraded`] says so; WebSocket connections stay up.
+//! to `MAX_RETRY`) and [`Broker::degraded`] says so; WebSocket connections stay up.
 //!
 //! No silent loss when the subscription breaks (Redis restarted, `CLIENT KILL TYPE pubsub`, a
 //! dropped connection): once subscribed again, and before it delivers anything new, the
-//! listener reads every local topic's `epoch`/`seq` from Redis (pipelined, [`RESYNC_BATCH`]
+//! listener reads every local topic's `epoch`/`seq` from Redis (pipelined, `RESYNC_BATCH`
 //! topics per round trip) and, for each topic this node had delivered events of:
 //! - same epoch, further on: replays the missed events from the history to the local
 //!   subscribers, in order, exactly once (later live duplicates are dropped by `seq`);
@@ -52,14 +52,14 @@
 //!   (try again later). A client reconnects and resubscribes with `since`, which either
 //!   recovers or answers `recovered: false` (refetch);
 //! - a topic this node has subscribers of but no event yet, whose last event was published
-//!   after the subscription was last known to deliver (minus [`RESYNC_MARGIN`]): 1013 too.
+//!   after the subscription was last known to deliver (minus `RESYNC_MARGIN`): 1013 too.
 //!
 //! Live events skipping numbers (a lost pub/sub message) are repaired the same way before
 //! the next one is delivered, and a new epoch that starts past `seq` 1 on a topic this node
 //! had delivered events of closes its subscribers with 1013 (see [`Deliver::deliver`]). The listener does this inline, so events
 //! of other topics wait meanwhile (normally a few milliseconds; each command is bounded by
-//! [`REDIS_TIMEOUT`], and a failure restarts the subscription and the check). The link is
-//! pinged every [`PUBSUB_PING`], so one that hangs without an error counts as a break too.
+//! `REDIS_TIMEOUT`, and a failure restarts the subscription and the check). The link is
+//! pinged every `PUBSUB_PING`, so one that hangs without an error counts as a break too.
 //!
 //! [`Config::with_max_history_fetches`]: crate::Config::with_max_history_fetches
 //! [`Config::with_max_history_fetches_per_connection`]: crate::Config::with_max_history_fetches_per_connection
@@ -79,8 +79,8 @@ use tokio_util::sync::CancellationToken;
 use crate::audience::Audience;
 
 use super::{
-    BoxFuture, Broker, BrokerError, Deliver, Delivered, HistoryLimits, Recovery, ReplayBound,
-    new_epoch,
+    BoxFuture, Broker, BrokerError, Deliver, Delivered, HistoryLimits, Published, Recovery,
+    ReplayBound, new_epoch,
 };
 
 /// Channel subscriptions sent to Redis in one pipelined round trip.
@@ -115,7 +115,7 @@ if size > 0 then
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 redis.call('PUBLISH', ARGV[5], seq .. '\n' .. epoch .. '\n' .. ARGV[6] .. '\n' .. ARGV[7] .. '\n' .. json)
-return seq
+return {seq, epoch}
 "#;
 
 /// The events after `since` (ARGV: epoch, seq, most events, most bytes), as
@@ -163,7 +163,7 @@ return {redis.call('HGET', KEYS[1], 'epoch'), redis.call('HGET', KEYS[1], 'seq')
 "#;
 
 /// The Redis broker (see the module docs).
-pub(crate) struct RedisBroker {
+pub struct RedisBroker {
     client: Client,
     /// The command connection, re-established on the next call after it broke.
     conn: tokio::sync::Mutex<Option<MultiplexedConnection>>,
@@ -209,7 +209,7 @@ impl RedisBroker {
     /// A broker for the Redis at `url`; nothing connects until it is used. `max_fetches`
     /// bounds the history fetches in flight; `repair_bound` is the outbound budget's share a
     /// repair after a pub/sub break may replay.
-    pub(crate) fn new(
+    pub fn new(
         url: &str,
         limits: HistoryLimits,
         max_fetches: usize,
@@ -233,6 +233,39 @@ impl RedisBroker {
             follows_asked: AtomicU64::new(0),
             follows_applied: AtomicU64::new(0),
         })
+    }
+
+    /// A broker for the Redis at `url` with the settings of `config` (history limits, fetch
+    /// bounds, the outbound budget a repair may replay), once Redis answered a `PING`: what
+    /// [`Tidings::builder`](crate::Tidings::builder) takes.
+    ///
+    /// # Errors
+    /// [`BrokerError::Unavailable`] for an invalid URL or a Redis that does not answer within
+    /// two seconds.
+    pub async fn connect(url: &str, config: &crate::Config) -> Result<Self, BrokerError> {
+        let broker = Self::from_config(url, config)?;
+        let mut conn = broker.connection().await?;
+        let pong: Result<String, _> = redis::cmd("PING").query_async(&mut conn).await;
+        pong.map_err(|e| broker.failed(e))?;
+        broker.failing.store(false, Ordering::Relaxed);
+        Ok(broker)
+    }
+
+    /// A broker for the Redis at `url` with the settings of `config`; nothing connects until
+    /// it is used (what `Config::with_redis_url` makes).
+    ///
+    /// # Errors
+    /// [`BrokerError::Unavailable`] for an invalid URL.
+    pub fn from_config(url: &str, config: &crate::Config) -> Result<Self, BrokerError> {
+        Self::new(
+            url,
+            HistoryLimits::from_config(config),
+            config.max_history_fetches,
+            ReplayBound::for_outbox(
+                config.buffers.outbound_queue_capacity,
+                config.buffers.max_outbound_bytes,
+            ),
+        )
     }
 
     fn follows(&self) -> std::sync::MutexGuard<'_, Follows> {
@@ -315,7 +348,7 @@ impl RedisBroker {
     /// Runs the pub/sub listener until `stop`: subscribes to the channel of every topic with
     /// local subscribers (and follows the changes), hands every event to `hub`, and
     /// re-subscribes after any failure.
-    pub(crate) async fn listen(self: Arc<Self>, hub: impl Deliver, stop: CancellationToken) {
+    async fn listen(self: Arc<Self>, hub: Arc<dyn Deliver>, stop: CancellationToken) {
         let mut retry = Duration::from_millis(100);
         // The last moment this node's subscription was known to be delivering (its start,
         // then the last event or ping answered): events after it may have been missed.
@@ -333,6 +366,7 @@ impl RedisBroker {
                     .external_positions()
                     .iter()
                     .map(|(topic, _)| channel(topic.as_str()))
+                    .chain([CONTROL_CHANNEL.to_owned()])
                     .collect();
                 send_follows(&sink, channels, true).await?;
                 // Every event from here on arrives through `messages` (buffered meanwhile);
@@ -356,7 +390,11 @@ impl RedisBroker {
                         msg = messages.next() => match msg {
                             Some(msg) => {
                                 alive_at = std::time::Instant::now();
-                                self.deliver(&hub, msg.get_payload_bytes()).await?;
+                                if msg.get_channel_name() == CONTROL_CHANNEL {
+                                    hub.control(msg.get_payload_bytes());
+                                } else {
+                                    self.deliver(&hub, msg.get_payload_bytes()).await?;
+                                }
                             }
                             None => break,
                         },
@@ -576,6 +614,17 @@ fn millis(d: Duration) -> u64 {
 }
 
 /// The channel that carries `topic`'s events (its keys' hash tag: the same cluster slot).
+/// The channel control commands (`POST /admin/…`) travel on to every node. Commands sent
+/// while a node's pub/sub link is down do not reach it (pub/sub keeps nothing): a disconnect
+/// finds its connections gone anyway (they reconnect to a node that got it, or were on the
+/// cut-off node, see `docs/SECURITY.md`).
+const CONTROL_CHANNEL: &str = "tidings:control";
+
+/// The Redis key of an `Idempotency-Key` (`key` names its publisher and endpoint).
+fn idempotency_key(key: &str) -> String {
+    format!("tidings:idem:{key}")
+}
+
 fn channel(topic: &str) -> String {
     format!("tidings:{{{topic}}}:ch")
 }
@@ -613,15 +662,15 @@ impl Broker for RedisBroker {
     fn publish<'a>(
         &'a self,
         hub: &'a dyn Deliver,
-        topic: &'a Topic,
+        topic: Topic,
         base: String,
         audience: Audience,
-    ) -> BoxFuture<'a, Result<usize, BrokerError>> {
+    ) -> BoxFuture<'a, Result<Published, BrokerError>> {
         Box::pin(async move {
             let started = std::time::Instant::now();
             let mut conn = self.connection().await?;
             let (meta, hist) = keys(topic.as_str());
-            let result: Result<u64, _> = self
+            let result: Result<(u64, String), _> = self
                 .publish
                 .key(meta)
                 .key(hist)
@@ -635,12 +684,112 @@ impl Broker for RedisBroker {
                 .invoke_async(&mut conn)
                 .await;
             match result {
-                Ok(_) => {
+                Ok((seq, epoch)) => {
                     self.failing.store(false, Ordering::Relaxed);
-                    let delivered = hub.subscriber_count(topic.as_str());
+                    let delivered = hub.admitted_count(topic.as_str(), &audience);
                     hub.published(delivered, started.elapsed());
-                    Ok(delivered)
+                    Ok(Published {
+                        topic,
+                        seq,
+                        epoch: epoch.into(),
+                        delivered,
+                    })
                 }
+                Err(e) => {
+                    self.forget_connection(&e).await;
+                    Err(self.failed(e))
+                }
+            }
+        })
+    }
+
+    fn control(&self, command: String) -> BoxFuture<'_, Result<(), BrokerError>> {
+        Box::pin(async move {
+            let mut conn = self.connection().await?;
+            let sent: Result<u64, _> = redis::cmd("PUBLISH")
+                .arg(CONTROL_CHANNEL)
+                .arg(command)
+                .query_async(&mut conn)
+                .await;
+            match sent {
+                Ok(_) => Ok(()),
+                Err(e) => {
+                    self.forget_connection(&e).await;
+                    Err(self.failed(e))
+                }
+            }
+        })
+    }
+
+    /// `SET tidings:idem:… "" NX PX ttl`: the first request claims the key (an empty value
+    /// marks it in flight); any other reads what is there.
+    fn claim_key(
+        &self,
+        key: String,
+        ttl: Duration,
+    ) -> BoxFuture<'_, Result<Option<super::SharedClaim>, BrokerError>> {
+        Box::pin(async move {
+            let mut conn = self.connection().await?;
+            let key = idempotency_key(&key);
+            let claimed: Result<Option<String>, _> = redis::cmd("SET")
+                .arg(&key)
+                .arg("")
+                .arg("NX")
+                .arg("PX")
+                .arg(millis(ttl).max(1))
+                .query_async(&mut conn)
+                .await;
+            let claimed = match claimed {
+                Ok(reply) => reply.is_some(),
+                Err(e) => {
+                    self.forget_connection(&e).await;
+                    return Err(self.failed(e));
+                }
+            };
+            if claimed {
+                return Ok(Some(super::SharedClaim::New));
+            }
+            let held: Result<Option<String>, _> =
+                redis::cmd("GET").arg(&key).query_async(&mut conn).await;
+            match held {
+                Ok(Some(answer)) if !answer.is_empty() => {
+                    Ok(Some(super::SharedClaim::Done(answer)))
+                }
+                Ok(Some(_)) => Ok(Some(super::SharedClaim::InFlight)),
+                // Expired or released between the two commands: this request may run.
+                Ok(None) => Ok(Some(super::SharedClaim::New)),
+                Err(e) => {
+                    self.forget_connection(&e).await;
+                    Err(self.failed(e))
+                }
+            }
+        })
+    }
+
+    fn settle_key(
+        &self,
+        key: String,
+        answer: Option<String>,
+        ttl: Duration,
+    ) -> BoxFuture<'_, Result<(), BrokerError>> {
+        Box::pin(async move {
+            let mut conn = self.connection().await?;
+            let key = idempotency_key(&key);
+            let done: Result<redis::Value, _> = match answer {
+                Some(answer) => {
+                    redis::cmd("SET")
+                        .arg(&key)
+                        .arg(answer)
+                        .arg("XX")
+                        .arg("PX")
+                        .arg(millis(ttl).max(1))
+                        .query_async(&mut conn)
+                        .await
+                }
+                None => redis::cmd("DEL").arg(&key).query_async(&mut conn).await,
+            };
+            match done {
+                Ok(_) => Ok(()),
                 Err(e) => {
                     self.forget_connection(&e).await;
                     Err(self.failed(e))
@@ -712,6 +861,17 @@ impl Broker for RedisBroker {
             Some("redis commands failing".to_owned())
         } else {
             None
+        }
+    }
+
+    fn start(self: Arc<Self>, local: Arc<dyn Deliver>, stop: CancellationToken) {
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn(self.listen(local, stop));
+            }
+            Err(_) => tracing::error!(
+                "the Redis broker needs a tokio runtime: no events will be received"
+            ),
         }
     }
 

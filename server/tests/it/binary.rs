@@ -131,6 +131,36 @@ async fn serves_publishes_and_closes_with_1012_on_sigterm() {
     )
     .await;
 
+    // The token in the subprotocol (the browser client's default), accepted and refused: the
+    // request logs at trace level, the 4001 close reason and /metrics never carry it.
+    let protocol_token = mint_token("43");
+    let (mut carried, chosen) = connect_with_protocols(
+        &format!("ws://{addr}/ws"),
+        &["tidings", &format!("tidings.token.{protocol_token}")],
+    )
+    .await;
+    assert_eq!(chosen.as_deref(), Some("tidings"));
+    subscribe(&mut carried, "list:2").await;
+    let refused_token = mint_claims(serde_json::json!({"sub": "44", "exp": 1}));
+    let (mut refused, _) = connect_with_protocols(
+        &format!("ws://{addr}/ws"),
+        &["tidings", &format!("tidings.token.{refused_token}")],
+    )
+    .await;
+    let (code, reason) = recv_close(&mut refused).await;
+    assert_eq!(code, 4001);
+    assert!(!reason.contains(refused_token.rsplit('.').next().unwrap()));
+    let metrics = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("tidings_"), "{metrics}");
+    for secret in [&token, &protocol_token, &refused_token] {
+        assert!(!metrics.contains(secret.rsplit('.').next().unwrap()));
+    }
+
     sigterm(&child).await;
     assert_eq!(recv_close(&mut ws).await.0, 1012);
     drop(ws);
@@ -152,14 +182,23 @@ async fn serves_publishes_and_closes_with_1012_on_sigterm() {
         logs.contains("/ws"),
         "request logging is on at trace level: {logs}"
     );
-    for secret in [&token, &publish_token, &refresh_token, &SECRET.to_owned()] {
+    for secret in [
+        &token,
+        &publish_token,
+        &refresh_token,
+        &protocol_token,
+        &refused_token,
+        &SECRET.to_owned(),
+    ] {
         assert!(
             !logs.contains(secret.as_str()),
             "a secret leaked into the logs"
         );
     }
     // The signature part alone must not appear either, nor the refresh token as hex.
-    assert!(!logs.contains(token.rsplit('.').next().unwrap()));
+    for t in [&token, &protocol_token, &refused_token] {
+        assert!(!logs.contains(t.rsplit('.').next().unwrap()));
+    }
     let signature = refresh_token.rsplit('.').next().unwrap();
     assert!(!logs.contains(signature));
     let hex: String = signature

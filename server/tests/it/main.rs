@@ -9,11 +9,13 @@
 
 mod common;
 
+mod admin;
 mod audience;
 mod auth;
 mod authz;
 mod binary;
 mod bounds;
+mod builder;
 mod embed;
 mod fanout;
 mod fanout_cost;
@@ -27,8 +29,10 @@ mod per_ip;
 mod positions;
 mod protocol;
 mod publish;
+mod publish_batch;
 mod recovery;
 mod redis;
 mod refresh;
 mod shutdown;
+mod subprotocol;
 mod token_help;

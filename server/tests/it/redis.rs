@@ -1311,3 +1311,145 @@ async fn audience_across_two_nodes_live_and_replayed() {
         ]
     );
 }
+
+/// Issue 14: `POST /admin/disconnect` and `/admin/revoke` sent to one node act on every node
+/// (the `tidings:control` channel): a user's connections on both nodes are closed with 4006,
+/// and a token revoked through one node is refused by the other.
+#[tokio::test]
+#[ignore = "needs a redis-server: run ./scripts/test-redis"]
+async fn admin_commands_reach_every_node() {
+    let redis = redis_url();
+    let a = Node::spawn(&redis).await;
+    let b = Node::spawn(&redis).await;
+    let user = unique("user");
+    let exp = now_secs() + 600;
+    let admin = mint_claims(serde_json::json!({"sub": "ops", "exp": exp, "scope": "admin"}));
+    let http = reqwest::Client::new();
+    let post = |node: &Node, path: &str, body: Value| {
+        http.post(format!("http://{}{path}", node.addr))
+            .bearer_auth(&admin)
+            .json(&body)
+            .send()
+    };
+
+    // Disconnect through B: A's connection of the user is closed too; others stay.
+    let mut on_a = a.client_as(&user).await;
+    let mut on_b = b.client_as(&user).await;
+    let mut bystander = a.client_as("bystander").await;
+    let topic = unique("list");
+    subscribe(&mut on_a, &topic).await; // proves the connection is registered on A
+    let reply = post(&b, "/admin/disconnect", serde_json::json!({"sub": user}))
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 200);
+    assert_eq!(
+        reply.json::<Value>().await.unwrap()["disconnected"],
+        1,
+        "B's own one"
+    );
+    assert_eq!(recv_close(&mut on_b).await.0, 4006);
+    assert_eq!(recv_close(&mut on_a).await.0, 4006);
+    roundtrip(
+        &mut bystander,
+        r#"{"action":"ping"}"#,
+        r#"{"action":"pong"}"#,
+    )
+    .await;
+
+    // Revoke a jti through A: B closes its connection with it, then refuses it.
+    let jti = unique("jti");
+    let token = mint_claims(serde_json::json!({"sub": user, "exp": exp, "jti": jti}));
+    let url_b = format!("ws://{}/ws?token={token}", b.addr);
+    let mut with_jti = connect(&url_b).await;
+    roundtrip(
+        &mut with_jti,
+        r#"{"action":"ping"}"#,
+        r#"{"action":"pong"}"#,
+    )
+    .await;
+    let reply = post(
+        &a,
+        "/admin/revoke",
+        serde_json::json!({"jti": jti, "until": exp}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(reply.status(), 200);
+    assert_eq!(recv_close(&mut with_jti).await.0, 4006);
+    let mut refused = connect(&url_b).await;
+    assert_eq!(recv_close(&mut refused).await.0, 4001);
+    // The user's other tokens still work on B.
+    let mut other = b.client_as(&user).await;
+    roundtrip(&mut other, r#"{"action":"ping"}"#, r#"{"action":"pong"}"#).await;
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// Issue 14: with Redis, an `Idempotency-Key` is claimed in Redis (`SET NX PX`), so a retry
+/// that reaches another node is answered with the first answer and publishes nothing.
+#[tokio::test]
+#[ignore = "needs a redis-server: run ./scripts/test-redis"]
+async fn an_idempotent_retry_on_another_node_is_delivered_once() {
+    let redis = redis_url();
+    let a = Node::spawn(&redis).await;
+    let b = Node::spawn(&redis).await;
+    let topic = unique("list");
+    let mut ws = a.client().await;
+    subscribe(&mut ws, &topic).await;
+    let key = unique("order");
+    let token = mint_publish_token();
+    let http = reqwest::Client::new();
+    let send = |node: &Node, body: Value| {
+        http.post(format!("http://{}/publish/batch", node.addr))
+            .bearer_auth(&token)
+            .header("Idempotency-Key", &key)
+            .json(&body)
+            .send()
+    };
+    let batch = Value::Array(vec![event_json(&topic, "1"), event_json(&topic, "2")]);
+    let first = send(&a, batch.clone()).await.unwrap();
+    assert_eq!(first.status(), 200);
+    assert!(first.headers().get("idempotent-replayed").is_none());
+    let first: Value = first.json().await.unwrap();
+    let retry = send(&b, batch).await.unwrap();
+    assert_eq!(retry.status(), 200);
+    assert_eq!(retry.headers()["idempotent-replayed"], "true");
+    assert_eq!(retry.json::<Value>().await.unwrap(), first);
+    // Each event once, then nothing: a ping is answered next.
+    assert_eq!(recv_text(&mut ws).await, event_text(&topic, "1"));
+    assert_eq!(recv_text(&mut ws).await, event_text(&topic, "2"));
+    roundtrip(&mut ws, r#"{"action":"ping"}"#, r#"{"action":"pong"}"#).await;
+}
+
+/// `Tidings::builder` with a connected `RedisBroker`: `Tidings::publish` reports the position
+/// Redis gave the event, and the subscriber receives it with that position. A Redis that does
+/// not answer is an error from `connect`, not a log line.
+#[tokio::test]
+#[ignore = "needs a redis-server: run ./scripts/test-redis"]
+async fn the_builder_takes_a_connected_redis_broker() {
+    use tidings_server::{BrokerError, RedisBroker, Tidings};
+    let config = Config::new(SECRET);
+    let redis = RedisBroker::connect(&redis_url(), &config).await.unwrap();
+    let tidings = Tidings::builder(config).broker(redis).build().unwrap();
+    let server = serve_tidings(tidings).await;
+    let topic = unique("list");
+    let mut ws = server.client().await;
+    subscribe(&mut ws, &topic).await;
+    let first = server.tidings.publish(event(&topic, "1")).await.unwrap();
+    assert_eq!((first.seq, first.delivered), (1, 1));
+    assert_eq!(next_event(&mut ws).await.position(), Some(first.position()));
+    let second = server.tidings.publish(event(&topic, "2")).await.unwrap();
+    assert_eq!((second.seq, &second.epoch), (2, &first.epoch));
+    assert_eq!(
+        next_event(&mut ws).await.position(),
+        Some(second.position())
+    );
+
+    let closed = RedisBroker::connect("redis://127.0.0.1:1", &Config::new(SECRET)).await;
+    assert!(matches!(closed, Err(BrokerError::Unavailable(_))));
+}

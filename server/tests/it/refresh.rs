@@ -184,7 +184,13 @@ async fn the_new_claims_decide_later_subscribes() {
     .await;
     subscribe(&mut ws, "list:1").await;
     let wide = mint_claims(json!({"sub": "42", "exp": unix_now() + 3600, "topics": ["gifts:*"]}));
-    roundtrip(&mut ws, &refresh(&wide), r#"{"action":"refreshed"}"#).await;
+    // The new claims no longer allow list:1: that subscription ends (issue 14).
+    send(&mut ws, &refresh(&wide)).await;
+    assert_eq!(
+        recv_text(&mut ws).await,
+        r#"{"action":"unsubscribed","topic":"list:1","reason":"Forbidden"}"#
+    );
+    assert_eq!(recv_text(&mut ws).await, r#"{"action":"refreshed"}"#);
     subscribe(&mut ws, "gifts:all").await;
     roundtrip(
         &mut ws,
@@ -192,8 +198,47 @@ async fn the_new_claims_decide_later_subscribes() {
         r#"{"error":"Forbidden","topic":"list:2"}"#,
     )
     .await;
-    // A subscription made under the old token stays.
-    delivers(&server, &mut ws, "list:1", "7").await;
+    delivers(&server, &mut ws, "gifts:all", "7").await;
+}
+
+/// Issue 14: a refresh that narrows `topics` ends the subscriptions it no longer allows, each
+/// with an `unsubscribed` carrying `"reason":"Forbidden"`, before `refreshed`; what is still
+/// allowed keeps delivering, nothing else is delivered, and another connection of the same
+/// user (on its old token) keeps everything.
+#[tokio::test]
+async fn a_refresh_that_narrows_topics_drops_what_it_no_longer_allows() {
+    let server = start_server().await;
+    let mut ws = server.client().await; // no `topics` claim: everything
+    let mut other_tab = server.client().await;
+    for topic in ["list:1", "list:2", "gifts:all"] {
+        subscribe(&mut ws, topic).await;
+        subscribe(&mut other_tab, topic).await;
+    }
+    let narrow = mint_claims(json!({"sub": "42", "exp": unix_now() + 3600, "topics": ["list:1"]}));
+    send(&mut ws, &refresh(&narrow)).await;
+    let mut dropped = vec![recv_text(&mut ws).await, recv_text(&mut ws).await];
+    dropped.sort();
+    assert_eq!(
+        dropped,
+        [
+            r#"{"action":"unsubscribed","topic":"gifts:all","reason":"Forbidden"}"#,
+            r#"{"action":"unsubscribed","topic":"list:2","reason":"Forbidden"}"#,
+        ]
+    );
+    assert_eq!(recv_text(&mut ws).await, r#"{"action":"refreshed"}"#);
+    // Only the other tab still hears list:2 and gifts:all.
+    assert_eq!(server.tidings.hub().publish(event("list:2", "1")), 1);
+    assert_eq!(server.tidings.hub().publish(event("gifts:all", "2")), 1);
+    assert_eq!(server.tidings.hub().publish(event("list:1", "3")), 2);
+    assert_eq!(recv_text(&mut ws).await, event_text("list:1", "3"));
+    for (topic, id) in [("list:2", "1"), ("gifts:all", "2"), ("list:1", "3")] {
+        assert_eq!(recv_text(&mut other_tab).await, event_text(topic, id));
+    }
+    // A refresh that narrows nothing drops nothing.
+    send(&mut ws, &refresh(&narrow)).await;
+    assert_eq!(recv_text(&mut ws).await, r#"{"action":"refreshed"}"#);
+    assert_eq!(server.tidings.hub().publish(event("list:1", "4")), 2);
+    assert_eq!(recv_text(&mut ws).await, event_text("list:1", "4"));
 }
 
 #[tokio::test]

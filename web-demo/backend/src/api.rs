@@ -42,7 +42,12 @@ impl AppState {
             Ok(events) => {
                 for event in events {
                     match self.tidings.publish(event).await {
-                        Ok(delivered) => tracing::debug!(delivered, "published"),
+                        Ok(published) => tracing::debug!(
+                            topic = %published.topic,
+                            seq = published.seq,
+                            delivered = published.delivered,
+                            "published"
+                        ),
                         Err(e) => tracing::warn!(error = %e, "could not publish"),
                     }
                 }

@@ -5,6 +5,11 @@ import { expect, test, type Browser, type BrowserContext, type Page } from "@pla
 import { fileURLToPath } from "node:url";
 import { join } from "node:path";
 import { Backend, removeTempDir, tempDir } from "./backend";
+import { Nginx } from "./nginx";
+
+// E2E_NGINX=1: the browsers reach the demo through a real nginx with TLS (https://, wss://),
+// configured as docs/DEPLOYMENT.md says (scripts/test-e2e runs the first test so).
+const THROUGH_NGINX = process.env.E2E_NGINX === "1";
 
 // docs/demo.png is rewritten only on request (`UPDATE_SCREENSHOT=1 ./scripts/test-e2e`): a test
 // run must leave the tracked files as they were. Otherwise the picture goes to the run's temp dir.
@@ -14,16 +19,25 @@ const SCREENSHOT = process.env.UPDATE_SCREENSHOT
 
 let dir: string;
 let backend: Backend;
+let nginx: Nginx | undefined;
 
 test.beforeAll(async () => {
   dir = tempDir();
   backend = await Backend.start(join(dir, "demo.sqlite"));
+  if (THROUGH_NGINX) nginx = await Nginx.start(dir, backend.port);
 });
 
 test.afterAll(async () => {
+  await nginx?.stop();
   await backend?.stop();
   if (dir) removeTempDir(dir);
 });
+
+/** Where the browsers open the demo: the backend, or nginx in front of it. */
+const siteUrl = () => nginx?.url ?? backend.url;
+
+/** Every WebSocket URL the pages opened (checked: wss:// through nginx, never a token). */
+const socketUrls: string[] = [];
 
 interface Member {
   context: BrowserContext;
@@ -37,7 +51,8 @@ interface Member {
 function subscribed(page: Page, topics: string[]): Promise<void> {
   const missing = new Set(topics);
   return new Promise((ok) => {
-    page.on("websocket", (ws) =>
+    page.on("websocket", (ws) => {
+      socketUrls.push(ws.url());
       ws.on("framereceived", ({ payload }) => {
         try {
           const msg = JSON.parse(String(payload)) as { action?: string; topic?: string };
@@ -46,17 +61,18 @@ function subscribed(page: Page, topics: string[]): Promise<void> {
           return;
         }
         if (missing.size === 0) ok();
-      }),
-    );
+      });
+    });
   });
 }
 
 /** A fresh browser context logged in as `name`, with the first list open and live. */
 async function loginAs(browser: Browser, name: string): Promise<Member> {
-  const context = await browser.newContext();
+  // The self-signed certificate of the nginx run is accepted (pages and WebSockets).
+  const context = await browser.newContext({ ignoreHTTPSErrors: THROUGH_NGINX });
   const page = await context.newPage();
   const ready = subscribed(page, ["list:1", "list-items:all"]);
-  await page.goto(backend.url);
+  await page.goto(siteUrl());
   await page.getByTestId(`login-${name}`).click();
   await expect(page.getByTestId("current-member")).toContainText(name);
   await expectState(page, "open");
@@ -136,6 +152,20 @@ test("changes by one member show up live for another", async ({ browser }) => {
 
   await mom.context.close();
   await dad.context.close();
+
+  // The token travelled in the Sec-WebSocket-Protocol header: no WebSocket URL and no proxy
+  // access log line carries one.
+  expect(socketUrls.length).toBeGreaterThan(0);
+  for (const url of socketUrls) {
+    expect(url.startsWith(THROUGH_NGINX ? "wss://" : "ws://")).toBe(true);
+    expect(url).not.toContain("token=");
+  }
+  if (nginx) {
+    const log = nginx.accessLog();
+    expect(log).toContain("GET /ws HTTP/1.1\" 101");
+    expect(log).not.toContain("token=");
+    expect(log).not.toContain("tidings.token");
+  }
 });
 
 test("both reconnect after a backend restart and catch up on what they missed", async ({ browser }) => {

@@ -23,6 +23,10 @@ export class FakeWebSocket {
   static autoOpen = false;
 
   readonly url: string;
+  /** The subprotocols the client offered (`["tidings", "tidings.token.<token>"]` by default). */
+  readonly protocols: string[];
+  /** The subprotocol a tidings server answers with: `tidings` when offered. */
+  readonly protocol: string;
   readyState = FakeWebSocket.CONNECTING;
   onopen: Handler<Event> = null;
   onmessage: Handler<{ data: string }> = null;
@@ -32,8 +36,10 @@ export class FakeWebSocket {
   readonly server: FakeServerState = { subscribed: new Set() };
   closedByClient: { code?: number; reason?: string } | null = null;
 
-  constructor(url: string) {
+  constructor(url: string, protocols?: string | string[]) {
     this.url = url;
+    this.protocols = protocols === undefined ? [] : [protocols].flat();
+    this.protocol = this.protocols.includes("tidings") ? "tidings" : "";
     FakeWebSocket.instances.push(this);
     if (FakeWebSocket.autoOpen) {
       queueMicrotask(() => {

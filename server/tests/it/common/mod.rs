@@ -79,11 +79,15 @@ pub async fn start_server() -> TestServer {
 
 /// Starts a server with `config` on `127.0.0.1:0`, through the library's `serve`.
 pub async fn start_server_with(config: Config) -> TestServer {
+    serve_tidings(Tidings::new(config)).await
+}
+
+/// Serves `tidings` (built by the test, e.g. with `Tidings::builder`) on a free loopback port.
+pub async fn serve_tidings(tidings: Tidings) -> TestServer {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("local addr");
-    let tidings = Tidings::new(config);
     let (stop, stopped) = oneshot::channel::<()>();
     let app = tidings.router();
     let handle = tokio::spawn(tidings_server::serve(
@@ -177,6 +181,28 @@ pub async fn connect(url: &str) -> Ws {
         .expect("connect timed out")
         .expect("handshake");
     ws
+}
+
+/// Connects offering the subprotocols `protocols` (the handshake must succeed); returns the
+/// socket and the subprotocol the server chose (`Sec-WebSocket-Protocol` of its answer).
+pub async fn connect_with_protocols(url: &str, protocols: &[&str]) -> (Ws, Option<String>) {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = url.into_client_request().expect("request");
+    if !protocols.is_empty() {
+        let value = protocols.join(", ").parse().expect("header value");
+        request
+            .headers_mut()
+            .insert("sec-websocket-protocol", value);
+    }
+    let (ws, response) = tokio::time::timeout(TIMEOUT, tokio_tungstenite::connect_async(request))
+        .await
+        .expect("connect timed out")
+        .expect("handshake");
+    let chosen = response
+        .headers()
+        .get("sec-websocket-protocol")
+        .map(|v| v.to_str().expect("ascii").to_owned());
+    (ws, chosen)
 }
 
 /// Sends a text frame.
