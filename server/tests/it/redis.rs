@@ -1212,15 +1212,16 @@ async fn audience_across_two_nodes_live_and_replayed() {
         body
     };
     // From A: the tab that made the change (on A) is left out; B's subscribers get it.
+    // `delivered` counts A's subscribers in the audience: none (7 is A's only one).
     let (status, body) = a
         .publish(&http, &publish("1", json!({"exclude_connection": "tab-7"})))
         .await;
-    assert_eq!((status, &body["delivered"]), (202, &json!(1)), "{body}");
-    // From B: for user 8 only.
-    let (status, _) = b
+    assert_eq!((status, &body["delivered"]), (202, &json!(0)), "{body}");
+    // From B: for user 8 only (counted: 8, not the seed client of user 9).
+    let (status, body) = b
         .publish(&http, &publish("2", json!({"only_users": ["8"]})))
         .await;
-    assert_eq!(status, 202);
+    assert_eq!((status, &body["delivered"]), (202, &json!(1)), "{body}");
     // From A: not for user 8 (the secret).
     let (status, _) = a
         .publish(&http, &publish("666", json!({"exclude_users": ["8"]})))
