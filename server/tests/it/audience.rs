@@ -292,6 +292,57 @@ async fn audiences_over_the_bounds_are_refused_and_nothing_is_published() {
     expect_event(&mut ws, "2", 1).await;
 }
 
+/// `POST /publish/batch` takes the same audience fields per event as `/publish`: each event is
+/// filtered by its own audience and counts only the subscribers it reached; an audience over
+/// the bound is that event's 422, the others are published.
+#[tokio::test]
+async fn a_batch_takes_an_audience_per_event() {
+    let server = start_server_with(Config::new(SECRET).with_max_audience_users(2)).await;
+    let mut seven = client(&server, "7", Some("tab-7")).await;
+    let mut eight = client(&server, "8", Some("tab-8")).await;
+    assert_eq!(subscribe_tracking(&mut seven, "list:5").await, 0);
+    assert_eq!(subscribe_tracking(&mut eight, "list:5").await, 0);
+    let with = |id: &str, field: &str, value: Value| {
+        let mut body = event_json("list:5", id);
+        body[field] = value;
+        body
+    };
+    let batch = json!([
+        with("1", "exclude_connection", json!("tab-7")),
+        with("2", "only_users", json!(["7"])),
+        with("9", "exclude_users", json!(["1", "2", "3"])),
+        event_json("list:5", "3"),
+    ]);
+    let response = reqwest::Client::new()
+        .post(server.http_url("/publish/batch"))
+        .bearer_auth(mint_publish_token())
+        .json(&batch)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let answer: Value = response.json().await.unwrap();
+    let results = answer["results"].as_array().unwrap();
+    assert_eq!(results[0], json!({"delivered": 1}), "{answer}");
+    assert_eq!(results[1], json!({"delivered": 1}), "{answer}");
+    assert_eq!(results[2]["status"], 422, "{answer}");
+    assert!(
+        results[2]["details"]
+            .as_str()
+            .unwrap()
+            .contains("exclude_users lists 3 user ids; at most 2"),
+        "{answer}"
+    );
+    assert_eq!(results[3], json!({"delivered": 2}), "{answer}");
+    // The refused event took no `seq`: the third published one is 3.
+    expect_skipped(&mut seven, "list:5", 1).await;
+    expect_event(&mut seven, "2", 2).await;
+    expect_event(&mut seven, "3", 3).await;
+    expect_event(&mut eight, "1", 1).await;
+    expect_skipped(&mut eight, "list:5", 2).await;
+    expect_event(&mut eight, "3", 3).await;
+}
+
 /// A measurement, not a test: what an audience costs the publisher on one topic with 1,000
 /// position-tracking subscribers (in-memory broker), as the median time of `publish_to` (it
 /// returns once the event is queued for every subscriber). Run with
