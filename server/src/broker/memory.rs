@@ -3,9 +3,9 @@
 //! It owns every topic's stream: the epoch, the `seq` numbering, the bounded history ring and
 //! its byte counters, and the sweep that expires it. A publish numbers the event, splices the
 //! position into its JSON once, records the shared bytes with the event's audience and hands
-//! them (and the audience, applied per subscriber by the hub) to the node's local subscribers through the [`Deliver`] handle while the stream is locked, so two concurrent
-//! publishers on one topic reach every subscriber in `seq` order. It never sees the hub
-//! itself.
+//! both to the node's local subscribers (the hub applies the audience per subscriber) through
+//! the [`Deliver`] handle while the stream is locked, so two concurrent publishers on one topic
+//! reach every subscriber in `seq` order. It never sees the hub itself.
 //!
 //! History is lost with the process; a restarted node hands out new epochs, so a client's old
 //! position is answered `recovered: false`.
@@ -254,13 +254,7 @@ impl MemoryBroker {
         let limits = self.limits;
         let totals = &self.totals;
         stream.expire(now, limits.ttl, totals);
-        let entry = Entry {
-            seq,
-            at: now,
-            text: text.clone(),
-            audience: audience.clone(),
-        };
-        let len = cost(&entry);
+        let len = cost(text, audience);
         if limits.size == 0 || len > limits.max_topic_bytes || len > limits.max_total_bytes {
             stream.clear(totals);
             return;
@@ -280,7 +274,15 @@ impl MemoryBroker {
             // theirs (one publisher cannot wipe everyone's recovery window).
             return;
         }
-        stream.push_back(entry, totals);
+        stream.push_back(
+            Entry {
+                seq,
+                at: now,
+                text: text.clone(),
+                audience: audience.clone(),
+            },
+            totals,
+        );
     }
 
     /// The events of `topic` after `since` in the history, expired ones dropped first. A
@@ -494,10 +496,10 @@ impl Stream {
     /// Drops the oldest event, keeping the byte and topic counts right.
     fn pop_front(&mut self, totals: &Totals) -> Option<Entry> {
         let entry = self.history.pop_front()?;
-        self.bytes -= cost(&entry);
+        self.bytes -= cost(&entry.text, &entry.audience);
         totals
             .history_bytes
-            .fetch_sub(cost(&entry), Ordering::Relaxed);
+            .fetch_sub(cost(&entry.text, &entry.audience), Ordering::Relaxed);
         if self.history.is_empty() {
             totals.history_topics.fetch_sub(1, Ordering::Relaxed);
         }
@@ -512,10 +514,10 @@ impl Stream {
         if self.history.is_empty() {
             totals.history_topics.fetch_add(1, Ordering::Relaxed);
         }
-        self.bytes += cost(&entry);
+        self.bytes += cost(&entry.text, &entry.audience);
         totals
             .history_bytes
-            .fetch_add(cost(&entry), Ordering::Relaxed);
+            .fetch_add(cost(&entry.text, &entry.audience), Ordering::Relaxed);
         self.history.push_back(entry);
     }
 
@@ -556,8 +558,8 @@ impl Stream {
 /// What one history entry is charged against the byte bounds: its text and audience plus the
 /// entry and shared-buffer bookkeeping, so that a flood of tiny events is bounded as well as a
 /// few huge ones.
-fn cost(entry: &Entry) -> usize {
-    entry.text.len() + entry.audience.cost() + ENTRY_OVERHEAD
+fn cost(text: &Utf8Bytes, audience: &Audience) -> usize {
+    text.len() + audience.cost() + ENTRY_OVERHEAD
 }
 
 /// Bytes of bookkeeping per history entry (the ring slot: seq, time and the shared-bytes
