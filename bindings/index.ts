@@ -2,6 +2,7 @@
 export type { EventData } from "./src/EventData";
 export type { EventType } from "./src/EventType";
 export type { Payload } from "./src/Payload";
+export type { PublishAudience } from "./src/PublishAudience";
 export type { ReadStamp } from "./src/ReadStamp";
 export type { ServerMessage } from "./src/ServerMessage";
 export type { StreamPosition } from "./src/StreamPosition";

@@ -37,4 +37,16 @@ topic: Topic,
  * allows the topic (tidings addition; a seed client never refreshes, and reads the
  * reply as any `unsubscribed`).
  */
-reason?: string, } | { "action": "pong" } | { "action": "refreshed" };
+reason?: string, } | { "action": "pong" } | { "action": "refreshed" } | { "action": "skipped", 
+/**
+ * The topic of the skipped event.
+ */
+topic: Topic, 
+/**
+ * The skipped event's `seq`.
+ */
+seq: number, 
+/**
+ * The skipped event's epoch.
+ */
+epoch: string, };

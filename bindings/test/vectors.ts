@@ -95,6 +95,9 @@ export const server_event_updated_as_server_or_client: ServerMessage | WSClientM
 export const server_reply_pong = {"action": "pong"} satisfies WSReply;
 export const server_reply_pong_as_server_or_client: ServerMessage | WSClientMessage = server_reply_pong;
 
+export const server_reply_skipped = {"action": "skipped", "topic": "list:123", "seq": 7, "epoch": "5f0c1d2e3a4b6c7d-0"} satisfies WSReply;
+export const server_reply_skipped_as_server_or_client: ServerMessage | WSClientMessage = server_reply_skipped;
+
 export const server_reply_subscribed_position = {"action": "subscribed", "topic": "list:123", "seq": 0, "epoch": "5f0c1d2e3a4b6c7d-0"} satisfies WSReply;
 export const server_reply_subscribed_position_as_server_or_client: ServerMessage | WSClientMessage = server_reply_subscribed_position;
 

@@ -184,3 +184,16 @@ pub(crate) fn set(obj: &JsValue, key: &str, value: &JsValue) {
 pub(crate) fn report(what: &str, error: &JsValue) {
     web_sys::console::error_2(&JsValue::from_str(what), error);
 }
+
+/// A uniform number in `[0, 1)` from `crypto.getRandomValues` (not guessable from earlier
+/// outputs), or `Math.random()` where the Web Crypto API is missing.
+pub(crate) fn random() -> f64 {
+    let crypto = global("crypto");
+    if let Some(fill) = get(&crypto, "getRandomValues").dyn_ref::<Function>() {
+        let buf = js_sys::Uint32Array::new_with_length(1);
+        if fill.call1(&crypto, &buf).is_ok() {
+            return f64::from(buf.get_index(0)) / 4_294_967_296.0;
+        }
+    }
+    js_sys::Math::random()
+}

@@ -67,10 +67,35 @@ pub mod names {
     pub const REASON: &str = "reason";
     /// The action of a `refreshed` reply (tidings addition).
     pub const REFRESHED: &str = "refreshed";
+    /// The action of a `skipped` reply: an event of the topic (`seq`, `epoch`) that was not
+    /// for this connection (tidings addition).
+    pub const SKIPPED: &str = "skipped";
     /// An error reply's fixed text.
     pub const ERROR: &str = "error";
     /// An error reply's explanation.
     pub const DETAILS: &str = "details";
+}
+
+/// Characters of a generated connection id.
+const ID_CHARS: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+
+/// Length of a generated connection id: 22 base-36 characters, about 113 bits.
+pub const CONNECTION_ID_LEN: usize = 22;
+
+/// A new random connection id (see [`tidings_protocol::CONNECTION_ID_PARAM`]): the client
+/// sends it at the handshake and the app's requests carry it, so that the backend can leave
+/// this client out of the events its own changes cause. `random` returns uniform numbers in
+/// `[0, 1)` (the browser's `crypto.getRandomValues` where available, else `Math.random`).
+/// Guessing another client's id lets a user only hide that client's echo of the user's own
+/// changes, never read anything.
+pub fn connection_id(mut random: impl FnMut() -> f64) -> String {
+    (0..CONNECTION_ID_LEN)
+        .map(|_| {
+            // Truncation intended: an index in 0..36.
+            let i = ((random() * 36.0) as usize).min(35);
+            char::from(ID_CHARS[i])
+        })
+        .collect()
 }
 
 /// `text` escaped for a JSON string. Epochs come from the server (tidings sends hex digits)
@@ -110,6 +135,29 @@ mod tests {
             serde_json::Value::Object(map) => map,
             other => panic!("not an object: {other}"),
         }
+    }
+
+    #[test]
+    fn connection_ids_are_valid_and_distinct() {
+        // A 64-bit LCG's high bits: uniform enough for the test.
+        let mut state = 1_u64;
+        let mut lcg = || {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (state >> 11) as f64 / (1_u64 << 53) as f64
+        };
+        let a = connection_id(&mut lcg);
+        let b = connection_id(&mut lcg);
+        assert_eq!(a.len(), CONNECTION_ID_LEN);
+        assert!(tidings_protocol::is_valid_connection_id(&a), "{a}");
+        assert_ne!(a, b);
+        assert!(tidings_protocol::is_valid_connection_id(&connection_id(
+            || 0.999_999_999
+        )));
+        assert!(tidings_protocol::is_valid_connection_id(&connection_id(
+            || 0.0
+        )));
     }
 
     #[test]
@@ -156,6 +204,19 @@ mod tests {
             object(WSReply::Refreshed.into())[names::ACTION],
             names::REFRESHED
         );
+        let skipped = object(
+            WSReply::Skipped {
+                topic: Topic::list(1),
+                seq: 4,
+                epoch: "e3".into(),
+            }
+            .into(),
+        );
+        assert_eq!(skipped[names::ACTION], names::SKIPPED);
+        assert_eq!(skipped[names::TOPIC], "list:1");
+        assert_eq!(skipped[names::SEQ], 4);
+        assert_eq!(skipped[names::EPOCH], "e3");
+        assert!(!skipped.contains_key(names::EVENT));
         let ended = object(
             WSReply::Unsubscribed {
                 topic: Topic::list(1),

@@ -1216,6 +1216,74 @@ async fn auto_connect_false_waits_for_connect_and_connect_restarts_after_unautho
     assert!(client.connect().is_err(), "close() is final");
 }
 
+/// A `skipped` frame (an event this connection was left out of) moves the topic's position:
+/// the next event follows it, with no recovery, nothing delivered and nothing invalidated for
+/// the skipped one.
+#[wasm_bindgen_test]
+async fn a_skipped_frame_keeps_the_position_without_delivering_or_recovering() {
+    let script = Script { name: "skipped" };
+    let tokens = token_source(Some("t"));
+    let client = client(&script.url(), &tokens, &[]);
+    let (queries, _binding) = QueryLog::bind(&client);
+    let inbox = Inbox::new();
+    let _sub = scripted_subscribe(&script, &client, "list:71", &inbox).await;
+    let ev = |id: &str, seq| scripted_event("list:71", id, seq, "ep1");
+    let skipped =
+        |seq: u64| format!(r#"{{"action":"skipped","topic":"list:71","seq":{seq},"epoch":"ep1"}}"#);
+    script
+        .send(&[ev("s1", 1), skipped(2), skipped(3), ev("s4", 4)])
+        .await;
+    wait_for("s4", 10_000.0, || inbox.has("s4")).await;
+    sleep(200).await;
+    assert_eq!(*inbox.ids.borrow(), ["s1", "s4"]);
+    assert_eq!(
+        script.actions("list:71").await,
+        ["subscribe"],
+        "no recovery: 2 and 3 were skipped, not lost"
+    );
+    assert_eq!(queries.count(r#"["lists","71"]"#), 2, "{:?}", queries.keys);
+    // A real gap after a skip is still recovered from the skipped position.
+    script.send(&[skipped(5), ev("s7", 7)]).await;
+    let actions = script.wait_actions("list:71", 3).await;
+    assert_eq!(actions[2], r#"subscribe {"seq":5,"epoch":"ep1"}"#);
+    client.close();
+}
+
+/// The client sends its connection id at the handshake: an event published with
+/// `exclude_connection` set to `client.connectionId` does not reach it, the next one does.
+#[wasm_bindgen_test]
+async fn an_event_excluding_this_connection_does_not_reach_it() {
+    let url = ws_url().await;
+    let tokens = token_source(None);
+    let other = client(&url, &tokens, &[]);
+    let client = client(&url, &tokens, &[]);
+    let id = client.connection_id();
+    assert_eq!(id.len(), 22, "{id}");
+    assert_eq!(client.connection_id(), id, "fixed for the client's life");
+    assert_eq!(client.connection_id_header(), "tidings-connection-id");
+    assert_ne!(other.connection_id(), id);
+    other.close();
+    let inbox = Inbox::new();
+    let sub = client
+        .subscribe("list:91".into(), inbox.as_listener())
+        .unwrap();
+    ready(&sub).await;
+    let event = format!(
+        r#"{{"topic":"list:91","event":"UPDATED","data":{{"entity_id":"x1","payload":{{}},"user_id":"u1","timestamp":"2025-11-26T10:30:00Z"}},"exclude_connection":"{id}"}}"#
+    );
+    let reply = JSON::parse(&harness("POST", "/publish", Some(&event)).await).unwrap();
+    assert_eq!(get(&reply, "status").as_f64(), Some(202.0));
+    assert_eq!(
+        get(&get(&reply, "body"), "delivered").as_f64(),
+        Some(0.0),
+        "left out"
+    );
+    assert_eq!(publish("list:91", "x2").await, 1.0);
+    wait_for("x2", 10_000.0, || inbox.has("x2")).await;
+    assert_eq!(*inbox.ids.borrow(), ["x2"]);
+    client.close();
+}
+
 /// Issue 14: by default the token travels in the `tidings.token.` subprotocol, never in a URL
 /// (here and in every test that ran before this one in the page), and the server answers with
 /// the `tidings` marker only. `tokenTransport: "query"` (servers older than the subprotocol)
@@ -1251,6 +1319,8 @@ async fn the_token_travels_in_a_subprotocol_and_never_in_a_websocket_url() {
     old_way.close();
 
     let sockets = recorded_sockets();
+    // This test's first client's sockets: the URL plus its connection id only.
+    let is_this = |u: &str| u.starts_with(&format!("{url}?cid=")) && !u.contains('&');
     let (mut by_protocol, mut by_query) = (0, 0);
     for (socket_url, protocols, chosen) in &sockets {
         if socket_url.contains("transport=query") {
@@ -1265,14 +1335,14 @@ async fn the_token_travels_in_a_subprotocol_and_never_in_a_websocket_url() {
         }
         assert_eq!(protocols[0], "tidings");
         assert!(protocols[1].starts_with("tidings.token."));
-        if socket_url == &url {
+        if is_this(socket_url) {
             by_protocol += 1;
             assert!(chosen == "tidings" || chosen.is_empty(), "{chosen}");
         }
     }
     assert!(by_protocol >= 1 && by_query == 1, "{sockets:?}");
     // The socket of this test's first client did open and was answered with the marker only.
-    let first = sockets.iter().rev().find(|(u, ..)| u == &url).unwrap();
+    let first = sockets.iter().rev().find(|(u, ..)| is_this(u)).unwrap();
     assert_eq!(first.2, "tidings");
 }
 

@@ -12,6 +12,7 @@
 //! `wasm32-unknown-unknown`.
 //!
 //! - [`topic`]: the validated [`Topic`] name.
+//! - [`audience`]: who an event is for ([`PublishAudience`]) and the client's connection id.
 //! - [`action`]: the names of the actions that take a topic (shared by requests and errors).
 //! - [`position`]: a [`StreamPosition`] in a topic's stream (`seq` + `epoch`), and the
 //!   [`ReadStamp`] a REST response carries in the [`POSITIONS_HEADER`].
@@ -22,6 +23,7 @@
 //!   `?token=`).
 
 pub mod action;
+pub mod audience;
 pub mod client;
 pub mod close;
 pub mod handshake;
@@ -29,6 +31,10 @@ pub mod position;
 pub mod server;
 pub mod topic;
 
+pub use audience::{
+    CONNECTION_ID_HEADER, CONNECTION_ID_PARAM, MAX_CONNECTION_ID_LEN, PublishAudience,
+    is_valid_connection_id,
+};
 pub use client::{Action, ClientMessage, ParseError, WSClientMessage};
 pub use close::CloseCode;
 pub use position::{POSITIONS_HEADER, ReadStamp, TopicPosition};

@@ -350,6 +350,19 @@ pub enum WSReply {
     Pong,
     /// The connection now runs on the token sent with `refresh` (tidings addition).
     Refreshed,
+    /// Event `seq` (of `epoch`) of `topic` happened but was not for this connection (its
+    /// publisher limited the audience): sent instead of the event to a connection that tracks
+    /// positions, so that its `seq` stays continuous and it does not take the missing number
+    /// for a lost event. Carries nothing of the event (tidings addition).
+    Skipped {
+        /// The topic of the skipped event.
+        topic: Topic,
+        /// The skipped event's `seq`.
+        #[cfg_attr(feature = "ts", ts(type = "number"))]
+        seq: u64,
+        /// The skipped event's epoch.
+        epoch: String,
+    },
 }
 
 impl WSReply {
@@ -378,7 +391,7 @@ impl WSReply {
         }
     }
 
-    /// The position a `subscribed` reply carries, if any.
+    /// The position a `subscribed` or `skipped` reply carries, if any.
     pub fn position(&self) -> Option<StreamPosition> {
         match self {
             WSReply::Subscribed {
@@ -386,6 +399,10 @@ impl WSReply {
                 epoch: Some(epoch),
                 ..
             } => Some(StreamPosition {
+                seq: *seq,
+                epoch: epoch.clone(),
+            }),
+            WSReply::Skipped { seq, epoch, .. } => Some(StreamPosition {
                 seq: *seq,
                 epoch: epoch.clone(),
             }),

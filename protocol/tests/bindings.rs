@@ -8,8 +8,8 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use tidings_protocol::{
-    EventData, EventType, Payload, ReadStamp, ServerMessage, StreamPosition, Topic, TopicPosition,
-    WSClientMessage, WSError, WSEvent, WSReply,
+    EventData, EventType, Payload, PublishAudience, ReadStamp, ServerMessage, StreamPosition,
+    Topic, TopicPosition, WSClientMessage, WSError, WSEvent, WSReply,
 };
 use ts_rs::{Config, TS};
 
@@ -38,6 +38,7 @@ fn export_all() -> Vec<String> {
         EventData,
         WSEvent,
         WSReply,
+        PublishAudience,
         WSError,
         ServerMessage
     )

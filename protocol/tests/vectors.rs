@@ -62,6 +62,7 @@ fn every_vector_parses_into_its_type_and_back() {
                         WSReply::Unsubscribed { .. } => "unsubscribed",
                         WSReply::Pong => "pong",
                         WSReply::Refreshed => "refreshed",
+                        WSReply::Skipped { .. } => "skipped",
                     };
                     let reply = &kind["reply-".len()..];
                     assert_eq!(reply.split('-').next(), Some(expected), "{name}");

@@ -78,6 +78,7 @@ pub struct Config {
     pub(crate) buffers: Buffers,
     // Other settings.
     pub(crate) max_publish_body: usize,
+    pub(crate) max_audience_users: usize,
     pub(crate) close_timeout: Duration,
     pub(crate) drain_timeout: Duration,
     pub(crate) header_read_timeout: Duration,
@@ -158,6 +159,7 @@ impl Config {
                 max_message_size: 64 * 1024,
             },
             max_publish_body: 256 * 1024,
+            max_audience_users: 1000,
             close_timeout: Duration::from_secs(3),
             drain_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(15),
@@ -243,6 +245,15 @@ impl Config {
     /// an error reply (the connection stays open). Defaults to 1024.
     pub fn with_max_subscriptions_per_connection(mut self, max: usize) -> Self {
         self.limits.max_subscriptions_per_connection = max;
+        self
+    }
+
+    /// The most user ids one publish may list in `only_users`, and in `exclude_users`
+    /// ([`Audience`](crate::Audience)): `POST /publish` answers 422 above it,
+    /// [`Tidings::publish_to`](crate::Tidings::publish_to) an error. Each listed id is checked
+    /// per subscriber (a hash lookup) and kept with the event in the history. Defaults to 1000.
+    pub fn with_max_audience_users(mut self, max: usize) -> Self {
+        self.max_audience_users = max;
         self
     }
 
@@ -566,6 +577,11 @@ impl Config {
     /// The maximum `POST /publish` body size in effect.
     pub fn max_publish_body(&self) -> usize {
         self.max_publish_body
+    }
+
+    /// See [`Config::with_max_audience_users`].
+    pub fn max_audience_users(&self) -> usize {
+        self.max_audience_users
     }
 
     /// The shutdown drain timeout in effect.

@@ -27,6 +27,7 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep_until, timeout};
 use tracing::Instrument;
 
+use crate::audience::Peer;
 use crate::broker::{Broker, Recovery, ReplayBound};
 use crate::heartbeat::{Due, Heartbeat};
 use crate::hub::{ConnId, Hub};
@@ -105,11 +106,19 @@ pub(crate) fn start(
     stream: Stream,
     tidings: &Tidings,
     claims: Claims,
+    connection_id: Option<String>,
 ) -> impl Future<Output = ()> + Send + use<> {
     let config = tidings.config();
+    // Who the connection is, for event audiences: the token's user (a refreshed token must
+    // keep it) and the id its client sent.
+    let peer = Peer {
+        user: claims.sub.as_str().into(),
+        connection_id: connection_id.map(String::into_boxed_str),
+    };
     let outbox = Arc::new(
         Outbox::new(config.buffers.outbound_queue_capacity)
-            .with_max_bytes(config.buffers.max_outbound_bytes),
+            .with_max_bytes(config.buffers.max_outbound_bytes)
+            .with_peer(peer),
     );
     let hub = tidings.hub().clone();
     let id = hub.next_conn_id();
@@ -410,6 +419,10 @@ impl Connection {
     fn subscribe(&mut self, topic: Topic, since: Option<StreamPosition>, position: bool) {
         if !self.may_subscribe(&topic) {
             return;
+        }
+        if position || since.is_some() {
+            // It follows `seq`s: events it is left out of become `skipped` frames for it.
+            self.outbox.track_positions();
         }
         if self.topics.contains(&topic) {
             // Already live on this connection: nothing was missed here, but a position

@@ -4,12 +4,17 @@
 //!
 //! Topics are spread over [`SHARDS`] independently locked maps (by a hash of the topic name),
 //! so subscribing on one topic never waits for a broadcast on another. A broker hands every
-//! event in through one path, `Hub::deliver` (its [`Deliver`] side), as one serialized
-//! [`Utf8Bytes`]: the hub takes
-//! its shard's read lock and pushes a clone of those bytes (a reference-count increment) into
-//! each subscriber's outbound queue without ever waiting for a socket. A subscriber whose
-//! queue is full or closed is dead: it is counted out and removed from the topic right after
-//! the broadcast, and its connection closes (4003 for a full queue).
+//! event in through one path, `Hub::deliver_to` (its [`Deliver`] side, with the event's
+//! audience), as one serialized [`Utf8Bytes`]: the hub takes its shard's read lock and pushes
+//! a clone of those bytes (a reference-count increment) into each subscriber's outbound queue
+//! without ever waiting for a socket. A subscriber whose queue is full or closed is dead: it
+//! is counted out and removed from the topic right after the broadcast, and its connection
+//! closes (4003 for a full queue).
+//!
+//! Each event comes with its [`Audience`]: a subscriber it leaves out gets a `skipped` frame
+//! (if it tracks positions) or nothing, and is not counted as delivered, live, held or
+//! replayed alike (see [`crate::audience`]). An event for everyone takes no per-subscriber
+//! check: every subscriber gets the same shared bytes.
 //!
 //! Recovery takes one path for every broker: the subscriber is parked as *pending* (live
 //! events are held back for it), the broker's history is read (at once in memory, fetched from
@@ -29,6 +34,7 @@ use std::time::Duration;
 use axum::extract::ws::Utf8Bytes;
 use tidings_protocol::{StreamPosition, Topic, WSEvent};
 
+use crate::audience::{Audience, Skipped};
 use crate::broker::{Broker, Deliver, Delivered, MemoryBroker, Recovery, base_text};
 use crate::metrics::Metrics;
 use crate::outbox::Outbox;
@@ -80,6 +86,43 @@ struct Position {
     epoch: Arc<str>,
     /// Its `seq` (0: forgotten, the next event is taken as the first).
     last_seq: u64,
+}
+
+/// One numbered event on its way to a topic's subscribers, with what a subscriber left out
+/// of its audience gets instead (see [`crate::audience`]).
+struct Outgoing<'a> {
+    seq: u64,
+    text: &'a Utf8Bytes,
+    audience: &'a Audience,
+    /// The `skipped` frame, made the first time a subscriber is left out.
+    skipped: Skipped<'a>,
+}
+
+impl<'a> Outgoing<'a> {
+    fn new(
+        topic: &'a str,
+        seq: u64,
+        epoch: &'a str,
+        text: &'a Utf8Bytes,
+        audience: &'a Audience,
+    ) -> Self {
+        Self {
+            seq,
+            text,
+            audience,
+            skipped: Skipped::new(topic, seq, epoch),
+        }
+    }
+
+    /// What `outbox`'s connection gets of the event, and whether it is the event itself (not
+    /// a `skipped` frame). An event for everyone is the shared bytes, with no other check.
+    fn frame_for(&mut self, outbox: &Outbox) -> Option<(Utf8Bytes, bool)> {
+        if self.audience.is_everyone() {
+            return Some((self.text.clone(), true));
+        }
+        self.audience
+            .frame_for(outbox, self.text, &mut self.skipped)
+    }
 }
 
 /// Counters kept as the maps change, so that reading them (every `/metrics` scrape) costs the
@@ -169,7 +212,9 @@ impl Hub {
             return 0;
         };
         if let Some(memory) = &self.inner.memory {
-            return memory.publish_now(self, &event.topic, &base).delivered;
+            return memory
+                .publish_now(self, &event.topic, &base, &Audience::everyone())
+                .delivered;
         }
         let broker = self.inner.broker.clone();
         let hub = self.clone();
@@ -178,7 +223,8 @@ impl Hub {
         match tokio::runtime::Handle::try_current() {
             Ok(rt) => {
                 rt.spawn(async move {
-                    if let Err(e) = broker.publish(&hub, topic.clone(), base).await {
+                    let everyone = Audience::everyone();
+                    if let Err(e) = broker.publish(&hub, topic.clone(), base, everyone).await {
                         tracing::warn!(%topic, error = %e, "publish through the broker failed");
                     }
                 });
@@ -215,17 +261,40 @@ impl Hub {
     /// to replay the missing ones ([`Hub::repair`]) and hand this event in again. A known
     /// topic on which a new epoch starts past `seq` 1 lost events of both streams: its
     /// subscribers are closed with 1013 (reconnect, then recover with `since`).
-    pub(crate) fn deliver(&self, topic: &str, seq: u64, epoch: &str, text: Utf8Bytes) -> Delivered {
+    ///
+    /// `audience`: who the event is for (the others get a `skipped` frame or nothing and are
+    /// not counted).
+    pub(crate) fn deliver_to(
+        &self,
+        topic: &str,
+        seq: u64,
+        epoch: &str,
+        text: Utf8Bytes,
+        audience: &Audience,
+    ) -> Delivered {
         let span = tracing::debug_span!("deliver", topic, seq, delivered = tracing::field::Empty);
         let _entered = span.enter();
-        let delivered = self.deliver_in_span(topic, seq, epoch, text);
+        let delivered = self.deliver_in_span(topic, seq, epoch, text, audience);
         if let Delivered::Queued(count) = delivered {
             span.record("delivered", count);
         }
         delivered
     }
 
-    fn deliver_in_span(&self, topic: &str, seq: u64, epoch: &str, text: Utf8Bytes) -> Delivered {
+    /// [`Hub::deliver_to`] every subscriber.
+    #[cfg(test)]
+    fn deliver(&self, topic: &str, seq: u64, epoch: &str, text: Utf8Bytes) -> Delivered {
+        self.deliver_to(topic, seq, epoch, text, &Audience::everyone())
+    }
+
+    fn deliver_in_span(
+        &self,
+        topic: &str,
+        seq: u64,
+        epoch: &str,
+        text: Utf8Bytes,
+        audience: &Audience,
+    ) -> Delivered {
         let shard = self.shard(topic);
         let (delivered, dead) = {
             let topics = read(shard);
@@ -276,7 +345,10 @@ impl Hub {
             // first event a node sees of a topic is a "new" epoch here, and a subscriber that
             // recovered through the history up to this very event must not get it a second
             // time (issue 17's chaos test found it delivered twice).
-            state.queue(seq, &text, new_epoch && known)
+            state.queue(
+                Outgoing::new(topic, seq, epoch, &text, audience),
+                new_epoch && known,
+            )
         };
         self.remove_dead(shard, topic, &dead);
         Delivered::Queued(delivered)
@@ -325,6 +397,21 @@ impl Hub {
         read(self.shard(topic))
             .get(topic)
             .map_or(0, |s| s.subscribers.len() + s.pending.len())
+    }
+
+    /// How many connections subscribed to `topic` `audience` admits (all of them for
+    /// everyone: no per-subscriber check then).
+    pub(crate) fn admitted_count(&self, topic: &str, audience: &Audience) -> usize {
+        if audience.is_everyone() {
+            return self.subscriber_count(topic);
+        }
+        read(self.shard(topic)).get(topic).map_or(0, |s| {
+            s.subscribers
+                .values()
+                .chain(s.pending.values().map(|p| &p.outbox))
+                .filter(|outbox| audience.admits(outbox.peer()))
+                .count()
+        })
     }
 
     /// How many topics this node tracks: with local subscribers, or with a stream the
@@ -521,7 +608,7 @@ impl Hub {
             return false;
         }
         let outbox = pending.outbox.clone();
-        let bytes = recovery.events.iter().map(|(_, t)| t.len()).sum();
+        let bytes = recovery.events.iter().map(|(_, t, _)| t.len()).sum();
         if recovery.recovered && !outbox.replay_fits(recovery.events.len(), bytes) {
             tracing::debug!(%topic, events = recovery.events.len(), bytes, "replay over the outbound budget; not recovered");
             recovery = Recovery {
@@ -532,9 +619,14 @@ impl Hub {
         let recovered = recovery.recovered;
         // Not recovered: another epoch, whose numbers say nothing about what the client has.
         let mut last = if recovered { since_seq } else { 0 };
-        for (seq, text) in recovery.events {
+        let epoch = since.map_or("", |s| s.epoch.as_str());
+        for (seq, text, audience) in recovery.events {
             last = last.max(seq);
-            let _ = outbox.push(text);
+            // The audience of a replayed event is honoured as it was live.
+            let mut event = Outgoing::new(topic.as_str(), seq, epoch, &text, &audience);
+            if let Some((frame, _)) = event.frame_for(&outbox) {
+                let _ = outbox.push(frame);
+            }
         }
         let position = match since {
             Some(since) if recovered => Some(StreamPosition {
@@ -641,13 +733,14 @@ impl Hub {
                 let events: Vec<_> = recovery
                     .events
                     .into_iter()
-                    .filter(|(seq, _)| *seq > from.seq)
+                    .filter(|(seq, _, _)| *seq > from.seq)
                     .collect();
-                let bytes = events.iter().map(|(_, t)| t.len()).sum();
+                let bytes = events.iter().map(|(_, t, _)| t.len()).sum();
                 let mut dead = state.close_unfit(events.len(), bytes);
-                for (seq, text) in events {
+                for (seq, text, audience) in events {
                     position.last_seq = seq;
-                    dead.extend(state.queue(seq, &text, false).1);
+                    let event = Outgoing::new(topic, seq, &from.epoch, &text, &audience);
+                    dead.extend(state.queue(event, false).1);
                 }
                 dead
             }
@@ -701,20 +794,30 @@ impl TopicState {
     /// the dead subscribers.
     ///
     /// `new_epoch`: the stream started over, so replay floors no longer apply.
-    fn queue(&self, seq: u64, text: &Utf8Bytes, new_epoch: bool) -> (usize, Vec<ConnId>) {
+    ///
+    /// A subscriber left out of the event's audience gets its `skipped` frame (or nothing, see
+    /// [`crate::audience`]) and is not counted.
+    fn queue(&self, mut event: Outgoing<'_>, new_epoch: bool) -> (usize, Vec<ConnId>) {
+        let seq = event.seq;
         let mut delivered = 0;
         let mut dead = Vec::new();
         for (id, outbox) in &self.subscribers {
-            match outbox.push(text.clone()) {
-                Ok(()) => delivered += 1,
+            let Some((text, is_event)) = event.frame_for(outbox) else {
+                continue;
+            };
+            match outbox.push(text) {
+                Ok(()) => delivered += usize::from(is_event),
                 Err(_) => dead.push(*id),
             }
         }
         for (id, pending) in &self.pending {
+            let Some((text, is_event)) = event.frame_for(&pending.outbox) else {
+                continue;
+            };
             if let Some(floor) = pending.floor {
                 if seq > floor || new_epoch {
-                    match pending.outbox.push(text.clone()) {
-                        Ok(()) => delivered += 1,
+                    match pending.outbox.push(text) {
+                        Ok(()) => delivered += usize::from(is_event),
                         Err(_) => dead.push(*id),
                     }
                 }
@@ -729,8 +832,8 @@ impl TopicState {
                     .close(tidings_protocol::CloseCode::SlowConsumer);
                 dead.push(*id);
             } else {
-                held.push((seq, text.clone()));
-                delivered += 1;
+                held.push((seq, text));
+                delivered += usize::from(is_event);
             }
         }
         (delivered, dead)
@@ -796,8 +899,15 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// The hub as the brokers see it: only the local subscribers' side of a topic.
 impl Deliver for Hub {
-    fn deliver(&self, topic: &str, seq: u64, epoch: &str, text: Utf8Bytes) -> Delivered {
-        Hub::deliver(self, topic, seq, epoch, text)
+    fn deliver(
+        &self,
+        topic: &str,
+        seq: u64,
+        epoch: &str,
+        text: Utf8Bytes,
+        audience: &Audience,
+    ) -> Delivered {
+        Hub::deliver_to(self, topic, seq, epoch, text, audience)
     }
 
     fn repair(&self, topic: &str, from: &StreamPosition, recovery: Recovery) {
@@ -818,6 +928,10 @@ impl Deliver for Hub {
 
     fn subscriber_count(&self, topic: &str) -> usize {
         Hub::subscriber_count(self, topic)
+    }
+
+    fn admitted_count(&self, topic: &str, audience: &Audience) -> usize {
+        Hub::admitted_count(self, topic, audience)
     }
 
     fn published(&self, delivered: usize, took: Duration) {
@@ -1011,7 +1125,9 @@ mod tests {
         assert!(drain(&out).is_empty(), "held back");
         let recovery = Recovery {
             recovered: true,
-            events: (3..=5).map(|s| (s, text(s))).collect(),
+            events: (3..=5)
+                .map(|s| (s, text(s), Audience::everyone()))
+                .collect(),
         };
         // A stale ticket (an earlier parking) changes nothing.
         hub.finish_pending(
@@ -1035,7 +1151,9 @@ mod tests {
         let ticket2 = hub.subscribe_pending(&topic, 2, &out2);
         let recovery = Recovery {
             recovered: true,
-            events: (8..=9).map(|s| (s, text(s))).collect(),
+            events: (8..=9)
+                .map(|s| (s, text(s), Audience::everyone()))
+                .collect(),
         };
         hub.finish_pending(&topic, 2, ticket2, Some(&at(7)), recovery, None, |r, _| {
             format!("ack {r}").into()
@@ -1079,7 +1197,9 @@ mod tests {
     fn replay(seqs: std::ops::RangeInclusive<u64>) -> Recovery {
         Recovery {
             recovered: true,
-            events: seqs.map(|s| (s, text(s, "e"))).collect(),
+            events: seqs
+                .map(|s| (s, text(s, "e"), Audience::everyone()))
+                .collect(),
         }
     }
 
@@ -1399,6 +1519,7 @@ mod tests {
             _hub: &'a dyn Deliver,
             _topic: Topic,
             _base: String,
+            _audience: Audience,
         ) -> crate::broker::BoxFuture<'a, Result<crate::broker::Published, crate::BrokerError>>
         {
             Box::pin(async { Err(crate::BrokerError::Serialize) })
@@ -1456,5 +1577,73 @@ mod tests {
                 ("list:1".to_owned(), true)
             ]
         );
+    }
+
+    /// An outbox of user `user` that tracks positions (or not).
+    fn peer_outbox(user: &str, tracks: bool) -> Arc<Outbox> {
+        let out = Outbox::new(64).with_peer(crate::audience::Peer {
+            user: user.into(),
+            connection_id: None,
+        });
+        if tracks {
+            out.track_positions();
+        }
+        Arc::new(out)
+    }
+
+    #[test]
+    fn the_audience_applies_to_held_and_repaired_events() {
+        let hub = hub(0, Duration::from_secs(60));
+        let topic = Topic::new("list:1").unwrap();
+        let not7 = Audience::everyone().exclude_users(["7"]);
+        let seven = peer_outbox("7", true);
+        let seed7 = peer_outbox("7", false);
+        let eight = peer_outbox("8", true);
+        hub.subscribe(&topic, 1, &seed7);
+        hub.subscribe(&topic, 2, &eight);
+        hub.deliver("list:1", 1, "e", text(1, "e"));
+        // Held for a recovering subscriber: the skipped frame is what is held.
+        let ticket = hub.subscribe_pending(&topic, 3, &seven);
+        assert_eq!(
+            hub.deliver_to("list:1", 2, "e", text(2, "e"), &not7),
+            Delivered::Queued(1),
+            "only 8 got the event"
+        );
+        let nothing_missed = Recovery {
+            recovered: true,
+            events: Vec::new(),
+        };
+        hub.finish_pending(
+            &topic,
+            3,
+            ticket,
+            Some(&at(1)),
+            nothing_missed,
+            None,
+            |r, _| format!("{{\"seq\":0,\"ack\":{r}}}").into(),
+        );
+        let got = drain(&seven);
+        assert_eq!(
+            got[1], r#"{"action":"skipped","topic":"list:1","seq":2,"epoch":"e"}"#,
+            "{got:?}"
+        );
+        // A repair replays with each event's audience.
+        let Delivered::Gap(from) = hub.deliver("list:1", 4, "e", text(4, "e")) else {
+            panic!("gap not reported");
+        };
+        let repaired = Recovery {
+            recovered: true,
+            events: vec![
+                (3, text(3, "e"), not7.clone()),
+                (4, text(4, "e"), Audience::everyone()),
+            ],
+        };
+        hub.repair("list:1", &from, repaired);
+        let got = drain(&seven);
+        assert!(got[0].contains(r#""action":"skipped""#) && got[0].contains(r#""seq":3"#));
+        assert_eq!(positions(&got), [3, 4]);
+        // The seed client of user 7 never saw 2 or 3, and nothing in their place.
+        assert_eq!(positions(&drain(&seed7)), [1, 4]);
+        assert_eq!(positions(&drain(&eight)), [1, 2, 3, 4]);
     }
 }

@@ -37,6 +37,7 @@
 //! ```
 
 pub mod admin;
+pub mod audience;
 pub mod auth;
 pub mod authz;
 pub mod broker;
@@ -76,6 +77,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower_http::trace::TraceLayer;
 
+pub use audience::{Audience, AudienceError};
 pub use auth::{AuthError, Claims, MIN_SECRET_LEN, PUBLISH_SCOPE};
 pub use authz::{ClaimTopics, FORBIDDEN, TopicPolicy};
 pub use broker::{Broker, BrokerError, MemoryBroker, Published, RedisBroker};
@@ -258,10 +260,28 @@ impl Tidings {
     /// delivered); [`BrokerError::Serialize`] for an event that cannot be serialized (cannot
     /// happen for protocol-built events).
     pub async fn publish(&self, event: WSEvent) -> Result<Published, BrokerError> {
+        self.publish_to(event, Audience::everyone()).await
+    }
+
+    /// As [`Tidings::publish`], for `audience` only: the subscribers it leaves out (the
+    /// connection that caused the event, users not in `only_users`, users in `exclude_users`)
+    /// never receive the event, live or replayed; those that track positions get a `skipped`
+    /// frame with its `seq` instead (see [`audience`]). [`Published::delivered`] counts the
+    /// local connections in the audience only.
+    ///
+    /// # Errors
+    /// [`BrokerError::Audience`] when `audience` breaks a bound (an invalid connection id, more
+    /// user ids than [`Config::with_max_audience_users`]); else as [`Tidings::publish`].
+    pub async fn publish_to(
+        &self,
+        event: WSEvent,
+        audience: Audience,
+    ) -> Result<Published, BrokerError> {
+        audience.check(self.inner.config.max_audience_users)?;
         let base = broker::base_text(&event)?;
         self.inner
             .broker
-            .publish(&self.inner.hub, event.topic, base)
+            .publish(&self.inner.hub, event.topic, base, audience)
             .await
     }
 

@@ -14,11 +14,14 @@
 //! allocation and only grows while messages wait.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use axum::extract::ws::Utf8Bytes;
 use tidings_protocol::CloseCode;
 use tokio::sync::Notify;
+
+use crate::audience::Peer;
 
 /// Why a message could not be queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,6 +43,11 @@ pub(crate) struct Outbox {
     capacity: usize,
     /// Most bytes of text that may wait in the queue.
     max_bytes: usize,
+    /// Who the connection is, for the audience of an event ([`crate::audience`]).
+    peer: Peer,
+    /// The connection subscribed with `position` or `since` at least once: it follows `seq`s,
+    /// so an event it is left out of is replaced by a `skipped` frame rather than nothing.
+    tracks_positions: AtomicBool,
 }
 
 #[derive(Debug)]
@@ -69,7 +77,30 @@ impl Outbox {
             closed: Notify::new(),
             capacity,
             max_bytes: usize::MAX,
+            peer: Peer::default(),
+            tracks_positions: AtomicBool::new(false),
         }
+    }
+
+    /// Names the connection's user and client connection id (for event audiences).
+    pub(crate) fn with_peer(mut self, peer: Peer) -> Self {
+        self.peer = peer;
+        self
+    }
+
+    pub(crate) fn peer(&self) -> &Peer {
+        &self.peer
+    }
+
+    /// The connection follows `seq`s from now on (see [`Outbox::tracks_positions`]).
+    pub(crate) fn track_positions(&self) {
+        self.tracks_positions.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the connection follows `seq`s: an event it is left out of becomes a `skipped`
+    /// frame for it.
+    pub(crate) fn tracks_positions(&self) -> bool {
+        self.tracks_positions.load(Ordering::Relaxed)
     }
 
     /// Also bounds the queue by the bytes waiting: a push that would take them over `max`

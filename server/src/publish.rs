@@ -11,6 +11,13 @@
 //! receive it too but are not counted). The event gets its topic's next `seq` and `epoch`;
 //! values sent by the publisher are replaced.
 //!
+//! The body may also name the event's audience, next to the event's fields (they are not part
+//! of the event subscribers receive): `exclude_connection` (a client's connection id, as its
+//! app received it in the `tidings-connection-id` header), `only_users` and `exclude_users`
+//! (lists of `user_id`s, at most
+//! [`Config::with_max_audience_users`](crate::Config::with_max_audience_users) each); see
+//! [`Audience`]. A bad one is a 422 and nothing is published.
+//!
 //! Errors are JSON `{"error", "details"}` bodies (the protocol's `WSError` shape):
 //! 401 missing or invalid token, 403 no publish scope or a topic the token's topic policy
 //! denies (the body then names the `topic`), 408 a body not received within
@@ -22,7 +29,8 @@
 //! [`Config::with_publish_rate`](crate::Config::with_publish_rate)), 503 the broker (Redis) is
 //! unavailable. Nothing is delivered when the request fails.
 //!
-//! `POST /publish/batch` takes a JSON array of such events and answers
+//! `POST /publish/batch` takes a JSON array of such events (each with its own audience fields,
+//! if any) and answers
 //! `200 {"results": [...]}`, one result per event in order: `{"delivered": N}` or that event's
 //! error body with its `status` (403 topic, 422 invalid, 503 broker). Errors of the whole
 //! request (401, 403 scope, 400 not an array, 408, 413, 422 more than
@@ -42,9 +50,10 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-use tidings_protocol::{WSError, WSEvent};
+use tidings_protocol::{PublishAudience, WSError, WSEvent};
 
 use crate::Tidings;
+use crate::audience::Audience;
 use crate::auth::{AuthError, Claims, PUBLISH_SCOPE};
 use crate::broker::BrokerError;
 use crate::idempotency::{self, Begin, Stored};
@@ -342,18 +351,24 @@ async fn read_body(tidings: &Tidings, body: Body) -> Result<axum::body::Bytes, P
         .map_err(|_| PublishError::TooLarge { limit })
 }
 
-fn parse_event(bytes: &[u8]) -> Result<WSEvent, PublishError> {
-    serde_json::from_slice(bytes).map_err(|e| match e.classify() {
+/// One event of a publish body and its audience (the fields beside the event's own; see the
+/// module docs), both read from the same bytes and checked.
+fn parse_event(tidings: &Tidings, bytes: &[u8]) -> Result<(WSEvent, Audience), PublishError> {
+    let event = serde_json::from_slice(bytes).map_err(|e| match e.classify() {
         serde_json::error::Category::Data => PublishError::InvalidEvent(e.to_string()),
         _ => PublishError::NotJson(e.to_string()),
-    })
+    })?;
+    let audience = read_audience(bytes, tidings.config().max_audience_users)?;
+    Ok((event, audience))
 }
 
-/// Checks the topic policy and publishes one parsed event; returns `delivered`.
+/// Checks the topic policy and publishes one parsed event for `audience`; returns
+/// `delivered` (the local connections in the audience).
 async fn publish_checked(
     tidings: &Tidings,
     claims: &Claims,
     event: WSEvent,
+    audience: Audience,
 ) -> Result<usize, PublishError> {
     if !tidings
         .config()
@@ -366,9 +381,12 @@ async fn publish_checked(
     }
     let topic = event.topic.clone();
     let delivered = tidings
-        .publish(event)
+        .publish_to(event, audience)
         .await
-        .map_err(PublishError::Unavailable)?
+        .map_err(|e| match e {
+            BrokerError::Audience(e) => PublishError::InvalidEvent(e.to_string()),
+            e => PublishError::Unavailable(e),
+        })?
         .delivered;
     tracing::debug!(%topic, delivered, publisher = %Escaped(&claims.sub), "published");
     Ok(delivered)
@@ -385,8 +403,8 @@ async fn publish_one(
         .check(&claims.sub, 1, std::time::Instant::now())
         .map_err(|retry_after| PublishError::RateLimited { retry_after })?;
     let bytes = read_body(tidings, body).await?;
-    let event = parse_event(&bytes)?;
-    let delivered = publish_checked(tidings, claims, event).await?;
+    let (event, audience) = parse_event(tidings, &bytes)?;
+    let delivered = publish_checked(tidings, claims, event, audience).await?;
     Ok((
         StatusCode::ACCEPTED,
         serde_json::to_string(&Delivered { delivered }).unwrap_or_default(),
@@ -415,8 +433,8 @@ async fn publish_many(
     }
     let mut results = Vec::with_capacity(events.len());
     for raw in events {
-        let outcome = match parse_event(raw.get().as_bytes()) {
-            Ok(event) => publish_checked(tidings, claims, event).await,
+        let outcome = match parse_event(tidings, raw.get().as_bytes()) {
+            Ok((event, audience)) => publish_checked(tidings, claims, event, audience).await,
             Err(e) => Err(e),
         };
         results.push(match outcome {
@@ -431,6 +449,16 @@ async fn publish_many(
         StatusCode::OK,
         serde_json::to_string(&BatchAnswer { results }).unwrap_or_default(),
     ))
+}
+
+/// The audience fields of a publish body (the event's own fields are ignored here; the event
+/// was parsed from the same bytes). The body was bounded before; the id lists are counted
+/// against `max_users` before any set is built.
+fn read_audience(body: &[u8], max_users: usize) -> Result<Audience, PublishError> {
+    let request: PublishAudience =
+        serde_json::from_slice(body).map_err(|e| PublishError::InvalidEvent(e.to_string()))?;
+    Audience::from_request(request, max_users)
+        .map_err(|e| PublishError::InvalidEvent(e.to_string()))
 }
 
 /// The token of an `Authorization: Bearer <token>` header (scheme case-insensitive).

@@ -22,7 +22,9 @@ use axum::response::{IntoResponse, Response};
 use futures_util::FutureExt as _;
 use futures_util::future::Either;
 use futures_util::{SinkExt, StreamExt};
-use tidings_protocol::{CloseCode, handshake};
+use tidings_protocol::{
+    CONNECTION_ID_PARAM, CloseCode, MAX_CONNECTION_ID_LEN, handshake, is_valid_connection_id,
+};
 use tokio::time::timeout;
 
 use crate::Tidings;
@@ -67,6 +69,21 @@ pub(crate) async fn upgrade(
             }
         }
         None => None,
+    };
+    // The client's connection id (`cid`), for publishers to exclude it from its own echo:
+    // optional; a malformed one is refused before any token check.
+    let connection_id = match query_param(query.as_deref().unwrap_or(""), CONNECTION_ID_PARAM) {
+        None => None,
+        Some(id) if is_valid_connection_id(&id) => Some(id),
+        Some(_) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "invalid {CONNECTION_ID_PARAM}: 1 to {MAX_CONNECTION_ID_LEN} of A-Z a-z 0-9 - _"
+                ),
+            )
+                .into_response();
+        }
     };
     // Checked before the upgrade. An admitted connection holds its connection-limit permit
     // until it ends; a refused one is upgraded only to be closed with its code.
@@ -129,7 +146,8 @@ pub(crate) async fn upgrade(
         // connection: each such wrapper doubled the task (3 KiB per idle connection in all).
         let connection = match admission {
             Ok((permit, claims)) => Either::Left(
-                connection::start(sink, stream, &tidings, claims).map(move |()| drop(permit)),
+                connection::start(sink, stream, &tidings, claims, connection_id)
+                    .map(move |()| drop(permit)),
             ),
             Err(code) => {
                 tidings.hub().metrics().closed(code);
@@ -162,9 +180,14 @@ pub(crate) async fn refuse(
 
 /// The value of the first `token` parameter of a query string, percent-decoded.
 fn token_param(query: &str) -> Option<String> {
+    query_param(query, handshake::TOKEN_QUERY_PARAM)
+}
+
+/// The value of the first `name` parameter of a query string, percent-decoded.
+fn query_param(query: &str, name: &str) -> Option<String> {
     query.split('&').find_map(|pair| {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        (key == handshake::TOKEN_QUERY_PARAM).then(|| percent_decode(value))
+        (key == name).then(|| percent_decode(value))
     })
 }
 

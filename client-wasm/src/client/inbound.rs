@@ -33,6 +33,13 @@ pub(super) enum Inbound {
     },
     /// `{"action": "refreshed"}` (`WSReply::Refreshed`).
     Refreshed,
+    /// `{"action": "skipped", "topic", "seq", "epoch"}` (`WSReply::Skipped`): event `seq` of
+    /// `topic` was not for this connection; it only moves the topic's position.
+    Skipped {
+        topic: String,
+        seq: u64,
+        epoch: String,
+    },
     /// `{"action": "unsubscribed", "topic", "reason"}`: the server ended the subscription by
     /// itself (`WSReply::Unsubscribed` with a reason: a refreshed token no longer allows it).
     Ended { topic: String, reason: String },
@@ -85,6 +92,10 @@ pub(super) fn decode(text: &str) -> Result<Inbound, NotJson> {
                 position: position(&msg),
             },
             (_, names::REFRESHED) => Inbound::Refreshed,
+            (Some(topic), names::SKIPPED) => match position(&msg) {
+                Some((seq, epoch)) => Inbound::Skipped { topic, seq, epoch },
+                None => Inbound::Other,
+            },
             (Some(topic), names::UNSUBSCRIBED) => match get(&msg, names::REASON).as_string() {
                 Some(reason) => Inbound::Ended { topic, reason },
                 None => Inbound::Other,

@@ -250,6 +250,23 @@ impl TidingsClient {
         }
     }
 
+    /// This client's connection id: random, fixed for the client's life, sent at every
+    /// handshake. Have the app's fetch wrapper send it in the `tidings-connection-id` header
+    /// ([`connectionIdHeader`](Self::connection_id_header)) so that the backend can publish
+    /// the events of this client's own changes with `exclude_connection`: this client then
+    /// gets a `skipped` frame (its position moves on) instead of refetching its own echo.
+    #[wasm_bindgen(getter, js_name = connectionId)]
+    pub fn connection_id(&self) -> String {
+        self.inner.borrow().config.connection_id.clone()
+    }
+
+    /// The name of the request header that carries [`connectionId`](Self::connection_id):
+    /// `tidings-connection-id`.
+    #[wasm_bindgen(getter, js_name = connectionIdHeader)]
+    pub fn connection_id_header(&self) -> String {
+        tidings_protocol::CONNECTION_ID_HEADER.to_owned()
+    }
+
     /// The current status; the same object until the status changes (fit for React's
     /// `useSyncExternalStore`).
     #[wasm_bindgen(getter)]

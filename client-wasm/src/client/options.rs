@@ -32,6 +32,8 @@ pub(super) struct Config {
     pub(super) connect_timeout_ms: f64,
     /// `autoConnect` (default true): connect in the constructor.
     pub(super) auto_connect: bool,
+    /// This client's connection id, sent at every handshake (see [`crate::wire::connection_id`]).
+    pub(super) connection_id: String,
 }
 
 fn number(options: &JsValue, key: &str, default: f64) -> Result<f64, JsError> {
@@ -99,6 +101,7 @@ impl Config {
         Ok(Self {
             url,
             auto_connect,
+            connection_id: crate::wire::connection_id(browser::random),
             token,
             get_token,
             token_in_query,
@@ -111,8 +114,9 @@ impl Config {
         })
     }
 
-    /// The URL and the subprotocols of a connection with `token`: by default the token goes
-    /// in the `tidings.token.` subprotocol beside the `tidings` marker (see
+    /// The URL and the subprotocols of a connection with `token`: the URL carries the
+    /// connection id (`cid`, URL-safe characters only); by default the token goes in the
+    /// `tidings.token.` subprotocol beside the `tidings` marker (see
     /// [`tidings_protocol::handshake`]), with `tokenTransport: "query"` in `?token=`.
     ///
     /// # Errors
@@ -121,23 +125,26 @@ impl Config {
         &self,
         token: Option<&str>,
     ) -> Result<(String, Vec<String>), &'static str> {
+        let sep = if self.url.contains('?') { '&' } else { '?' };
+        let url = format!(
+            "{}{sep}{}={}",
+            self.url,
+            tidings_protocol::CONNECTION_ID_PARAM,
+            self.connection_id
+        );
         match token {
-            None => Ok((self.url.clone(), Vec::new())),
+            None => Ok((url, Vec::new())),
             Some(t) if self.token_in_query => {
-                let sep = if self.url.contains('?') { '&' } else { '?' };
                 let t = String::from(js_sys::encode_uri_component(t));
                 let param = handshake::TOKEN_QUERY_PARAM;
-                Ok((format!("{}{sep}{param}={t}", self.url), Vec::new()))
+                Ok((format!("{url}&{param}={t}"), Vec::new()))
             }
             Some(t) => {
                 let carrier = handshake::token_subprotocol(t).ok_or(
                     "the token has characters a WebSocket subprotocol cannot carry \
                      (not a JWT); use tokenTransport: \"query\"",
                 )?;
-                Ok((
-                    self.url.clone(),
-                    vec![handshake::SUBPROTOCOL.to_owned(), carrier],
-                ))
+                Ok((url, vec![handshake::SUBPROTOCOL.to_owned(), carrier]))
             }
         }
     }

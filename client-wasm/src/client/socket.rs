@@ -261,6 +261,17 @@ fn on_message(rc: &Shared, data: JsValue) {
                     }
                 }
             }
+            Inbound::Skipped { topic, seq, epoch } => {
+                // An event that was not for this connection (e.g. the echo of its own
+                // change): its number is taken like a delivered event's, so the next one
+                // follows without a recovery, and nothing reaches listeners or queries. A
+                // `skipped` after a real gap schedules the recovery as an event would.
+                let schedule = |delay| recovery(&topic, delay);
+                let random = js_sys::Math::random();
+                inner
+                    .topics
+                    .on_event(&topic, Some(seq), Some(&epoch), now, random, schedule);
+            }
             Inbound::Refreshed => {
                 if let Phase::Open {
                     refresh,

@@ -2,10 +2,10 @@
 //!
 //! It owns every topic's stream: the epoch, the `seq` numbering, the bounded history ring and
 //! its byte counters, and the sweep that expires it. A publish numbers the event, splices the
-//! position into its JSON once, records the shared bytes and hands them to the node's local
-//! subscribers through the [`Deliver`] handle while the stream is locked, so two concurrent
-//! publishers on one topic reach every subscriber in `seq` order. It never sees the hub
-//! itself.
+//! position into its JSON once, records the shared bytes with the event's audience and hands
+//! both to the node's local subscribers (the hub applies the audience per subscriber) through
+//! the [`Deliver`] handle while the stream is locked, so two concurrent publishers on one topic
+//! reach every subscriber in `seq` order. It never sees the hub itself.
 //!
 //! History is lost with the process; a restarted node hands out new epochs, so a client's old
 //! position is answered `recovered: false`.
@@ -24,6 +24,8 @@ use std::time::{Duration, Instant};
 use axum::extract::ws::Utf8Bytes;
 use tidings_protocol::{StreamPosition, Topic};
 use tokio_util::sync::CancellationToken;
+
+use crate::audience::Audience;
 
 use super::{
     BoxFuture, Broker, BrokerError, Deliver, Delivered, HistoryLimits, Numbered, Published,
@@ -113,6 +115,8 @@ struct Entry {
     seq: u64,
     at: Instant,
     text: Utf8Bytes,
+    /// Who the event is for: a replay honours it as the live delivery did.
+    audience: Audience,
 }
 
 impl std::fmt::Debug for MemoryBroker {
@@ -139,26 +143,39 @@ impl MemoryBroker {
         }
     }
 
-    /// Numbers `base` (an event's JSON without `seq`/`epoch`) on `topic`, records it and
-    /// queues it for `local`'s subscribers, synchronously (this broker never waits).
-    pub(crate) fn publish_now(&self, local: &dyn Deliver, topic: &Topic, base: &str) -> Numbered {
+    /// Numbers `base` (an event's JSON without `seq`/`epoch`) on `topic`, records it with
+    /// `audience` and queues it for `local`'s subscribers in `audience`, synchronously (this
+    /// broker never waits).
+    pub(crate) fn publish_now(
+        &self,
+        local: &dyn Deliver,
+        topic: &Topic,
+        base: &str,
+        audience: &Audience,
+    ) -> Numbered {
         // Debug level: disabled by default, and then no field is formatted or allocated.
         let span = tracing::debug_span!("publish", %topic, delivered = tracing::field::Empty);
         let _entered = span.enter();
         let started = Instant::now();
-        let published = self.publish_unmeasured(local, topic, base);
+        let published = self.publish_unmeasured(local, topic, base, audience);
         local.published(published.delivered, started.elapsed());
         span.record("delivered", published.delivered);
         published
     }
 
-    fn publish_unmeasured(&self, local: &dyn Deliver, topic: &Topic, base: &str) -> Numbered {
+    fn publish_unmeasured(
+        &self,
+        local: &dyn Deliver,
+        topic: &Topic,
+        base: &str,
+        audience: &Audience,
+    ) -> Numbered {
         let shard = self.shard(topic.as_str());
         let now = Instant::now();
         {
             let streams = read(shard);
             if let Some(stream) = streams.get(topic.as_str()) {
-                return self.append(local, topic, &mut lock(stream), base, now);
+                return self.append(local, topic, &mut lock(stream), base, audience, now);
             }
         }
         if !self.may_start_history() && !local.is_followed(topic.as_str()) {
@@ -179,7 +196,7 @@ impl MemoryBroker {
             Mutex::new(Stream::new(self.quiet.current()))
         });
         let stream = stream.get_mut().unwrap_or_else(PoisonError::into_inner);
-        self.append(local, topic, stream, base, now)
+        self.append(local, topic, stream, base, audience, now)
     }
 
     /// Numbers, records and delivers one event on `stream` (locked by the caller).
@@ -189,16 +206,17 @@ impl MemoryBroker {
         topic: &Topic,
         stream: &mut Stream,
         base: &str,
+        audience: &Audience,
         now: Instant,
     ) -> Numbered {
         let seq = stream.last_seq + 1;
         stream.last_seq = seq;
         let text = Utf8Bytes::from(with_position(base, seq, &stream.epoch));
-        self.record(stream, seq, &text, now);
+        self.record(stream, seq, &text, audience, now);
         // Delivered while the stream is locked: two concurrent publishers on one topic reach
         // every subscriber in `seq` order, and a history read never misses an event that a
         // parked subscriber did not get live.
-        let delivered = match local.deliver(topic.as_str(), seq, &stream.epoch, text) {
+        let delivered = match local.deliver(topic.as_str(), seq, &stream.epoch, text, audience) {
             Delivered::Queued(count) => count,
             Delivered::Gap(_) => {
                 // Cannot happen: this broker hands every event over in order while the topic
@@ -225,11 +243,18 @@ impl MemoryBroker {
     /// topic, bytes in total (the topic makes room from its own oldest events), topics with
     /// history. An event that cannot be recorded empties the history instead, so the history
     /// stays contiguous and a recovery across the event answers `recovered: false`.
-    fn record(&self, stream: &mut Stream, seq: u64, text: &Utf8Bytes, now: Instant) {
+    fn record(
+        &self,
+        stream: &mut Stream,
+        seq: u64,
+        text: &Utf8Bytes,
+        audience: &Audience,
+        now: Instant,
+    ) {
         let limits = self.limits;
         let totals = &self.totals;
         stream.expire(now, limits.ttl, totals);
-        let len = cost(text);
+        let len = cost(text, audience);
         if limits.size == 0 || len > limits.max_topic_bytes || len > limits.max_total_bytes {
             stream.clear(totals);
             return;
@@ -254,6 +279,7 @@ impl MemoryBroker {
                 seq,
                 at: now,
                 text: text.clone(),
+                audience: audience.clone(),
             },
             totals,
         );
@@ -400,8 +426,9 @@ impl Broker for MemoryBroker {
         local: &'a dyn Deliver,
         topic: Topic,
         base: String,
+        audience: Audience,
     ) -> BoxFuture<'a, Result<Published, BrokerError>> {
-        let numbered = self.publish_now(local, &topic, &base);
+        let numbered = self.publish_now(local, &topic, &base, &audience);
         Box::pin(std::future::ready(Ok(numbered.published(topic))))
     }
 
@@ -469,10 +496,10 @@ impl Stream {
     /// Drops the oldest event, keeping the byte and topic counts right.
     fn pop_front(&mut self, totals: &Totals) -> Option<Entry> {
         let entry = self.history.pop_front()?;
-        self.bytes -= cost(&entry.text);
+        self.bytes -= cost(&entry.text, &entry.audience);
         totals
             .history_bytes
-            .fetch_sub(cost(&entry.text), Ordering::Relaxed);
+            .fetch_sub(cost(&entry.text, &entry.audience), Ordering::Relaxed);
         if self.history.is_empty() {
             totals.history_topics.fetch_sub(1, Ordering::Relaxed);
         }
@@ -487,10 +514,10 @@ impl Stream {
         if self.history.is_empty() {
             totals.history_topics.fetch_add(1, Ordering::Relaxed);
         }
-        self.bytes += cost(&entry.text);
+        self.bytes += cost(&entry.text, &entry.audience);
         totals
             .history_bytes
-            .fetch_add(cost(&entry.text), Ordering::Relaxed);
+            .fetch_add(cost(&entry.text, &entry.audience), Ordering::Relaxed);
         self.history.push_back(entry);
     }
 
@@ -520,7 +547,7 @@ impl Stream {
                     .history
                     .iter()
                     .filter(|e| e.seq > since.seq)
-                    .map(|e| (e.seq, e.text.clone()))
+                    .map(|e| (e.seq, e.text.clone(), e.audience.clone()))
                     .collect(),
             },
             _ => failed,
@@ -528,11 +555,11 @@ impl Stream {
     }
 }
 
-/// What one history entry is charged against the byte bounds: its text plus the entry and
-/// shared-buffer bookkeeping, so that a flood of tiny events is bounded as well as a few huge
-/// ones.
-fn cost(text: &Utf8Bytes) -> usize {
-    text.len() + ENTRY_OVERHEAD
+/// What one history entry is charged against the byte bounds: its text and audience plus the
+/// entry and shared-buffer bookkeeping, so that a flood of tiny events is bounded as well as a
+/// few huge ones.
+fn cost(text: &Utf8Bytes, audience: &Audience) -> usize {
+    text.len() + audience.cost() + ENTRY_OVERHEAD
 }
 
 /// Bytes of bookkeeping per history entry (the ring slot: seq, time and the shared-bytes

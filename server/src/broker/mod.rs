@@ -31,6 +31,8 @@ use axum::extract::ws::Utf8Bytes;
 use tidings_protocol::{StreamPosition, Topic, WSEvent};
 use tokio_util::sync::CancellationToken;
 
+use crate::audience::{Audience, AudienceError};
+
 pub use self::memory::MemoryBroker;
 pub use self::redis::RedisBroker;
 
@@ -47,6 +49,9 @@ pub enum BrokerError {
     /// The event could not be serialized (cannot happen for protocol-built events).
     #[error("event could not be serialized")]
     Serialize,
+    /// The audience given with the event breaks a bound (nothing was published).
+    #[error("invalid audience: {0}")]
+    Audience(#[from] AudienceError),
 }
 
 /// What a broker may do to this node's local subscribers: the narrow handle it gets instead
@@ -54,8 +59,17 @@ pub enum BrokerError {
 /// hub that holds it.
 pub trait Deliver: Send + Sync {
     /// Queues an event the broker numbered (`seq`) and serialized (`text`) for the local
-    /// subscribers of `topic`, or reports a gap to repair first.
-    fn deliver(&self, topic: &str, seq: u64, epoch: &str, text: Utf8Bytes) -> Delivered;
+    /// subscribers of `topic` that `audience` admits (the others get a `skipped` frame or
+    /// nothing, see [`crate::audience`]), or reports a gap to repair first. `Queued` counts
+    /// only the connections that got the event itself.
+    fn deliver(
+        &self,
+        topic: &str,
+        seq: u64,
+        epoch: &str,
+        text: Utf8Bytes,
+        audience: &Audience,
+    ) -> Delivered;
     /// Replays the events after `from` (the topic's delivered position) to the local
     /// subscribers, or closes them with 1013 when `recovery` could not cover them.
     fn repair(&self, topic: &str, from: &StreamPosition, recovery: Recovery);
@@ -67,6 +81,8 @@ pub trait Deliver: Send + Sync {
     fn is_followed(&self, topic: &str) -> bool;
     /// How many local connections follow `topic`.
     fn subscriber_count(&self, topic: &str) -> usize;
+    /// How many of them `audience` admits (what a publish reports as delivered).
+    fn admitted_count(&self, topic: &str, audience: &Audience) -> usize;
     /// Counts one publication queued for `delivered` connections that took `took`.
     fn published(&self, delivered: usize, took: Duration);
     /// Applies a control command another node sent ([`Broker::control`]: the JSON text of a
@@ -77,8 +93,15 @@ pub trait Deliver: Send + Sync {
 
 /// A shared handle delivers through what it points to (a broker's background task holds one).
 impl<T: Deliver + ?Sized> Deliver for Arc<T> {
-    fn deliver(&self, topic: &str, seq: u64, epoch: &str, text: Utf8Bytes) -> Delivered {
-        (**self).deliver(topic, seq, epoch, text)
+    fn deliver(
+        &self,
+        topic: &str,
+        seq: u64,
+        epoch: &str,
+        text: Utf8Bytes,
+        audience: &Audience,
+    ) -> Delivered {
+        (**self).deliver(topic, seq, epoch, text, audience)
     }
 
     fn repair(&self, topic: &str, from: &StreamPosition, recovery: Recovery) {
@@ -99,6 +122,10 @@ impl<T: Deliver + ?Sized> Deliver for Arc<T> {
 
     fn subscriber_count(&self, topic: &str) -> usize {
         (**self).subscriber_count(topic)
+    }
+
+    fn admitted_count(&self, topic: &str, audience: &Audience) -> usize {
+        (**self).admitted_count(topic, audience)
     }
 
     fn published(&self, delivered: usize, took: Duration) {
@@ -123,7 +150,8 @@ pub struct Published {
     pub epoch: Arc<str>,
     /// Local connections it was queued for: with the in-memory broker, the connections it was
     /// queued on; with Redis, the local connections subscribed when Redis took it (they
-    /// receive it through this node's pub/sub subscription, like every other node's).
+    /// receive it through this node's pub/sub subscription, like every other node's). Only
+    /// connections in the event's audience count (not those sent a `skipped` frame).
     pub delivered: usize,
 }
 
@@ -161,8 +189,9 @@ impl Numbered {
 pub struct Recovery {
     /// Whether every event after the position could be replayed.
     pub recovered: bool,
-    /// The missed events, oldest first (empty when not recovered), as `(seq, JSON text)`.
-    pub events: Vec<(u64, Utf8Bytes)>,
+    /// The missed events, oldest first (empty when not recovered), as `(seq, JSON text,
+    /// audience)`: a replay honours each event's [`Audience`] as the live delivery did.
+    pub events: Vec<(u64, Utf8Bytes, Audience)>,
 }
 
 pub use crate::config::HistoryLimits;
@@ -189,13 +218,20 @@ pub fn new_epoch() -> String {
 /// "Adding a broker").
 pub trait Broker: Send + Sync + 'static {
     /// Numbers `base` (an event's JSON text without `seq`/`epoch`, see [`base_text`]) on
-    /// `topic`, records it in the history and delivers it to `local`'s subscribers (and other
-    /// nodes'), with its position spliced in by [`with_position`].
+    /// `topic`, records it in the history with its `audience` and delivers it to `local`'s
+    /// subscribers (and other nodes'), with its position spliced in by [`with_position`].
+    ///
+    /// `audience` ([`Audience::everyone`] for most events) travels with the event: every
+    /// node hands it to [`Deliver::deliver`] with the event, and [`Broker::history`] returns
+    /// it with the event ([`Recovery::events`]), so that live deliveries and replays leave out
+    /// the same subscribers. [`Published::delivered`] counts only the admitted ones. The
+    /// caller has checked its bounds ([`Audience::check`]).
     fn publish<'a>(
         &'a self,
         local: &'a dyn Deliver,
         topic: Topic,
         base: String,
+        audience: Audience,
     ) -> BoxFuture<'a, Result<Published, BrokerError>>;
 
     /// The events of `topic` after `since`, if the history still holds all of them and they
@@ -344,6 +380,7 @@ impl Broker for UnusableBroker {
         _local: &'a dyn Deliver,
         _topic: Topic,
         _base: String,
+        _audience: Audience,
     ) -> BoxFuture<'a, Result<Published, BrokerError>> {
         Box::pin(async move { Err(BrokerError::Unavailable(self.0.clone())) })
     }

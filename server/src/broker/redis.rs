@@ -4,11 +4,16 @@
 //! `tidings:{T}:meta`, a hash with the stream's `epoch` (set once with `HSETNX` to a random
 //! value), its last `seq` (`HINCRBY`) and the time of its last event (`at`, unix ms, for the
 //! check after a pub/sub break), and `tidings:{T}:hist`, a list of the last N events
-//! as `seq \n unix-ms \n json`, trimmed with `LTRIM`. One Lua script per publish numbers the
-//! event, splices `seq`/`epoch` into its JSON, appends it to the history, refreshes both
-//! keys' TTL (the history's max age: a topic idle for longer forgets its keys, and its next
-//! event starts a new epoch) and `PUBLISH`es it on the topic's channel `tidings:{T}:ch`,
-//! atomically, so every node following the topic receives its events in `seq` order.
+//! as `seq \n unix-ms \n audience \n json`, trimmed with `LTRIM`. One Lua script per publish
+//! numbers the event, splices `seq`/`epoch` into its JSON, appends it to the history, refreshes
+//! both keys' TTL (the history's max age: a topic idle for longer forgets its keys, and its next
+//! event starts a new epoch) and `PUBLISH`es it on the topic's channel `tidings:{T}:ch` as
+//! `seq \n epoch \n topic \n audience \n json`, atomically, so every node following the topic
+//! receives its events in `seq` order. `audience` is one line: empty for every subscriber, else
+//! the event's [`Audience`] as compact JSON (`{"exclude_connection":…,"only_users":[…],
+//! "exclude_users":[…]}`, see [`Audience::encode`]); each node applies it to its own subscribers,
+//! live and in replays. (Nodes of one cluster must run the same format: an older node reads the
+//! audience line as part of the JSON.)
 //!
 //! A node hears only what it serves: it subscribes to a topic's channel when the topic gets
 //! its first local subscriber and unsubscribes when the last one leaves ([`Broker::follow`],
@@ -71,6 +76,8 @@ use redis::{AsyncConnectionConfig, Client, Script};
 use tidings_protocol::{StreamPosition, Topic};
 use tokio_util::sync::CancellationToken;
 
+use crate::audience::Audience;
+
 use super::{
     BoxFuture, Broker, BrokerError, Deliver, Delivered, HistoryLimits, Published, Recovery,
     ReplayBound, new_epoch,
@@ -102,12 +109,12 @@ local json = string.sub(ARGV[1], 1, -2) .. ',"seq":' .. seq .. ',"epoch":"' .. e
 redis.call('HSET', KEYS[1], 'at', string.format('%d', ms))
 local size = tonumber(ARGV[3])
 if size > 0 then
-  redis.call('RPUSH', KEYS[2], seq .. '\n' .. string.format('%d', ms) .. '\n' .. json)
+  redis.call('RPUSH', KEYS[2], seq .. '\n' .. string.format('%d', ms) .. '\n' .. ARGV[7] .. '\n' .. json)
   redis.call('LTRIM', KEYS[2], -size, -1)
   redis.call('PEXPIRE', KEYS[2], ARGV[4])
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
-redis.call('PUBLISH', ARGV[5], seq .. '\n' .. epoch .. '\n' .. ARGV[6] .. '\n' .. json)
+redis.call('PUBLISH', ARGV[5], seq .. '\n' .. epoch .. '\n' .. ARGV[6] .. '\n' .. ARGV[7] .. '\n' .. json)
 return {seq, epoch}
 "#;
 
@@ -433,16 +440,16 @@ impl RedisBroker {
         }
     }
 
-    /// Hands one pub/sub message (`seq \n epoch \n topic \n json`) to the hub; when the
+    /// Hands one pub/sub message (`seq \n epoch \n topic \n audience \n json`) to the hub; when the
     /// topic's numbers skip (a message was lost), repairs first. An error means Redis failed
     /// during the repair: the subscription restarts (and checks every topic again).
     async fn deliver(&self, hub: &dyn Deliver, payload: &[u8]) -> Result<(), String> {
-        let Some((seq, epoch, topic, json)) = parse_message(payload) else {
+        let Some((seq, epoch, topic, audience, json)) = parse_message(payload) else {
             tracing::warn!("ignoring a malformed pub/sub message");
             return Ok(());
         };
         let text = Utf8Bytes::from(json.to_owned());
-        if let Delivered::Gap(from) = hub.deliver(topic, seq, epoch, text.clone()) {
+        if let Delivered::Gap(from) = hub.deliver(topic, seq, epoch, text.clone(), &audience) {
             tracing::warn!(
                 topic,
                 from = from.seq,
@@ -451,7 +458,7 @@ impl RedisBroker {
             );
             self.repair(hub, topic, &from).await?;
             // Already in the replay (dropped), or the first event after an abandoned stream.
-            hub.deliver(topic, seq, epoch, text);
+            hub.deliver(topic, seq, epoch, text, &audience);
         }
         Ok(())
     }
@@ -622,15 +629,17 @@ impl RedisBroker {
     }
 }
 
-/// Splits one pub/sub message into `seq`, `epoch`, topic and JSON text.
-fn parse_message(payload: &[u8]) -> Option<(u64, &str, &str, &str)> {
+/// Splits one pub/sub message into `seq`, `epoch`, topic, audience and JSON text. A message
+/// whose audience line cannot be read is malformed (never delivered to everyone instead).
+fn parse_message(payload: &[u8]) -> Option<(u64, &str, &str, Audience, &str)> {
     let text = std::str::from_utf8(payload).ok()?;
-    let mut parts = text.splitn(4, '\n');
+    let mut parts = text.splitn(5, '\n');
     let seq = parts.next()?.parse::<u64>().ok()?;
     let epoch = parts.next()?;
     let topic = parts.next()?;
+    let audience = Audience::decode(parts.next()?)?;
     let json = parts.next()?;
-    Some((seq, epoch, topic, json))
+    Some((seq, epoch, topic, audience, json))
 }
 
 fn millis(d: Duration) -> u64 {
@@ -713,6 +722,7 @@ impl Broker for RedisBroker {
         hub: &'a dyn Deliver,
         topic: Topic,
         base: String,
+        audience: Audience,
     ) -> BoxFuture<'a, Result<Published, BrokerError>> {
         Box::pin(async move {
             let started = std::time::Instant::now();
@@ -728,12 +738,13 @@ impl Broker for RedisBroker {
                 .arg(self.ttl_ms())
                 .arg(channel(topic.as_str()))
                 .arg(topic.as_str())
+                .arg(audience.encode())
                 .invoke_async(&mut conn)
                 .await;
             match result {
                 Ok((seq, epoch)) => {
                     self.failing.store(false, Ordering::Relaxed);
-                    let delivered = hub.subscriber_count(topic.as_str());
+                    let delivered = hub.admitted_count(topic.as_str(), &audience);
                     hub.published(delivered, started.elapsed());
                     Ok(Published {
                         topic,
@@ -989,20 +1000,26 @@ fn recovery(reply: &[String], since: &StreamPosition, ttl_ms: u64) -> Recovery {
     }
     let mut events = Vec::new();
     for entry in entries {
-        let mut parts = entry.splitn(3, '\n');
-        let (Some(seq), Some(at), Some(json)) = (parts.next(), parts.next(), parts.next()) else {
+        let mut parts = entry.splitn(4, '\n');
+        let (Some(seq), Some(at), Some(audience), Some(json)) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
             return failed;
         };
-        let (Ok(seq), Ok(at)) = (seq.parse::<u64>(), at.parse::<u64>()) else {
+        let (Ok(seq), Ok(at), Some(audience)) = (
+            seq.parse::<u64>(),
+            at.parse::<u64>(),
+            Audience::decode(audience),
+        ) else {
             return failed;
         };
         if seq > since.seq && at.saturating_add(ttl_ms) >= now {
-            events.push((seq, Utf8Bytes::from(json.to_owned())));
+            events.push((seq, Utf8Bytes::from(json.to_owned()), audience));
         }
     }
     let expected = last - since.seq;
-    let contiguous =
-        events.first().is_none_or(|(s, _)| *s == since.seq + 1) && events.len() as u64 == expected;
+    let contiguous = events.first().is_none_or(|(s, _, _)| *s == since.seq + 1)
+        && events.len() as u64 == expected;
     if contiguous {
         Recovery {
             recovered: true,
@@ -1034,7 +1051,7 @@ mod tests {
         r.extend(
             entries
                 .iter()
-                .map(|(s, at)| format!("{s}\n{at}\n{{\"seq\":{s}}}")),
+                .map(|(s, at)| format!("{s}\n{at}\n\n{{\"seq\":{s}}}")),
         );
         r
     }
@@ -1064,9 +1081,21 @@ mod tests {
     #[test]
     fn pub_sub_messages_parse() {
         assert_eq!(
-            parse_message(b"7\nab\nlist:1\n{\"a\":\"x\ny\"}"),
-            Some((7, "ab", "list:1", "{\"a\":\"x\ny\"}"))
+            parse_message(b"7\nab\nlist:1\n\n{\"a\":\"x\ny\"}"),
+            Some((7, "ab", "list:1", Audience::everyone(), "{\"a\":\"x\ny\"}"))
         );
+        assert_eq!(
+            parse_message(b"7\nab\nlist:1\n{\"exclude_users\":[\"7\"]}\n{}"),
+            Some((
+                7,
+                "ab",
+                "list:1",
+                Audience::everyone().exclude_users(["7"]),
+                "{}"
+            ))
+        );
+        // An audience that cannot be read is never taken as everyone.
+        assert_eq!(parse_message(b"7\nab\nlist:1\n{oops\n{}"), None);
         assert_eq!(parse_message(b"x\nab\nlist:1\n{}"), None);
         assert_eq!(parse_message(b"7\nab"), None);
     }

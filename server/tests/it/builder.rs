@@ -9,7 +9,7 @@ use crate::common::stream::{next_event, subscribe_since};
 use crate::common::*;
 use tidings_server::broker::{BoxFuture, Deliver, HistoryLimits, Published, Recovery, ReplayBound};
 use tidings_server::protocol::{StreamPosition, Topic};
-use tidings_server::{Broker, BrokerError, BuildError, Config, MemoryBroker, Tidings};
+use tidings_server::{Audience, Broker, BrokerError, BuildError, Config, MemoryBroker, Tidings};
 use tokio_util::sync::CancellationToken;
 
 /// A broker of the app's own: the in-memory one, counting what passes through it.
@@ -25,9 +25,10 @@ impl Broker for Counting {
         local: &'a dyn Deliver,
         topic: Topic,
         base: String,
+        audience: Audience,
     ) -> BoxFuture<'a, Result<Published, BrokerError>> {
         self.publishes.fetch_add(1, Ordering::Relaxed);
-        self.inner.publish(local, topic, base)
+        self.inner.publish(local, topic, base, audience)
     }
 
     fn history<'a>(

@@ -10,6 +10,7 @@
 mod common;
 
 mod admin;
+mod audience;
 mod auth;
 mod authz;
 mod binary;

@@ -1159,6 +1159,160 @@ async fn positions_in_acks_and_stamps() {
     }
 }
 
+/// A client of user `sub` on `node` whose client names itself `cid`, subscribed to `topic`
+/// with positions (as the wasm client does; `track` false: a seed subscribe).
+async fn audience_client(node: &Node, sub: &str, cid: &str, topic: &str, track: bool) -> Ws {
+    let mut ws = connect(&format!(
+        "ws://{}/ws?token={}&cid={cid}",
+        node.addr,
+        mint_token(sub)
+    ))
+    .await;
+    let mut subscribe = json!({"action": "subscribe", "topic": topic});
+    if track {
+        subscribe["position"] = json!(true);
+    }
+    send(&mut ws, &subscribe.to_string()).await;
+    let ack: Value = serde_json::from_str(&recv_raw(&mut ws).await).unwrap();
+    assert_eq!(ack["action"], "subscribed", "{ack}");
+    ws
+}
+
+/// The next frame's `(entity_id or "skipped", seq)`, and its text.
+async fn audience_frame(ws: &mut Ws) -> ((String, u64), String) {
+    let text = recv_raw(ws).await;
+    let v: Value = serde_json::from_str(&text).unwrap();
+    let what = match v["action"].as_str() {
+        Some(action) => action.to_owned(),
+        None => v["data"]["entity_id"].as_str().unwrap().to_owned(),
+    };
+    ((what, v["seq"].as_u64().unwrap_or(0)), text)
+}
+
+/// The audience across two nodes on one Redis: the audience travels in the pub/sub message and
+/// the history entry, each node applies it to its own subscribers, live and in a replay; an
+/// excluded user never receives the payload; a seed client's bytes are unchanged.
+#[tokio::test]
+#[ignore = "needs a redis-server: run ./scripts/test-redis"]
+async fn audience_across_two_nodes_live_and_replayed() {
+    let redis = redis_url();
+    let topic = unique("list");
+    let http = reqwest::Client::new();
+    let a = Node::spawn(&redis).await;
+    let b = Node::spawn(&redis).await;
+    let mut seven = audience_client(&a, "7", "tab-7", &topic, true).await;
+    let mut eight = audience_client(&b, "8", "tab-8", &topic, true).await;
+    let mut seed = audience_client(&b, "9", "tab-9", &topic, false).await;
+
+    let publish = |entity: &str, audience: Value| {
+        let mut body = event_json(&topic, entity);
+        body.as_object_mut()
+            .unwrap()
+            .extend(audience.as_object().unwrap().clone());
+        body
+    };
+    // From A: the tab that made the change (on A) is left out; B's subscribers get it.
+    // `delivered` counts A's subscribers in the audience: none (7 is A's only one).
+    let (status, body) = a
+        .publish(&http, &publish("1", json!({"exclude_connection": "tab-7"})))
+        .await;
+    assert_eq!((status, &body["delivered"]), (202, &json!(0)), "{body}");
+    // From B: for user 8 only (counted: 8, not the seed client of user 9).
+    let (status, body) = b
+        .publish(&http, &publish("2", json!({"only_users": ["8"]})))
+        .await;
+    assert_eq!((status, &body["delivered"]), (202, &json!(1)), "{body}");
+    // From A: not for user 8 (the secret).
+    let (status, _) = a
+        .publish(&http, &publish("666", json!({"exclude_users": ["8"]})))
+        .await;
+    assert_eq!(status, 202);
+
+    let skipped = |seq| ("skipped".to_owned(), seq);
+    let event = |id: &str, seq| (id.to_owned(), seq);
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        got.push(audience_frame(&mut seven).await.0);
+    }
+    assert_eq!(got, [skipped(1), skipped(2), event("666", 3)]);
+    let mut texts = Vec::new();
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        let (frame, text) = audience_frame(&mut eight).await;
+        got.push(frame);
+        texts.push(text);
+    }
+    assert_eq!(got, [event("1", 1), event("2", 2), skipped(3)]);
+    assert!(texts.iter().all(|t| !t.contains("666")), "{texts:?}");
+    let epoch = serde_json::from_str::<Value>(&texts[0]).unwrap()["epoch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // The seed client: nothing for the event it is left out of, the others byte for byte.
+    assert_eq!(recv_text(&mut seed).await, event_text(&topic, "1"));
+    assert_eq!(recv_text(&mut seed).await, event_text(&topic, "666"));
+
+    // User 8 recovers from the start on A (from the Redis history): the secret is skipped.
+    let mut again = connect(&format!(
+        "ws://{}/ws?token={}&cid=tab-8b",
+        a.addr,
+        mint_token("8")
+    ))
+    .await;
+    send(
+        &mut again,
+        &json!({"action": "subscribe", "topic": topic, "position": true,
+            "since": {"seq": 0, "epoch": epoch}})
+        .to_string(),
+    )
+    .await;
+    let mut got = Vec::new();
+    let mut texts = Vec::new();
+    for _ in 0..4 {
+        let (frame, text) = audience_frame(&mut again).await;
+        got.push(frame);
+        texts.push(text);
+    }
+    assert_eq!(
+        got,
+        [
+            event("1", 1),
+            event("2", 2),
+            skipped(3),
+            ("subscribed".to_owned(), 3)
+        ]
+    );
+    assert!(texts.iter().all(|t| !t.contains("666")), "{texts:?}");
+    // User 7 recovers on B: 1 was only its connection's echo (another connection now), 2 was
+    // for user 8 only.
+    let mut seven_b = connect(&format!(
+        "ws://{}/ws?token={}&cid=tab-7",
+        b.addr,
+        mint_token("7")
+    ))
+    .await;
+    send(
+        &mut seven_b,
+        &json!({"action": "subscribe", "topic": topic, "position": true,
+            "since": {"seq": 0, "epoch": epoch}})
+        .to_string(),
+    )
+    .await;
+    let mut got = Vec::new();
+    for _ in 0..4 {
+        got.push(audience_frame(&mut seven_b).await.0);
+    }
+    assert_eq!(
+        got,
+        [
+            skipped(1),
+            skipped(2),
+            event("666", 3),
+            ("subscribed".to_owned(), 3)
+        ]
+    );
+}
+
 /// Issue 14: `POST /admin/disconnect` and `/admin/revoke` sent to one node act on every node
 /// (the `tidings:control` channel): a user's connections on both nodes are closed with 4006,
 /// and a token revoked through one node is refused by the other.

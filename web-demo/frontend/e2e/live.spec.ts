@@ -162,7 +162,8 @@ test("changes by one member show up live for another", async ({ browser }) => {
   }
   if (nginx) {
     const log = nginx.accessLog();
-    expect(log).toContain("GET /ws HTTP/1.1\" 101");
+    // The URL carries only the client's connection id (`cid`), never a token.
+    expect(log).toMatch(/GET \/ws\?cid=[A-Za-z0-9_-]+ HTTP\/1\.1" 101/);
     expect(log).not.toContain("token=");
     expect(log).not.toContain("tidings.token");
   }
