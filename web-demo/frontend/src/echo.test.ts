@@ -92,3 +92,24 @@ suite("applying them", () => {
     stop();
   });
 });
+
+suite("a response overtaken by someone else's event", () => {
+  test("does not undo a later change or bring back a deleted item", () => {
+    const queryClient = new QueryClient();
+    const later = { ...item(7, "RECEIVED"), updated_at: "2026-12-01T10:00:02.000Z" };
+    const list = { id: 3, item_count: 1, done_count: 1, items: [later] } as ListDetail;
+    queryClient.setQueryData(["lists", "3"], list);
+    const mine = { ...item(7, "PURCHASED"), updated_at: "2026-12-01T10:00:01.000Z" };
+    applyOwnEvents(queryClient, ownEvents("PUT", "/items/7/status", { status: "PURCHASED" }, mine, mom));
+    expect(queryClient.getQueryData<ListDetail>(["lists", "3"])?.items[0].status).toBe("RECEIVED");
+
+    queryClient.setQueryData(["lists", "3"], { ...list, items: [] });
+    applyOwnEvents(queryClient, ownEvents("PATCH", "/items/7", { name: "x" }, mine, mom));
+    expect(queryClient.getQueryData<ListDetail>(["lists", "3"])?.items).toEqual([]);
+
+    // Its own newer change is applied.
+    queryClient.setQueryData(["lists", "3"], { ...list, items: [mine] });
+    applyOwnEvents(queryClient, ownEvents("PUT", "/items/7/status", { status: "RECEIVED" }, later, mom));
+    expect(queryClient.getQueryData<ListDetail>(["lists", "3"])?.items[0].status).toBe("RECEIVED");
+  });
+});

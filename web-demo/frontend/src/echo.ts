@@ -8,7 +8,7 @@
 import type { QueryClient } from "@tanstack/react-query";
 import type { WSEvent } from "@tidings/client/react";
 import type { Comment, Gift, Item, Member, Occasion } from "./types";
-import { liveUpdates } from "./cache";
+import { liveUpdates, type Entities } from "./cache";
 
 type Entity = (Item | Gift | Occasion) & { id: number };
 
@@ -70,15 +70,30 @@ export function onOwnEvent(listener: Listener): () => void {
 }
 
 /**
+ * Whether the cache already knows better than this tab's own response: someone else's later
+ * change of the entity (or its deletion) arrived as an event before the response did. Then the
+ * response must not undo it.
+ */
+function overtaken(data: unknown, entities: Entities | undefined, event: WSEvent): boolean {
+  const list = entities?.(data);
+  if (!list || event.event === "ADDED" || event.event === "DELETED") return false;
+  const mine = event.data.payload as { updated_at?: string };
+  const cached = list.find((e) => String(e.id) === event.data.entity_id);
+  return !cached || (!!mine.updated_at && cached.updated_at > mine.updated_at);
+}
+
+/**
  * Applies this tab's own events as if they had arrived: each live query of the event's topic
  * is updated with its `useLiveQuery` update (in event order, as the client would: a list
- * before the sidebar counts that read it); one it cannot update from the event is refetched,
- * as an event would have it. Then the activity feed hears them.
+ * before the sidebar counts that read it), unless a later change of the entity is already
+ * there; one it cannot update from the event is refetched, as an event would have it. Then
+ * the activity feed hears them.
  */
 export function applyOwnEvents(queryClient: QueryClient, events: WSEvent[]): void {
   for (const event of events) {
-    for (const { key, update } of liveUpdates(queryClient, event.topic)) {
-      if (queryClient.getQueryData(key) === undefined) continue;
+    for (const { key, update, entities } of liveUpdates(queryClient, event.topic)) {
+      const data = queryClient.getQueryData(key);
+      if (data === undefined || overtaken(data, entities, event)) continue;
       let updated = false;
       queryClient.setQueryData(key, (old: unknown) => {
         const next = update(old, event);
