@@ -4,14 +4,20 @@
 //! write in one SQLite transaction ([`store`]), and only after the commit publish the
 //! resulting events through the embedded hub (`AppState::publish`). A write that fails
 //! returns an error and publishes nothing.
+//!
+//! A mutation may name the realtime connection of the tab that made it (the
+//! `tidings-connection-id` header, [`Initiator`]): its events then leave that connection out
+//! (`exclude_connection`), because that tab has already applied the change from the
+//! response. It gets a `skipped` frame instead, so it neither refetches nor replays its echo.
 
 use axum::extract::{FromRef, FromRequest, FromRequestParts, State};
 use axum::http::StatusCode;
+use axum::http::request::Parts;
 use axum::routing::{get, patch, post, put};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use tidings_protocol::{EventType, Topic, WSEvent};
-use tidings_server::{Stamp, Tidings};
+use tidings_protocol::{CONNECTION_ID_HEADER, EventType, Topic, WSEvent, is_valid_connection_id};
+use tidings_server::{Audience, Stamp, Tidings};
 
 use crate::auth::{Actor, Auth};
 use crate::error::ApiError;
@@ -37,11 +43,16 @@ impl AppState {
     /// whether the embedded server runs in memory or on Redis). Building them cannot fail for
     /// the demo's types, and publishing fails only when Redis is away; either way the write
     /// still stands, so log instead of failing the request (clients refetch on reconnect).
-    async fn publish(&self, built: Result<Vec<WSEvent>, serde_json::Error>) {
+    /// The [`Initiator`]'s connection, when named, is left out of the events.
+    async fn publish(&self, initiator: &Initiator, built: Result<Vec<WSEvent>, serde_json::Error>) {
+        let audience = match &initiator.0 {
+            Some(id) => Audience::everyone().exclude_connection(id.as_str()),
+            None => Audience::everyone(),
+        };
         match built {
             Ok(events) => {
                 for event in events {
-                    match self.tidings.publish(event).await {
+                    match self.tidings.publish_to(event, audience.clone()).await {
                         Ok(published) => tracing::debug!(
                             topic = %published.topic,
                             seq = published.seq,
@@ -66,6 +77,31 @@ pub struct Body<T>(pub T);
 #[derive(FromRequestParts)]
 #[from_request(via(axum::extract::Path), rejection(ApiError))]
 pub struct Id<T>(pub T);
+
+/// The realtime connection of the tab that makes a mutation, from the optional
+/// `tidings-connection-id` header (the client's `connectionId`, sent by the UI's fetch
+/// wrapper): the change's events are published to everyone but that connection. `None`
+/// without the header (a script, curl, another backend): everyone gets the events. A header
+/// that is not a valid connection id (1 to 64 ASCII letters, digits, `-`, `_`) is a 400, so a
+/// broken client is told rather than silently echoed.
+#[derive(Debug, Clone, Default)]
+pub struct Initiator(pub Option<String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Initiator {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let Some(value) = parts.headers.get(CONNECTION_ID_HEADER) else {
+            return Ok(Initiator(None));
+        };
+        match value.to_str() {
+            Ok(id) if is_valid_connection_id(id) => Ok(Initiator(Some(id.to_owned()))),
+            _ => Err(ApiError::BadRequest(format!(
+                "{CONNECTION_ID_HEADER}: not a connection id (1 to 64 ASCII letters, digits, '-' or '_')"
+            ))),
+        }
+    }
+}
 
 /// The `/api` routes, with their state applied.
 pub fn router(state: AppState) -> Router {
@@ -205,12 +241,13 @@ async fn gifts(
 async fn change_item(
     state: &AppState,
     actor: &Member,
+    initiator: &Initiator,
     event: EventType,
     op: impl FnOnce(&mut rusqlite::Connection) -> Result<Item, store::StoreError> + Send + 'static,
 ) -> Result<Item, ApiError> {
     let item = state.store.run(op).await?;
     state
-        .publish(events::item_changed(event, &item, actor, None))
+        .publish(initiator, events::item_changed(event, &item, actor, None))
         .await;
     Ok(item)
 }
@@ -218,6 +255,7 @@ async fn change_item(
 async fn add_item(
     State(state): State<AppState>,
     Actor(actor): Actor,
+    initiator: Initiator,
     Id(list_id): Id<i64>,
     Body(input): Body<NewItem>,
 ) -> Result<(StatusCode, Json<Item>), ApiError> {
@@ -227,7 +265,10 @@ async fn add_item(
         .run(move |c| store::add_item(c, list_id, by, input))
         .await?;
     state
-        .publish(events::item_changed(EventType::Added, &item, &actor, None))
+        .publish(
+            &initiator,
+            events::item_changed(EventType::Added, &item, &actor, None),
+        )
         .await;
     Ok((StatusCode::CREATED, Json(item)))
 }
@@ -235,10 +276,11 @@ async fn add_item(
 async fn edit_item(
     State(state): State<AppState>,
     Actor(actor): Actor,
+    initiator: Initiator,
     Id(id): Id<i64>,
     Body(edit): Body<ItemEdit>,
 ) -> Result<Json<Item>, ApiError> {
-    let item = change_item(&state, &actor, EventType::Updated, move |c| {
+    let item = change_item(&state, &actor, &initiator, EventType::Updated, move |c| {
         store::edit_item(c, id, edit)
     })
     .await?;
@@ -256,12 +298,17 @@ pub struct StatusChange {
 async fn set_status(
     State(state): State<AppState>,
     Actor(actor): Actor,
+    initiator: Initiator,
     Id(id): Id<i64>,
     Body(change): Body<StatusChange>,
 ) -> Result<Json<Item>, ApiError> {
-    let item = change_item(&state, &actor, EventType::StatusChanged, move |c| {
-        store::set_item_status(c, id, change.status)
-    })
+    let item = change_item(
+        &state,
+        &actor,
+        &initiator,
+        EventType::StatusChanged,
+        move |c| store::set_item_status(c, id, change.status),
+    )
     .await?;
     Ok(Json(item))
 }
@@ -277,10 +324,11 @@ pub struct Assignment {
 async fn assign(
     State(state): State<AppState>,
     Actor(actor): Actor,
+    initiator: Initiator,
     Id(id): Id<i64>,
     Body(assignment): Body<Assignment>,
 ) -> Result<Json<Item>, ApiError> {
-    let item = change_item(&state, &actor, EventType::Assigned, move |c| {
+    let item = change_item(&state, &actor, &initiator, EventType::Assigned, move |c| {
         store::assign_item(c, id, assignment.assignee_id)
     })
     .await?;
@@ -298,6 +346,7 @@ pub struct NewComment {
 async fn add_comment(
     State(state): State<AppState>,
     Actor(actor): Actor,
+    initiator: Initiator,
     Id(id): Id<i64>,
     Body(input): Body<NewComment>,
 ) -> Result<(StatusCode, Json<Item>), ApiError> {
@@ -307,12 +356,10 @@ async fn add_comment(
         .run(move |c| store::add_comment(c, id, by, &input.body))
         .await?;
     state
-        .publish(events::item_changed(
-            EventType::CommentAdded,
-            &item,
-            &actor,
-            Some(&comment),
-        ))
+        .publish(
+            &initiator,
+            events::item_changed(EventType::CommentAdded, &item, &actor, Some(&comment)),
+        )
         .await;
     Ok((StatusCode::CREATED, Json(item)))
 }
@@ -320,9 +367,10 @@ async fn add_comment(
 async fn delete_item(
     State(state): State<AppState>,
     Actor(actor): Actor,
+    initiator: Initiator,
     Id(id): Id<i64>,
 ) -> Result<Json<Item>, ApiError> {
-    let item = change_item(&state, &actor, EventType::Deleted, move |c| {
+    let item = change_item(&state, &actor, &initiator, EventType::Deleted, move |c| {
         store::delete_item(c, id)
     })
     .await?;
@@ -334,11 +382,15 @@ async fn delete_item(
 async fn add_gift(
     State(state): State<AppState>,
     Actor(actor): Actor,
+    initiator: Initiator,
     Body(input): Body<NewGift>,
 ) -> Result<(StatusCode, Json<Gift>), ApiError> {
     let gift = state.store.run(move |c| store::add_gift(c, input)).await?;
     state
-        .publish(events::gift_changed(EventType::Added, &gift, &actor))
+        .publish(
+            &initiator,
+            events::gift_changed(EventType::Added, &gift, &actor),
+        )
         .await;
     Ok((StatusCode::CREATED, Json(gift)))
 }
@@ -346,6 +398,7 @@ async fn add_gift(
 async fn edit_gift(
     State(state): State<AppState>,
     Actor(actor): Actor,
+    initiator: Initiator,
     Id(id): Id<i64>,
     Body(edit): Body<GiftEdit>,
 ) -> Result<Json<Gift>, ApiError> {
@@ -363,7 +416,7 @@ async fn edit_gift(
         EventType::Updated
     };
     state
-        .publish(events::gift_changed(kind, &gift, &actor))
+        .publish(&initiator, events::gift_changed(kind, &gift, &actor))
         .await;
     Ok(Json(gift))
 }
@@ -371,11 +424,15 @@ async fn edit_gift(
 async fn delete_gift(
     State(state): State<AppState>,
     Actor(actor): Actor,
+    initiator: Initiator,
     Id(id): Id<i64>,
 ) -> Result<Json<Gift>, ApiError> {
     let gift = state.store.run(move |c| store::delete_gift(c, id)).await?;
     state
-        .publish(events::gift_changed(EventType::Deleted, &gift, &actor))
+        .publish(
+            &initiator,
+            events::gift_changed(EventType::Deleted, &gift, &actor),
+        )
         .await;
     Ok(Json(gift))
 }
@@ -385,6 +442,7 @@ async fn delete_gift(
 async fn add_occasion(
     State(state): State<AppState>,
     Actor(actor): Actor,
+    initiator: Initiator,
     Body(input): Body<NewOccasion>,
 ) -> Result<(StatusCode, Json<Occasion>), ApiError> {
     let occasion = state
@@ -392,11 +450,10 @@ async fn add_occasion(
         .run(move |c| store::add_occasion(c, input))
         .await?;
     state
-        .publish(events::occasion_changed(
-            EventType::Added,
-            &occasion,
-            &actor,
-        ))
+        .publish(
+            &initiator,
+            events::occasion_changed(EventType::Added, &occasion, &actor),
+        )
         .await;
     Ok((StatusCode::CREATED, Json(occasion)))
 }
@@ -404,6 +461,7 @@ async fn add_occasion(
 async fn edit_occasion(
     State(state): State<AppState>,
     Actor(actor): Actor,
+    initiator: Initiator,
     Id(id): Id<i64>,
     Body(edit): Body<OccasionEdit>,
 ) -> Result<Json<Occasion>, ApiError> {
@@ -412,11 +470,10 @@ async fn edit_occasion(
         .run(move |c| store::edit_occasion(c, id, edit))
         .await?;
     state
-        .publish(events::occasion_changed(
-            EventType::Updated,
-            &occasion,
-            &actor,
-        ))
+        .publish(
+            &initiator,
+            events::occasion_changed(EventType::Updated, &occasion, &actor),
+        )
         .await;
     Ok(Json(occasion))
 }

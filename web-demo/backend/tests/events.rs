@@ -242,3 +242,94 @@ async fn gift_and_occasion_mutations_publish_on_their_topics() {
     gifts.assert_quiet().await;
     demo.stop().await;
 }
+
+/// A mutation that names its tab's connection (`tidings-connection-id`) leaves that connection
+/// out of its events: the tab applied the change from the response. Every other connection,
+/// the same member's other tabs included, gets them; without the header everyone does; a
+/// malformed header is a 400 and changes nothing.
+#[tokio::test]
+async fn the_initiating_connection_is_left_out_of_its_own_events() {
+    let demo = Demo::start().await;
+    let mom = demo.login(1).await;
+    let dad = demo.login(2).await;
+    let both = ["list:1", "list-items:all"];
+    let mut mom_tab = demo.subscribe_as(&mom.token, "mom-tab-1", &both).await;
+    let mut mom_other_tab = demo.subscribe_as(&mom.token, "mom-tab-2", &both).await;
+    let mut dad_tab = demo.subscribe_as(&dad.token, "dad-tab", &both).await;
+
+    let (status, item) = mom
+        .call_from(
+            "mom-tab-1",
+            "POST",
+            "/api/lists/1/items",
+            Some(json!({"name": "Kite"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{item}");
+    let id = item["id"].as_i64().unwrap().to_string();
+    expect_on(&mut dad_tab, &both, EventType::Added, &id, "1").await;
+    expect_on(&mut mom_other_tab, &both, EventType::Added, &id, "1").await;
+    mom_tab.assert_quiet().await;
+
+    // The gift and occasion routes take it too.
+    let mut gifts = demo
+        .subscribe_as(&mom.token, "mom-tab-1", &["gifts:all"])
+        .await;
+    let mut dad_gifts = demo.subscribe(&dad.token, &["gifts:all"]).await;
+    let (status, gift) = mom
+        .call_from(
+            "mom-tab-1",
+            "POST",
+            "/api/gifts",
+            Some(json!({"occasion_id": 1, "recipient_id": 4, "name": "Scarf"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{gift}");
+    let gift_id = gift["id"].as_i64().unwrap().to_string();
+    expect_on(
+        &mut dad_gifts,
+        &["gifts:all"],
+        EventType::Added,
+        &gift_id,
+        "1",
+    )
+    .await;
+    gifts.assert_quiet().await;
+
+    // Without the header, the acting tab gets its echo like everyone else.
+    let (status, _) = mom
+        .call(
+            "PUT",
+            &format!("/api/items/{id}/status"),
+            Some(json!({"status": "PURCHASED"})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    for sub in [&mut mom_tab, &mut mom_other_tab, &mut dad_tab] {
+        expect_on(sub, &both, EventType::StatusChanged, &id, "1").await;
+    }
+
+    // A header that is not a connection id: 400, nothing written, nothing published.
+    for bad in ["", "has space", &"x".repeat(65)] {
+        let (status, body) = mom
+            .call_from(
+                bad,
+                "PATCH",
+                &format!("/api/items/{id}"),
+                Some(json!({"name": "Broken"})),
+            )
+            .await;
+        assert_eq!(status, 400, "{bad:?}: {body}");
+        assert!(
+            body["error"]
+                .as_str()
+                .unwrap()
+                .contains("tidings-connection-id"),
+            "{body}"
+        );
+    }
+    dad_tab.assert_quiet().await;
+    let (_, read) = mom.call("GET", &format!("/api/items/{id}"), None).await;
+    assert_eq!(read["name"], "Kite");
+    demo.stop().await;
+}

@@ -1,7 +1,9 @@
 // Requests per change, counted in both tabs (issue 12): the initiator makes none beyond its own
 // mutation, the observer at most one per affected query, none where the event updates the
-// cache (every item event carries the item). And the read/subscribe gap: an event committed
-// between a tab's read and its subscription's ack still reaches the tab (read stamps).
+// cache (every item event carries the item). The initiator's mutations name its connection
+// (`tidings-connection-id`), so it gets `skipped` frames instead of its own events and applies
+// the change from the response. And the read/subscribe gap: an event committed between a
+// tab's read and its subscription's ack still reaches the tab (read stamps).
 import { expect, test, type Browser, type Page, type WebSocketRoute } from "@playwright/test";
 import { join } from "node:path";
 import { Backend, removeTempDir, tempDir } from "./backend";
@@ -19,9 +21,20 @@ test.afterAll(async () => {
   if (dir) removeTempDir(dir);
 });
 
+/** A frame the server sent a tab: an event (`event`, `topic`) or a reply (`action`). */
+interface Frame {
+  action?: string;
+  event?: string;
+  topic?: string;
+}
+
 interface Tab {
   page: Page;
   reads: string[];
+  /** Frames from the server since the last `settle`. */
+  frames: Frame[];
+  /** The `tidings-connection-id` header of each of the tab's API mutations. */
+  connectionIds: (string | undefined)[];
   /** Closes the tab's WebSocket from the network's side (the client reconnects). */
   drop(): Promise<void>;
 }
@@ -31,29 +44,62 @@ async function tab(browser: Browser, name: string): Promise<Tab> {
   const context = await browser.newContext();
   const page = await context.newPage();
   const reads: string[] = [];
+  const frames: Frame[] = [];
+  const connectionIds: (string | undefined)[] = [];
   let socket: WebSocketRoute | null = null;
   await page.routeWebSocket(/\/ws/, (ws) => {
     socket = ws;
-    ws.connectToServer();
+    const server = ws.connectToServer();
+    server.onMessage((message) => {
+      frames.push(JSON.parse(String(message)) as Frame);
+      ws.send(message);
+    });
   });
   page.on("request", (r) => {
     const url = new URL(r.url());
-    if (r.method() === "GET" && url.pathname.startsWith("/api/")) reads.push(url.pathname);
+    if (!url.pathname.startsWith("/api/")) return;
+    if (r.method() === "GET") reads.push(url.pathname);
+    else if (url.pathname !== "/api/login") connectionIds.push(r.headers()["tidings-connection-id"]);
   });
   page.on("dialog", (d) => void d.accept());
   await page.goto(backend.url);
   await page.getByTestId(`login-${name}`).click();
   await expect(page.getByTestId("connection-status")).toHaveAttribute("data-state", "open", { timeout: 15_000 });
   await expect(page.getByTestId("list-view")).toBeVisible();
-  return { page, reads, drop: async () => void (await socket?.close({ code: 1012, reason: "test" })) };
+  return { page, reads, frames, connectionIds, drop: async () => void (await socket?.close({ code: 1012, reason: "test" })) };
 }
 
 const item = (page: Page, name: string) => page.locator(`[data-testid="item"][data-item-name="${name}"]`);
 
-/** Waits out the coalescing windows, then returns the reads made since `from` and clears them. */
-async function settle(...tabs: { reads: string[] }[]): Promise<string[][]> {
+/** Waits out the coalescing windows, then returns the reads made since the last call and
+ * clears them (and the frames). */
+async function settle(...tabs: { reads: string[]; frames: Frame[] }[]): Promise<string[][]> {
   await new Promise((r) => setTimeout(r, 1_500));
-  return tabs.map((t) => t.reads.splice(0));
+  return tabs.map((t) => {
+    t.frames.splice(0);
+    return t.reads.splice(0);
+  });
+}
+
+/** The topics of the events (`event`) and of the `skipped` frames (`skipped`) among `frames`. */
+function received(frames: Frame[]): { event: string[]; skipped: string[] } {
+  const topics = (f: Frame[]) => [...new Set(f.map((x) => x.topic ?? ""))].sort();
+  return {
+    event: topics(frames.filter((f) => f.event !== undefined && f.action === undefined)),
+    skipped: topics(frames.filter((f) => f.action === "skipped")),
+  };
+}
+
+/** What a tab shows: each list item's name and status, the sidebar counts, the activity feed. */
+async function shown(page: Page) {
+  const items = await page
+    .getByTestId("item")
+    .evaluateAll((els) =>
+      els.map((el) => `${el.getAttribute("data-item-name")}=${(el.querySelector("[data-testid=item-status]") as HTMLSelectElement | null)?.value}`),
+    );
+  const counts = await page.locator('[data-testid^="nav-list-count-"]').allTextContents();
+  const feed = await page.getByTestId("activity-feed").locator(".feed-text").allTextContents();
+  return { items: items.sort(), counts, feed: feed.sort() };
 }
 
 test("requests per change: none for the initiator, none for an observer whose cache the event updates", async ({
@@ -63,12 +109,18 @@ test("requests per change: none for the initiator, none for an observer whose ca
   const dad = await tab(browser, "Dad"); // the observer
   await settle(mom, dad); // the initial load (and its read/ack gap check)
   const rows: string[] = [];
+  // The initiator's frames per change: `skipped` instead of the events of its own mutations.
+  let frames = received([]);
   const count = async (change: string, done: () => Promise<void>) => {
     await done();
+    await new Promise((r) => setTimeout(r, 1_500));
+    frames = received(mom.frames);
     const [initiator, observer] = await settle(mom, dad);
     rows.push(`| ${change} | ${initiator.length} | ${observer.length} | ${[...initiator, ...observer].join(" ") || "-"} |`);
     return { initiator, observer };
   };
+  const itemTopics = ["list-items:all", "list:1"];
+  const ownChange = { event: [], skipped: itemTopics };
 
   let r = await count("add an item", async () => {
     await mom.page.getByTestId("new-item-name").fill("Kite");
@@ -77,31 +129,42 @@ test("requests per change: none for the initiator, none for an observer whose ca
     await expect(dad.page.getByTestId("nav-list-count-1")).toHaveText("1/4");
   });
   expect(r).toEqual({ initiator: [], observer: [] });
+  expect(frames).toEqual(ownChange);
 
   r = await count("status change", async () => {
     await item(mom.page, "Kite").getByTestId("item-status").selectOption("PURCHASED");
+    await expect(mom.page.getByTestId("nav-list-count-1")).toHaveText("2/4");
+    await expect(mom.page.getByTestId("activity-feed")).toContainText("Mom marked 'Kite' PURCHASED");
     await expect(item(dad.page, "Kite").getByTestId("item-status")).toHaveValue("PURCHASED");
     await expect(dad.page.getByTestId("nav-list-count-1")).toHaveText("2/4");
   });
   expect(r).toEqual({ initiator: [], observer: [] });
+  expect(frames).toEqual(ownChange);
 
   r = await count("comment", async () => {
     await item(mom.page, "Kite").getByTestId("toggle-comments").click();
     await item(mom.page, "Kite").getByTestId("comment-input").fill("Red one");
     await item(mom.page, "Kite").getByTestId("send-comment").click();
     await expect(item(dad.page, "Kite").getByTestId("toggle-comments")).toContainText("1");
+    await expect(item(mom.page, "Kite").getByTestId("toggle-comments")).toContainText("1");
+    await expect(mom.page.getByTestId("activity-feed")).toContainText("Mom commented on 'Kite': “Red one”");
   });
   expect(r).toEqual({ initiator: [], observer: [] });
+  expect(frames).toEqual(ownChange);
 
   r = await count("delete", async () => {
     await item(mom.page, "Kite").getByTestId("delete-item").click();
     await expect(item(dad.page, "Kite")).toHaveCount(0);
+    await expect(item(mom.page, "Kite")).toHaveCount(0);
+    await expect(mom.page.getByTestId("nav-list-count-1")).toHaveText("1/3");
     await expect(dad.page.getByTestId("nav-list-count-1")).toHaveText("1/3");
   });
   expect(r).toEqual({ initiator: [], observer: [] });
+  expect(frames).toEqual(ownChange);
 
   r = await count("burst of 10 adds", async () => {
-    // Ten mutations at once from the initiator's tab (its own requests: POSTs, not reads).
+    // Ten mutations at once from a script in the initiator's tab, without its connection id:
+    // the tab gets their events like any other (its own requests: POSTs, not reads).
     await mom.page.evaluate(async () => {
       const { token } = JSON.parse(sessionStorage.getItem("tidings-demo.session")!) as { token: string };
       await Promise.all(
@@ -116,8 +179,10 @@ test("requests per change: none for the initiator, none for an observer whose ca
     });
     await expect(dad.page.locator('[data-testid="item"][data-item-name^="Burst "]')).toHaveCount(10);
     await expect(dad.page.getByTestId("nav-list-count-1")).toHaveText("1/13");
+    await expect(mom.page.getByTestId("nav-list-count-1")).toHaveText("1/13");
   });
   expect(r).toEqual({ initiator: [], observer: [] });
+  expect(frames).toEqual({ event: itemTopics, skipped: [] });
 
   // The observer's socket drops; a change happens while it is away. On reconnect every topic
   // resumes from its position (the list's missed event replayed, the occasions' "no event
@@ -130,6 +195,7 @@ test("requests per change: none for the initiator, none for an observer whose ca
     await expect(item(dad.page, "Burst 0").getByTestId("item-status")).toHaveValue("SELECTED");
   });
   expect(r).toEqual({ initiator: [], observer: [] });
+  expect(frames).toEqual(ownChange);
 
   // A list the observer does not hold: its sidebar counts are refetched, once per burst.
   r = await count("burst of 10 adds on a list not open", async () => {
@@ -144,6 +210,12 @@ test("requests per change: none for the initiator, none for an observer whose ca
   // in flight gets exactly one follow-up), far fewer than one per event.
   expect(r.observer.filter((p) => p === "/api/lists").length).toBeLessThan(10);
   expect(r.observer.filter((p) => p !== "/api/lists")).toEqual([]);
+
+  // Every mutation the UI made named the initiator's connection; both tabs end up the same.
+  expect(mom.connectionIds.filter((id) => id === undefined)).toHaveLength(10); // the burst
+  expect(new Set(mom.connectionIds.filter((id) => id !== undefined)).size).toBe(1);
+  expect(mom.connectionIds.find((id) => id !== undefined)).toMatch(/^[A-Za-z0-9_-]{1,64}$/);
+  await expect.poll(async () => shown(dad.page)).toEqual(await shown(mom.page));
 
   console.log(["| change | initiator GETs | observer GETs | which |", "|---|---|---|---|", ...rows].join("\n"));
 });

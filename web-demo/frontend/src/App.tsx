@@ -1,7 +1,8 @@
 import { useCallback, useEffect, useState } from "react";
 import { QueryClientProvider, type QueryClient } from "@tanstack/react-query";
 import { TidingsProvider, useTidingsClient } from "@tidings/client/react";
-import { setReadSink } from "./api";
+import { setOwnChanges, setReadSink } from "./api";
+import { applyOwnEvents, ownEvents } from "./echo";
 import { Login } from "./components/Login";
 import { Dashboard } from "./components/Dashboard";
 import { loadSession, saveSession } from "./session";
@@ -12,14 +13,26 @@ function wsUrl(): string {
   return `${scheme}//${location.host}/ws`;
 }
 
-/** Hands every read's stamp to the realtime client (see `setReadSink`). */
-function ReadStamps() {
+/**
+ * Hands every read's stamp to the realtime client (see `setReadSink`), and its connection id
+ * to every mutation, whose result this tab then applies itself (see `setOwnChanges`).
+ */
+function ReadStamps({ queryClient }: { queryClient: QueryClient }) {
   const client = useTidingsClient();
   useEffect(() => {
     if (!client) return;
     setReadSink((response) => client.noteResponse(response));
-    return () => setReadSink(null);
-  }, [client]);
+    setOwnChanges({
+      header: client.connectionIdHeader,
+      connectionId: client.connectionId,
+      apply: (method, path, body, result, actor) =>
+        applyOwnEvents(queryClient, ownEvents(method, path, body, result, actor)),
+    });
+    return () => {
+      setReadSink(null);
+      setOwnChanges(null);
+    };
+  }, [client, queryClient]);
   return null;
 }
 
@@ -44,7 +57,7 @@ export function App({ queryClient }: { queryClient: QueryClient }) {
       {session ? (
         // Keyed by member so that switching member starts a fresh connection.
         <TidingsProvider key={session.member.id} url={wsUrl()} getToken={getToken} queryClient={queryClient}>
-          <ReadStamps />
+          <ReadStamps queryClient={queryClient} />
           <Dashboard session={session} onSignOut={signOut} />
         </TidingsProvider>
       ) : (

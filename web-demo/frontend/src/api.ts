@@ -1,7 +1,8 @@
-// The demo's REST client. Reads are plain GETs; mutations carry the session's bearer token.
-// No mutation refetches anything afterwards: the backend publishes an event and the
-// realtime invalidation refreshes every view (this one included).
-import type { Session } from "./types";
+// The demo's REST client. Reads are plain GETs; mutations carry the session's bearer token
+// and this tab's realtime connection id. No mutation refetches anything afterwards: the
+// backend publishes the change's events to every other tab, and this tab applies the change
+// from the response (echo.ts) instead of from its own echo.
+import type { Member, Session } from "./types";
 
 export class ApiError extends Error {
   constructor(
@@ -12,10 +13,13 @@ export class ApiError extends Error {
   }
 }
 
-async function request<T>(method: string, path: string, token?: string, body?: unknown): Promise<T> {
+async function request<T>(method: string, path: string, session?: Session, body?: unknown): Promise<T> {
   const headers: Record<string, string> = {};
-  if (token) headers.Authorization = `Bearer ${token}`;
+  if (session) headers.Authorization = `Bearer ${session.token}`;
   if (body !== undefined) headers["Content-Type"] = "application/json";
+  // Read once: the tab that sent the header is the one that must apply the change.
+  const own = session && method !== "GET" ? ownChanges : null;
+  if (own) headers[own.header] = own.connectionId;
   const res = await fetch(`/api${path}`, {
     method,
     headers,
@@ -28,7 +32,26 @@ async function request<T>(method: string, path: string, token?: string, body?: u
     const msg = (json as { error?: string } | null)?.error ?? res.statusText;
     throw new ApiError(res.status, msg);
   }
+  if (own && session) own.apply(method, path, body, json, session.member);
   return json as T;
+}
+
+/**
+ * This tab's realtime connection, for mutations: its id goes in the header named
+ * `header` (`client.connectionIdHeader`, `tidings-connection-id`), so the backend leaves this
+ * connection out of the change's events; `apply` then applies the change from the response.
+ * `null` (no realtime client yet): no header, and the tab follows its echo like anyone else.
+ */
+export interface OwnChanges {
+  header: string;
+  connectionId: string;
+  apply(method: string, path: string, body: unknown, result: unknown, actor: Member): void;
+}
+let ownChanges: OwnChanges | null = null;
+
+/** Sets (or, with `null`, clears) this tab's realtime connection for mutations. */
+export function setOwnChanges(own: OwnChanges | null): void {
+  ownChanges = own;
 }
 
 /**
@@ -60,12 +83,12 @@ export function login(memberId: number): Promise<Session> {
 }
 
 /** Mutations bound to one session. */
-export function client(token: string) {
+export function client(session: Session) {
   return {
-    post: <T,>(path: string, body: unknown) => request<T>("POST", path, token, body),
-    put: <T,>(path: string, body: unknown) => request<T>("PUT", path, token, body),
-    patch: <T,>(path: string, body: unknown) => request<T>("PATCH", path, token, body),
-    del: <T,>(path: string) => request<T>("DELETE", path, token),
+    post: <T,>(path: string, body: unknown) => request<T>("POST", path, session, body),
+    put: <T,>(path: string, body: unknown) => request<T>("PUT", path, session, body),
+    patch: <T,>(path: string, body: unknown) => request<T>("PATCH", path, session, body),
+    del: <T,>(path: string) => request<T>("DELETE", path, session),
   };
 }
 export type Client = ReturnType<typeof client>;

@@ -55,3 +55,28 @@ export function giftsAfter(old: Gift[] | undefined, event: WSEvent): Gift[] | un
 export function occasionAfter(old: OccasionDetail | undefined, event: WSEvent): OccasionDetail | undefined {
   return old && { ...old, ...entity<Partial<OccasionDetail>>(event) };
 }
+
+type Update = (old: unknown, event: WSEvent) => unknown;
+/** The entities a query's data holds (items of a list, gifts), with their last change. */
+export type Entities = (data: unknown) => { id: number; updated_at: string }[] | undefined;
+
+/**
+ * The live queries of `topic` and how an event updates each, in the order the views register
+ * them (a list before the sidebar counts): the same `queryKey`/`update` pairs their
+ * `useLiveQuery` calls pass (ListView, Dashboard, GiftsView, OccasionSection). For the
+ * tab's own changes (echo.ts), which arrive as a response instead of an event.
+ */
+export function liveUpdates(
+  queryClient: QueryClient,
+  topic: string,
+): { key: string[]; update: Update; entities?: Entities }[] {
+  const [kind, id] = topic.split(":");
+  const u = <T,>(f: (old: T | undefined, event: WSEvent) => T | undefined) => f as Update;
+  if (kind === "list" && id)
+    return [{ key: ["lists", id], update: u(listAfter), entities: (data) => (data as ListDetail | undefined)?.items }];
+  if (topic === "list-items:all")
+    return [{ key: ["list-items", "summary"], update: u<ListSummary[]>((old, e) => summariesAfter(queryClient, old, e)) }];
+  if (topic === "gifts:all") return [{ key: ["gifts"], update: u(giftsAfter), entities: (data) => data as Gift[] | undefined }];
+  if (kind === "occasion" && id) return [{ key: ["occasions", id], update: u(occasionAfter) }];
+  return [];
+}

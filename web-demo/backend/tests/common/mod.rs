@@ -101,7 +101,19 @@ impl Demo {
 
     /// A WebSocket subscribed to `topics` (each confirmed).
     pub async fn subscribe(&self, token: &str, topics: &[&str]) -> Subscriber {
-        let (ws, _) = tokio_tungstenite::connect_async(format!("{}?token={token}", self.ws))
+        self.subscribe_url(format!("{}?token={token}", self.ws), topics)
+            .await
+    }
+
+    /// A WebSocket that names itself `cid` (the client's connection id), subscribed to
+    /// `topics`.
+    pub async fn subscribe_as(&self, token: &str, cid: &str, topics: &[&str]) -> Subscriber {
+        self.subscribe_url(format!("{}?token={token}&cid={cid}", self.ws), topics)
+            .await
+    }
+
+    async fn subscribe_url(&self, url: String, topics: &[&str]) -> Subscriber {
+        let (ws, _) = tokio_tungstenite::connect_async(url)
             .await
             .expect("ws connect");
         let mut sub = Subscriber { ws };
@@ -134,6 +146,19 @@ impl Api {
             .await
     }
 
+    /// Like [`Api::call`], from the tab whose realtime connection is `cid` (the
+    /// `tidings-connection-id` header).
+    pub async fn call_from(
+        &self,
+        cid: &str,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        self.send(method, path, body.map(|b| b.to_string()), true, Some(cid))
+            .await
+    }
+
     /// Like [`Api::call`] with a raw body (sent as JSON) and an optional token.
     pub async fn raw(
         &self,
@@ -142,10 +167,24 @@ impl Api {
         body: Option<String>,
         with_token: bool,
     ) -> (u16, Value) {
+        self.send(method, path, body, with_token, None).await
+    }
+
+    async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<String>,
+        with_token: bool,
+        cid: Option<&str>,
+    ) -> (u16, Value) {
         let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
         let mut req = self.http.request(method, format!("{}{path}", self.base));
         if with_token {
             req = req.bearer_auth(&self.token);
+        }
+        if let Some(cid) = cid {
+            req = req.header(tidings_protocol::CONNECTION_ID_HEADER, cid);
         }
         if let Some(body) = body {
             req = req.header("content-type", "application/json").body(body);

@@ -1,8 +1,9 @@
-import { useCallback, useState } from "react";
+import { useCallback, useEffect, useState } from "react";
 import { useTopic } from "@tidings/client/react";
 import type { WSEvent } from "@tidings/bindings";
 import type { Member } from "../types";
 import { describe } from "../activity";
+import { onOwnEvent } from "../echo";
 
 interface Entry {
   key: string;
@@ -27,6 +28,14 @@ export function ActivityFeed({ me }: { me: Member }) {
   }, []);
   useTopic("list-items:all", onEvent);
   useTopic("gifts:all", onEvent);
+  // This tab's own changes do not come back as events (the backend leaves it out of them).
+  useEffect(
+    () =>
+      onOwnEvent((event) => {
+        if (event.topic === "list-items:all" || event.topic === "gifts:all") onEvent(event);
+      }),
+    [onEvent],
+  );
 
   return (
     <section className="feed">

@@ -21,7 +21,7 @@ function viewFromHash(): View | null {
 }
 
 export function Dashboard({ session, onSignOut }: { session: Session; onSignOut: () => void }) {
-  const api = useMemo(() => client(session.token), [session.token]);
+  const api = useMemo(() => client(session), [session]);
   const status = useConnectionStatus();
   const members = useQuery({ queryKey: ["members"], queryFn: () => get<Member[]>("/members") });
   const occasions = useQuery({ queryKey: ["occasions"], queryFn: () => get<Occasion[]>("/occasions") });

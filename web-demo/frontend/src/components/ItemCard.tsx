@@ -19,7 +19,8 @@ export function ItemCard({ item, api, members }: { item: Item; api: Client; memb
   const [showComments, setShowComments] = useState(false);
   const [comment, setComment] = useState("");
 
-  // Every mutation only talks to the API; the view updates when its event comes back.
+  // Every mutation only talks to the API; the request applies its result to this tab's cache
+  // (echo.ts), the change's events update the other tabs.
   const act = useMutation({ mutationFn: (run: () => Promise<unknown>) => run() });
   const path = `/items/${item.id}`;
 

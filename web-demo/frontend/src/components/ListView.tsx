@@ -20,7 +20,8 @@ export function ListView({ listId, api, members }: { listId: number; api: Client
   const [notes, setNotes] = useState("");
   const add = useMutation({
     mutationFn: () => api.post<Item>(`/lists/${id}/items`, { name, notes }),
-    // No refetch here: the ADDED event refreshes this list like everyone else's.
+    // No refetch here: the request applies the new item to this tab (echo.ts); the ADDED
+    // event refreshes everyone else's.
     onSuccess: () => {
       setName("");
       setNotes("");
