@@ -48,6 +48,17 @@ pub(crate) enum Command {
     },
 }
 
+impl Command {
+    /// Until when (Unix seconds) the command must still reach a node that was not listening
+    /// when it was sent: a revocation's `until`; a disconnect finds its connections gone.
+    pub(crate) fn keep_until(&self) -> Option<u64> {
+        match self {
+            Self::Disconnect { .. } => None,
+            Self::Revoke { until, .. } => Some(*until),
+        }
+    }
+}
+
 /// One open connection, as the control side sees it.
 struct Session {
     id: u64,

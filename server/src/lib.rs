@@ -312,12 +312,20 @@ impl Tidings {
     /// Applies a control command on this node and sends it to the others (with Redis).
     /// Returns how many local connections it closed.
     async fn control(&self, command: control::Command) -> Result<usize, admin::ControlError> {
-        let applied = self.inner.control.apply(&command);
+        // Refused here (the store is full): refused everywhere, and nothing is kept in Redis,
+        // so one admin token cannot grow the shared set past what every node would hold.
+        let closed = self
+            .inner
+            .control
+            .apply(&command)
+            .map_err(|full| admin::ControlError::StoreFull(full.0))?;
         let text = serde_json::to_string(&command)
             .map_err(|e| admin::ControlError::Unavailable(e.to_string()))?;
-        let sent = self.inner.broker.control(text).await;
-        let closed = applied.map_err(|full| admin::ControlError::StoreFull(full.0))?;
-        sent.map_err(|e| admin::ControlError::Unavailable(e.to_string()))?;
+        self.inner
+            .broker
+            .control(text, command.keep_until())
+            .await
+            .map_err(|e| admin::ControlError::Unavailable(e.to_string()))?;
         Ok(closed)
     }
 

@@ -292,8 +292,14 @@ pub trait Broker: Send + Sync + 'static {
 
     /// Sends a control command (JSON text, see `control::Command`) to the other nodes, which
     /// apply it to their own sessions ([`Deliver::control`]); the caller has applied it
-    /// locally. A single node (the memory broker) has no one to tell.
-    fn control(&self, _command: String) -> BoxFuture<'_, Result<(), BrokerError>> {
+    /// locally. `keep_until` (Unix seconds): the command must also reach nodes that start or
+    /// reconnect before then (a revocation). A single node (the memory broker) has no one to
+    /// tell.
+    fn control(
+        &self,
+        _command: String,
+        _keep_until: Option<u64>,
+    ) -> BoxFuture<'_, Result<(), BrokerError>> {
         Box::pin(std::future::ready(Ok(())))
     }
 

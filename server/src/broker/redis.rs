@@ -664,14 +664,6 @@ const KEPT_CONTROL: &str = "tidings:control:kept";
 /// size (`Config::with_max_revocations`); each node refuses more than its own bound anyway.
 const MAX_KEPT_CONTROL: usize = 100_000;
 
-/// The time until which a control command must be kept (its `until`, Unix seconds), if any.
-fn kept_until(command: &str) -> Option<u64> {
-    serde_json::from_str::<serde_json::Value>(command)
-        .ok()?
-        .get("until")?
-        .as_u64()
-}
-
 fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -761,11 +753,15 @@ impl Broker for RedisBroker {
         })
     }
 
-    fn control(&self, command: String) -> BoxFuture<'_, Result<(), BrokerError>> {
+    fn control(
+        &self,
+        command: String,
+        keep_until: Option<u64>,
+    ) -> BoxFuture<'_, Result<(), BrokerError>> {
         Box::pin(async move {
             let mut conn = self.connection().await?;
             let mut pipe = redis::pipe();
-            if let Some(until) = kept_until(&command) {
+            if let Some(until) = keep_until {
                 // Kept for the nodes that are not listening now (see `KEPT_CONTROL`).
                 pipe.cmd("ZREMRANGEBYSCORE")
                     .arg(KEPT_CONTROL)
