@@ -108,7 +108,7 @@ test("changes by one member show up live for another", async ({ browser }) => {
   // Dad moves it to PURCHASED: Mom sees it.
   await item(dad.page, "Telescope").getByTestId("item-status").selectOption("PURCHASED");
   await expect(item(mom.page, "Telescope").getByTestId("item-status")).toHaveValue("PURCHASED", { timeout: 2_000 });
-  await expect(mom.page.getByTestId("activity-feed")).toContainText("Dad marked 'Telescope' PURCHASED");
+  await expect(mom.page.getByTestId("activity-feed")).toContainText("Dad marked 'Telescope' Purchased");
   // The sidebar's bought/wished counts follow through list-items:all.
   await expect(mom.page.getByTestId("nav-list-count-1")).toHaveText("2/4");
 

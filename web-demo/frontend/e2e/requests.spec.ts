@@ -134,7 +134,7 @@ test("requests per change: none for the initiator, none for an observer whose ca
   r = await count("status change", async () => {
     await item(mom.page, "Kite").getByTestId("item-status").selectOption("PURCHASED");
     await expect(mom.page.getByTestId("nav-list-count-1")).toHaveText("2/4");
-    await expect(mom.page.getByTestId("activity-feed")).toContainText("Mom marked 'Kite' PURCHASED");
+    await expect(mom.page.getByTestId("activity-feed")).toContainText("Mom marked 'Kite' Purchased");
     await expect(item(dad.page, "Kite").getByTestId("item-status")).toHaveValue("PURCHASED");
     await expect(dad.page.getByTestId("nav-list-count-1")).toHaveText("2/4");
   });

@@ -16,7 +16,7 @@ suite("activity sentences", () => {
   test("item events", () => {
     expect(describe(event("list-items:all", "ADDED", lego))).toBe("Mom added 'Lego set' to Sam's Christmas wishes");
     expect(describe(event("list-items:all", "STATUS_CHANGED", { ...lego, status: "PURCHASED" }))).toBe(
-      "Mom marked 'Lego set' PURCHASED",
+      "Mom marked 'Lego set' Purchased",
     );
     expect(describe(event("list:1", "ASSIGNED", { ...lego, assignee_name: "Dad" }))).toBe(
       "Mom assigned 'Lego set' to Dad",
@@ -32,7 +32,7 @@ suite("activity sentences", () => {
   test("gift events", () => {
     const scarf = { name: "Scarf", recipient_name: "Alex", actor_name: "Dad", status: "WRAPPED" };
     expect(describe(event("gifts:all", "ADDED", scarf))).toBe("Dad planned 'Scarf' for Alex");
-    expect(describe(event("gifts:all", "STATUS_CHANGED", scarf))).toBe("Dad marked gift 'Scarf' WRAPPED");
+    expect(describe(event("gifts:all", "STATUS_CHANGED", scarf))).toBe("Dad marked gift 'Scarf' Wrapped");
     expect(describe(event("gifts:all", "DELETED", scarf))).toBe("Dad dropped gift 'Scarf'");
   });
 

@@ -1,11 +1,12 @@
 // Activity feed sentences from realtime events, using the actor's name the demo backend puts
 // in every payload (`actor_name`).
 import type { WSEvent } from "@tidings/bindings";
+import { statusLabel } from "./texts";
 
 type Payload = Record<string, unknown>;
 const str = (v: unknown) => (typeof v === "string" ? v : v == null ? "" : String(v));
 
-/** One sentence per event: "Mom marked 'Lego set' PURCHASED". */
+/** One sentence per event: "Mom marked 'Lego set' Purchased" (statuses in the UI's words). */
 export function describe(event: WSEvent): string {
   const p = event.data.payload as Payload;
   const who = str(p.actor_name) || `Member ${event.data.user_id}`;
@@ -15,7 +16,7 @@ export function describe(event: WSEvent): string {
       case "ADDED":
         return `${who} planned ${name} for ${str(p.recipient_name)}`;
       case "STATUS_CHANGED":
-        return `${who} marked gift ${name} ${str(p.status)}`;
+        return `${who} marked gift ${name} ${statusLabel(str(p.status))}`;
       case "DELETED":
         return `${who} dropped gift ${name}`;
       default:
@@ -28,7 +29,7 @@ export function describe(event: WSEvent): string {
     case "UPDATED":
       return `${who} edited ${name}`;
     case "STATUS_CHANGED":
-      return `${who} marked ${name} ${str(p.status)}`;
+      return `${who} marked ${name} ${statusLabel(str(p.status))}`;
     case "ASSIGNED":
       return p.assignee_name ? `${who} assigned ${name} to ${str(p.assignee_name)}` : `${who} unassigned ${name}`;
     case "COMMENT_ADDED": {

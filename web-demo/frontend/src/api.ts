@@ -3,7 +3,12 @@
 // backend publishes the change's events to every other tab, and this tab applies the change
 // from the response (echo.ts) instead of from its own echo.
 import type { Member, Session } from "./types";
+import { requestErrorMessage } from "./texts";
 
+/**
+ * A failed request, with a message for people (texts.ts). `status` is the HTTP status, or 0
+ * when the server could not be reached at all.
+ */
 export class ApiError extends Error {
   constructor(
     readonly status: number,
@@ -13,6 +18,9 @@ export class ApiError extends Error {
   }
 }
 
+/** Whether `error` is the API saying the thing asked for does not exist. */
+export const isNotFound = (error: unknown) => error instanceof ApiError && error.status === 404;
+
 async function request<T>(method: string, path: string, session?: Session, body?: unknown): Promise<T> {
   const headers: Record<string, string> = {};
   if (session) headers.Authorization = `Bearer ${session.token}`;
@@ -20,17 +28,30 @@ async function request<T>(method: string, path: string, session?: Session, body?
   // Read once: the tab that sent the header is the one that must apply the change.
   const own = session && method !== "GET" ? ownChanges : null;
   if (own) headers[own.header] = own.connectionId;
-  const res = await fetch(`/api${path}`, {
-    method,
-    headers,
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  if (method === "GET") noteRead(res);
-  const text = await res.text();
-  const json: unknown = text ? JSON.parse(text) : null;
+  let res: Response;
+  let text: string;
+  try {
+    res = await fetch(`/api${path}`, {
+      method,
+      headers,
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    if (method === "GET") noteRead(res);
+    text = await res.text();
+  } catch {
+    // fetch rejects only when no answer came back ("Failed to fetch"): say so in words.
+    throw new ApiError(0, requestErrorMessage(0, undefined));
+  }
+  let json: unknown = null;
+  try {
+    json = text ? JSON.parse(text) : null;
+  } catch {
+    // Not JSON (a proxy's HTML error page): the status says enough.
+    if (res.ok) throw new ApiError(res.status, "The server sent an answer this page cannot read.");
+  }
   if (!res.ok) {
-    const msg = (json as { error?: string } | null)?.error ?? res.statusText;
-    throw new ApiError(res.status, msg);
+    const msg = (json as { error?: string } | null)?.error;
+    throw new ApiError(res.status, requestErrorMessage(res.status, msg));
   }
   if (own && session) own.apply(method, path, body, json, session.member);
   return json as T;
@@ -92,3 +113,15 @@ export function client(session: Session) {
   };
 }
 export type Client = ReturnType<typeof client>;
+
+/**
+ * Whether a failed read is tried again (TanStack Query's `retry`): never when the API answered
+ * with a 4xx (an unknown id stays unknown: the not-found page shows at once instead of after a
+ * retry's delay), a few times when the server could not be reached (status 0), once on a 5xx.
+ */
+export function shouldRetry(failureCount: number, error: unknown): boolean {
+  if (!(error instanceof ApiError)) return failureCount < 1;
+  if (error.status === 0) return failureCount < 5;
+  if (error.status >= 400 && error.status < 500) return false;
+  return failureCount < 1;
+}

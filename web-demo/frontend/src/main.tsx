@@ -2,6 +2,7 @@ import { StrictMode } from "react";
 import { createRoot } from "react-dom/client";
 import { QueryClient } from "@tanstack/react-query";
 import { App } from "./App";
+import { shouldRetry } from "./api";
 import "./styles.css";
 
 // Data is kept fresh by realtime invalidation only: no polling, no refetch on focus or on
@@ -12,7 +13,7 @@ const queryClient = new QueryClient({
       staleTime: Infinity,
       refetchOnWindowFocus: false,
       refetchOnReconnect: false,
-      retry: 1,
+      retry: shouldRetry,
     },
   },
 });

@@ -2,6 +2,7 @@ import { useEffect, useMemo, useState } from "react";
 import { useQuery, useQueryClient } from "@tanstack/react-query";
 import { useConnectionStatus, useLiveQuery } from "@tidings/client/react";
 import { client, get } from "../api";
+import { friendlyError } from "../texts";
 import { occasionAfter, summariesAfter } from "../cache";
 import type { ListSummary, Member, Occasion, OccasionDetail, Session } from "../types";
 import { ActivityFeed } from "./ActivityFeed";
@@ -10,15 +11,10 @@ import { GiftIcon } from "./Icons";
 import { ConnectionBadge } from "./ConnectionBadge";
 import { GiftsView } from "./GiftsView";
 import { ListView } from "./ListView";
+import { MenuToggle } from "./MenuToggle";
+import { NotFound } from "./NotFound";
+import { viewFromHash, type View } from "../routes";
 
-type View = { kind: "list"; id: number } | { kind: "gifts" };
-
-function viewFromHash(): View | null {
-  const m = /^#\/lists\/(\d+)$/.exec(location.hash);
-  if (m) return { kind: "list", id: Number(m[1]) };
-  if (location.hash === "#/gifts") return { kind: "gifts" };
-  return null;
-}
 
 export function Dashboard({ session, onSignOut }: { session: Session; onSignOut: () => void }) {
   const api = useMemo(() => client(session), [session]);
@@ -34,10 +30,15 @@ export function Dashboard({ session, onSignOut }: { session: Session; onSignOut:
     topic: "list-items:all",
     update: (old, event) => summariesAfter(queryClient, old, event),
   });
-  const [view, setView] = useState<View | null>(viewFromHash);
+  const [view, setView] = useState<View | null>(() => viewFromHash(location.hash));
+  // The sidebar on a phone: folded away behind a button, closed again once a page is picked.
+  const [menuOpen, setMenuOpen] = useState(false);
 
   useEffect(() => {
-    const onHash = () => setView(viewFromHash());
+    const onHash = () => {
+      setView(viewFromHash(location.hash));
+      setMenuOpen(false);
+    };
     addEventListener("hashchange", onHash);
     return () => removeEventListener("hashchange", onHash);
   }, []);
@@ -77,7 +78,8 @@ export function Dashboard({ session, onSignOut }: { session: Session; onSignOut:
       )}
 
       <div className="layout">
-        <nav className="sidebar" aria-label="Lists">
+        <MenuToggle open={menuOpen} onToggle={() => setMenuOpen((o) => !o)} controls="sidebar" />
+        <nav id="sidebar" className={menuOpen ? "sidebar open" : "sidebar"} aria-label="Lists">
           {occasions.data?.map((o) => (
             <OccasionSection key={o.id} occasion={o} lists={byOccasion.get(o.id) ?? []} current={current} />
           ))}
@@ -94,11 +96,14 @@ export function Dashboard({ session, onSignOut }: { session: Session; onSignOut:
         </nav>
 
         <main className="content">
-          {current?.kind === "list" && <ListView listId={current.id} api={api} members={members.data ?? []} />}
+          {current?.kind === "list" && (
+            <ListView key={current.id} listId={current.id} api={api} members={members.data ?? []} />
+          )}
+          {current?.kind === "not-found" && <NotFound />}
           {current?.kind === "gifts" && (
             <GiftsView api={api} members={members.data ?? []} occasions={occasions.data ?? []} />
           )}
-          {!current && <p className="muted">Loading…</p>}
+          {!current && (lists.isError ? <p className="error" role="alert">{friendlyError(lists.error)}</p> : <p className="muted">Loading…</p>)}
         </main>
 
         <aside className="activity">
@@ -121,7 +126,7 @@ function OccasionSection({ occasion, lists, current }: { occasion: Occasion; lis
   const o = live.data ?? occasion;
   return (
     <section className="occasion" data-testid={`occasion-${id}`}>
-      <h3>
+      <h3 className="wrap">
         {o.name} <span className="date">{formatDate(o.date)}</span>
       </h3>
       <ul>
@@ -132,7 +137,7 @@ function OccasionSection({ occasion, lists, current }: { occasion: Occasion; lis
               className={current?.kind === "list" && current.id === l.id ? "active" : ""}
               data-testid={`nav-list-${l.id}`}
             >
-              <span>{l.name}</span>
+              <span className="wrap">{l.name}</span>
               <span className="count" data-testid={`nav-list-count-${l.id}`} title="bought / wished">
                 {l.done_count}/{l.item_count}
               </span>

@@ -1,21 +1,44 @@
-import { useState, type FormEvent } from "react";
+import { useEffect, useState, type FormEvent } from "react";
 import { useMutation } from "@tanstack/react-query";
 import type { Client } from "../api";
-import { ITEM_STATUSES, type Item, type ItemStatus, type Member } from "../types";
+import type { Draft } from "../openEdits";
+import { friendlyError, statusLabel } from "../texts";
+import { ITEM_STATUSES, type Item, type Member } from "../types";
 import { CommentIcon } from "./Icons";
 
-const STATUS_LABEL: Record<ItemStatus, string> = {
-  IDEA: "Idea",
-  SELECTED: "Selected",
-  PURCHASED: "Purchased",
-  RECEIVED: "Received",
-};
-
-/** One wish: status, assignee, edit, comments, delete. */
-export function ItemCard({ item, api, members }: { item: Item; api: Client; members: Member[] }) {
+/**
+ * One wish: status, assignee, edit, comments, delete. While the edit form is open its content
+ * goes to `onDraft` (and `null` when it closes), so that it survives the card if someone else
+ * deletes the item (openEdits.ts).
+ */
+export function ItemCard({
+  item,
+  api,
+  members,
+  onDraft,
+}: {
+  item: Item;
+  api: Client;
+  members: Member[];
+  onDraft?: (id: number, draft: Draft | null) => void;
+}) {
   const [editing, setEditing] = useState(false);
   const [name, setName] = useState(item.name);
   const [notes, setNotes] = useState(item.notes);
+  useEffect(() => {
+    if (editing)
+      onDraft?.(item.id, {
+        name: item.name,
+        fields: [
+          { label: "Name", value: name },
+          { label: "Notes", value: notes },
+        ],
+      });
+  }, [editing, name, notes, item.id, item.name, onDraft]);
+  const stopEditing = () => {
+    setEditing(false);
+    onDraft?.(item.id, null);
+  };
   const [showComments, setShowComments] = useState(false);
   const [comment, setComment] = useState("");
 
@@ -26,7 +49,7 @@ export function ItemCard({ item, api, members }: { item: Item; api: Client; memb
 
   function saveEdit(e: FormEvent) {
     e.preventDefault();
-    act.mutate(() => api.patch(path, { name, notes }), { onSuccess: () => setEditing(false) });
+    act.mutate(() => api.patch(path, { name, notes }), { onSuccess: stopEditing });
   }
   function sendComment(e: FormEvent) {
     e.preventDefault();
@@ -44,7 +67,7 @@ export function ItemCard({ item, api, members }: { item: Item; api: Client; memb
             <button type="submit" data-testid="save-edit">
               Save
             </button>
-            <button type="button" className="ghost" onClick={() => setEditing(false)}>
+            <button type="button" className="ghost" onClick={stopEditing}>
               Cancel
             </button>
           </form>
@@ -59,7 +82,7 @@ export function ItemCard({ item, api, members }: { item: Item; api: Client; memb
         )}
         <div className="item-controls">
           <select
-            aria-label="Status"
+            aria-label={`Status of '${item.name}'`}
             data-testid="item-status"
             className={`pill pill-${item.status.toLowerCase()}`}
             value={item.status}
@@ -72,12 +95,13 @@ export function ItemCard({ item, api, members }: { item: Item; api: Client; memb
           >
             {ITEM_STATUSES.map((s) => (
               <option key={s} value={s}>
-                {STATUS_LABEL[s]}
+                {statusLabel(s)}
               </option>
             ))}
           </select>
           <select
-            aria-label="Assignee"
+            aria-label={`Who buys '${item.name}'`}
+            title="Who buys it"
             data-testid="item-assignee"
             value={item.assignee_id ?? ""}
             onChange={(e) => {
@@ -85,7 +109,7 @@ export function ItemCard({ item, api, members }: { item: Item; api: Client; memb
               act.mutate(() => api.put(`${path}/assignee`, { assignee_id }));
             }}
           >
-            <option value="">Unassigned</option>
+            <option value="">Nobody yet</option>
             {members.map((m) => (
               <option key={m.id} value={m.id}>
                 {m.name}
@@ -95,7 +119,13 @@ export function ItemCard({ item, api, members }: { item: Item; api: Client; memb
         </div>
       </div>
       <div className="item-actions">
-        <button className="link" data-testid="toggle-comments" onClick={() => setShowComments((v) => !v)}>
+        <button
+          className="link"
+          data-testid="toggle-comments"
+          aria-expanded={showComments}
+          aria-label={`Comments (${item.comments.length})`}
+          onClick={() => setShowComments((v) => !v)}
+        >
           <CommentIcon /> {item.comments.length}
         </button>
         {!editing && (
@@ -115,12 +145,20 @@ export function ItemCard({ item, api, members }: { item: Item; api: Client; memb
           className="link danger"
           data-testid="delete-item"
           onClick={() => {
-            if (confirm(`Remove '${item.name}'?`)) act.mutate(() => api.del(path));
+            if (confirm(`Remove '${item.name}'?`)) {
+              // Deleting one's own open edit is not "deleted by someone else".
+              onDraft?.(item.id, null);
+              act.mutate(() => api.del(path));
+            }
           }}
         >
           Delete
         </button>
-        {act.isError && <span className="error small">{act.error.message}</span>}
+        {act.isError && (
+          <span className="error small" role="alert">
+            {friendlyError(act.error)}
+          </span>
+        )}
       </div>
       {showComments && (
         <div className="comments">

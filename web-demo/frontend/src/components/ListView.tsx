@@ -1,10 +1,14 @@
 import { useState, type FormEvent } from "react";
 import { useMutation } from "@tanstack/react-query";
 import { useLiveQuery } from "@tidings/client/react";
-import { get, type Client } from "../api";
+import { get, isNotFound, type Client } from "../api";
 import type { Item, ListDetail, Member } from "../types";
 import { ItemCard } from "./ItemCard";
 import { listAfter } from "../cache";
+import { useOpenEdits } from "../openEdits";
+import { friendlyError } from "../texts";
+import { DeletedWhileEditing } from "./DeletedWhileEditing";
+import { NotFound } from "./NotFound";
 
 /** One shopping list, live: every change by anyone updates it through `list:{id}`. */
 export function ListView({ listId, api, members }: { listId: number; api: Client; members: Member[] }) {
@@ -28,8 +32,28 @@ export function ListView({ listId, api, members }: { listId: number; api: Client
     },
   });
 
-  if (list.isPending) return <p className="muted">Loading list…</p>;
-  if (list.isError) return <p className="error">Could not load the list: {list.error.message}</p>;
+  const edits = useOpenEdits(`list:${id}`, list.data?.items.map((i) => i.id));
+  const restore = useMutation({
+    mutationFn: (draft: { name: string; notes: string }) => api.post<Item>(`/lists/${id}/items`, draft),
+  });
+
+  if (list.isPending)
+    return (
+      <p className="muted" role="status">
+        {list.failureCount > 0 ? `${friendlyError(list.failureReason)} Retrying…` : "Loading list…"}
+      </p>
+    );
+  if (list.isError) {
+    if (isNotFound(list.error)) return <NotFound what={`list ${id}`} />;
+    return (
+      <p className="error" role="alert">
+        Could not load the list. {friendlyError(list.error)}{" "}
+        <button type="button" className="ghost" onClick={() => void list.refetch()}>
+          Try again
+        </button>
+      </p>
+    );
+  }
   const l = list.data;
   const pct = l.item_count ? Math.round((100 * l.done_count) / l.item_count) : 0;
 
@@ -42,7 +66,9 @@ export function ListView({ listId, api, members }: { listId: number; api: Client
     <section className="list-view" data-testid="list-view" data-list-id={l.id}>
       <header className="list-head">
         <div>
-          <h1 data-testid="list-title">{l.name}</h1>
+          <h1 data-testid="list-title" className="wrap">
+            {l.name}
+          </h1>
           <p className="muted">
             {l.occasion_name ?? "No occasion"}
             {l.recipient_name && <> · for {l.recipient_name}</>}
@@ -79,12 +105,33 @@ export function ListView({ listId, api, members }: { listId: number; api: Client
           Add
         </button>
       </form>
-      {add.isError && <p className="error">{add.error.message}</p>}
+      {add.isError && (
+        <p className="error" role="alert">
+          {friendlyError(add.error)}
+        </p>
+      )}
+      {restore.isError && (
+        <p className="error" role="alert">
+          {friendlyError(restore.error)}
+        </p>
+      )}
 
       {l.items.length === 0 && <p className="muted empty">Nothing on this list yet.</p>}
       <ul className="items">
+        {edits.orphans.map((o) => (
+          <DeletedWhileEditing
+            key={`deleted-${o.id}`}
+            orphan={o}
+            kind="item"
+            onDismiss={() => edits.dismiss(o.id)}
+            onRestore={() => {
+              const field = (label: string) => o.fields.find((f) => f.label === label)?.value ?? "";
+              restore.mutate({ name: field("Name"), notes: field("Notes") }, { onSuccess: () => edits.dismiss(o.id) });
+            }}
+          />
+        ))}
         {l.items.map((item) => (
-          <ItemCard key={item.id} item={item} api={api} members={members} />
+          <ItemCard key={item.id} item={item} api={api} members={members} onDraft={edits.report} />
         ))}
       </ul>
     </section>

@@ -4,6 +4,7 @@ import { get, login } from "../api";
 import type { Member, Session } from "../types";
 import { Avatar } from "./Avatar";
 import { GiftIcon } from "./Icons";
+import { friendlyError } from "../texts";
 
 /** Demo login: pick who you are. */
 export function Login({ onSignIn }: { onSignIn: (s: Session) => void }) {
@@ -17,7 +18,7 @@ export function Login({ onSignIn }: { onSignIn: (s: Session) => void }) {
     try {
       onSignIn(await login(m.id));
     } catch (e) {
-      setError(e instanceof Error ? e.message : String(e));
+      setError(friendlyError(e));
     } finally {
       setBusy(false);
     }
@@ -30,8 +31,17 @@ export function Login({ onSignIn }: { onSignIn: (s: Session) => void }) {
           <GiftIcon /> Family Gifts
         </div>
         <p className="muted">Plan presents together, live. Who are you?</p>
-        {members.isPending && <p className="muted">Loading family…</p>}
-        {members.isError && <p className="error">Cannot reach the server: {members.error.message}</p>}
+        {members.isPending && members.failureCount === 0 && <p className="muted">Loading family…</p>}
+        {members.isPending && members.failureCount > 0 && (
+          <p className="error" role="status">
+            {friendlyError(members.failureReason)} Retrying…
+          </p>
+        )}
+        {members.isError && (
+          <p className="error" role="alert">
+            {friendlyError(members.error)}
+          </p>
+        )}
         <div className="member-grid">
           {members.data?.map((m) => (
             <button
@@ -46,7 +56,11 @@ export function Login({ onSignIn }: { onSignIn: (s: Session) => void }) {
             </button>
           ))}
         </div>
-        {error && <p className="error">{error}</p>}
+        {error && (
+          <p className="error" role="alert">
+            {error}
+          </p>
+        )}
       </div>
     </main>
   );
