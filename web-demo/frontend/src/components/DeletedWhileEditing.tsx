@@ -19,8 +19,9 @@ export function DeletedWhileEditing({
 }) {
   const titleId = useId();
   return (
-    <li className="item deleted-notice" role="alert" aria-labelledby={titleId} data-testid="deleted-while-editing">
-      <p id={titleId} className="deleted-title">
+    <li className="item deleted-notice" aria-labelledby={titleId} data-testid="deleted-while-editing">
+      {/* The alert is the sentence (the list item stays a list item for screen readers). */}
+      <p id={titleId} className="deleted-title" role="alert">
         <b>'{orphan.name}'</b> was deleted by {orphan.by ?? "someone else"} while you were editing it.
         {" "}Your changes were not saved; here they are to copy.
       </p>

@@ -27,9 +27,9 @@ export function Login({ onSignIn }: { onSignIn: (s: Session) => void }) {
   return (
     <main className="login">
       <div className="login-card">
-        <div className="brand big">
+        <h1 className="brand big">
           <GiftIcon /> Family Gifts
-        </div>
+        </h1>
         <p className="muted">Plan presents together, live. Who are you?</p>
         {members.isPending && members.failureCount === 0 && <p className="muted">Loading family…</p>}
         {members.isPending && members.failureCount > 0 && (
