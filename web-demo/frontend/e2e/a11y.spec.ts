@@ -71,8 +71,8 @@ for (const [device, viewport] of [
     }
     await expect(page.getByRole("heading", { name: "Gift planner" })).toBeVisible();
     await expectAccessible(page, "gift planner");
-    const cookbook = giftCard(page, "Cookbook");
-    await cookbook.getByTestId("gift-edit").click();
+    // (Gifts for someone else than Mom: the recipient of a gift may not see it.)
+    await giftCard(page, "Skateboard").getByTestId("gift-edit").click();
     await giftCard(page, "Watch").getByTestId("gift-delete").click();
     await expectAccessible(page, "gift planner with an edit form and a delete question");
 
@@ -103,6 +103,6 @@ test("every form control has a name a screen reader announces", async ({ browser
   await page.getByTestId("nav-gifts").click();
   for (const name of ["Gift", "Occasion", "For", "From"])
     await expect(page.getByLabel(name, { exact: true })).toBeVisible();
-  await expect(page.getByRole("combobox", { name: "Status of gift 'Cookbook'" })).toBeVisible();
+  await expect(page.getByRole("combobox", { name: "Status of gift 'Skateboard'" })).toBeVisible();
   await mom.context.close();
 });
