@@ -64,6 +64,16 @@ test("plan a gift with its giver, edit it, and delete it only after confirming",
   const mine = giftCard(page, "Red kite");
   await mine.getByTestId("gift-delete").click();
   await expect(mine.getByTestId("gift-confirm-delete")).toContainText("Delete 'Red kite' for everyone?");
+  // The safe answer has the focus: Enter keeps the gift, and so does Escape.
+  await expect(mine.getByTestId("gift-delete-no")).toBeFocused();
+  await page.keyboard.press("Enter");
+  await expect(mine.getByTestId("gift-confirm-delete")).toHaveCount(0);
+  await expect(mine.getByTestId("gift-delete")).toBeFocused();
+  await page.keyboard.press("Enter");
+  await expect(mine.getByTestId("gift-confirm-delete")).toBeVisible();
+  await page.keyboard.press("Escape");
+  await expect(mine.getByTestId("gift-confirm-delete")).toHaveCount(0);
+  await mine.getByTestId("gift-delete").click();
   await mine.getByTestId("gift-delete-no").click();
   await expect(mine.getByTestId("gift-confirm-delete")).toHaveCount(0);
   expect(deletes).toBe(0);

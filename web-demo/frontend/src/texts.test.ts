@@ -28,7 +28,8 @@ describe("error messages", () => {
   test("the API's own words, capitalised; a 5xx without details", () => {
     expect(requestErrorMessage(422, "name must not be empty")).toBe("Name must not be empty");
     expect(requestErrorMessage(500, "internal error")).toMatch(/server ran into a problem/);
-    expect(requestErrorMessage(404, "")).toMatch(/^Not found/);
+    expect(requestErrorMessage(404, "gift 5 not found")).toBe("This gift no longer exists: someone may have deleted it.");
+    expect(requestErrorMessage(404, "")).toBe("It no longer exists: someone may have deleted it.");
     expect(requestErrorMessage(418, undefined)).toBe("The request failed (HTTP 418).");
   });
   test("other errors keep their message", () => {

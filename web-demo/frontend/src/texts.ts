@@ -37,7 +37,11 @@ export function requestErrorMessage(status: number, apiMessage: string | undefin
   const said = apiMessage?.trim();
   if (status >= 500) return "The server ran into a problem. Please try again in a moment.";
   if (status === 401) return "Your session has expired. Please sign in again.";
-  if (status === 404) return said ? `Not found: ${said}` : "Not found. It may have been deleted.";
+  if (status === 404) {
+    // The API says "gift 5 not found": name the kind, not the id.
+    const what = /^([a-z]+) \d+ not found$/.exec(said ?? "")?.[1];
+    return `${what ? `This ${what}` : "It"} no longer exists: someone may have deleted it.`;
+  }
   if (said) return capitalize(said);
   return `The request failed (HTTP ${status}).`;
 }

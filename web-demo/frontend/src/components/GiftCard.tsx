@@ -1,4 +1,4 @@
-import { useEffect, useId, useState, type FormEvent } from "react";
+import { useEffect, useId, useRef, useState, type FormEvent } from "react";
 import { useMutation } from "@tanstack/react-query";
 import type { Client } from "../api";
 import type { Draft } from "../openEdits";
@@ -30,6 +30,19 @@ export function GiftCard({
   const act = useMutation({ mutationFn: (run: () => Promise<unknown>) => run() });
   const path = `/gifts/${gift.id}`;
   const ids = useId();
+  // "Keep it" (or Escape) gives the focus back to the Delete button the question replaced.
+  const deleteButton = useRef<HTMLButtonElement>(null);
+  const refocus = useRef(false);
+  useEffect(() => {
+    if (!confirming && refocus.current) {
+      refocus.current = false;
+      deleteButton.current?.focus();
+    }
+  }, [confirming]);
+  const keep = () => {
+    refocus.current = true;
+    setConfirming(false);
+  };
 
   const giverName = (id: string) => members.find((m) => String(m.id) === id)?.name ?? "";
   useEffect(() => {
@@ -70,6 +83,7 @@ export function GiftCard({
             <label htmlFor={`${ids}-name`}>Gift</label>
             <input
               id={`${ids}-name`}
+              autoFocus
               data-testid="gift-edit-name"
               value={name}
               maxLength={200}
@@ -133,13 +147,20 @@ export function GiftCard({
       </div>
       <div className="item-actions">
         {confirming ? (
-          <span className="confirm" role="group" aria-label={`Delete gift '${gift.name}'?`} data-testid="gift-confirm-delete">
+          <span
+            className="confirm"
+            role="group"
+            aria-label={`Delete gift '${gift.name}'?`}
+            data-testid="gift-confirm-delete"
+            onKeyDown={(e) => {
+              if (e.key === "Escape") keep();
+            }}
+          >
             <span className="small">Delete '{gift.name}' for everyone?</span>
             <button
               type="button"
               className="danger-button"
               data-testid="gift-delete-yes"
-              autoFocus
               onClick={() => {
                 onDraft?.(gift.id, null);
                 act.mutate(() => api.del(path), { onSettled: () => setConfirming(false) });
@@ -147,7 +168,14 @@ export function GiftCard({
             >
               Delete
             </button>
-            <button type="button" className="ghost" data-testid="gift-delete-no" onClick={() => setConfirming(false)}>
+            {/* Focus on the safe answer: Enter keeps the gift, Escape too. */}
+            <button
+              type="button"
+              className="ghost"
+              data-testid="gift-delete-no"
+              autoFocus
+              onClick={keep}
+            >
               Keep it
             </button>
           </span>
@@ -170,6 +198,7 @@ export function GiftCard({
               </button>
             )}
             <button
+              ref={deleteButton}
               type="button"
               className="link danger"
               data-testid="gift-delete"
