@@ -91,6 +91,12 @@ test("login, list, gift planner and not-found fit a 390 px phone without scrolli
   await backend.call(await backend.token(2), "PUT", "/items/1/status", { status: "RECEIVED" });
   await expect(p.getByTestId("activity-feed")).toContainText("Received");
 
+  // Picking the page already shown closes the menu too.
+  await toggle.click();
+  await p.getByTestId("nav-gifts").click();
+  await expect(nav).toBeHidden();
+  await expect(toggle).toHaveAttribute("aria-expanded", "false");
+
   await p.evaluate(() => (location.hash = "#/lists/abc"));
   await expect(p.getByTestId("not-found")).toBeVisible();
   await expectNoSidewaysScroll(p, "not found");

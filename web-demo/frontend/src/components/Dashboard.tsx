@@ -15,7 +15,6 @@ import { MenuToggle } from "./MenuToggle";
 import { NotFound } from "./NotFound";
 import { viewFromHash, type View } from "../routes";
 
-
 export function Dashboard({ session, onSignOut }: { session: Session; onSignOut: () => void }) {
   const api = useMemo(() => client(session), [session]);
   const status = useConnectionStatus();
@@ -79,7 +78,15 @@ export function Dashboard({ session, onSignOut }: { session: Session; onSignOut:
 
       <div className="layout">
         <MenuToggle open={menuOpen} onToggle={() => setMenuOpen((o) => !o)} controls="sidebar" />
-        <nav id="sidebar" className={menuOpen ? "sidebar open" : "sidebar"} aria-label="Lists">
+        <nav
+          id="sidebar"
+          className={menuOpen ? "sidebar open" : "sidebar"}
+          aria-label="Lists"
+          // A link to the page already shown changes no hash: close the menu on any link.
+          onClick={(e) => {
+            if ((e.target as Element).closest("a")) setMenuOpen(false);
+          }}
+        >
           {occasions.data?.map((o) => (
             <OccasionSection key={o.id} occasion={o} lists={byOccasion.get(o.id) ?? []} current={current} />
           ))}
@@ -103,7 +110,14 @@ export function Dashboard({ session, onSignOut }: { session: Session; onSignOut:
           {current?.kind === "gifts" && (
             <GiftsView api={api} members={members.data ?? []} occasions={occasions.data ?? []} />
           )}
-          {!current && (lists.isError ? <p className="error" role="alert">{friendlyError(lists.error)}</p> : <p className="muted">Loading…</p>)}
+          {!current &&
+            (lists.isError ? (
+              <p className="error" role="alert">
+                {friendlyError(lists.error)}
+              </p>
+            ) : (
+              <p className="muted">Loading…</p>
+            ))}
         </main>
 
         <aside className="activity">
