@@ -17,6 +17,7 @@ pub fn encode(message: &WSClientMessage) -> String {
             topic,
             since,
             position,
+            presence,
         } => {
             let mut out = format!(r#"{{"action":"subscribe","topic":"{topic}""#);
             if let Some(since) = since {
@@ -28,6 +29,9 @@ pub fn encode(message: &WSClientMessage) -> String {
             }
             if *position {
                 out.push_str(r#","position":true"#);
+            }
+            if let Some(mode) = presence {
+                out.push_str(&format!(r#","presence":"{}""#, mode.as_str()));
             }
             out.push('}');
             out
@@ -250,11 +254,13 @@ mod tests {
                 topic: Topic::list(123),
                 since: None,
                 position: false,
+                presence: None,
             },
             WSClientMessage::Subscribe {
                 topic: Topic::list(124),
                 since: None,
                 position: true,
+                presence: None,
             },
             WSClientMessage::Unsubscribe {
                 topic: Topic::gifts_all(),
@@ -263,6 +269,7 @@ mod tests {
                 topic: weird,
                 since: None,
                 position: false,
+                presence: None,
             },
             WSClientMessage::Ping,
             WSClientMessage::Refresh {
@@ -278,6 +285,7 @@ mod tests {
                     epoch: "9f3a00c2e1d4b7a6".into(),
                 }),
                 position: true,
+                presence: None,
             },
             WSClientMessage::Subscribe {
                 topic: Topic::list(2),
@@ -286,6 +294,22 @@ mod tests {
                     epoch: "odd \"one\"\\\n\u{1}\u{8}".into(),
                 }),
                 position: false,
+                presence: None,
+            },
+            WSClientMessage::Subscribe {
+                topic: Topic::list(3),
+                since: Some(tidings_protocol::StreamPosition {
+                    seq: 2,
+                    epoch: "e".into(),
+                }),
+                position: true,
+                presence: Some(tidings_protocol::PresenceMode::Join),
+            },
+            WSClientMessage::Subscribe {
+                topic: Topic::list(4),
+                since: None,
+                position: false,
+                presence: Some(tidings_protocol::PresenceMode::Watch),
             },
         ] {
             assert_eq!(encode(&m), serde_json::to_string(&m).unwrap());

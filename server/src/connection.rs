@@ -342,6 +342,7 @@ impl Connection {
                 topic,
                 since,
                 position,
+                presence: _,
             })) => self.subscribe(topic, since, position),
             Ok(Some(ClientMessage::Unsubscribe { topic })) => {
                 if let Some(i) = self.topics.iter().position(|t| *t == topic) {

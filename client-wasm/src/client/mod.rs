@@ -339,6 +339,7 @@ impl TidingsClient {
                             .since
                             .map(|(seq, epoch)| StreamPosition { seq, epoch }),
                         position: true,
+                        presence: None,
                     });
                 }
             }

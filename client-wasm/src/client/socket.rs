@@ -148,6 +148,7 @@ fn on_open(rc: &Shared) {
                     topic,
                     since,
                     position: true,
+                    presence: None,
                 });
             }
         }
@@ -346,6 +347,7 @@ pub(super) fn resubscribe(inner: &Inner, topic: &str, (seq, epoch): (u64, String
             topic,
             since: Some(StreamPosition { seq, epoch }),
             position: true,
+            presence: None,
         });
     }
 }
