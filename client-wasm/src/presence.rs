@@ -27,6 +27,17 @@ pub enum Presence {
     Join,
 }
 
+impl Presence {
+    /// The `presence` field of a `subscribe` at this level (`None`: left out).
+    pub fn mode(self) -> Option<tidings_protocol::PresenceMode> {
+        match self {
+            Presence::None => None,
+            Presence::Watch => Some(tidings_protocol::PresenceMode::Watch),
+            Presence::Join => Some(tidings_protocol::PresenceMode::Join),
+        }
+    }
+}
+
 /// One present user.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Member<V> {
