@@ -58,12 +58,21 @@ pub struct Change<V> {
     pub left: Vec<V>,
 }
 
+/// The present members of one watched topic.
+#[derive(Debug)]
+struct Roster<V> {
+    topic: String,
+    /// In the order they first appeared.
+    members: Vec<Member<V>>,
+    /// What the caller made of `members` (the browser's frozen array), until they change.
+    cached: Option<V>,
+}
+
 /// The present members of each watched topic.
 #[derive(Debug)]
 pub struct Rosters<V> {
-    /// Topic → members, in the order they first appeared. A page watches tens of topics, and
-    /// a plain Vec keeps the wasm smaller than another map type.
-    rosters: Vec<(String, Vec<Member<V>>)>,
+    /// A page watches tens of topics: a plain Vec keeps the wasm smaller than a map type.
+    rosters: Vec<Roster<V>>,
 }
 
 impl<V> Default for Rosters<V> {
@@ -80,30 +89,52 @@ impl<V: Clone> Rosters<V> {
         Self::default()
     }
 
+    /// `topic`'s members, to change: the cached value goes.
     fn roster(&mut self, topic: &str) -> Option<&mut Vec<Member<V>>> {
-        self.rosters
-            .iter_mut()
-            .find(|(t, _)| t == topic)
-            .map(|(_, r)| r)
+        let roster = self.rosters.iter_mut().find(|r| r.topic == topic)?;
+        roster.cached = None;
+        Some(&mut roster.members)
     }
 
     /// Starts keeping `topic`'s members (empty until its snapshot); a no-op when it is kept.
     pub fn watch(&mut self, topic: &str) {
-        if self.roster(topic).is_none() {
-            self.rosters.push((topic.to_owned(), Vec::new()));
+        if !self.is_watched(topic) {
+            self.rosters.push(Roster {
+                topic: topic.to_owned(),
+                members: Vec::new(),
+                cached: None,
+            });
         }
     }
 
     /// Whether `topic`'s members are kept.
     pub fn is_watched(&self, topic: &str) -> bool {
-        self.rosters.iter().any(|(t, _)| t == topic)
+        self.rosters.iter().any(|r| r.topic == topic)
+    }
+
+    /// The value cached for `topic`'s members by [`Rosters::cache`], if they have not changed
+    /// since.
+    pub fn cached(&self, topic: &str) -> Option<&V> {
+        self.rosters
+            .iter()
+            .find(|r| r.topic == topic)?
+            .cached
+            .as_ref()
+    }
+
+    /// Keeps `value` (made from `topic`'s members) until they change; a no-op when `topic`
+    /// is not watched.
+    pub fn cache(&mut self, topic: &str, value: V) {
+        if let Some(roster) = self.rosters.iter_mut().find(|r| r.topic == topic) {
+            roster.cached = Some(value);
+        }
     }
 
     /// Stops keeping `topic`'s members (its subscription ended or no longer asks for
     /// presence): everyone it held leaves.
     pub fn unwatch(&mut self, topic: &str) -> Option<Change<V>> {
-        let at = self.rosters.iter().position(|(t, _)| t == topic)?;
-        let (_, members) = self.rosters.swap_remove(at);
+        let at = self.rosters.iter().position(|r| r.topic == topic)?;
+        let members = self.rosters.swap_remove(at).members;
         if members.is_empty() {
             return None;
         }
@@ -117,8 +148,8 @@ impl<V: Clone> Rosters<V> {
     pub fn members(&self, topic: &str) -> impl Iterator<Item = &V> {
         self.rosters
             .iter()
-            .filter(move |(t, _)| t == topic)
-            .flat_map(|(_, r)| r.iter().map(|m| &m.value))
+            .filter(move |r| r.topic == topic)
+            .flat_map(|r| r.members.iter().map(|m| &m.value))
     }
 
     /// A snapshot of `topic`: `members` is everyone present now. Compared with what the
@@ -156,25 +187,27 @@ impl<V: Clone> Rosters<V> {
     /// `member` joined `topic`, or its entry changed (an upsert). `None` when `topic` is not
     /// watched or the entry is the same.
     pub fn join(&mut self, topic: &str, member: Member<V>) -> Option<Change<V>> {
+        let same = |r: &Roster<V>| {
+            r.members
+                .iter()
+                .any(|m| m.user_id == member.user_id && m.key == member.key)
+        };
+        if self.rosters.iter().any(|r| r.topic == topic && same(r)) {
+            return None;
+        }
         let roster = self.roster(topic)?;
+        let mut change = Change {
+            joined: Vec::new(),
+            left: Vec::new(),
+        };
         match roster.iter_mut().find(|m| m.user_id == member.user_id) {
-            Some(old) if old.key == member.key => None,
-            Some(old) => {
-                *old = member;
-                Some(Change {
-                    joined: Vec::new(),
-                    left: Vec::new(),
-                })
-            }
+            Some(old) => *old = member,
             None => {
-                let value = member.value.clone();
+                change.joined.push(member.value.clone());
                 roster.push(member);
-                Some(Change {
-                    joined: vec![value],
-                    left: Vec::new(),
-                })
             }
         }
+        Some(change)
     }
 
     /// `user_id` left `topic`. `None` when `topic` is not watched or the user was not there.
@@ -301,6 +334,24 @@ mod tests {
         assert_eq!(members(&r, "t"), ["1:1"]);
         r.snapshot("t", vec![m("1", 3), m("1", 4)]);
         assert_eq!(members(&r, "t"), ["1:4"], "the last entry wins");
+    }
+
+    #[test]
+    fn a_cached_value_lasts_until_the_members_change() {
+        let mut r = Rosters::new();
+        r.cache("t", "unwatched".to_owned());
+        assert_eq!(r.cached("t"), None);
+        r.watch("t");
+        r.snapshot("t", vec![m("1", 1)]);
+        r.cache("t", "v1".to_owned());
+        assert_eq!(r.cached("t").map(String::as_str), Some("v1"));
+        assert_eq!(r.join("t", m("1", 1)), None);
+        assert_eq!(r.cached("t").map(String::as_str), Some("v1"), "no change");
+        r.join("t", m("2", 1));
+        assert_eq!(r.cached("t"), None);
+        r.cache("t", "v2".to_owned());
+        r.leave("t", "2");
+        assert_eq!(r.cached("t"), None);
     }
 
     #[test]

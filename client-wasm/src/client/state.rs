@@ -75,8 +75,6 @@ pub(super) struct Inner {
     pub(super) rosters: Rosters<JsValue>,
     /// `onPresence` listeners: id, topic, function.
     pub(super) presence_listeners: Vec<(u32, String, Function)>,
-    /// The frozen `members` arrays `presence(topic)` returned, until the topic's next change.
-    presence_js: Vec<(String, JsValue)>,
     /// The frozen empty array: every topic nobody is present on (the same object each time).
     no_members: JsValue,
     next_id: u32,
@@ -104,7 +102,6 @@ impl Inner {
             window_listeners: Vec::new(),
             rosters: Rosters::new(),
             presence_listeners: Vec::new(),
-            presence_js: Vec::new(),
             no_members: frozen(js_sys::Array::new()),
             next_id: 0,
         }
@@ -155,7 +152,7 @@ impl Inner {
     /// `topic`'s present users as a frozen array: the same object until they change (fit for
     /// React's `useSyncExternalStore`).
     pub(super) fn presence_js(&mut self, topic: &str) -> JsValue {
-        if let Some((_, members)) = self.presence_js.iter().find(|(t, _)| t == topic) {
+        if let Some(members) = self.rosters.cached(topic) {
             return members.clone();
         }
         let members: js_sys::Array = self.rosters.members(topic).collect();
@@ -163,12 +160,12 @@ impl Inner {
             return self.no_members.clone();
         }
         let members = frozen(members);
-        self.presence_js.push((topic.to_owned(), members.clone()));
+        self.rosters.cache(topic, members.clone());
         members
     }
 
-    /// `topic`'s members changed: its cached array goes, and its `onPresence` listeners are
-    /// called with `{ topic, members, joined, left }`.
+    /// `topic`'s members changed (their cached array went with the change): its
+    /// `onPresence` listeners are called with `{ topic, members, joined, left }`.
     pub(super) fn presence_changed(
         &mut self,
         topic: &str,
@@ -177,7 +174,6 @@ impl Inner {
         let Some(change) = change else {
             return Vec::new();
         };
-        self.presence_js.retain(|(t, _)| t != topic);
         if !self.presence_listeners.iter().any(|(_, t, _)| t == topic) {
             return Vec::new();
         }
