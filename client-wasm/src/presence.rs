@@ -89,11 +89,8 @@ impl<V: Clone> Rosters<V> {
         Self::default()
     }
 
-    /// `topic`'s members, to change: the cached value goes.
-    fn roster(&mut self, topic: &str) -> Option<&mut Vec<Member<V>>> {
-        let roster = self.rosters.iter_mut().find(|r| r.topic == topic)?;
-        roster.cached = None;
-        Some(&mut roster.members)
+    fn roster(&mut self, topic: &str) -> Option<&mut Roster<V>> {
+        self.rosters.iter_mut().find(|r| r.topic == topic)
     }
 
     /// Starts keeping `topic`'s members (empty until its snapshot); a no-op when it is kept.
@@ -160,7 +157,7 @@ impl<V: Clone> Rosters<V> {
         let mut changed = false;
         let mut left = Vec::new();
         let mut kept = Vec::with_capacity(members.len());
-        for old in roster.drain(..) {
+        for old in roster.members.drain(..) {
             // The last entry of a user wins (a snapshot never repeats one, but be exact).
             match members.iter().rev().find(|m| m.user_id == old.user_id) {
                 Some(new) => {
@@ -180,41 +177,44 @@ impl<V: Clone> Rosters<V> {
                 }
             }
         }
-        *roster = kept;
-        (changed || !joined.is_empty() || !left.is_empty()).then_some(Change { joined, left })
+        roster.members = kept;
+        if !changed && joined.is_empty() && left.is_empty() {
+            return None;
+        }
+        roster.cached = None;
+        Some(Change { joined, left })
     }
 
     /// `member` joined `topic`, or its entry changed (an upsert). `None` when `topic` is not
     /// watched or the entry is the same.
     pub fn join(&mut self, topic: &str, member: Member<V>) -> Option<Change<V>> {
-        let same = |r: &Roster<V>| {
-            r.members
-                .iter()
-                .any(|m| m.user_id == member.user_id && m.key == member.key)
-        };
-        if self.rosters.iter().any(|r| r.topic == topic && same(r)) {
-            return None;
-        }
         let roster = self.roster(topic)?;
         let mut change = Change {
             joined: Vec::new(),
             left: Vec::new(),
         };
-        match roster.iter_mut().find(|m| m.user_id == member.user_id) {
+        match roster
+            .members
+            .iter_mut()
+            .find(|m| m.user_id == member.user_id)
+        {
+            Some(old) if old.key == member.key => return None,
             Some(old) => *old = member,
             None => {
                 change.joined.push(member.value.clone());
-                roster.push(member);
+                roster.members.push(member);
             }
         }
+        roster.cached = None;
         Some(change)
     }
 
     /// `user_id` left `topic`. `None` when `topic` is not watched or the user was not there.
     pub fn leave(&mut self, topic: &str, user_id: &str) -> Option<Change<V>> {
         let roster = self.roster(topic)?;
-        let at = roster.iter().position(|m| m.user_id == user_id)?;
-        let gone = roster.remove(at);
+        let at = roster.members.iter().position(|m| m.user_id == user_id)?;
+        let gone = roster.members.remove(at);
+        roster.cached = None;
         Some(Change {
             joined: Vec::new(),
             left: vec![gone.value],
@@ -347,6 +347,12 @@ mod tests {
         assert_eq!(r.cached("t").map(String::as_str), Some("v1"));
         assert_eq!(r.join("t", m("1", 1)), None);
         assert_eq!(r.cached("t").map(String::as_str), Some("v1"), "no change");
+        assert_eq!(r.snapshot("t", vec![m("1", 1)]), None);
+        assert_eq!(
+            r.cached("t").map(String::as_str),
+            Some("v1"),
+            "the same snapshot"
+        );
         r.join("t", m("2", 1));
         assert_eq!(r.cached("t"), None);
         r.cache("t", "v2".to_owned());
