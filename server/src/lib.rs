@@ -56,6 +56,7 @@ pub mod logging;
 mod metrics;
 mod origin;
 mod outbox;
+pub mod presence;
 pub mod publish;
 mod publishers;
 mod rate;
@@ -119,6 +120,8 @@ struct Inner {
     control: Arc<control::Control>,
     /// The `Idempotency-Key`s of `POST /publish{,/batch}`.
     idempotency: idempotency::Store,
+    /// Who is on each topic (issue 15): this node's watchers and the store that shares them.
+    presence: presence::Node,
 }
 
 impl std::fmt::Debug for Tidings {
@@ -216,6 +219,11 @@ impl Tidings {
                 Err(e) => tracing::warn!(error = %e, "ignoring a malformed control message"),
             })
         });
+        let presence = presence::Node::new(
+            Arc::new(presence::MemoryPresence::new()),
+            config.presence.max_members,
+            broker_stop.clone(),
+        );
         // The broker's background work reaches this node's subscribers through the hub's
         // `Deliver` side only.
         broker
@@ -239,6 +247,7 @@ impl Tidings {
                     config.max_idempotency_keys,
                     config.max_idempotency_bytes,
                 ),
+                presence,
                 config,
                 shutdown,
                 connections: TaskTracker::new(),
@@ -378,6 +387,11 @@ impl Tidings {
             Some(stored) => self.inner.idempotency.finish(publisher, key, stored),
             None => self.inner.idempotency.release(publisher, key),
         }
+    }
+
+    /// This node's presence (issue 15): its watchers and present entries.
+    pub fn presence(&self) -> &presence::Node {
+        &self.inner.presence
     }
 
     fn sessions(&self) -> &Arc<control::Sessions> {
