@@ -219,11 +219,24 @@ impl Tidings {
                 Err(e) => tracing::warn!(error = %e, "ignoring a malformed control message"),
             })
         });
-        let presence = presence::Node::new(
-            Arc::new(presence::MemoryPresence::new()),
-            config.presence.max_members,
-            broker_stop.clone(),
-        );
+        // Presence is shared through Redis when the broker is (`Config::with_redis_url`), else
+        // kept on this node.
+        // (A Redis URL always selects the Redis broker: `TidingsBuilder::build` refuses another.)
+        let store: Arc<dyn presence::Presence> = match &config.redis_url {
+            Some(url) => match presence::RedisPresence::new(url.expose(), config.presence.ttl) {
+                Ok(redis) => Arc::new(redis),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot use Redis for presence; one node only");
+                    Arc::new(presence::MemoryPresence::new())
+                }
+            },
+            None => Arc::new(presence::MemoryPresence::new()),
+        };
+        let shared = config.redis_url.is_some();
+        let presence = presence::Node::new(store, config.presence.max_members, broker_stop.clone());
+        if shared {
+            hub.set_on_presence(Arc::new(presence::redis::Relay(presence.clone())));
+        }
         // The broker's background work reaches this node's subscribers through the hub's
         // `Deliver` side only.
         broker

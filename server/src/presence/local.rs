@@ -366,6 +366,10 @@ impl Watchers for Local {
     fn take_dirty(&self) -> Vec<Update> {
         Local::take_dirty(self)
     }
+
+    fn failed(&self, update: &Update) {
+        self.mark_dirty(update.topic.clone(), update.user.clone());
+    }
 }
 
 /// A member as the wire has it.

@@ -138,6 +138,7 @@ mod tests {
         fn take_dirty(&self) -> Vec<Update> {
             Vec::new()
         }
+        fn failed(&self, _update: &Update) {}
     }
 
     fn update(user: &str, count: u32) -> Update {

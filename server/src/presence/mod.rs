@@ -33,6 +33,7 @@
 
 pub mod local;
 pub mod memory;
+pub mod redis;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -43,6 +44,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use self::local::Local;
 pub use self::memory::MemoryPresence;
+pub use self::redis::RedisPresence;
 
 use tidings_protocol::{PresenceMode, WSError};
 
@@ -105,6 +107,8 @@ pub trait Watchers: Send + Sync {
     fn entries(&self) -> Vec<Update>;
     /// The entries whose last update failed, as updates with their counts of now (to retry).
     fn take_dirty(&self) -> Vec<Update>;
+    /// `update` did not reach the store: keep its entry for [`Watchers::take_dirty`].
+    fn failed(&self, update: &Update);
 }
 
 /// Where presence entries live and how their changes reach every node (see the module docs).
@@ -200,22 +204,13 @@ impl Node {
         &self.local
     }
 
-    /// The store.
-    pub(crate) fn store(&self) -> &Arc<dyn Presence> {
-        &self.store
-    }
-
-    /// Writes `update` without waiting for the outcome (a leave): a failure is retried by
-    /// the store's background work when it has any (Redis), and only logged otherwise.
+    /// Writes `update` without waiting for the outcome (a leave): a store that can fail
+    /// keeps a failed update for a retry itself ([`Watchers::failed`]).
     pub(crate) fn send(&self, update: Update) {
-        let fut = self
-            .store
-            .update(&*self.local, update.clone(), self.max_members);
-        let local = self.local.clone();
+        let fut = self.store.update(&*self.local, update, self.max_members);
         run_now_or_spawn(async move {
-            if let Err(PresenceError::Unavailable(e)) = fut.await {
-                tracing::debug!(topic = %update.topic, error = %e, "presence update failed; kept for a retry");
-                local.mark_dirty(update.topic, update.user);
+            if let Err(e) = fut.await {
+                tracing::debug!(error = %e, "presence update failed");
             }
         });
     }
