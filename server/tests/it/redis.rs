@@ -1588,3 +1588,106 @@ async fn presence_across_nodes_and_a_killed_nodes_users_leave() {
     drop((mom_a, kid));
     roundtrip(&mut dad, r#"{"action":"ping"}"#, r#"{"action":"pong"}"#).await;
 }
+
+/// Presence in Redis, in process: the member bound is the Lua script's (a refused join keeps
+/// the subscription and watches), an unsubscribe leaves, and after the pub/sub link breaks
+/// (`CLIENT KILL TYPE pubsub`: changes may have been lost) every watcher gets a fresh snapshot.
+#[tokio::test]
+#[ignore = "needs a redis-server: run ./scripts/test-redis"]
+async fn presence_in_redis_bounds_members_and_resyncs_after_a_pubsub_break() {
+    let redis = RedisServer::start(RedisServer::free_port()).await;
+    let server = start_server_with(
+        Config::new(SECRET)
+            .with_redis_url(Some(redis.url()))
+            .with_max_presence_members(1),
+    )
+    .await;
+    assert!(eventually(|| async { server.tidings.broker_degraded().is_none() }).await);
+    let topic = unique("list");
+    let as_user = |sub: &str| {
+        let token = mint_claims(json!({"sub": sub, "exp": now() + 3600, "name": sub}));
+        server.ws_url(&token)
+    };
+    async fn frame(ws: &mut Ws) -> Value {
+        serde_json::from_str(&recv_raw(ws).await).unwrap()
+    }
+    async fn subscribe_presence(ws: &mut Ws, topic: &str, mode: &str) -> Vec<Value> {
+        send(
+            ws,
+            &format!(r#"{{"action":"subscribe","topic":"{topic}","presence":"{mode}"}}"#),
+        )
+        .await;
+        assert_eq!(frame(ws).await["action"], "subscribed");
+        let mut next = frame(ws).await;
+        if next["error"].is_string() {
+            assert_eq!(next["error"], "Too many present members", "{next}");
+            assert_eq!(next["topic"], topic);
+            next = frame(ws).await;
+        }
+        assert_eq!(next["action"], "presence", "{next}");
+        next["members"].as_array().unwrap().clone()
+    }
+    let ids = |members: &[Value]| -> Vec<String> {
+        members
+            .iter()
+            .map(|m| m["user_id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+
+    let mut dad = connect(&as_user("dad")).await;
+    assert!(
+        subscribe_presence(&mut dad, &topic, "watch")
+            .await
+            .is_empty()
+    );
+    let mut mom = connect(&as_user("mom")).await;
+    assert_eq!(
+        ids(&subscribe_presence(&mut mom, &topic, "join").await),
+        ["mom"]
+    );
+    assert_eq!(frame(&mut dad).await["member"]["user_id"], "mom");
+
+    // The topic is full: the kid watches only (the helper checked the error).
+    let mut kid = connect(&as_user("kid")).await;
+    assert_eq!(
+        ids(&subscribe_presence(&mut kid, &topic, "join").await),
+        ["mom"]
+    );
+    roundtrip(&mut dad, r#"{"action":"ping"}"#, r#"{"action":"pong"}"#).await;
+
+    roundtrip(
+        &mut mom,
+        &format!(r#"{{"action":"unsubscribe","topic":"{topic}"}}"#),
+        &format!(r#"{{"action":"unsubscribed","topic":"{topic}"}}"#),
+    )
+    .await;
+    let left = frame(&mut dad).await;
+    assert_eq!(left["action"], "presence_leave");
+    assert_eq!(left["user_id"], "mom");
+    assert_eq!(frame(&mut kid).await["action"], "presence_leave");
+    // Room now: the kid joins.
+    assert_eq!(
+        ids(&subscribe_presence(&mut kid, &topic, "join").await),
+        ["kid"]
+    );
+    assert_eq!(frame(&mut dad).await["member"]["user_id"], "kid");
+    let totals = redis_cmd(
+        &redis.url(),
+        redis::cmd("HKEYS").arg(format!("tidings:{{{topic}}}:pres")),
+    )
+    .await;
+    assert_eq!(
+        totals,
+        redis::Value::Array(vec![redis::Value::BulkString(b"kid".to_vec())])
+    );
+
+    // The pub/sub link breaks: a fresh snapshot follows once it is back.
+    redis_cmd(
+        &redis.url(),
+        redis::cmd("CLIENT").arg("KILL").arg("TYPE").arg("pubsub"),
+    )
+    .await;
+    let snapshot = frame(&mut dad).await;
+    assert_eq!(snapshot["action"], "presence", "{snapshot}");
+    assert_eq!(ids(snapshot["members"].as_array().unwrap()), ["kid"]);
+}
