@@ -1498,7 +1498,7 @@ async fn subscribe_presence(
 }
 
 #[wasm_bindgen_test]
-async fn two_tabs_of_one_user_are_one_present_entry_seen_by_another_client() {
+async fn presence_two_tabs_of_one_user_are_one_entry_seen_by_another_client() {
     let url = ws_url().await;
     let (mom_tokens, dad_tokens) = (
         token_source_at("/token?sub=p-mom&name=Mom"),
@@ -1545,7 +1545,7 @@ async fn two_tabs_of_one_user_are_one_present_entry_seen_by_another_client() {
 }
 
 #[wasm_bindgen_test]
-async fn a_reconnect_delivers_only_the_difference_without_flicker() {
+async fn presence_a_reconnect_delivers_only_the_difference_without_flicker() {
     let url = ws_url().await;
     let mom_tokens = token_source_at("/token?sub=p-mom&name=Mom");
     // Dad's first token dies in 3 s and its refresh fails: the server closes his connection
@@ -1601,7 +1601,7 @@ async fn a_reconnect_delivers_only_the_difference_without_flicker() {
 }
 
 #[wasm_bindgen_test]
-async fn watch_then_join_on_one_topic_makes_the_client_present_until_the_join_ends() {
+async fn presence_watch_then_join_on_one_topic_is_present_until_the_join_ends() {
     let url = ws_url().await;
     let (mom_tokens, dad_tokens) = (
         token_source_at("/token?sub=p-mom&name=Mom"),
