@@ -10,6 +10,7 @@ import { GiftIcon } from "./Icons";
 import { ConnectionBadge } from "./ConnectionBadge";
 import { GiftsView } from "./GiftsView";
 import { ListView } from "./ListView";
+import { PresenceAvatars } from "./PresenceAvatars";
 
 type View = { kind: "list"; id: number } | { kind: "gifts" };
 
@@ -79,7 +80,7 @@ export function Dashboard({ session, onSignOut }: { session: Session; onSignOut:
       <div className="layout">
         <nav className="sidebar" aria-label="Lists">
           {occasions.data?.map((o) => (
-            <OccasionSection key={o.id} occasion={o} lists={byOccasion.get(o.id) ?? []} current={current} />
+            <OccasionSection key={o.id} occasion={o} lists={byOccasion.get(o.id) ?? []} current={current} me={session.member.id} />
           ))}
           <section className="occasion">
             <h3>Presents</h3>
@@ -94,7 +95,7 @@ export function Dashboard({ session, onSignOut }: { session: Session; onSignOut:
         </nav>
 
         <main className="content">
-          {current?.kind === "list" && <ListView listId={current.id} api={api} members={members.data ?? []} />}
+          {current?.kind === "list" && <ListView listId={current.id} api={api} members={members.data ?? []} me={session.member.id} />}
           {current?.kind === "gifts" && (
             <GiftsView api={api} members={members.data ?? []} occasions={occasions.data ?? []} />
           )}
@@ -110,7 +111,7 @@ export function Dashboard({ session, onSignOut }: { session: Session; onSignOut:
 }
 
 /** An occasion in the sidebar with its lists; its name and date stay live via `occasion:{id}`. */
-function OccasionSection({ occasion, lists, current }: { occasion: Occasion; lists: ListSummary[]; current: View | null }) {
+function OccasionSection({ occasion, lists, current, me }: { occasion: Occasion; lists: ListSummary[]; current: View | null; me: number }) {
   const id = String(occasion.id);
   const live = useLiveQuery({
     queryKey: ["occasions", id],
@@ -133,6 +134,7 @@ function OccasionSection({ occasion, lists, current }: { occasion: Occasion; lis
               data-testid={`nav-list-${l.id}`}
             >
               <span>{l.name}</span>
+              <PresenceAvatars topic={`list:${l.id}`} me={me} size={18} testId={`nav-presence-${l.id}`} />
               <span className="count" data-testid={`nav-list-count-${l.id}`} title="bought / wished">
                 {l.done_count}/{l.item_count}
               </span>

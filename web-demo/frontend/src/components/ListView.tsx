@@ -4,10 +4,11 @@ import { useLiveQuery } from "@tidings/client/react";
 import { get, type Client } from "../api";
 import type { Item, ListDetail, Member } from "../types";
 import { ItemCard } from "./ItemCard";
+import { PresenceAvatars } from "./PresenceAvatars";
 import { listAfter } from "../cache";
 
 /** One shopping list, live: every change by anyone updates it through `list:{id}`. */
-export function ListView({ listId, api, members }: { listId: number; api: Client; members: Member[] }) {
+export function ListView({ listId, api, members, me }: { listId: number; api: Client; members: Member[]; me: number }) {
   const id = String(listId);
   const list = useLiveQuery({
     queryKey: ["lists", id],
@@ -48,6 +49,7 @@ export function ListView({ listId, api, members }: { listId: number; api: Client
             {l.recipient_name && <> · for {l.recipient_name}</>}
           </p>
         </div>
+        <PresenceAvatars topic={`list:${id}`} me={me} join testId="presence-list" />
         <div className="progress" title={`${l.done_count} of ${l.item_count} bought`}>
           <div className="bar">
             <div style={{ width: `${pct}%` }} />
