@@ -42,8 +42,12 @@ test("Mom opens list 1, Dad sees her avatar within 1 s; Mom closes the tab, it d
 
   const mom = await openList(browser, "Mom", 1);
   // Mom's list view joined list:1 once it rendered; Dad's sidebar shows her within 1 s.
+  const shown = Date.now();
   await expect(inSidebar).toBeVisible({ timeout: 1_000 });
+  console.log(`presence: Dad saw Mom ${Date.now() - shown} ms after her list was shown`);
   await expect(inSidebar.locator(".avatar")).toHaveAttribute("title", "Mom");
+  // Her name comes from her login token's `name` claim (the presence info).
+  await expect(dad.page.getByTestId("nav-presence-1")).toHaveAttribute("title", "Mom is looking at this list");
   // And Mom sees Dad beside list 2 (his list view), not beside list 1 (his sidebar only watches).
   await expect(mom.page.getByTestId(`nav-presence-2-${DAD}`)).toBeVisible({ timeout: 1_000 });
   await expect(mom.page.getByTestId(`nav-presence-1-${DAD}`)).toHaveCount(0);
@@ -59,8 +63,10 @@ test("Mom opens list 1, Dad sees her avatar within 1 s; Mom closes the tab, it d
   await expect(mom.page.getByTestId(`nav-presence-2-${DAD}`)).toHaveCount(0, { timeout: 1_000 });
 
   // Mom closes her tab: her avatar disappears from Dad's list and sidebar.
+  const closed = Date.now();
   await mom.page.close();
   await expect(dad.page.getByTestId(`presence-list-${MOM}`)).toHaveCount(0, { timeout: 2_000 });
+  console.log(`presence: Mom's avatar gone ${Date.now() - closed} ms after her tab closed`);
   await expect(dad.page.getByTestId("presence-list")).toHaveCount(0);
   await expect(inSidebar).toHaveCount(0);
 
