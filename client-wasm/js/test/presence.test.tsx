@@ -192,4 +192,24 @@ describe("client.presence / onPresence", () => {
     stop();
     client.close();
   });
+
+  it("shows nobody present once the connection stopped for good", async () => {
+    server.setPresence("list:5", [member("1", "Mom")]);
+    const client = new TidingsClient({ url: "ws://test/ws", token: "t", ...OPTIONS });
+    const changes: PresenceChange[] = [];
+    client.onPresence("list:5", (c) => changes.push(c));
+    await client.subscribe("list:5", () => {}, { presence: "join" }).ready;
+    await waitFor(() => expect(client.presence("list:5")).toEqual([member("1", "Mom")]));
+    // A reconnect keeps the members...
+    server.closeAll(1012, "restart");
+    expect(client.presence("list:5")).toEqual([member("1", "Mom")]);
+    await waitFor(() => expect(client.status.state).toBe("open"));
+    expect(changes).toHaveLength(1);
+    // ...a terminal close (1008, policy) does not: no connection will tell who comes and goes.
+    server.closeAll(1008, "policy");
+    expect(client.status.state).toBe("closed");
+    expect(client.presence("list:5")).toEqual([]);
+    expect(changes.at(-1)).toMatchObject({ joined: [], left: [member("1", "Mom")], members: [] });
+    client.close();
+  });
 });

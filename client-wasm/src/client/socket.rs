@@ -420,7 +420,20 @@ fn end(inner: &mut Inner, rc: &Shared, decision: Decision) -> Vec<Effect> {
                 _timer: timer(&weak, generation, delay_ms, start_attempt),
             };
         }
-        Decision::Stop => inner.window_listeners.clear(),
+        Decision::Stop => {
+            inner.window_listeners.clear();
+            // No connection will tell who comes and goes: nobody is shown present.
+            let mut effects = Vec::new();
+            let topics: Vec<String> = inner.topics.topics().map(str::to_owned).collect();
+            for topic in topics {
+                let gone = inner.rosters.unwatch(&topic);
+                effects.extend(inner.presence_changed(&topic, gone));
+                // Watched again, empty, for the snapshot of a connection `connect()` starts.
+                effects.extend(inner.sync_presence(&topic));
+            }
+            effects.extend(inner.status_changed());
+            return effects;
+        }
     }
     inner.status_changed()
 }
