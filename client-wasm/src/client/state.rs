@@ -2,7 +2,8 @@
 //!
 //! One `Rc<RefCell<Inner>>` ([`Shared`]) holds everything: the options, the status machine, the
 //! topics, the [`Phase`] of the connection (which owns the socket and its timers, so replacing
-//! the phase cancels them), the listeners and the query-client bindings. Browser callbacks
+//! the phase cancels them), the listeners, the query-client bindings and the presence rosters
+//! (which outlive the phase: a reconnect compares its snapshots with them). Browser callbacks
 //! (socket handlers, timers, `getToken`'s promise) hold only a `Weak` to it plus the generation
 //! of the connection attempt they belong to. [`Inner::next_generation`] is the one place the
 //! generation moves (a new attempt, a connection that ended, `close()`), and [`guarded`] is the
