@@ -73,3 +73,27 @@ test("Mom opens list 1, Dad sees her avatar within 1 s; Mom closes the tab, it d
   await mom.context.close();
   await dad.context.close();
 });
+
+test("two tabs of Mom are one avatar for Dad; it goes with the last tab", async ({ browser }) => {
+  const dad = await openList(browser, "Dad", 1);
+  const mom = await openList(browser, "Mom", 1);
+  // A second tab of the same session (sessionStorage is per tab: log in again as Mom).
+  const momTab2 = await mom.context.newPage();
+  await momTab2.goto(`${backend.url}/#/lists/1`);
+  await momTab2.getByTestId("login-Mom").click();
+  await expect(momTab2.getByTestId("list-view")).toHaveAttribute("data-list-id", "1");
+  await expect(momTab2.getByTestId("connection-status")).toHaveAttribute("data-state", "open", { timeout: 15_000 });
+
+  const avatars = dad.page.getByTestId("presence-list").locator(".presence-member");
+  await expect(avatars).toHaveCount(1);
+  await expect(dad.page.getByTestId(`presence-list-${MOM}`)).toBeVisible();
+  await mom.page.close();
+  // One tab left: still there (give a leave time to arrive, were it wrongly sent).
+  await dad.page.waitForTimeout(500);
+  await expect(dad.page.getByTestId(`presence-list-${MOM}`)).toBeVisible();
+  await momTab2.close();
+  await expect(dad.page.getByTestId(`presence-list-${MOM}`)).toHaveCount(0, { timeout: 2_000 });
+
+  await mom.context.close();
+  await dad.context.close();
+});
