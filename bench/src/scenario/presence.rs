@@ -50,7 +50,7 @@ pub struct PresenceOpts {
     /// Watchers of each churn topic (each join and leave is sent to them).
     #[arg(long, default_value_t = 10)]
     pub watchers: usize,
-    /// Connections (of one user) each churn worker takes turns with: one connection may send
+    /// Connections (one user each) a churn worker takes turns with: one connection may send
     /// 100 messages per second after a burst of 1,000 (the default rate limit), so a worker
     /// faster than that needs several.
     #[arg(long, default_value_t = 32)]
@@ -237,11 +237,12 @@ async fn churn(
     let stop = CancellationToken::new();
     let mut workers = JoinSet::new();
     for (w, topic) in topics.iter().enumerate() {
-        // Users past the memory step's and the watchers'.
-        let user = opts.conns + topics.len() * opts.watchers + w;
-        let token = common.minter.subscriber(user)?;
+        // Users past the memory step's and the watchers', one per pooled connection (the
+        // server bounds connections per user).
+        let first = opts.conns + topics.len() * opts.watchers + w * opts.pool.max(1);
         let mut pool = Vec::with_capacity(opts.pool.max(1));
-        for _ in 0..opts.pool.max(1) {
+        for i in 0..opts.pool.max(1) {
+            let token = common.minter.subscriber(first + i)?;
             pool.push(conn::connect(server.addr, &token, None).await?);
         }
         let (done, errors, stop, topic) =

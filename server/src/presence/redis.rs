@@ -53,6 +53,9 @@ use crate::broker::{BoxFuture, PresenceRelay};
 
 /// How long connecting to Redis, or one command, may take.
 const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
+/// After a failed connect, operations fail at once for this long instead of each waiting
+/// for a connect of its own (a backlog of leaves must not take `REDIS_TIMEOUT` apiece).
+const RECONNECT_PAUSE: Duration = Duration::from_millis(500);
 /// Most updates and snapshot reads waiting for the worker.
 const QUEUE: usize = 65_536;
 /// Dead nodes claimed per sweep round trip.
@@ -250,17 +253,28 @@ impl RedisPresence {
         stop: CancellationToken,
     ) {
         let mut conn: Option<MultiplexedConnection> = None;
+        let mut failed_at: Option<(tokio::time::Instant, String)> = None;
         loop {
             let op = tokio::select! {
                 () = stop.cancelled() => break,
                 op = ops.recv() => match op { Some(op) => op, None => break },
             };
             if conn.is_none() {
+                if let Some((at, e)) = &failed_at {
+                    if at.elapsed() < RECONNECT_PAUSE {
+                        fail(op, &*local, e);
+                        continue;
+                    }
+                }
                 match self.connect().await {
-                    Ok(c) => conn = Some(c),
+                    Ok(c) => {
+                        conn = Some(c);
+                        failed_at = None;
+                    }
                     Err(e) => {
                         self.failing.store(true, Ordering::Relaxed);
                         fail(op, &*local, &e);
+                        failed_at = Some((tokio::time::Instant::now(), e));
                         continue;
                     }
                 }
@@ -270,6 +284,7 @@ impl RedisPresence {
                 self.failing.store(true, Ordering::Relaxed);
                 tracing::debug!(error = %e, "presence: redis command failed");
                 conn = None;
+                failed_at = Some((tokio::time::Instant::now(), e));
             } else {
                 self.failing.store(false, Ordering::Relaxed);
             }
