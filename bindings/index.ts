@@ -2,6 +2,9 @@
 export type { EventData } from "./src/EventData";
 export type { EventType } from "./src/EventType";
 export type { Payload } from "./src/Payload";
+export type { PresenceInfo } from "./src/PresenceInfo";
+export type { PresenceMember } from "./src/PresenceMember";
+export type { PresenceMode } from "./src/PresenceMode";
 export type { PublishAudience } from "./src/PublishAudience";
 export type { ReadStamp } from "./src/ReadStamp";
 export type { ServerMessage } from "./src/ServerMessage";

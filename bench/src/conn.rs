@@ -95,6 +95,7 @@ pub async fn subscribe(ws: &mut Ws, topic: &Topic) -> Result<()> {
         topic: topic.clone(),
         since: None,
         position: false,
+        presence: None,
     })?;
     ws.send(Message::text(text))
         .await

@@ -4,7 +4,8 @@
 //! Scenarios (issue 3): `idle` (RSS per idle subscribed connection), `fanout` (deliveries/s,
 //! server CPU per delivery, latency), `latency` (p50/p99/max at a fixed event rate) and
 //! `handshake` (connect + auth + subscribe + ack + close per second, server CPU per
-//! handshake). `--spawn tidings --spawn node` runs the scenario against both, one after the
+//! handshake), and `presence` (issue 15: RSS per present connection, CPU per join/leave).
+//! `--spawn tidings --spawn node` runs the scenario against both, one after the
 //! other, and prints them side by side. Every run is bounded and ends by itself; all traffic
 //! goes to 127.0.0.1. See `docs/BENCHMARKS.md`.
 
@@ -20,6 +21,7 @@ use tidings_bench::report::{Report, Run};
 use tidings_bench::scenario::chaos::ChaosOpts;
 use tidings_bench::scenario::handshake::HandshakeOpts;
 use tidings_bench::scenario::idle::IdleOpts;
+use tidings_bench::scenario::presence::PresenceOpts;
 use tidings_bench::scenario::pubsub::{FanoutOpts, LatencyOpts};
 use tidings_bench::scenario::{self, Common};
 use tidings_bench::server::{Kind, Programs, Server};
@@ -84,6 +86,9 @@ enum Scenario {
     Latency(LatencyOpts),
     /// Connect + auth + subscribe + ack + close per second, and server CPU per handshake.
     Handshake(HandshakeOpts),
+    /// Presence (issue 15): server RSS per present connection and CPU per join/leave (plain
+    /// subscribe/unsubscribe alongside for comparison).
+    Presence(PresenceOpts),
     /// Clients with the real reconnect rules against a running cluster (--addr: its load
     /// balancer, --secret) while fault commands run; checks every event arrived exactly once
     /// and in order. See `scripts/test-cluster`.
@@ -97,6 +102,7 @@ impl Scenario {
             Scenario::Fanout(_) => "fanout",
             Scenario::Latency(_) => "latency",
             Scenario::Handshake(_) => "handshake",
+            Scenario::Presence(_) => "presence",
             Scenario::Chaos(_) => "chaos",
         }
     }
@@ -137,6 +143,10 @@ impl Scenario {
                 "workers={} topics={} warmup={}s duration={}s",
                 o.workers, o.topics, o.warmup, o.duration
             ),
+            Scenario::Presence(o) => format!(
+                "conns={} topics={} workers={} watchers={} pool={} settle={}s duration={}s",
+                o.conns, o.topics, o.workers, o.watchers, o.pool, o.settle, o.duration
+            ),
             Scenario::Chaos(o) => format!("clients={} topics={}", o.clients, o.topics),
         }
     }
@@ -150,6 +160,7 @@ impl Scenario {
                 (o.subscribers + o.publishers + o.stalled_readers * o.topics) as u64
             }
             Scenario::Handshake(o) => o.workers as u64,
+            Scenario::Presence(o) => (o.conns + o.workers * (o.watchers + o.pool)) as u64,
             Scenario::Chaos(o) => (o.clients + o.publishers) as u64,
         }
     }
@@ -160,6 +171,7 @@ impl Scenario {
             Scenario::Fanout(o) => scenario::pubsub::fanout(server, common, o).await,
             Scenario::Latency(o) => scenario::pubsub::latency(server, common, o).await,
             Scenario::Handshake(o) => scenario::handshake::run(server, common, o).await,
+            Scenario::Presence(o) => scenario::presence::run(server, common, o).await,
             Scenario::Chaos(_) => bail!("chaos runs against a cluster: see run_chaos"),
         }
     }

@@ -8,6 +8,12 @@ export const client_ping_as_server_or_client: ServerMessage | WSClientMessage = 
 export const client_subscribe_position = {"action": "subscribe", "topic": "list:123", "position": true} satisfies WSClientMessage;
 export const client_subscribe_position_as_server_or_client: ServerMessage | WSClientMessage = client_subscribe_position;
 
+export const client_subscribe_presence_join = {"action": "subscribe", "topic": "list:123", "presence": "join"} satisfies WSClientMessage;
+export const client_subscribe_presence_join_as_server_or_client: ServerMessage | WSClientMessage = client_subscribe_presence_join;
+
+export const client_subscribe_presence_watch = {"action": "subscribe", "topic": "list:123", "presence": "watch", "since": {"seq": 41, "epoch": "5f0c1d2e3a4b6c7d-0"}} satisfies WSClientMessage;
+export const client_subscribe_presence_watch_as_server_or_client: ServerMessage | WSClientMessage = client_subscribe_presence_watch;
+
 export const client_subscribe = {"action": "subscribe", "topic": "list:123"} satisfies WSClientMessage;
 export const client_subscribe_as_server_or_client: ServerMessage | WSClientMessage = client_subscribe;
 
@@ -16,6 +22,9 @@ export const client_unsubscribe_as_server_or_client: ServerMessage | WSClientMes
 
 export const server_error_invalid_format = {"error": "Invalid message format", "details": "..."} satisfies WSError;
 export const server_error_invalid_format_as_server_or_client: ServerMessage | WSClientMessage = server_error_invalid_format;
+
+export const server_error_too_many_present = {"error": "Too many present members", "details": "at most 100 present members per topic", "topic": "list:123"} satisfies WSError;
+export const server_error_too_many_present_as_server_or_client: ServerMessage | WSClientMessage = server_error_too_many_present;
 
 export const server_error_topic_required = {"error": "Topic is required for subscribe action"} satisfies WSError;
 export const server_error_topic_required_as_server_or_client: ServerMessage | WSClientMessage = server_error_topic_required;
@@ -94,6 +103,15 @@ export const server_event_updated_as_server_or_client: ServerMessage | WSClientM
 
 export const server_reply_pong = {"action": "pong"} satisfies WSReply;
 export const server_reply_pong_as_server_or_client: ServerMessage | WSClientMessage = server_reply_pong;
+
+export const server_reply_presence = {"action": "presence", "topic": "list:123", "members": [{"user_id": "1", "info": {"name": "Mom"}, "connections": 2}, {"user_id": "2", "info": {}, "connections": 1}]} satisfies WSReply;
+export const server_reply_presence_as_server_or_client: ServerMessage | WSClientMessage = server_reply_presence;
+
+export const server_reply_presence_join = {"action": "presence_join", "topic": "list:123", "member": {"user_id": "1", "info": {"name": "Mom"}, "connections": 1}} satisfies WSReply;
+export const server_reply_presence_join_as_server_or_client: ServerMessage | WSClientMessage = server_reply_presence_join;
+
+export const server_reply_presence_leave = {"action": "presence_leave", "topic": "list:123", "user_id": "1"} satisfies WSReply;
+export const server_reply_presence_leave_as_server_or_client: ServerMessage | WSClientMessage = server_reply_presence_leave;
 
 export const server_reply_skipped = {"action": "skipped", "topic": "list:123", "seq": 7, "epoch": "5f0c1d2e3a4b6c7d-0"} satisfies WSReply;
 export const server_reply_skipped_as_server_or_client: ServerMessage | WSClientMessage = server_reply_skipped;

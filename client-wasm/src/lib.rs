@@ -8,6 +8,8 @@
 //!
 //! - [`backoff`]: reconnect delays (exponential, full jitter);
 //! - [`topics`]: listeners per topic, reference counted, and the server subscription state;
+//! - [`presence`]: the present users of each watched topic, and the joins and leaves the app
+//!   is told about;
 //! - [`rules`]: topic → query keys invalidated by an event or a reconnect;
 //! - [`status`]: the connection status machine and the reconnect decision;
 //! - [`keepalive`]: ping / pong-timeout decisions by elapsed time;
@@ -16,6 +18,7 @@
 
 pub mod backoff;
 pub mod keepalive;
+pub mod presence;
 pub mod refresh;
 pub mod rules;
 pub mod status;

@@ -45,14 +45,15 @@ impl Rule {
         if pattern.is_empty() {
             return Err(RuleError::EmptyPattern);
         }
-        let mut parts = pattern.splitn(3, ID);
-        let prefix = parts.next().unwrap_or_default().to_owned();
-        let suffix = parts.next().map(str::to_owned);
-        if parts.next().is_some() {
-            return Err(RuleError::TooManyPlaceholders(pattern.to_owned()));
-        }
+        let (prefix, suffix) = match split_id(pattern) {
+            None => (pattern, None),
+            Some((_, suffix)) if split_id(suffix).is_some() => {
+                return Err(RuleError::TooManyPlaceholders(pattern.to_owned()));
+            }
+            Some((prefix, suffix)) => (prefix, Some(suffix.to_owned())),
+        };
         Ok(Self {
-            prefix,
+            prefix: prefix.to_owned(),
             suffix,
             keys,
         })
@@ -73,9 +74,32 @@ impl Rule {
     fn expand(&self, id: &str) -> Vec<QueryKey> {
         self.keys
             .iter()
-            .map(|key| key.iter().map(|seg| seg.replace(ID, id)).collect())
+            .map(|key| key.iter().map(|seg| replace_id(seg, id)).collect())
             .collect()
     }
+}
+
+/// `text` before and after its first `{id}`. A byte search rather than `str::split_once`:
+/// the generic substring searcher would add about 1.5 KB to the wasm for this one use.
+fn split_id(text: &str) -> Option<(&str, &str)> {
+    let at = text
+        .as_bytes()
+        .windows(ID.len())
+        .position(|w| w == ID.as_bytes())?;
+    // `{` is ASCII: both ends are char boundaries.
+    Some((text.get(..at)?, text.get(at + ID.len()..)?))
+}
+
+/// `text` with every `{id}` replaced by `id`.
+fn replace_id(mut text: &str, id: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    while let Some((before, after)) = split_id(text) {
+        out.push_str(before);
+        out.push_str(id);
+        text = after;
+    }
+    out.push_str(text);
+    out
 }
 
 /// An ordered list of rules.
@@ -173,6 +197,7 @@ mod tests {
             .unwrap(),
         );
         custom.push(Rule::new("user:{id}/inbox", vec![k(&["inbox", "{id}"])]).unwrap());
+        custom.push(Rule::new("é:{id}", vec![k(&["{id}é{id}", "{i}d{", "{id"])]).unwrap());
         let r = custom.then(Rules::defaults());
         assert_eq!(
             keys(&r, "list:5"),
@@ -180,6 +205,8 @@ mod tests {
         );
         assert_eq!(keys(&r, "user:42/inbox"), [k(&["inbox", "42"])]);
         assert!(keys(&r, "user:/inbox").is_empty(), "an id is never empty");
+        // Every placeholder of a segment is replaced; near-misses are kept as they are.
+        assert_eq!(keys(&r, "é:7"), [k(&["7é7", "{i}d{", "{id"])]);
         assert_eq!(
             keys(&r, "gifts:all"),
             [k(&["gifts"])],

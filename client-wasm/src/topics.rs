@@ -41,6 +41,7 @@
 use std::collections::BTreeMap;
 
 use crate::backoff::Backoff;
+use crate::presence::Presence;
 
 /// Identifies one listener (one `subscribe` call on the client).
 pub type ListenerId = u32;
@@ -70,6 +71,9 @@ enum Recovery<T> {
 #[derive(Debug)]
 struct Entry<L, R, T> {
     listeners: Vec<(ListenerId, L)>,
+    /// The presence of each listener that asked for some: the server subscription carries
+    /// the highest.
+    presence: Vec<(ListenerId, Presence)>,
     waiting: Vec<(ListenerId, R)>,
     server: ServerState,
     invalidate_on_ack: bool,
@@ -91,6 +95,34 @@ struct Entry<L, R, T> {
 }
 
 impl<L, R, T> Entry<L, R, T> {
+    /// The presence the server subscription carries: the highest of the listeners'.
+    fn presence(&self) -> Presence {
+        self.presence
+            .iter()
+            .map(|(_, p)| *p)
+            .max()
+            .unwrap_or_default()
+    }
+
+    /// The topic's presence changed while subscribed on an open socket: subscribe again with
+    /// the new one from the last delivered position (`unsubscribe` first; see [`Resend`]). An
+    /// ack still due answers the old request: `stale_acks` skips it.
+    fn resend(&mut self, topic: &str, stale_acks: &mut Vec<(String, u32)>) -> Resend {
+        if self.server == ServerState::Requested {
+            skip_ack(stale_acks, topic);
+        }
+        self.server = ServerState::Requested;
+        self.invalidate_on_ack = true;
+        self.ahead = None;
+        let since = self.position.clone();
+        self.recovery = if since.is_some() {
+            Recovery::InFlight
+        } else {
+            Recovery::Idle
+        };
+        Resend { since }
+    }
+
     /// What a read stamped at `stamp` needs, the subscription being active at `position`.
     /// A resubscribe from the stamp is set up here (the caller sends it).
     fn compare_stamp(&mut self, stamp: (u64, String)) -> StampAction {
@@ -155,6 +187,28 @@ pub struct Added<R> {
     pub since: Option<(u64, String)>,
     /// The topic is already acknowledged: settle this ready handle now.
     pub ready_now: Option<R>,
+    /// The listener raised the topic's presence: subscribe again.
+    pub resend: Option<Resend>,
+}
+
+/// A subscription to make again because its presence changed: send `unsubscribe`, then
+/// `subscribe` with the topic's new presence and this `since` (the events in between are
+/// replayed; the server sends a new snapshot, which the client's roster compares with what it
+/// holds). The server has no "change the presence of a subscription" message: a resubscribe
+/// is what a gap recovery already does.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Resend {
+    /// The last delivered position, when the topic has one.
+    pub since: Option<(u64, String)>,
+}
+
+/// Counts one more `subscribed` ack of `topic` to skip: it answers a request that no longer
+/// stands.
+fn skip_ack(stale_acks: &mut Vec<(String, u32)>, topic: &str) {
+    match stale_acks.iter_mut().find(|(t, _)| t == topic) {
+        Some((_, n)) => *n += 1,
+        None => stale_acks.push((topic.to_owned(), 1)),
+    }
 }
 
 /// What [`TopicSet::remove`] asks the caller to do.
@@ -166,6 +220,8 @@ pub struct Removed<R> {
     pub send_unsubscribe: bool,
     /// The listener's ready handle, if the ack had not come yet (reject it).
     pub unsettled: Option<R>,
+    /// Other listeners remain and the topic's presence changed: subscribe again.
+    pub resend: Option<Resend>,
 }
 
 /// What a `subscribed` ack settles.
@@ -246,8 +302,19 @@ impl<L, R, T> TopicSet<L, R, T> {
         }
     }
 
-    /// Adds a listener on `topic`.
+    /// Adds a listener on `topic` (without presence).
     pub fn add(&mut self, topic: &str, listener: L, ready: R) -> Added<R> {
+        self.add_with_presence(topic, listener, ready, Presence::None)
+    }
+
+    /// Adds a listener on `topic` that asks for `presence`.
+    pub fn add_with_presence(
+        &mut self,
+        topic: &str,
+        listener: L,
+        ready: R,
+        presence: Presence,
+    ) -> Added<R> {
         let id = self.next_id;
         self.next_id = self.next_id.wrapping_add(1).max(1);
         let open = self.open;
@@ -275,6 +342,7 @@ impl<L, R, T> TopicSet<L, R, T> {
             }
             Entry {
                 listeners: Vec::new(),
+                presence: Vec::new(),
                 waiting: Vec::new(),
                 server,
                 invalidate_on_ack: open && stamped,
@@ -292,6 +360,16 @@ impl<L, R, T> TopicSet<L, R, T> {
             }
         });
         entry.listeners.push((id, listener));
+        let before = entry.presence();
+        if presence != Presence::None {
+            entry.presence.push((id, presence));
+        }
+        let resend = (!send_subscribe
+            && open
+            && entry.server != ServerState::Unsent
+            && entry.presence() != before)
+            .then(|| entry.resend(topic, &mut self.stale_acks));
+        // A resend's ack settles the new listener too.
         let ready_now = if entry.server == ServerState::Active {
             Some(ready)
         } else {
@@ -303,6 +381,7 @@ impl<L, R, T> TopicSet<L, R, T> {
             send_subscribe,
             since,
             ready_now,
+            resend,
         }
     }
 
@@ -314,30 +393,33 @@ impl<L, R, T> TopicSet<L, R, T> {
             .iter_mut()
             .find(|(_, e)| e.listeners.iter().any(|(i, _)| *i == id))?;
         let topic = topic.clone();
+        let before = entry.presence();
         entry.listeners.retain(|(i, _)| *i != id);
+        entry.presence.retain(|(i, _)| *i != id);
         let unsettled = entry
             .waiting
             .iter()
             .position(|(i, _)| *i == id)
             .map(|pos| entry.waiting.remove(pos).1);
         let mut send_unsubscribe = false;
+        let mut resend = None;
         if entry.listeners.is_empty() {
             let server = entry.server;
             self.entries.remove(&topic);
             if self.open && server != ServerState::Unsent {
                 send_unsubscribe = true;
                 if server == ServerState::Requested {
-                    match self.stale_acks.iter_mut().find(|(t, _)| *t == topic) {
-                        Some((_, n)) => *n += 1,
-                        None => self.stale_acks.push((topic.clone(), 1)),
-                    }
+                    skip_ack(&mut self.stale_acks, &topic);
                 }
             }
+        } else if self.open && entry.server != ServerState::Unsent && entry.presence() != before {
+            resend = Some(entry.resend(&topic, &mut self.stale_acks));
         }
         Some(Removed {
             topic,
             send_unsubscribe,
             unsettled,
+            resend,
         })
     }
 
@@ -586,6 +668,14 @@ impl<L, R, T> TopicSet<L, R, T> {
             .get(topic)
             .into_iter()
             .flat_map(|e| e.listeners.iter().map(|(_, l)| l))
+    }
+
+    /// The presence `topic`'s subscription asks for (`None` for a topic without listeners).
+    pub fn presence(&self, topic: &str) -> Presence {
+        self.entries
+            .get(topic)
+            .map(Entry::presence)
+            .unwrap_or_default()
     }
 
     /// The server state of `topic`, if it has listeners.
@@ -1082,5 +1172,87 @@ mod tests {
             s.on_stamp(&format!("t:{i}"), i, "e");
         }
         assert_eq!(s.pending_stamps.len(), MAX_PENDING_STAMPS);
+    }
+
+    #[test]
+    fn a_topic_carries_the_highest_presence_of_its_listeners() {
+        let mut s = Set::new();
+        // Socket down: levels are only remembered (the open sends them).
+        let plain = s.add("list:1", "a", "ra");
+        let watch = s.add_with_presence("list:1", "w", "rw", Presence::Watch);
+        assert_eq!(watch.resend, None);
+        assert_eq!(s.presence("list:1"), Presence::Watch);
+        s.on_open(false);
+        s.ack_pos("list:1", None, 5, "e").unwrap();
+        // The same level again: nothing to send.
+        let watch2 = s.add_with_presence("list:1", "w2", "rw2", Presence::Watch);
+        assert_eq!((watch2.resend, watch2.ready_now), (None, Some("rw2")));
+        assert!(s.remove(watch2.id).unwrap().resend.is_none());
+        // A join raises it: subscribe again from the position; the new listener waits for
+        // that ack, which (recovered) invalidates nothing.
+        let join = s.add_with_presence("list:1", "j", "rj", Presence::Join);
+        assert_eq!(
+            join.resend,
+            Some(Resend {
+                since: Some((5, "e".into()))
+            })
+        );
+        assert_eq!(join.ready_now, None);
+        assert_eq!(s.presence("list:1"), Presence::Join);
+        let ack = s.ack_pos("list:1", Some(true), 5, "e").unwrap();
+        assert_eq!(ack.ready, ["rj"]);
+        assert!(!ack.invalidate);
+        assert!(s.event("list:1", Some(6), Some("e")));
+        // The join leaves: back to watch, from the new position.
+        let removed = s.remove(join.id).unwrap();
+        assert!(!removed.send_unsubscribe);
+        assert_eq!(
+            removed.resend,
+            Some(Resend {
+                since: Some((6, "e".into()))
+            })
+        );
+        assert_eq!(s.presence("list:1"), Presence::Watch);
+        // Not recovered: the topic's queries are invalidated once, as after a gap.
+        assert!(s.ack_pos("list:1", Some(false), 9, "e").unwrap().invalidate);
+        // The watcher leaves, a plain listener remains: none.
+        assert!(s.remove(watch.id).unwrap().resend.is_some());
+        assert_eq!(s.presence("list:1"), Presence::None);
+        s.ack("list:1", Some(true));
+        // The last listener: a plain unsubscribe.
+        let last = s.remove(plain.id).unwrap();
+        assert!(last.send_unsubscribe && last.resend.is_none());
+        assert_eq!(s.presence("list:1"), Presence::None);
+    }
+
+    #[test]
+    fn a_presence_change_before_the_ack_skips_the_old_ack() {
+        let mut s = Set::new();
+        s.on_open(false);
+        let a = s.add("list:1", "a", "ra");
+        assert!(a.send_subscribe);
+        let j = s.add_with_presence("list:1", "j", "rj", Presence::Join);
+        // No position yet: subscribe again without `since`.
+        assert_eq!(j.resend, Some(Resend { since: None }));
+        // The ack of the first request answers a subscribe that no longer stands.
+        assert_eq!(s.ack_pos("list:1", None, 3, "e"), None);
+        assert_eq!(s.state("list:1"), Some(ServerState::Requested));
+        let ack = s.ack_pos("list:1", None, 3, "e").unwrap();
+        assert_eq!(ack.ready, ["ra", "rj"]);
+        assert!(ack.invalidate, "events between the two may be missed");
+        assert_eq!(s.state("list:1"), Some(ServerState::Active));
+        // The first listener to ask for presence on a new topic sends it with the subscribe.
+        let w = s.add_with_presence("list:2", "w", "rw", Presence::Watch);
+        assert!(w.send_subscribe && w.resend.is_none());
+        assert_eq!(s.presence("list:2"), Presence::Watch);
+        // A reconnect keeps the levels.
+        s.on_close();
+        assert_eq!(s.presence("list:1"), Presence::Join);
+        let removed = s.remove(j.id).unwrap();
+        assert_eq!(
+            removed.resend, None,
+            "socket down: the open sends the level"
+        );
+        assert_eq!(s.presence("list:1"), Presence::None);
     }
 }

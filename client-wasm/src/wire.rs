@@ -17,6 +17,7 @@ pub fn encode(message: &WSClientMessage) -> String {
             topic,
             since,
             position,
+            presence,
         } => {
             let mut out = format!(r#"{{"action":"subscribe","topic":"{topic}""#);
             if let Some(since) = since {
@@ -28,6 +29,9 @@ pub fn encode(message: &WSClientMessage) -> String {
             }
             if *position {
                 out.push_str(r#","position":true"#);
+            }
+            if let Some(mode) = presence {
+                out.push_str(&format!(r#","presence":"{}""#, mode.as_str()));
             }
             out.push('}');
             out
@@ -70,6 +74,18 @@ pub mod names {
     /// The action of a `skipped` reply: an event of the topic (`seq`, `epoch`) that was not
     /// for this connection (tidings addition).
     pub const SKIPPED: &str = "skipped";
+    /// The action of a presence snapshot: everyone present on `topic` (tidings addition).
+    pub const PRESENCE: &str = "presence";
+    /// A snapshot's list of present users.
+    pub const MEMBERS: &str = "members";
+    /// The action of a join (or an update: an upsert by `user_id`) of one present user.
+    pub const PRESENCE_JOIN: &str = "presence_join";
+    /// A join's present user.
+    pub const MEMBER: &str = "member";
+    /// The action of a leave of one present user.
+    pub const PRESENCE_LEAVE: &str = "presence_leave";
+    /// A present user's id (in a member, and in a leave).
+    pub const USER_ID: &str = "user_id";
     /// An error reply's fixed text.
     pub const ERROR: &str = "error";
     /// An error reply's explanation.
@@ -123,7 +139,8 @@ fn escape(text: &str) -> String {
 mod tests {
     use super::*;
     use tidings_protocol::{
-        EventData, EventType, Payload, ServerMessage, Topic, WSError, WSEvent, WSReply,
+        EventData, EventType, Payload, PresenceInfo, PresenceMember, PresenceMode, ServerMessage,
+        Topic, WSError, WSEvent, WSReply,
     };
 
     /// The JSON object `message` serializes to.
@@ -228,6 +245,53 @@ mod tests {
         assert_eq!(ended[names::TOPIC], "list:1");
         assert_eq!(ended[names::REASON], "Forbidden");
 
+        let member = PresenceMember {
+            user_id: "u1".into(),
+            info: PresenceInfo::from_json(r#"{"name":"Mom"}"#.into()).unwrap(),
+            connections: 2,
+        };
+        let snapshot = object(
+            WSReply::Presence {
+                topic: Topic::list(1),
+                members: vec![member.clone()],
+            }
+            .into(),
+        );
+        assert_eq!(snapshot[names::ACTION], names::PRESENCE);
+        assert_eq!(snapshot[names::TOPIC], "list:1");
+        assert_eq!(snapshot[names::MEMBERS][0][names::USER_ID], "u1");
+        assert!(!snapshot.contains_key(names::EVENT));
+        let join = object(
+            WSReply::PresenceJoin {
+                topic: Topic::list(1),
+                member,
+            }
+            .into(),
+        );
+        assert_eq!(join[names::ACTION], names::PRESENCE_JOIN);
+        assert_eq!(join[names::TOPIC], "list:1");
+        assert_eq!(join[names::MEMBER][names::USER_ID], "u1");
+        let leave = object(
+            WSReply::PresenceLeave {
+                topic: Topic::list(1),
+                user_id: "u1".into(),
+            }
+            .into(),
+        );
+        assert_eq!(leave[names::ACTION], names::PRESENCE_LEAVE);
+        assert_eq!(leave[names::TOPIC], "list:1");
+        assert_eq!(leave[names::USER_ID], "u1");
+        // The client's levels map onto the wire's modes.
+        assert_eq!(crate::presence::Presence::None.mode(), None);
+        assert_eq!(
+            crate::presence::Presence::Watch.mode(),
+            Some(PresenceMode::Watch)
+        );
+        assert_eq!(
+            crate::presence::Presence::Join.mode(),
+            Some(PresenceMode::Join)
+        );
+
         let error = object(
             WSError {
                 details: Some("why".into()),
@@ -250,11 +314,13 @@ mod tests {
                 topic: Topic::list(123),
                 since: None,
                 position: false,
+                presence: None,
             },
             WSClientMessage::Subscribe {
                 topic: Topic::list(124),
                 since: None,
                 position: true,
+                presence: None,
             },
             WSClientMessage::Unsubscribe {
                 topic: Topic::gifts_all(),
@@ -263,6 +329,7 @@ mod tests {
                 topic: weird,
                 since: None,
                 position: false,
+                presence: None,
             },
             WSClientMessage::Ping,
             WSClientMessage::Refresh {
@@ -278,6 +345,22 @@ mod tests {
                     epoch: "9f3a00c2e1d4b7a6".into(),
                 }),
                 position: true,
+                presence: None,
+            },
+            WSClientMessage::Subscribe {
+                topic: Topic::list(3),
+                since: None,
+                position: true,
+                presence: Some(PresenceMode::Join),
+            },
+            WSClientMessage::Subscribe {
+                topic: Topic::list(4),
+                since: Some(tidings_protocol::StreamPosition {
+                    seq: 2,
+                    epoch: "e".into(),
+                }),
+                position: false,
+                presence: Some(PresenceMode::Watch),
             },
             WSClientMessage::Subscribe {
                 topic: Topic::list(2),
@@ -286,6 +369,7 @@ mod tests {
                     epoch: "odd \"one\"\\\n\u{1}\u{8}".into(),
                 }),
                 position: false,
+                presence: None,
             },
         ] {
             assert_eq!(encode(&m), serde_json::to_string(&m).unwrap());

@@ -7,6 +7,8 @@
 // Prints `harness listening on http://127.0.0.1:PORT` once the server is up. Endpoints:
 //   GET  /info                 → {"ws": "ws://127.0.0.1:P/ws", "http": "http://127.0.0.1:P"}
 //   GET  /token?sub=u1[&scope=publish][&ttl=SECS]  → a JWT (text), from `tidings token`
+//   GET  /token?sub=u1&name=Mom[&ttl=SECS]  → a JWT with a `name` claim (what the server puts in
+//                              a present user's `info`), signed here with the server's secret
 //   POST /publish              body: one WSEvent → {"status": 202, "body": {...}} (publish token)
 //   POST /restart[?signal=KILL|TERM]  → kills the server and starts it again on the SAME port
 //   POST /stop[?signal=KILL|TERM]     → kills the server and leaves it down (TERM: clients get 1012)
@@ -27,7 +29,7 @@
 // SIGTERM/SIGINT: kills the server, then exits. No dependencies beyond Node 20.
 
 import { spawn, spawnSync } from "node:child_process";
-import { createHash, randomBytes } from "node:crypto";
+import { createHash, createHmac, randomBytes } from "node:crypto";
 import { writeFileSync } from "node:fs";
 import { createServer } from "node:http";
 import { createInterface } from "node:readline";
@@ -107,6 +109,14 @@ async function startAgain() {
       await new Promise((r) => setTimeout(r, 100));
     }
   }
+}
+
+/** An HS256 JWT for `sub` with a `name` claim (`tidings token` mints none), valid `ttl` s. */
+function mintNamed(sub, name, ttl) {
+  const part = (o) => Buffer.from(JSON.stringify(o)).toString("base64url");
+  const exp = Math.floor(Date.now() / 1000) + Number(ttl ?? 3600);
+  const unsigned = `${part({ alg: "HS256", typ: "JWT" })}.${part({ sub, name, exp })}`;
+  return `${unsigned}.${createHmac("sha256", SECRET).update(unsigned).digest("base64url")}`;
 }
 
 function mint(sub, scope, ttl) {
@@ -257,6 +267,10 @@ async function handle(req, res) {
       if (!server) await startAgain();
       return send(200, { ws: `ws://127.0.0.1:${port}/ws`, http: `http://127.0.0.1:${port}` });
     case "GET /token":
+      if (url.searchParams.has("name")) {
+        const p = url.searchParams;
+        return send(200, mintNamed(p.get("sub") ?? "u1", p.get("name"), p.get("ttl")), "text/plain");
+      }
       return send(
         200,
         mint(url.searchParams.get("sub") ?? "u1", url.searchParams.get("scope"), url.searchParams.get("ttl")),

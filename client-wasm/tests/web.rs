@@ -310,7 +310,7 @@ async fn connect_subscribe_and_receive_an_event_published_over_http() {
     let client = client(&ws_url().await, &tokens, &[]);
     let inbox = Inbox::new();
     let sub = client
-        .subscribe("list:1".into(), inbox.as_listener())
+        .subscribe("list:1".into(), inbox.as_listener(), None)
         .unwrap();
     ready(&sub).await;
     assert_eq!(state(&client), "open");
@@ -328,8 +328,12 @@ async fn listeners_share_a_subscription_and_unsubscribe_stops_delivery() {
     let tokens = token_source(None);
     let client = client(&ws_url().await, &tokens, &[]);
     let (a, b) = (Inbox::new(), Inbox::new());
-    let sub_a = client.subscribe("list:2".into(), a.as_listener()).unwrap();
-    let sub_b = client.subscribe("list:2".into(), b.as_listener()).unwrap();
+    let sub_a = client
+        .subscribe("list:2".into(), a.as_listener(), None)
+        .unwrap();
+    let sub_b = client
+        .subscribe("list:2".into(), b.as_listener(), None)
+        .unwrap();
     ready(&sub_a).await;
     ready(&sub_b).await;
     // Two listeners, one server subscription: the server delivers to one connection.
@@ -364,7 +368,7 @@ async fn reconnects_and_resubscribes_after_the_server_is_killed_or_restarted() {
     let log = status_log(&client);
     let inbox = Inbox::new();
     let sub = client
-        .subscribe("list:3".into(), inbox.as_listener())
+        .subscribe("list:3".into(), inbox.as_listener(), None)
         .unwrap();
     ready(&sub).await;
 
@@ -406,7 +410,7 @@ async fn a_server_that_stops_answering_pings_is_detected_and_left() {
     let log = status_log(&client);
     let inbox = Inbox::new();
     let sub = client
-        .subscribe("list:4".into(), inbox.as_listener())
+        .subscribe("list:4".into(), inbox.as_listener(), None)
         .unwrap();
     ready(&sub).await;
 
@@ -457,7 +461,7 @@ async fn a_bad_token_ends_unauthorized_without_a_retry_loop() {
     let inbox = Inbox::new();
     assert!(
         client
-            .subscribe("list:5".into(), inbox.as_listener())
+            .subscribe("list:5".into(), inbox.as_listener(), None)
             .is_err()
     );
     client.close();
@@ -470,7 +474,7 @@ async fn closing_the_client_closes_the_socket_and_stops_everything() {
     let log = status_log(&client);
     let inbox = Inbox::new();
     let sub = client
-        .subscribe("list:6".into(), inbox.as_listener())
+        .subscribe("list:6".into(), inbox.as_listener(), None)
         .unwrap();
     ready(&sub).await;
     assert_eq!(publish("list:6", "before").await, 1.0);
@@ -492,7 +496,7 @@ async fn closing_the_client_closes_the_socket_and_stops_everything() {
     assert_eq!(log.count("closed"), 1);
     assert!(!inbox.has("after") && !inbox.has("later"));
     // A subscription's promise settles: rejected once the client is closed.
-    let sub2 = client.subscribe("list:7".into(), inbox.as_listener());
+    let sub2 = client.subscribe("list:7".into(), inbox.as_listener(), None);
     assert!(sub2.is_err());
 }
 
@@ -520,7 +524,7 @@ async fn online_and_visibility_events_check_liveness_at_once() {
     );
     let inbox = Inbox::new();
     let sub = client
-        .subscribe("list:8".into(), inbox.as_listener())
+        .subscribe("list:8".into(), inbox.as_listener(), None)
         .unwrap();
     ready(&sub).await;
     let document = get(&js_sys::global(), "document");
@@ -601,7 +605,7 @@ async fn a_recovered_reconnect_does_not_invalidate() {
     let (queries, _binding) = QueryLog::bind(&client);
     let inbox = Inbox::new();
     let sub = client
-        .subscribe("list:41".into(), inbox.as_listener())
+        .subscribe("list:41".into(), inbox.as_listener(), None)
         .unwrap();
     ready(&sub).await;
     assert_eq!(publish("list:41", "r1").await, 1.0);
@@ -630,7 +634,7 @@ async fn after_an_in_memory_restart_recovery_fails_and_the_topic_is_invalidated(
     let (queries, _binding) = QueryLog::bind(&client);
     let inbox = Inbox::new();
     let sub = client
-        .subscribe("list:42".into(), inbox.as_listener())
+        .subscribe("list:42".into(), inbox.as_listener(), None)
         .unwrap();
     ready(&sub).await;
     assert_eq!(publish("list:42", "k1").await, 1.0);
@@ -660,7 +664,7 @@ async fn short_lived_tokens_are_refreshed_in_band_without_reconnecting() {
     let log = status_log(&client);
     let inbox = Inbox::new();
     let sub = client
-        .subscribe("list:50".into(), inbox.as_listener())
+        .subscribe("list:50".into(), inbox.as_listener(), None)
         .unwrap();
     ready(&sub).await;
     let start = Date::now();
@@ -702,7 +706,7 @@ async fn a_failed_refresh_falls_back_to_4002_and_a_reconnect() {
     let log = status_log(&client);
     let inbox = Inbox::new();
     let sub = client
-        .subscribe("list:51".into(), inbox.as_listener())
+        .subscribe("list:51".into(), inbox.as_listener(), None)
         .unwrap();
     ready(&sub).await;
     wait_for("close 4002", 15_000.0, || {
@@ -828,7 +832,9 @@ async fn scripted_subscribe(
     topic: &str,
     inbox: &Inbox,
 ) -> tidings_client::client::Subscription {
-    let sub = client.subscribe(topic.into(), inbox.as_listener()).unwrap();
+    let sub = client
+        .subscribe(topic.into(), inbox.as_listener(), None)
+        .unwrap();
     assert_eq!(script.wait_actions(topic, 1).await, ["subscribe"]);
     script.send(&[scripted_ack(topic, None)]).await;
     ready(&sub).await;
@@ -945,7 +951,7 @@ async fn a_recovery_that_keeps_failing_is_paced_by_the_backoff() {
     let client = client(&script.url(), &tokens, &[]);
     let inbox = Inbox::new();
     let sub = client
-        .subscribe("list:72".into(), inbox.as_listener())
+        .subscribe("list:72".into(), inbox.as_listener(), None)
         .unwrap();
     ready(&sub).await;
     script
@@ -1067,7 +1073,7 @@ async fn the_offline_event_leaves_open_at_once_and_online_reconnects_at_once() {
     );
     let inbox = Inbox::new();
     let sub = client
-        .subscribe("list:off".into(), inbox.as_listener())
+        .subscribe("list:off".into(), inbox.as_listener(), None)
         .unwrap();
     ready(&sub).await;
     assert_eq!(state(&client), "open");
@@ -1177,7 +1183,7 @@ async fn auto_connect_false_waits_for_connect_and_connect_restarts_after_unautho
     // Subscriptions made while idle wait for the connection.
     let inbox = Inbox::new();
     let sub = client
-        .subscribe("list:api".into(), inbox.as_listener())
+        .subscribe("list:api".into(), inbox.as_listener(), None)
         .unwrap();
 
     client.connect().unwrap();
@@ -1265,7 +1271,7 @@ async fn an_event_excluding_this_connection_does_not_reach_it() {
     other.close();
     let inbox = Inbox::new();
     let sub = client
-        .subscribe("list:91".into(), inbox.as_listener())
+        .subscribe("list:91".into(), inbox.as_listener(), None)
         .unwrap();
     ready(&sub).await;
     let event = format!(
@@ -1295,7 +1301,7 @@ async fn the_token_travels_in_a_subprotocol_and_never_in_a_websocket_url() {
     let client = client(&url, &tokens, &[]);
     let inbox = Inbox::new();
     let sub = client
-        .subscribe("list:14".into(), inbox.as_listener())
+        .subscribe("list:14".into(), inbox.as_listener(), None)
         .unwrap();
     ready(&sub).await;
     assert_eq!(publish("list:14", "p1").await, 1.0);
@@ -1313,7 +1319,7 @@ async fn the_token_travels_in_a_subprotocol_and_never_in_a_websocket_url() {
     set(&options, "tokenTransport", &JsValue::from_str("query"));
     let old_way = TidingsClient::new(options.unchecked_into::<ClientOptions>()).unwrap();
     let sub = old_way
-        .subscribe("list:14".into(), Inbox::new().as_listener())
+        .subscribe("list:14".into(), Inbox::new().as_listener(), None)
         .unwrap();
     ready(&sub).await;
     old_way.close();
@@ -1395,4 +1401,239 @@ async fn a_subscription_the_server_ends_is_reported_and_dropped() {
     assert!(!dropped.has("x1"), "an ended topic's listener got an event");
     assert_eq!(client.topics(), ["list:80"]);
     client.close();
+}
+
+// ---- presence (issue 15) ----
+
+/// One `onPresence` change: the user ids that joined, and those that left.
+type Joins = (Vec<String>, Vec<String>);
+
+/// What `onPresence` told, change by change.
+struct PresenceLog {
+    _listener: Closure<dyn FnMut(JsValue)>,
+    changes: Rc<RefCell<Vec<Joins>>>,
+}
+
+impl PresenceLog {
+    fn joined(&self, user: &str) -> usize {
+        self.changes
+            .borrow()
+            .iter()
+            .filter(|(j, _)| j.iter().any(|u| u == user))
+            .count()
+    }
+    fn left(&self, user: &str) -> usize {
+        self.changes
+            .borrow()
+            .iter()
+            .filter(|(_, l)| l.iter().any(|u| u == user))
+            .count()
+    }
+}
+
+fn user_ids(array: &JsValue) -> Vec<String> {
+    js_sys::Array::from(array)
+        .iter()
+        .map(|m| get(&m, "user_id").as_string().unwrap())
+        .collect()
+}
+
+fn presence_log(client: &TidingsClient, topic: &str) -> PresenceLog {
+    let changes = Rc::new(RefCell::new(Vec::new()));
+    let c = changes.clone();
+    let listener = Closure::<dyn FnMut(JsValue)>::new(move |change: JsValue| {
+        c.borrow_mut().push((
+            user_ids(&get(&change, "joined")),
+            user_ids(&get(&change, "left")),
+        ));
+    });
+    let f: &JsValue = listener.as_ref();
+    // Stops with the client (close() drops every presence listener).
+    let _stop = client.on_presence(topic.into(), f.clone().unchecked_into());
+    PresenceLog {
+        _listener: listener,
+        changes,
+    }
+}
+
+/// `client.presence(topic)` as (user id, info.name, connections).
+fn present(client: &TidingsClient, topic: &str) -> Vec<(String, String, f64)> {
+    let members: JsValue = client.presence(topic).into();
+    js_sys::Array::from(&members)
+        .iter()
+        .map(|m| {
+            (
+                get(&m, "user_id").as_string().unwrap(),
+                get(&get(&m, "info"), "name")
+                    .as_string()
+                    .unwrap_or_default(),
+                get(&m, "connections").as_f64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn member(user: &str, name: &str, connections: f64) -> (String, String, f64) {
+    (user.into(), name.into(), connections)
+}
+
+/// Subscribes with `presence` ("join" / "watch") and waits for the ack.
+async fn subscribe_presence(
+    client: &TidingsClient,
+    topic: &str,
+    presence: &str,
+    inbox: &Inbox,
+) -> tidings_client::client::Subscription {
+    let options: JsValue = Object::new().into();
+    set(&options, "presence", &JsValue::from_str(presence));
+    let sub = client
+        .subscribe(
+            topic.into(),
+            inbox.as_listener(),
+            Some(options.unchecked_into()),
+        )
+        .unwrap();
+    ready(&sub).await;
+    sub
+}
+
+#[wasm_bindgen_test]
+async fn presence_two_tabs_of_one_user_are_one_entry_seen_by_another_client() {
+    let url = ws_url().await;
+    let (mom_tokens, dad_tokens) = (
+        token_source_at("/token?sub=p-mom&name=Mom"),
+        token_source_at("/token?sub=p-dad&name=Dad"),
+    );
+    let inbox = Inbox::new();
+    let dad = client(&url, &dad_tokens, &[]);
+    let dad_log = presence_log(&dad, "list:p1");
+    let _dad_sub = subscribe_presence(&dad, "list:p1", "watch", &inbox).await;
+    let mom1 = client(&url, &mom_tokens, &[]);
+    let _mom1_sub = subscribe_presence(&mom1, "list:p1", "join", &inbox).await;
+    wait_for("Dad sees Mom", 5_000.0, || {
+        present(&dad, "list:p1") == [member("p-mom", "Mom", 1.0)]
+    })
+    .await;
+    // The joiner is in its own snapshot; the watcher is in nobody's.
+    wait_for("Mom sees herself", 5_000.0, || {
+        present(&mom1, "list:p1") == [member("p-mom", "Mom", 1.0)]
+    })
+    .await;
+
+    // A second tab of Mom: the same entry, two connections.
+    let mom2 = client(&url, &mom_tokens, &[]);
+    let mom2_sub = subscribe_presence(&mom2, "list:p1", "join", &inbox).await;
+    wait_for("two connections", 5_000.0, || {
+        present(&dad, "list:p1") == [member("p-mom", "Mom", 2.0)]
+    })
+    .await;
+    assert_eq!(dad_log.joined("p-mom"), 1, "one join for two tabs");
+
+    // Closing one tab keeps her; the other leaving removes her.
+    mom1.close();
+    wait_for("one connection", 5_000.0, || {
+        present(&dad, "list:p1") == [member("p-mom", "Mom", 1.0)]
+    })
+    .await;
+    assert_eq!(dad_log.left("p-mom"), 0);
+    mom2_sub.stop();
+    wait_for("Mom gone", 5_000.0, || present(&dad, "list:p1").is_empty()).await;
+    assert_eq!(dad_log.left("p-mom"), 1);
+    assert_eq!(dad_log.joined("p-dad") + dad_log.left("p-dad"), 0);
+    mom2.close();
+    dad.close();
+}
+
+#[wasm_bindgen_test]
+async fn presence_a_reconnect_delivers_only_the_difference_without_flicker() {
+    let url = ws_url().await;
+    let mom_tokens = token_source_at("/token?sub=p-mom&name=Mom");
+    // Dad's first token dies in 3 s and its refresh fails: the server closes his connection
+    // (4002) and he reconnects with a fresh one, while Mom stays.
+    let dad_tokens = scripted_token_source(|n| match n {
+        1 => Err("/token?sub=p-dad&name=Dad&ttl=3"),
+        2 => Err(""),
+        _ => Err("/token?sub=p-dad&name=Dad"),
+    });
+    let inbox = Inbox::new();
+    let mom = client(&url, &mom_tokens, &[]);
+    let _mom_sub = subscribe_presence(&mom, "list:p2", "join", &inbox).await;
+    let dad = client(&url, &dad_tokens, &[]);
+    let status = status_log(&dad);
+    let dad_log = presence_log(&dad, "list:p2");
+    let _dad_sub = subscribe_presence(&dad, "list:p2", "join", &inbox).await;
+    wait_for("Dad sees Mom and himself", 5_000.0, || {
+        present(&dad, "list:p2") == [member("p-mom", "Mom", 1.0), member("p-dad", "Dad", 1.0)]
+            || present(&dad, "list:p2")
+                == [member("p-dad", "Dad", 1.0), member("p-mom", "Mom", 1.0)]
+    })
+    .await;
+    let before = present(&dad, "list:p2");
+    wait_for("close 4002", 15_000.0, || {
+        status
+            .seen
+            .borrow()
+            .iter()
+            .any(|(s, code, _)| s == "reconnecting" && *code == Some(4002.0))
+    })
+    .await;
+    // While reconnecting the list is kept as it was.
+    assert_eq!(present(&dad, "list:p2"), before);
+    wait_for("open again", 10_000.0, || state(&dad) == "open").await;
+    // Kid arrives after the reconnect: the new subscription watches again.
+    let kid_tokens = token_source_at("/token?sub=p-kid&name=Kid");
+    let kid = client(&url, &kid_tokens, &[]);
+    let _kid_sub = subscribe_presence(&kid, "list:p2", "join", &inbox).await;
+    wait_for("Dad sees Kid", 5_000.0, || {
+        present(&dad, "list:p2").contains(&member("p-kid", "Kid", 1.0))
+    })
+    .await;
+    // Mom, present throughout, never left and rejoined for the app; Dad (himself present
+    // before and after his reconnect) neither; both kept their places.
+    assert_eq!(dad_log.joined("p-mom"), 1, "{:?}", dad_log.changes.borrow());
+    assert_eq!(dad_log.left("p-mom"), 0, "{:?}", dad_log.changes.borrow());
+    assert_eq!(dad_log.joined("p-dad"), 1, "{:?}", dad_log.changes.borrow());
+    assert_eq!(dad_log.left("p-dad"), 0, "{:?}", dad_log.changes.borrow());
+    assert_eq!(present(&dad, "list:p2")[..2], before[..]);
+    kid.close();
+    mom.close();
+    dad.close();
+}
+
+#[wasm_bindgen_test]
+async fn presence_watch_then_join_on_one_topic_is_present_until_the_join_ends() {
+    let url = ws_url().await;
+    let (mom_tokens, dad_tokens) = (
+        token_source_at("/token?sub=p-mom&name=Mom"),
+        token_source_at("/token?sub=p-dad&name=Dad"),
+    );
+    let inbox = Inbox::new();
+    let mom = client(&url, &mom_tokens, &[]);
+    let _mom_sub = subscribe_presence(&mom, "list:p3", "watch", &inbox).await;
+    let dad = client(&url, &dad_tokens, &[]);
+    let _watch = subscribe_presence(&dad, "list:p3", "watch", &inbox).await;
+    sleep(200).await;
+    assert!(
+        present(&mom, "list:p3").is_empty(),
+        "a watcher is not present"
+    );
+    let join = subscribe_presence(&dad, "list:p3", "join", &inbox).await;
+    wait_for("Dad present", 5_000.0, || {
+        present(&mom, "list:p3") == [member("p-dad", "Dad", 1.0)]
+    })
+    .await;
+    join.stop();
+    wait_for("Dad watching only", 5_000.0, || {
+        present(&mom, "list:p3").is_empty()
+    })
+    .await;
+    // Still subscribed: events keep coming.
+    publish_until_received("list:p3", "still-here", &inbox, 5_000.0).await;
+    mom.close();
+    dad.close();
+}
+
+/// A `getToken` that fetches `path` from the harness every time.
+fn token_source_at(path: &'static str) -> TokenSource {
+    scripted_token_source(move |_| Err(path))
 }

@@ -22,6 +22,9 @@
 //!   position (a malformed `since` is an invalid format);
 //! - `subscribe` with `"position": true` asks for the topic's current position in the ack
 //!   (any other value of `position` is ignored, like any extra field);
+//! - `subscribe` with `"presence": "join"` or `"presence": "watch"` asks for the topic's
+//!   [presence](crate::presence) (any other value of `presence` is ignored, like any extra
+//!   field);
 //! - `{"action": "refresh", "token": T}` swaps the connection's token for a fresh one before
 //!   the old one expires; without a token (absent, `null` or `""`):
 //!   [`ParseError::TokenRequired`], answered with `{"error": "Token is required for refresh
@@ -31,6 +34,7 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::action::Action;
 use crate::position::StreamPosition;
+use crate::presence::PresenceMode;
 use crate::server::WSError;
 use crate::topic::{Topic, TopicError};
 
@@ -58,6 +62,12 @@ pub enum WSClientMessage {
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         #[cfg_attr(feature = "ts", ts(as = "Option<bool>", optional))]
         position: bool,
+        /// Be present on the topic and watch its presence (`join`), or only watch it
+        /// (`watch`): a snapshot of the present users follows the ack, then their joins and
+        /// leaves (tidings addition; absent means neither).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[cfg_attr(feature = "ts", ts(optional))]
+        presence: Option<PresenceMode>,
     },
     /// Stop receiving events of `topic`; answered by `{"action":"unsubscribed","topic":T}`.
     Unsubscribe {
@@ -82,11 +92,13 @@ impl std::fmt::Debug for WSClientMessage {
                 topic,
                 since,
                 position,
+                presence,
             } => f
                 .debug_struct("Subscribe")
                 .field("topic", topic)
                 .field("since", since)
                 .field("position", position)
+                .field("presence", presence)
                 .finish(),
             WSClientMessage::Unsubscribe { topic } => {
                 f.debug_struct("Unsubscribe").field("topic", topic).finish()
@@ -152,6 +164,57 @@ struct RawClientMessage {
     /// is ignored, as the seed ignores it).
     #[serde(default)]
     position: TrueOnly,
+    /// Any JSON value: only `"join"` and `"watch"` ask for presence.
+    #[serde(default)]
+    presence: KnownMode,
+}
+
+/// A `presence` field that counts only when it is one of the [`PresenceMode`] names; any
+/// other value is skipped the way the seed skips an unknown field.
+#[derive(Default)]
+struct KnownMode(Option<PresenceMode>);
+
+impl<'de> Deserialize<'de> for KnownMode {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = KnownMode;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_str<E>(self, v: &str) -> Result<KnownMode, E> {
+                Ok(KnownMode(PresenceMode::from_name(v)))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<KnownMode, E> {
+                Ok(KnownMode(None))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<KnownMode, E> {
+                Ok(KnownMode(None))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<KnownMode, E> {
+                Ok(KnownMode(None))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<KnownMode, E> {
+                Ok(KnownMode(None))
+            }
+            fn visit_unit<E>(self) -> Result<KnownMode, E> {
+                Ok(KnownMode(None))
+            }
+            fn visit_none<E>(self) -> Result<KnownMode, E> {
+                Ok(KnownMode(None))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<KnownMode, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(KnownMode(None))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<KnownMode, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(KnownMode(None))
+            }
+        }
+        deserializer.deserialize_any(V)
+    }
 }
 
 /// A field that counts only when it is JSON `true`; any other value is skipped the way the
@@ -238,6 +301,7 @@ impl WSClientMessage {
                 topic,
                 since: raw.since,
                 position: raw.position.0,
+                presence: raw.presence.0,
             },
             Action::Unsubscribe => WSClientMessage::Unsubscribe { topic },
         }))
@@ -264,6 +328,7 @@ mod tests {
                 topic: Topic::list(123),
                 since: None,
                 position: false,
+                presence: None,
             }))
         );
         assert_eq!(
@@ -354,6 +419,7 @@ mod tests {
                     epoch: "e1".into()
                 }),
                 position: false,
+                presence: None,
             }))
         );
         assert!(invalid_format(
@@ -431,10 +497,52 @@ mod tests {
             topic: Topic::list(1),
             since: None,
             position: true,
+            presence: None,
         };
         assert_eq!(
             serde_json::to_string(&sent).unwrap(),
             r#"{"action":"subscribe","topic":"list:1","position":true}"#
+        );
+    }
+
+    #[test]
+    fn presence_is_asked_only_by_its_two_names() {
+        let asks = |extra: &str| match parse(&format!(
+            r#"{{"action":"subscribe","topic":"list:1","presence":{extra}}}"#
+        )) {
+            Ok(Some(ClientMessage::Subscribe { presence, .. })) => presence,
+            other => panic!("{extra}: {other:?}"),
+        };
+        assert_eq!(asks(r#""join""#), Some(PresenceMode::Join));
+        assert_eq!(asks(r#""watch""#), Some(PresenceMode::Watch));
+        for other in [
+            "false",
+            "true",
+            "null",
+            "1",
+            r#""JOIN""#,
+            r#""""#,
+            r#"["join"]"#,
+            r#"{"a":1}"#,
+        ] {
+            assert_eq!(asks(other), None, "{other}");
+        }
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        assert_eq!(asks(&deep), None);
+        // Ping ignores it.
+        assert_eq!(
+            parse(r#"{"action":"ping","presence":"join"}"#),
+            Ok(Some(ClientMessage::Ping))
+        );
+        let sent = WSClientMessage::Subscribe {
+            topic: Topic::list(1),
+            since: None,
+            position: false,
+            presence: Some(PresenceMode::Join),
+        };
+        assert_eq!(
+            serde_json::to_string(&sent).unwrap(),
+            r#"{"action":"subscribe","topic":"list:1","presence":"join"}"#
         );
     }
 
@@ -461,6 +569,7 @@ mod tests {
                 topic: Topic::gifts_all(),
                 since: None,
                 position: false,
+                presence: None,
             })
             .unwrap(),
             r#"{"action":"subscribe","topic":"gifts:all"}"#

@@ -16,6 +16,7 @@
 //! - [`action`]: the names of the actions that take a topic (shared by requests and errors).
 //! - [`position`]: a [`StreamPosition`] in a topic's stream (`seq` + `epoch`), and the
 //!   [`ReadStamp`] a REST response carries in the [`POSITIONS_HEADER`].
+//! - [`presence`]: who is on a topic ([`PresenceMode`], [`PresenceMember`]).
 //! - [`client`]: client → server messages and the seed's exact parsing rules.
 //! - [`server`]: server → client events, replies and error replies.
 //! - [`close`]: WebSocket close codes and whether a client should reconnect after them.
@@ -28,6 +29,7 @@ pub mod client;
 pub mod close;
 pub mod handshake;
 pub mod position;
+pub mod presence;
 pub mod server;
 pub mod topic;
 
@@ -38,6 +40,7 @@ pub use audience::{
 pub use client::{Action, ClientMessage, ParseError, WSClientMessage};
 pub use close::CloseCode;
 pub use position::{POSITIONS_HEADER, ReadStamp, TopicPosition};
+pub use presence::{PresenceInfo, PresenceMember, PresenceMode};
 pub use server::{
     EventData, EventType, MAX_PAYLOAD_DEPTH, Payload, ServerMessage, StreamPosition, WSError,
     WSEvent, WSReply,

@@ -5,7 +5,8 @@
 //! - an event [`WSEvent`]: `{"topic", "event", "data": {"entity_id", "payload", "user_id", "timestamp"}}`;
 //! - a reply [`WSReply`]: `{"action": "subscribed"|"unsubscribed", "topic"}` (a `subscribed`
 //!   may add `recovered`, `seq` and `epoch` for a client that asked), `{"action": "pong"}`
-//!   or `{"action": "refreshed"}`;
+//!   or `{"action": "refreshed"}`; presence frames `{"action": "presence"|"presence_join"|
+//!   "presence_leave", "topic", ..}` (see [`crate::presence`]);
 //! - an error [`WSError`]: `{"error", "details"?}`.
 //!
 //! An event's `payload` is kept as the exact JSON text it was published with ([`Payload`]), so
@@ -19,6 +20,7 @@ use serde_json::value::RawValue;
 
 use crate::action::Action;
 pub use crate::position::StreamPosition;
+use crate::presence::PresenceMember;
 use crate::topic::{Topic, TopicError};
 
 /// What happened to the entity an event is about.
@@ -363,6 +365,34 @@ pub enum WSReply {
         /// The skipped event's epoch.
         epoch: String,
     },
+    /// Who is present on `topic` now: sent once after the `subscribed` ack (and after any
+    /// replay) of a subscribe that asked for `presence`, and again whenever the server had to
+    /// resynchronize (a client replaces what it knew by it). Includes the subscriber itself
+    /// when it joined (tidings addition).
+    Presence {
+        /// The topic.
+        topic: Topic,
+        /// Every present user, once each.
+        members: Vec<PresenceMember>,
+    },
+    /// `member` appeared on `topic`, or its connection count changed: replace any entry with
+    /// the same `user_id` (tidings addition).
+    #[serde(rename = "presence_join")]
+    PresenceJoin {
+        /// The topic.
+        topic: Topic,
+        /// The user as it is now.
+        member: PresenceMember,
+    },
+    /// `user_id`'s last connection on `topic` left (closed, unsubscribed, died, or its node
+    /// died) (tidings addition).
+    #[serde(rename = "presence_leave")]
+    PresenceLeave {
+        /// The topic.
+        topic: Topic,
+        /// The user who left.
+        user_id: String,
+    },
 }
 
 impl WSReply {
@@ -455,6 +485,17 @@ impl WSError {
     /// A message dropped by the per-connection rate limit, or a publish refused by the
     /// per-publisher one (tidings addition).
     pub const RATE_LIMIT_EXCEEDED: &'static str = "Rate limit exceeded";
+    /// A `presence: "join"` refused because the topic already has the most present users the
+    /// server allows (tidings addition; `topic` and `details` are set; the subscription
+    /// stays, and the connection watches the topic's presence without being present).
+    pub const TOO_MANY_PRESENT: &'static str = "Too many present members";
+    /// A `presence: "join"` refused because the info the token's claims give is larger than
+    /// the server allows (tidings addition; `topic` and `details` are set; the subscription
+    /// stays, watching without being present).
+    pub const PRESENCE_INFO_TOO_LARGE: &'static str = "Presence info too large";
+    /// A `presence: "join"` that could not be recorded because the presence store (Redis) is
+    /// unavailable (tidings addition; `topic` is set; the subscription stays).
+    pub const PRESENCE_UNAVAILABLE: &'static str = "Presence unavailable";
     /// A reply the server could not produce (should not happen; tidings addition).
     pub const INTERNAL_ERROR: &'static str = "Internal error";
     /// [`WSError::INTERNAL_ERROR`] as a whole JSON reply, for the one place that cannot

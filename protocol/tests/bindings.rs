@@ -8,8 +8,9 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use tidings_protocol::{
-    EventData, EventType, Payload, PublishAudience, ReadStamp, ServerMessage, StreamPosition,
-    Topic, TopicPosition, WSClientMessage, WSError, WSEvent, WSReply,
+    EventData, EventType, Payload, PresenceInfo, PresenceMember, PresenceMode, PublishAudience,
+    ReadStamp, ServerMessage, StreamPosition, Topic, TopicPosition, WSClientMessage, WSError,
+    WSEvent, WSReply,
 };
 use ts_rs::{Config, TS};
 
@@ -33,6 +34,9 @@ fn export_all() -> Vec<String> {
         TopicPosition,
         ReadStamp,
         WSClientMessage,
+        PresenceMode,
+        PresenceInfo,
+        PresenceMember,
         EventType,
         Payload,
         EventData,

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use serde_json::Value;
-use tidings_protocol::{ClientMessage, EventType, ServerMessage, WSReply};
+use tidings_protocol::{ClientMessage, EventType, PresenceMode, ServerMessage, WSError, WSReply};
 
 fn vectors() -> Vec<(String, String)> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/vectors");
@@ -63,6 +63,9 @@ fn every_vector_parses_into_its_type_and_back() {
                         WSReply::Pong => "pong",
                         WSReply::Refreshed => "refreshed",
                         WSReply::Skipped { .. } => "skipped",
+                        WSReply::Presence { .. } => "presence",
+                        WSReply::PresenceJoin { .. } => "presence_join",
+                        WSReply::PresenceLeave { .. } => "presence_leave",
                     };
                     let reply = &kind["reply-".len()..];
                     assert_eq!(reply.split('-').next(), Some(expected), "{name}");
@@ -114,6 +117,44 @@ fn positions_are_additions_only_for_clients_that_ask() {
         panic!("not a reply")
     };
     assert_eq!(seed_ack.position(), None);
+}
+
+#[test]
+fn presence_is_an_addition_only_for_clients_that_ask() {
+    let seed = ClientMessage::parse(r#"{"action":"subscribe","topic":"list:123"}"#)
+        .unwrap()
+        .unwrap();
+    assert!(matches!(
+        seed,
+        ClientMessage::Subscribe { presence: None, .. }
+    ));
+    for (name, mode) in [
+        ("client-subscribe-presence-join", PresenceMode::Join),
+        ("client-subscribe-presence-watch", PresenceMode::Watch),
+    ] {
+        let asks = ClientMessage::parse(&std::fs::read_to_string(vector(name)).unwrap())
+            .unwrap()
+            .unwrap();
+        assert!(
+            matches!(asks, ClientMessage::Subscribe { presence: Some(m), .. } if m == mode),
+            "{name}"
+        );
+    }
+    let ServerMessage::Reply(WSReply::Presence { members, .. }) =
+        ServerMessage::parse(&std::fs::read_to_string(vector("server-reply-presence")).unwrap())
+            .unwrap()
+    else {
+        panic!("not a snapshot")
+    };
+    assert_eq!(members[0].connections, 2);
+    assert_eq!(members[0].info.get(), r#"{"name":"Mom"}"#);
+    let ServerMessage::Error(error) = ServerMessage::parse(
+        &std::fs::read_to_string(vector("server-error-too-many-present")).unwrap(),
+    )
+    .unwrap() else {
+        panic!("not an error")
+    };
+    assert_eq!(error.error, WSError::TOO_MANY_PRESENT);
 }
 
 fn vector(name: &str) -> PathBuf {

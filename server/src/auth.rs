@@ -92,6 +92,12 @@ pub struct Claims {
         deserialize_with = "lenient_jti"
     )]
     pub jti: Option<String>,
+    /// The presence `info` of this token's user: the configured claims
+    /// ([`Config::with_presence_claims`](crate::Config::with_presence_claims)) the token
+    /// carries, as a JSON object; `None` when it carries none of them (`{}` on the wire). Set
+    /// by the server when it checks the token, never read from a claim of that name.
+    #[serde(skip)]
+    pub presence_info: Option<tidings_protocol::PresenceInfo>,
 }
 
 /// Reads `jti` as a string (a number as its text); other types become `None`, so an odd
@@ -156,6 +162,8 @@ pub(crate) struct Keys {
     /// list is set per token to the one algorithm of the key used.
     validation: Validation,
     jwks: Option<Arc<Jwks>>,
+    /// The claims copied into a user's presence `info`.
+    presence_claims: Box<[String]>,
 }
 
 impl Keys {
@@ -200,6 +208,7 @@ impl Keys {
             }),
             validation,
             jwks,
+            presence_claims: config.presence.claims.clone().into_boxed_slice(),
         }
     }
 
@@ -276,9 +285,23 @@ impl Keys {
     fn decode(&self, token: &str, key: &DecodingKey, alg: Algorithm) -> Result<Claims, AuthError> {
         let mut validation = self.validation.clone();
         validation.algorithms = vec![alg];
-        jsonwebtoken::decode::<Claims>(token, key, &validation)
-            .map(|data| data.claims)
-            .map_err(AuthError::Invalid)
+        // Read as a map first (one signature check), so that the presence claims can be
+        // picked from it; the typed claims are then read from the same map.
+        let map = jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(
+            token,
+            key,
+            &validation,
+        )
+        .map_err(AuthError::Invalid)?
+        .claims;
+        let value = serde_json::Value::Object(map);
+        let mut claims = Claims::deserialize(&value).map_err(|e| {
+            AuthError::Invalid(jsonwebtoken::errors::ErrorKind::Json(Arc::new(e)).into())
+        })?;
+        if let serde_json::Value::Object(map) = &value {
+            claims.presence_info = presence_info(map, &self.presence_claims);
+        }
+        Ok(claims)
     }
 
     /// Signs a token for `sub` valid for `ttl`, with an optional `scope` claim.
@@ -308,10 +331,33 @@ impl Keys {
             scope: scope.map(str::to_owned),
             topics: None,
             jti: None,
+            presence_info: None,
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, encoding)
             .map_err(|e| AuthError::Mint(e.to_string()))
     }
+}
+
+/// The presence `info` of a token: its `claims` that are in `map`, in the configured order, as
+/// one JSON object; `None` when it has none of them.
+fn presence_info(
+    map: &serde_json::Map<String, serde_json::Value>,
+    claims: &[String],
+) -> Option<tidings_protocol::PresenceInfo> {
+    let mut text = String::new();
+    for name in claims {
+        let Some(value) = map.get(name) else { continue };
+        text.push(if text.is_empty() { '{' } else { ',' });
+        // Serializing a string key and a parsed value cannot fail.
+        text.push_str(&serde_json::to_string(name).ok()?);
+        text.push(':');
+        text.push_str(&serde_json::to_string(value).ok()?);
+    }
+    if text.is_empty() {
+        return None;
+    }
+    text.push('}');
+    tidings_protocol::PresenceInfo::from_json(text).ok()
 }
 
 /// The outcome of checking a token against the cached keys.

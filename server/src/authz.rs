@@ -86,6 +86,7 @@ mod tests {
             scope: None,
             topics: topics.map(|t| t.into_iter().map(String::from).collect()),
             jti: None,
+            presence_info: None,
         }
     }
 

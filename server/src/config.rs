@@ -51,6 +51,15 @@ pub const DEFAULT_IDEMPOTENCY_TTL: Duration = Duration::from_secs(600);
 pub const DEFAULT_MAX_IDEMPOTENCY_KEYS: usize = 100_000;
 /// Default of [`Config::with_max_idempotency_bytes`]: 64 MiB of kept answers.
 pub const DEFAULT_MAX_IDEMPOTENCY_BYTES: usize = 64 * 1024 * 1024;
+/// Default of [`Config::with_max_presence_members`]: 1,000 present users per topic.
+pub const DEFAULT_MAX_PRESENCE_MEMBERS: usize = 1000;
+/// Default of [`Config::with_max_presence_info_bytes`]: 256 bytes of info per present user.
+pub const DEFAULT_MAX_PRESENCE_INFO_BYTES: usize = 256;
+/// Default of [`Config::with_presence_claims`]: the `name` claim.
+pub const DEFAULT_PRESENCE_CLAIMS: &[&str] = &["name"];
+/// Default of [`Config::with_presence_ttl`]: 20 seconds (a dead node's users leave within
+/// 25 seconds).
+pub const DEFAULT_PRESENCE_TTL: Duration = Duration::from_secs(20);
 
 /// Default of [`Config::with_jwks_refetch_interval`]: 30 seconds.
 pub const DEFAULT_JWKS_REFETCH_INTERVAL: Duration = Duration::from_secs(30);
@@ -117,6 +126,8 @@ pub struct Config {
     pub(crate) handshake_rate_per_ip: u32,
     pub(crate) handshake_burst_per_ip: u32,
     pub(crate) trusted_proxies: Vec<ipnet::IpNet>,
+    // issue 15: presence
+    pub(crate) presence: PresenceSettings,
 }
 
 impl Config {
@@ -193,6 +204,16 @@ impl Config {
             handshake_rate_per_ip: DEFAULT_HANDSHAKE_RATE_PER_IP,
             handshake_burst_per_ip: DEFAULT_HANDSHAKE_BURST_PER_IP,
             trusted_proxies: Vec::new(),
+            // issue 15: presence
+            presence: PresenceSettings {
+                max_members: DEFAULT_MAX_PRESENCE_MEMBERS,
+                max_info_bytes: DEFAULT_MAX_PRESENCE_INFO_BYTES,
+                claims: DEFAULT_PRESENCE_CLAIMS
+                    .iter()
+                    .map(|c| (*c).to_owned())
+                    .collect(),
+                ttl: DEFAULT_PRESENCE_TTL,
+            },
         }
     }
 
@@ -736,6 +757,55 @@ impl Config {
         self
     }
 
+    // issue 15: presence
+
+    /// Most users present at once on one topic (`"presence":"join"`), one entry per user
+    /// however many connections it has; a join beyond it is answered
+    /// `{"error":"Too many present members","topic":T}` and the connection watches the topic's
+    /// presence without being present (its subscription stays). Also bounds the snapshot a
+    /// watcher receives. Defaults to 1,000 ([`DEFAULT_MAX_PRESENCE_MEMBERS`]); values below 1
+    /// are raised to 1.
+    pub fn with_max_presence_members(mut self, max: usize) -> Self {
+        self.presence.max_members = max.max(1);
+        self
+    }
+
+    /// Most bytes of one present user's `info` (the JSON object built from the
+    /// [presence claims](Config::with_presence_claims) of its token); a join whose info is
+    /// larger is answered `{"error":"Presence info too large","topic":T}` (the subscription
+    /// stays, watching only). Defaults to 256 ([`DEFAULT_MAX_PRESENCE_INFO_BYTES`]).
+    pub fn with_max_presence_info_bytes(mut self, bytes: usize) -> Self {
+        self.presence.max_info_bytes = bytes;
+        self
+    }
+
+    /// The token claims copied into a present user's `info` (those the token carries, with
+    /// their JSON values; `{}` when it carries none). Defaults to `["name"]`
+    /// ([`DEFAULT_PRESENCE_CLAIMS`]); an empty list gives every user `{}`.
+    pub fn with_presence_claims<I, S>(mut self, claims: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.presence.claims = claims.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// With Redis: how long a node's presence entries outlive its last heartbeat. Each node
+    /// renews its heartbeat every quarter of it and sweeps the entries of nodes whose heartbeat
+    /// lapsed as often, so the users of a node that died (killed, cut off) leave on every other
+    /// node within 1.25 × this. Defaults to 20 seconds ([`DEFAULT_PRESENCE_TTL`]); clamped to
+    /// at least 1 second.
+    pub fn with_presence_ttl(mut self, ttl: Duration) -> Self {
+        self.presence.ttl = ttl.max(Duration::from_secs(1));
+        self
+    }
+
+    /// The presence settings in effect.
+    pub fn presence_ttl(&self) -> Duration {
+        self.presence.ttl
+    }
+
     /// The most WebSocket connections in total (after
     /// [`Config::with_max_connections_from_open_file_limit`]).
     pub fn max_connections(&self) -> usize {
@@ -859,6 +929,17 @@ pub(crate) struct Buffers {
     pub(crate) write_buffer_size: usize,
     pub(crate) max_write_buffer_size: usize,
     pub(crate) max_message_size: usize,
+}
+
+/// Presence bounds and sources ([`Config::with_max_presence_members`],
+/// [`Config::with_max_presence_info_bytes`], [`Config::with_presence_claims`],
+/// [`Config::with_presence_ttl`]).
+#[derive(Debug, Clone)]
+pub(crate) struct PresenceSettings {
+    pub(crate) max_members: usize,
+    pub(crate) max_info_bytes: usize,
+    pub(crate) claims: Vec<String>,
+    pub(crate) ttl: Duration,
 }
 
 /// The topic policy, shown as `<policy>` by `Debug`.

@@ -22,7 +22,9 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use bytes::Bytes;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{FutureExt as _, SinkExt, StreamExt};
-use tidings_protocol::{ClientMessage, CloseCode, StreamPosition, Topic, WSError, WSReply};
+use tidings_protocol::{
+    ClientMessage, CloseCode, PresenceMode, StreamPosition, Topic, WSError, WSReply,
+};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep_until, timeout};
 use tracing::Instrument;
@@ -33,6 +35,7 @@ use crate::heartbeat::{Due, Heartbeat};
 use crate::hub::{ConnId, Hub};
 use crate::logging::Escaped;
 use crate::outbox::Outbox;
+use crate::presence::Start;
 use crate::rate::{RATE_LIMIT_EXCEEDED, RateLimiter, Verdict};
 use crate::{Claims, Tidings};
 
@@ -52,6 +55,9 @@ struct Connection {
     hub: Hub,
     outbox: Arc<Outbox>,
     topics: Vec<Topic>,
+    /// The topics of `topics` whose presence it watches (or is present on): empty, without
+    /// an allocation, for a client that never asks.
+    presence: Vec<Topic>,
     max_subscriptions: usize,
     rate: RateLimiter,
     heartbeat: Heartbeat,
@@ -136,6 +142,7 @@ pub(crate) fn start(
         hub,
         outbox,
         topics: Vec::new(),
+        presence: Vec::new(),
         max_subscriptions: config.limits.max_subscriptions_per_connection,
         rate: RateLimiter::new(config.rate_settings(), Instant::now()),
         heartbeat: Heartbeat::new(
@@ -342,11 +349,13 @@ impl Connection {
                 topic,
                 since,
                 position,
-            })) => self.subscribe(topic, since, position),
+                presence,
+            })) => self.subscribe(topic, since, position, presence),
             Ok(Some(ClientMessage::Unsubscribe { topic })) => {
                 if let Some(i) = self.topics.iter().position(|t| *t == topic) {
                     self.topics.swap_remove(i);
                     self.hub.unsubscribe(topic.as_str(), self.id);
+                    self.unwatch(&topic);
                 }
                 self.reply(&WSReply::Unsubscribed {
                     topic,
@@ -398,7 +407,8 @@ impl Connection {
     /// `topics` claim), each with an `unsubscribed` whose `reason` is `Forbidden`, queued
     /// before the `refreshed` reply so that a client reading `refreshed` knows its final set.
     fn drop_forbidden_topics(&mut self) {
-        let policy = &self.tidings.config().topic_policy;
+        let tidings = self.tidings.clone();
+        let policy = &tidings.config().topic_policy;
         let mut i = 0;
         while i < self.topics.len() {
             if policy.allow_subscribe(&self.claims, &self.topics[i]) {
@@ -407,6 +417,7 @@ impl Connection {
             }
             let topic = self.topics.swap_remove(i);
             self.hub.unsubscribe(topic.as_str(), self.id);
+            self.unwatch(&topic);
             self.reply(&WSReply::Unsubscribed {
                 topic,
                 reason: Some(WSReply::REASON_FORBIDDEN.to_owned()),
@@ -414,9 +425,43 @@ impl Connection {
         }
     }
 
+    /// Registers the connection as a watcher of `topic`'s presence (present too for `join`):
+    /// what is returned runs once the ack is queued. The topic policy has allowed the
+    /// subscribe, so presence is allowed with it.
+    fn watch(&mut self, topic: &Topic, mode: PresenceMode) -> Start {
+        if !self.presence.contains(topic) {
+            self.presence.push(topic.clone());
+        }
+        let config = self.tidings.config();
+        self.tidings.presence().watch(
+            topic,
+            self.id,
+            &self.outbox,
+            mode,
+            &self.claims.sub,
+            self.claims.presence_info.as_ref(),
+            config.presence.max_info_bytes,
+        )
+    }
+
+    /// Ends the connection's presence on `topic`, if it had any.
+    fn unwatch(&mut self, topic: &Topic) {
+        if let Some(i) = self.presence.iter().position(|t| t == topic) {
+            self.presence.swap_remove(i);
+            self.tidings.presence().unwatch(topic, self.id);
+        }
+    }
+
     /// `position`: the client asked for the topic's position in the ack (a seed client never
-    /// does, and its ack stays the seed's bytes).
-    fn subscribe(&mut self, topic: Topic, since: Option<StreamPosition>, position: bool) {
+    /// does, and its ack stays the seed's bytes). `presence`: it asked for the topic's
+    /// presence, which follows the ack (a seed client never does).
+    fn subscribe(
+        &mut self,
+        topic: Topic,
+        since: Option<StreamPosition>,
+        position: bool,
+        presence: Option<PresenceMode>,
+    ) {
         if !self.may_subscribe(&topic) {
             return;
         }
@@ -432,7 +477,11 @@ impl Connection {
             let at = position
                 .then(|| self.hub.memory_position(topic.as_str()))
                 .flatten();
+            let start = presence.map(|mode| self.watch(&topic, mode));
             self.reply(&WSReply::subscribed_at(topic, since.map(|_| false), at));
+            if let Some(start) = start {
+                start.run();
+            }
             return;
         }
         {
@@ -454,6 +503,9 @@ impl Connection {
             }
             self.topics.push(topic.clone());
         }
+        // Registered now, so that an unsubscribe or a close before the ack ends it too; run
+        // once the ack is queued.
+        let start = presence.map(|mode| self.watch(&topic, mode));
         let Some(since) = since else {
             match self.hub.external_broker() {
                 // A shared broker, which may not carry the topic to this node yet (its first
@@ -472,7 +524,7 @@ impl Connection {
                             ))
                         }
                     };
-                    self.join_when_ready(broker.clone(), topic, true, position, ack);
+                    self.join_when_ready(broker.clone(), topic, true, position, ack, start);
                 }
                 // Subscribe and read the position under the topic's lock, then confirm:
                 // once the client reads "subscribed", every later event reaches it.
@@ -481,12 +533,14 @@ impl Connection {
                         .subscribe_with_position(&topic, self.id, &self.outbox, |at| {
                             ack_text(&WSReply::subscribed_at(topic.clone(), None, Some(at)))
                         });
+                    start.map(Start::run);
                 }
                 // Subscribe before confirming: once the client reads "subscribed", every
                 // later event of the topic reaches it.
                 None => {
                     self.hub.subscribe(&topic, self.id, &self.outbox);
                     self.reply(&WSReply::subscribed(topic));
+                    start.map(Start::run);
                 }
             }
             return;
@@ -507,6 +561,7 @@ impl Connection {
             None => {
                 self.hub
                     .subscribe_since(&topic, self.id, &self.outbox, &since, ack);
+                start.map(Start::run);
             }
             // Redis: park the connection (live events are held back), fetch the history,
             // then replay and merge. The reader goes on meanwhile.
@@ -526,7 +581,7 @@ impl Connection {
                 if slots.outstanding.fetch_add(1, Ordering::Relaxed) >= self.max_subscriptions {
                     slots.outstanding.fetch_sub(1, Ordering::Relaxed);
                     tracing::debug!(%topic, "too many history fetches queued; not recovered");
-                    self.join_when_ready(broker.clone(), topic, false, false, ack);
+                    self.join_when_ready(broker.clone(), topic, false, false, ack, start);
                     return;
                 }
                 let outstanding = Outstanding(slots);
@@ -564,6 +619,7 @@ impl Connection {
                         }
                     };
                     hub.finish_pending(&topic, id, ticket, Some(&since), recovery, None, ack);
+                    start.map(Start::run);
                 });
             }
         }
@@ -584,6 +640,7 @@ impl Connection {
         recovered: bool,
         position: bool,
         ack: impl FnOnce(bool, Option<StreamPosition>) -> Utf8Bytes + Send + 'static,
+        then: Option<Start>,
     ) {
         let hub = self.hub.clone();
         let id = self.id;
@@ -597,6 +654,7 @@ impl Connection {
         if broker.following() && !position {
             // Every follow asked for, this topic's included, is in effect.
             hub.finish_pending(&topic, id, ticket, None, nothing_missed, None, ack);
+            then.map(Start::run);
             return;
         }
         let outbox = self.outbox.clone();
@@ -618,6 +676,7 @@ impl Connection {
                 None
             };
             hub.finish_pending(&topic, id, ticket, at.as_ref(), nothing_missed, None, ack);
+            then.map(Start::run);
         });
     }
 
@@ -634,6 +693,9 @@ impl Connection {
     fn leave_all(&mut self) {
         for topic in self.topics.drain(..) {
             self.hub.unsubscribe(topic.as_str(), self.id);
+        }
+        for topic in self.presence.drain(..) {
+            self.tidings.presence().unwatch(&topic, self.id);
         }
     }
 }

@@ -278,6 +278,7 @@ mod tests {
             scope: None,
             topics: None,
             jti: jti.map(str::to_owned),
+            presence_info: None,
         }
     }
 

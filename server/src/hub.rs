@@ -158,6 +158,9 @@ struct Inner {
     /// Applies control commands from other nodes (disconnect, revoke) to this node's
     /// sessions; set once by the [`Tidings`](crate::Tidings) handle that owns the sessions.
     on_control: std::sync::OnceLock<crate::broker::OnControl>,
+    /// Takes presence messages from other nodes (issue 15); set once by the
+    /// [`Tidings`](crate::Tidings) handle when its presence is shared (Redis).
+    on_presence: std::sync::OnceLock<Arc<dyn crate::broker::PresenceRelay>>,
 }
 
 impl std::fmt::Debug for Hub {
@@ -183,6 +186,7 @@ impl Hub {
                 broker,
                 memory,
                 on_control: std::sync::OnceLock::new(),
+                on_presence: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -190,6 +194,12 @@ impl Hub {
     /// Where control commands from other nodes go ([`Deliver::control`]); the first call wins.
     pub(crate) fn set_on_control(&self, on_control: crate::broker::OnControl) {
         let _ = self.inner.on_control.set(on_control);
+    }
+
+    /// Where presence messages from other nodes go ([`Deliver::presence`]); the first call
+    /// wins.
+    pub(crate) fn set_on_presence(&self, relay: Arc<dyn crate::broker::PresenceRelay>) {
+        let _ = self.inner.on_presence.set(relay);
     }
 
     /// Publishes `event` synchronously through the in-memory broker and returns how many
@@ -941,6 +951,18 @@ impl Deliver for Hub {
     fn control(&self, command: &[u8]) {
         if let Some(on_control) = self.inner.on_control.get() {
             on_control(command);
+        }
+    }
+
+    fn presence(&self, message: &[u8]) {
+        if let Some(relay) = self.inner.on_presence.get() {
+            relay.message(message);
+        }
+    }
+
+    fn presence_lost(&self) {
+        if let Some(relay) = self.inner.on_presence.get() {
+            relay.lost();
         }
     }
 }

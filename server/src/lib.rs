@@ -56,6 +56,7 @@ pub mod logging;
 mod metrics;
 mod origin;
 mod outbox;
+pub mod presence;
 pub mod publish;
 mod publishers;
 mod rate;
@@ -119,6 +120,8 @@ struct Inner {
     control: Arc<control::Control>,
     /// The `Idempotency-Key`s of `POST /publish{,/batch}`.
     idempotency: idempotency::Store,
+    /// Who is on each topic (issue 15): this node's watchers and the store that shares them.
+    presence: presence::Node,
 }
 
 impl std::fmt::Debug for Tidings {
@@ -216,6 +219,24 @@ impl Tidings {
                 Err(e) => tracing::warn!(error = %e, "ignoring a malformed control message"),
             })
         });
+        // Presence is shared through Redis when the broker is (`Config::with_redis_url`), else
+        // kept on this node.
+        // (A Redis URL always selects the Redis broker: `TidingsBuilder::build` refuses another.)
+        let store: Arc<dyn presence::Presence> = match &config.redis_url {
+            Some(url) => match presence::RedisPresence::new(url.expose(), config.presence.ttl) {
+                Ok(redis) => Arc::new(redis),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot use Redis for presence; one node only");
+                    Arc::new(presence::MemoryPresence::new())
+                }
+            },
+            None => Arc::new(presence::MemoryPresence::new()),
+        };
+        let shared = config.redis_url.is_some();
+        let presence = presence::Node::new(store, config.presence.max_members, broker_stop.clone());
+        if shared {
+            hub.set_on_presence(Arc::new(presence::redis::Relay(presence.clone())));
+        }
         // The broker's background work reaches this node's subscribers through the hub's
         // `Deliver` side only.
         broker
@@ -239,6 +260,7 @@ impl Tidings {
                     config.max_idempotency_keys,
                     config.max_idempotency_bytes,
                 ),
+                presence,
                 config,
                 shutdown,
                 connections: TaskTracker::new(),
@@ -378,6 +400,11 @@ impl Tidings {
             Some(stored) => self.inner.idempotency.finish(publisher, key, stored),
             None => self.inner.idempotency.release(publisher, key),
         }
+    }
+
+    /// This node's presence (issue 15): its watchers and present entries.
+    pub fn presence(&self) -> &presence::Node {
+        &self.inner.presence
     }
 
     fn sessions(&self) -> &Arc<control::Sessions> {

@@ -124,6 +124,20 @@ struct Cli {
     /// `Config::with_max_history_fetches_per_connection`.
     #[arg(long, env = "MAX_HISTORY_FETCHES_PER_CONNECTION", global = true)]
     max_history_fetches_per_connection: Option<usize>,
+    /// Most users present at once on one topic; see `Config::with_max_presence_members`.
+    #[arg(long, env = "MAX_PRESENCE_MEMBERS", default_value_t = config::DEFAULT_MAX_PRESENCE_MEMBERS, global = true)]
+    max_presence_members: usize,
+    /// Most bytes of one present user's info; see `Config::with_max_presence_info_bytes`.
+    #[arg(long, env = "MAX_PRESENCE_INFO_BYTES", default_value_t = config::DEFAULT_MAX_PRESENCE_INFO_BYTES, global = true)]
+    max_presence_info_bytes: usize,
+    /// Token claims copied into a present user's info, comma-separated (empty: none); see
+    /// `Config::with_presence_claims`.
+    #[arg(long, env = "PRESENCE_CLAIMS", default_value_t = config::DEFAULT_PRESENCE_CLAIMS.join(","), global = true)]
+    presence_claims: String,
+    /// With Redis: seconds a node's presence entries outlive its last heartbeat (its users
+    /// leave everywhere within 1.25 times this after it dies); see `Config::with_presence_ttl`.
+    #[arg(long, env = "PRESENCE_TTL_SECS", default_value_t = config::DEFAULT_PRESENCE_TTL.as_secs(), global = true)]
+    presence_ttl_secs: u64,
     /// Seconds of clock skew allowed when checking a token's `exp`/`nbf` (at most 60; a
     /// connection closes 4002 at `exp` plus this); see `Config::with_jwt_leeway`.
     #[arg(long, env = "JWT_LEEWAY_SECS", default_value_t = config::DEFAULT_JWT_LEEWAY.as_secs(), global = true)]
@@ -313,6 +327,15 @@ fn config(cli: &Cli, secret: String) -> Config {
         .with_idempotency_ttl(Duration::from_secs(cli.idempotency_ttl_secs))
         .with_max_idempotency_keys(cli.max_idempotency_keys)
         .with_max_idempotency_bytes(cli.max_idempotency_bytes)
+        .with_max_presence_members(cli.max_presence_members)
+        .with_max_presence_info_bytes(cli.max_presence_info_bytes)
+        .with_presence_claims(
+            cli.presence_claims
+                .split(',')
+                .map(str::trim)
+                .filter(|c| !c.is_empty()),
+        )
+        .with_presence_ttl(Duration::from_secs(cli.presence_ttl_secs))
         .with_redis_url(redis_url)
         .with_metrics_token(cli.metrics_token.clone())
         // With a private metrics listener, the public router does not serve them.

@@ -114,6 +114,10 @@ pub(crate) struct Gauges {
     pub(crate) history_bytes: u64,
     /// Topics holding in-memory history.
     pub(crate) history_topics: u64,
+    /// Present (topic, user) entries this node holds (issue 15).
+    pub(crate) presence_entries: u64,
+    /// (connection, topic) pairs watching presence on this node.
+    pub(crate) presence_watchers: u64,
 }
 
 impl Gauges {
@@ -127,6 +131,8 @@ impl Gauges {
             topics: hub.topic_count() as u64,
             history_bytes: hub.history_bytes() as u64,
             history_topics: hub.history_topic_count() as u64,
+            presence_entries: tidings.presence().entry_count() as u64,
+            presence_watchers: tidings.presence().watcher_count() as u64,
         }
     }
 }
@@ -171,6 +177,18 @@ pub(crate) fn render(gauges: Gauges, m: &Metrics) -> String {
         "gauge",
         "Topics holding in-memory history.",
         gauges.history_topics,
+    );
+    metric(
+        "tidings_presence_entries",
+        "gauge",
+        "Present (topic, user) entries this node holds (one per user however many connections).",
+        gauges.presence_entries,
+    );
+    metric(
+        "tidings_presence_watchers",
+        "gauge",
+        "Connections watching a topic's presence on this node (connection, topic pairs).",
+        gauges.presence_watchers,
     );
     metric(
         "tidings_messages_in_total",
@@ -296,6 +314,8 @@ mod tests {
             topics: 0,
             history_bytes: 0,
             history_topics: 0,
+            presence_entries: 0,
+            presence_watchers: 0,
         };
         let text = render(gauges, &m);
         assert!(text.contains("tidings_fanout_seconds_bucket{le=\"0.000005\"} 1\n"));
@@ -317,6 +337,8 @@ mod tests {
             topics: 950_000,
             history_bytes: 1 << 28,
             history_topics: 100_000,
+            presence_entries: 5_000,
+            presence_watchers: 9_000,
         };
         let text = render(gauges, &Metrics::default());
         assert!(text.contains("\ntidings_topics 950000\n"));
@@ -330,6 +352,8 @@ mod tests {
                 topics: 1,
                 history_bytes: 1,
                 history_topics: 1,
+                presence_entries: 1,
+                presence_watchers: 1,
             },
             &Metrics::default(),
         );

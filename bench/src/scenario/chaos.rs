@@ -777,6 +777,7 @@ async fn client(
                     since: positions.get(&t).cloned(),
                     // The seed's client rules: no position in the ack.
                     position: false,
+                    presence: None,
                 };
                 asked.insert(t, positions.get(&t).map(|p| p.seq));
                 let Ok(text) = serde_json::to_string(&frame) else {

@@ -4,6 +4,7 @@
 //! - [`pubsub`]: `fanout` (publish as fast as the server takes it) and `latency` (fixed event
 //!   rate), both counting the server's CPU per delivered message.
 //! - [`handshake`]: connect + auth + subscribe + ack + close, as fast as possible.
+//! - [`presence`]: memory per present connection and CPU per presence join/leave (issue 15).
 //! - [`chaos`]: clients with the real reconnect rules against a cluster while faults happen,
 //!   checked for lost, duplicated and reordered events (issue 17).
 //!
@@ -12,6 +13,7 @@
 pub mod chaos;
 pub mod handshake;
 pub mod idle;
+pub mod presence;
 pub mod pubsub;
 
 use std::time::Duration;

@@ -11,6 +11,7 @@
 use wasm_bindgen::JsValue;
 
 use crate::browser::get;
+use crate::presence::Member;
 use crate::wire::names;
 
 /// One decoded server frame.
@@ -43,6 +44,20 @@ pub(super) enum Inbound {
     /// `{"action": "unsubscribed", "topic", "reason"}`: the server ended the subscription by
     /// itself (`WSReply::Unsubscribed` with a reason: a refreshed token no longer allows it).
     Ended { topic: String, reason: String },
+    /// `{"action": "presence", "topic", "members"}` (`WSReply::Presence`): everyone present
+    /// on `topic` now.
+    Presence {
+        topic: String,
+        members: Vec<Member<JsValue>>,
+    },
+    /// `{"action": "presence_join", "topic", "member"}` (`WSReply::PresenceJoin`): a user
+    /// appeared, or its entry changed.
+    PresenceJoin {
+        topic: String,
+        member: Member<JsValue>,
+    },
+    /// `{"action": "presence_leave", "topic", "user_id"}` (`WSReply::PresenceLeave`).
+    PresenceLeave { topic: String, user_id: String },
     /// An error reply (`ServerMessage::Error`): its text (with `details`, if any) and topic.
     Error { topic: Option<String>, text: String },
     /// Anything else — `unsubscribed` (asked for by the client), `pong`, an event without a topic, an unknown shape: it
@@ -62,6 +77,19 @@ fn seq(msg: &JsValue) -> Option<u64> {
 /// A frame's `seq` and `epoch`, when it has both.
 pub(super) fn position(msg: &JsValue) -> Option<(u64, String)> {
     Some((seq(msg)?, get(msg, names::EPOCH).as_string()?))
+}
+
+/// A present user's object (`PresenceMember`) as the roster keeps it: its `user_id`, its JSON
+/// text as the key (a new count or info is a change) and the object itself for the app.
+/// `None` without a string `user_id`.
+fn member(value: JsValue) -> Option<Member<JsValue>> {
+    let user_id = get(&value, names::USER_ID).as_string()?;
+    let key = js_sys::JSON::stringify(&value).ok()?.into();
+    Some(Member {
+        user_id,
+        key,
+        value,
+    })
 }
 
 /// The frame is not JSON.
@@ -94,6 +122,25 @@ pub(super) fn decode(text: &str) -> Result<Inbound, NotJson> {
             (_, names::REFRESHED) => Inbound::Refreshed,
             (Some(topic), names::SKIPPED) => match position(&msg) {
                 Some((seq, epoch)) => Inbound::Skipped { topic, seq, epoch },
+                None => Inbound::Other,
+            },
+            (Some(topic), names::PRESENCE) => {
+                let members = get(&msg, names::MEMBERS);
+                if !js_sys::Array::is_array(&members) {
+                    return Ok(Inbound::Other);
+                }
+                let members = js_sys::Array::from(&members)
+                    .iter()
+                    .filter_map(member)
+                    .collect();
+                Inbound::Presence { topic, members }
+            }
+            (Some(topic), names::PRESENCE_JOIN) => match member(get(&msg, names::MEMBER)) {
+                Some(member) => Inbound::PresenceJoin { topic, member },
+                None => Inbound::Other,
+            },
+            (Some(topic), names::PRESENCE_LEAVE) => match get(&msg, names::USER_ID).as_string() {
+                Some(user_id) => Inbound::PresenceLeave { topic, user_id },
                 None => Inbound::Other,
             },
             (Some(topic), names::UNSUBSCRIBED) => match get(&msg, names::REASON).as_string() {

@@ -22,14 +22,13 @@ use std::cell::RefCell;
 use std::rc::{Rc, Weak};
 
 use js_sys::{Function, Object, Promise};
-use tidings_protocol::{
-    MAX_TOPIC_LEN, POSITIONS_HEADER, StreamPosition, Topic, TopicError, WSClientMessage,
-};
+use tidings_protocol::{MAX_TOPIC_LEN, POSITIONS_HEADER, Topic, TopicError, WSClientMessage};
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 
 use crate::backoff::Backoff;
 use crate::browser::{self, Listener};
+use crate::presence::Presence;
 use crate::status::StatusMachine;
 use crate::topics::{ListenerId, StampAction, TopicSet};
 use crate::wire;
@@ -41,8 +40,8 @@ use state::{Inner, Shared};
 
 #[wasm_bindgen(typescript_custom_section)]
 const TS_TYPES: &str = r#"
-import type { WSEvent } from "./types/index.js";
-export type { EventData, EventType, Payload, ServerMessage, Topic, WSClientMessage, WSError, WSEvent, WSReply } from "./types/index.js";
+import type { PresenceMember, PresenceMode, WSEvent } from "./types/index.js";
+export type { EventData, EventType, Payload, PresenceInfo, PresenceMember, PresenceMode, ServerMessage, Topic, WSClientMessage, WSError, WSEvent, WSReply } from "./types/index.js";
 
 /** A TanStack Query key. */
 export type QueryKey = readonly unknown[];
@@ -116,6 +115,30 @@ export interface TidingsClientOptions {
 /** Called with every event of a subscribed topic. */
 export type TopicListener = (event: WSEvent) => void;
 
+/** Options of `subscribe`. */
+export interface SubscribeOptions {
+  /**
+   * `"join"`: be present on the topic (one entry per user, however many tabs) and see who else
+   * is; `"watch"`: see who is present without being present. Read them with
+   * `client.presence(topic)` and `client.onPresence(topic, listener)`. Absent: no presence.
+   */
+  presence?: PresenceMode;
+}
+
+/** What an `onPresence` listener is called with. */
+export interface PresenceChange {
+  readonly topic: string;
+  /** Everyone present now (what `client.presence(topic)` returns). */
+  readonly members: readonly PresenceMember[];
+  /** Users that were not present before. */
+  readonly joined: readonly PresenceMember[];
+  /** Users no longer present, as last seen. */
+  readonly left: readonly PresenceMember[];
+}
+
+/** Called when the users present on a topic change (see `onPresence`). */
+export type PresenceListener = (change: PresenceChange) => void;
+
 /** Called with the current status at once, then with each new one (see `onStatus`). */
 export type StatusListener = (status: ConnectionStatus) => void;
 
@@ -159,6 +182,15 @@ extern "C" {
     /// `(event: WSEvent) => void` (TypeScript).
     #[wasm_bindgen(typescript_type = "TopicListener")]
     pub type TopicListener;
+    /// `SubscribeOptions` (TypeScript).
+    #[wasm_bindgen(typescript_type = "SubscribeOptions")]
+    pub type SubscribeOptions;
+    /// `readonly PresenceMember[]` (TypeScript).
+    #[wasm_bindgen(typescript_type = "readonly PresenceMember[]")]
+    pub type PresenceMembers;
+    /// `(change: PresenceChange) => void` (TypeScript).
+    #[wasm_bindgen(typescript_type = "PresenceListener")]
+    pub type PresenceListener;
     /// `(status: ConnectionStatus) => void` (TypeScript).
     #[wasm_bindgen(typescript_type = "StatusListener")]
     pub type StatusListener;
@@ -304,18 +336,38 @@ impl TidingsClient {
     /// The returned subscription's `unsubscribe` is a bound function: `return
     /// client.subscribe(topic, f).unsubscribe` is a complete React effect.
     ///
+    /// `options.presence`: `"join"` makes this client present on the topic (and shows who
+    /// else is), `"watch"` shows who is present without being present; read them with
+    /// [`presence`](Self::presence) and [`onPresence`](Self::on_presence). The topic's
+    /// subscription carries the strongest presence of its listeners; when that changes the
+    /// client subscribes again (from its position: nothing is missed).
+    ///
     /// # Errors
-    /// Throws for an invalid topic name or a closed client.
+    /// Throws for an invalid topic name, an invalid `options.presence` or a closed client.
     pub fn subscribe(
         &self,
         topic: String,
         listener: TopicListener,
+        options: Option<SubscribeOptions>,
     ) -> Result<Subscription, JsError> {
         Topic::check(&topic).map_err(|e| topic_error(&topic, &e))?;
         let listener: Function = listener.unchecked_into();
         if !listener.is_function() {
             return Err(JsError::new("the listener must be a function"));
         }
+        let presence = match options.map(|o| browser::get(&o, "presence")) {
+            None => Presence::None,
+            Some(p) if p.is_undefined() || p.is_null() => Presence::None,
+            Some(p) => match p.as_string().as_deref() {
+                Some("join") => Presence::Join,
+                Some("watch") => Presence::Watch,
+                _ => {
+                    return Err(JsError::new(
+                        "options.presence must be \"join\" or \"watch\"",
+                    ));
+                }
+            },
+        };
         let mut halves = None;
         let ready = Promise::new(&mut |resolve, reject| halves = Some(Ready { resolve, reject }));
         let Some(halves) = halves else {
@@ -330,23 +382,23 @@ impl TidingsClient {
             if inner.machine.is_final() {
                 return Err(JsError::new("the client is closed"));
             }
-            let added = inner.topics.add(&topic, listener, halves);
+            let added = inner
+                .topics
+                .add_with_presence(&topic, listener, halves, presence);
             if added.send_subscribe {
                 if let (Some(socket), Ok(t)) = (inner.socket(), Topic::new(topic.clone())) {
-                    socket.send(&WSClientMessage::Subscribe {
-                        topic: t,
-                        since: added
-                            .since
-                            .map(|(seq, epoch)| StreamPosition { seq, epoch }),
-                        position: true,
-                    });
+                    socket.send(&socket::subscribe(t, added.since, presence));
                 }
             }
-            let effects: Vec<Effect> = added
+            if let Some(resend) = added.resend {
+                socket::resubscribe(&inner, &topic, resend.since);
+            }
+            let mut effects: Vec<Effect> = added
                 .ready_now
                 .into_iter()
                 .map(|r| Effect::Call(r.resolve, JsValue::UNDEFINED))
                 .collect();
+            effects.extend(inner.sync_presence(&topic));
             (added.id, effects)
         };
         run(effects);
@@ -356,6 +408,32 @@ impl TidingsClient {
             topic,
             ready,
         })
+    }
+
+    /// The users present on `topic` (subscribed with `presence`), one entry per user: a frozen
+    /// array, the same object until they change (fit for React's `useSyncExternalStore`).
+    /// Empty until the server's first snapshot, and for a topic not subscribed with presence.
+    /// Kept while reconnecting; the snapshot after the reconnect changes only what changed.
+    pub fn presence(&self, topic: &str) -> PresenceMembers {
+        self.inner.borrow_mut().presence_js(topic).unchecked_into()
+    }
+
+    /// Calls `listener` with `{ topic, members, joined, left }` whenever the users present on
+    /// `topic` change (a join, a leave, another tab of a present user; after a reconnect only
+    /// the difference). Not called at once: read [`presence`](Self::presence) for the current
+    /// members. Presence must be asked for with `subscribe(topic, f, { presence })`. Returns
+    /// a function that stops it.
+    #[wasm_bindgen(js_name = onPresence)]
+    pub fn on_presence(&self, topic: String, listener: PresenceListener) -> Disposer {
+        let id = {
+            let mut inner = self.inner.borrow_mut();
+            let id = inner.id();
+            inner
+                .presence_listeners
+                .push((id, topic, listener.unchecked_into()));
+            id
+        };
+        disposer(&self.inner, DisposeKind::Presence, id)
     }
 
     /// Invalidates `queryClient`'s queries on events (and once per topic after a reconnect)
@@ -402,6 +480,8 @@ impl TidingsClient {
                 .collect();
             effects.extend(inner.status_changed());
             inner.status_listeners.clear();
+            inner.rosters.clear();
+            inner.presence_listeners.clear();
             effects
         };
         run(effects);
@@ -438,7 +518,9 @@ impl TidingsClient {
                     StampAction::Invalidate => {
                         effects.extend(effects::invalidations_for_topic(&inner.bindings, &topic));
                     }
-                    StampAction::Resubscribe(since) => socket::resubscribe(&inner, &topic, since),
+                    StampAction::Resubscribe(since) => {
+                        socket::resubscribe(&inner, &topic, Some(since))
+                    }
                 }
             }
             effects
@@ -485,6 +567,8 @@ enum DisposeKind {
     Binding,
     /// A topic listener (`subscription.unsubscribe`).
     Listener,
+    /// An `onPresence` listener.
+    Presence,
 }
 
 /// Backs the `() => void` functions `onStatus` and `bindQueryClient` return and
@@ -512,6 +596,7 @@ impl Dispose {
         match self.kind {
             DisposeKind::Status => inner.status_listeners.retain(|(i, _, _)| *i != self.id),
             DisposeKind::Binding => inner.bindings.retain(|b| b.id != self.id),
+            DisposeKind::Presence => inner.presence_listeners.retain(|(i, _, _)| *i != self.id),
             DisposeKind::Listener => {}
         }
     }
@@ -586,20 +671,21 @@ fn unsubscribe_listener(rc: &Shared, id: ListenerId) {
             return;
         };
         if removed.send_unsubscribe {
-            if let (Some(socket), Ok(topic)) = (inner.socket(), Topic::new(removed.topic)) {
+            if let (Some(socket), Ok(topic)) = (inner.socket(), Topic::new(removed.topic.clone())) {
                 socket.send(&WSClientMessage::Unsubscribe { topic });
             }
         }
-        removed
-            .unsettled
-            .map(|r| {
-                Effect::Call(
-                    r.reject,
-                    js_error("tidings: unsubscribed before the server acknowledged"),
-                )
-            })
-            .into_iter()
-            .collect::<Vec<_>>()
+        if let Some(resend) = removed.resend {
+            socket::resubscribe(&inner, &removed.topic, resend.since);
+        }
+        let mut effects = inner.sync_presence(&removed.topic);
+        effects.extend(removed.unsettled.map(|r| {
+            Effect::Call(
+                r.reject,
+                js_error("tidings: unsubscribed before the server acknowledged"),
+            )
+        }));
+        effects
     };
     run(effects);
 }

@@ -22,6 +22,7 @@ use super::inbound::{Inbound, decode};
 use super::state::{Inner, Phase, Shared, guarded, timer};
 use crate::browser::{self, Socket, Timeout};
 use crate::keepalive::{Keepalive, Tick};
+use crate::presence::Presence;
 use crate::refresh::{TokenRefresh, jwt_payload};
 use crate::status::Decision;
 
@@ -142,13 +143,10 @@ fn on_open(rc: &Shared) {
         };
         let reconnect = inner.machine.socket_opened();
         for (topic, since) in inner.topics.on_open(reconnect) {
+            // With the same presence as before: the new snapshot is compared with the roster.
+            let presence = inner.topics.presence(&topic);
             if let Ok(topic) = Topic::new(topic) {
-                let since = since.map(|(seq, epoch)| StreamPosition { seq, epoch });
-                socket.send(&WSClientMessage::Subscribe {
-                    topic,
-                    since,
-                    position: true,
-                });
+                socket.send(&subscribe(topic, since, presence));
             }
         }
         let now = js_sys::Date::now();
@@ -257,7 +255,7 @@ fn on_message(rc: &Shared, data: JsValue) {
                         effects.extend(invalidations_for_topic(&inner.bindings, &topic));
                     }
                     if let Some(since) = ack.resubscribe {
-                        resubscribe(&inner, &topic, since);
+                        resubscribe(&inner, &topic, Some(since));
                     }
                 }
             }
@@ -291,7 +289,13 @@ fn on_message(rc: &Shared, data: JsValue) {
                 text,
             } => {
                 let err = js_error(&format!("tidings: {topic}: {text}"));
-                for r in inner.topics.on_refused(&topic) {
+                let refused = inner.topics.on_refused(&topic);
+                if refused.is_empty() {
+                    // After the ack: the subscription stands (e.g. a `join` refused because
+                    // the topic has too many present users: it only watches).
+                    browser::report("tidings: the server answered", &err);
+                }
+                for r in refused {
                     effects.push(Effect::Call(r.reject, err.clone()));
                 }
             }
@@ -299,6 +303,7 @@ fn on_message(rc: &Shared, data: JsValue) {
                 // The subscription is over for good on this token: drop it (no resubscribe),
                 // and tell the app.
                 if let Some(waiting) = inner.topics.on_ended(&topic) {
+                    effects.extend(inner.sync_presence(&topic));
                     let err = js_error(&format!("tidings: {topic}: {reason}"));
                     for r in waiting {
                         effects.push(Effect::Call(r.reject, err.clone()));
@@ -311,6 +316,18 @@ fn on_message(rc: &Shared, data: JsValue) {
                         None => browser::report("tidings: the server ended a subscription", &ended),
                     }
                 }
+            }
+            Inbound::Presence { topic, members } => {
+                let change = inner.rosters.snapshot(&topic, members);
+                effects.extend(inner.presence_changed(&topic, change));
+            }
+            Inbound::PresenceJoin { topic, member } => {
+                let change = inner.rosters.join(&topic, member);
+                effects.extend(inner.presence_changed(&topic, change));
+            }
+            Inbound::PresenceLeave { topic, user_id } => {
+                let change = inner.rosters.leave(&topic, &user_id);
+                effects.extend(inner.presence_changed(&topic, change));
             }
             Inbound::Error { topic: None, text } => {
                 browser::report("tidings: the server answered", &JsValue::from_str(&text));
@@ -332,21 +349,34 @@ fn recover_topic(rc: &Shared, topic: &str) {
     let Some(since) = inner.topics.recover_now(topic) else {
         return;
     };
-    resubscribe(&inner, topic, since);
+    resubscribe(&inner, topic, Some(since));
 }
 
 /// Sends `unsubscribe`, then `subscribe` with `since` (the server answers a subscribe for a
-/// topic it already has with `recovered: false` at once, hence the unsubscribe first).
-pub(super) fn resubscribe(inner: &Inner, topic: &str, (seq, epoch): (u64, String)) {
+/// topic it already has with `recovered: false` at once, hence the unsubscribe first), and
+/// with the topic's presence (a new snapshot follows the ack).
+pub(super) fn resubscribe(inner: &Inner, topic: &str, since: Option<(u64, String)>) {
+    let presence = inner.topics.presence(topic);
     if let (Some(socket), Ok(topic)) = (inner.socket(), Topic::new(topic.to_owned())) {
         socket.send(&WSClientMessage::Unsubscribe {
             topic: topic.clone(),
         });
-        socket.send(&WSClientMessage::Subscribe {
-            topic,
-            since: Some(StreamPosition { seq, epoch }),
-            position: true,
-        });
+        socket.send(&subscribe(topic, since, presence));
+    }
+}
+
+/// The `subscribe` of `topic` from `since`, asking for the topic's position in the ack and
+/// for `presence`.
+pub(super) fn subscribe(
+    topic: Topic,
+    since: Option<(u64, String)>,
+    presence: Presence,
+) -> WSClientMessage {
+    WSClientMessage::Subscribe {
+        topic,
+        since: since.map(|(seq, epoch)| StreamPosition { seq, epoch }),
+        position: true,
+        presence: presence.mode(),
     }
 }
 
@@ -390,7 +420,20 @@ fn end(inner: &mut Inner, rc: &Shared, decision: Decision) -> Vec<Effect> {
                 _timer: timer(&weak, generation, delay_ms, start_attempt),
             };
         }
-        Decision::Stop => inner.window_listeners.clear(),
+        Decision::Stop => {
+            inner.window_listeners.clear();
+            // No connection will tell who comes and goes: nobody is shown present.
+            let mut effects = Vec::new();
+            let topics: Vec<String> = inner.topics.topics().map(str::to_owned).collect();
+            for topic in topics {
+                let gone = inner.rosters.unwatch(&topic);
+                effects.extend(inner.presence_changed(&topic, gone));
+                // Watched again, empty, for the snapshot of a connection `connect()` starts.
+                effects.extend(inner.sync_presence(&topic));
+            }
+            effects.extend(inner.status_changed());
+            return effects;
+        }
     }
     inner.status_changed()
 }

@@ -2,7 +2,8 @@
 //!
 //! One `Rc<RefCell<Inner>>` ([`Shared`]) holds everything: the options, the status machine, the
 //! topics, the [`Phase`] of the connection (which owns the socket and its timers, so replacing
-//! the phase cancels them), the listeners and the query-client bindings. Browser callbacks
+//! the phase cancels them), the listeners, the query-client bindings and the presence rosters
+//! (which outlive the phase: a reconnect compares its snapshots with them). Browser callbacks
 //! (socket handlers, timers, `getToken`'s promise) hold only a `Weak` to it plus the generation
 //! of the connection attempt they belong to. [`Inner::next_generation`] is the one place the
 //! generation moves (a new attempt, a connection that ended, `close()`), and [`guarded`] is the
@@ -18,8 +19,9 @@ use wasm_bindgen::JsValue;
 
 use super::effects::{Binding, Effect, Ready, status_to_js};
 use super::options::Config;
-use crate::browser::{Listener, Socket, Timeout};
+use crate::browser::{self, Listener, Socket, Timeout};
 use crate::keepalive::Keepalive;
+use crate::presence::{Change, Presence, Rosters};
 use crate::refresh::TokenRefresh;
 use crate::status::{Status, StatusMachine};
 use crate::topics::TopicSet;
@@ -70,6 +72,12 @@ pub(super) struct Inner {
     status_js: JsValue,
     pub(super) bindings: Vec<Binding>,
     pub(super) window_listeners: Vec<Listener>,
+    /// The present users of every topic subscribed with presence (kept across reconnects).
+    pub(super) rosters: Rosters<JsValue>,
+    /// `onPresence` listeners: id, topic, function.
+    pub(super) presence_listeners: Vec<(u32, String, Function)>,
+    /// The frozen empty array: every topic nobody is present on (the same object each time).
+    no_members: JsValue,
     next_id: u32,
 }
 
@@ -93,6 +101,9 @@ impl Inner {
             status_js,
             bindings: Vec::new(),
             window_listeners: Vec::new(),
+            rosters: Rosters::new(),
+            presence_listeners: Vec::new(),
+            no_members: frozen(js_sys::Array::new()),
             next_id: 0,
         }
     }
@@ -139,6 +150,61 @@ impl Inner {
             .collect()
     }
 
+    /// `topic`'s present users as a frozen array: the same object until they change (fit for
+    /// React's `useSyncExternalStore`).
+    pub(super) fn presence_js(&mut self, topic: &str) -> JsValue {
+        if let Some(members) = self.rosters.cached(topic) {
+            return members.clone();
+        }
+        let members: js_sys::Array = self.rosters.members(topic).collect();
+        if members.length() == 0 {
+            return self.no_members.clone();
+        }
+        let members = frozen(members);
+        self.rosters.cache(topic, members.clone());
+        members
+    }
+
+    /// `topic`'s members changed (their cached array went with the change): its
+    /// `onPresence` listeners are called with `{ topic, members, joined, left }`.
+    pub(super) fn presence_changed(
+        &mut self,
+        topic: &str,
+        change: Option<Change<JsValue>>,
+    ) -> Vec<Effect> {
+        let Some(change) = change else {
+            return Vec::new();
+        };
+        if !self.presence_listeners.iter().any(|(_, t, _)| t == topic) {
+            return Vec::new();
+        }
+        let object = js_sys::Object::new();
+        browser::set(&object, "topic", &JsValue::from_str(topic));
+        browser::set(&object, "members", &self.presence_js(topic));
+        let joined: js_sys::Array = change.joined.into_iter().collect();
+        browser::set(&object, "joined", &frozen(joined));
+        let left: js_sys::Array = change.left.into_iter().collect();
+        browser::set(&object, "left", &frozen(left));
+        let object: JsValue = js_sys::Object::freeze(&object).into();
+        self.presence_listeners
+            .iter()
+            .filter(|(_, t, _)| t == topic)
+            .map(|(_, _, f)| Effect::Call(f.clone(), object.clone()))
+            .collect()
+    }
+
+    /// Keeps `topic`'s roster while its subscription asks for presence, and drops it (everyone
+    /// leaves, for the app) once it no longer does.
+    pub(super) fn sync_presence(&mut self, topic: &str) -> Vec<Effect> {
+        if self.topics.presence(topic) == Presence::None {
+            let change = self.rosters.unwatch(topic);
+            self.presence_changed(topic, change)
+        } else {
+            self.rosters.watch(topic);
+            Vec::new()
+        }
+    }
+
     /// The open socket, if any.
     pub(super) fn socket(&self) -> Option<&Socket> {
         match &self.phase {
@@ -146,6 +212,11 @@ impl Inner {
             _ => None,
         }
     }
+}
+
+/// `array`, frozen.
+fn frozen(array: js_sys::Array) -> JsValue {
+    js_sys::Object::freeze(&array).into()
 }
 
 /// Runs `f` with the client if it still exists and `generation` is still current: the guard

@@ -89,6 +89,22 @@ pub trait Deliver: Send + Sync {
     /// disconnect or revocation) to this node's sessions. A node without sessions to control
     /// ignores it.
     fn control(&self, _command: &[u8]) {}
+    /// Hands a presence change another node published on a topic's channel (a message the
+    /// shared broker's listener recognizes by its `p` line) to this node's presence.
+    fn presence(&self, _message: &[u8]) {}
+    /// The broker's link to the other nodes broke and is back: presence changes may have been
+    /// lost, so this node's presence watchers are resynchronized.
+    fn presence_lost(&self) {}
+}
+
+/// What the hub hands presence messages to ([`Deliver::presence`]): set by the
+/// [`Tidings`](crate::Tidings) handle to the presence store's relay, so that the broker and the
+/// hub never import presence.
+pub trait PresenceRelay: Send + Sync {
+    /// One presence message received on a topic's channel.
+    fn message(&self, payload: &[u8]);
+    /// Messages may have been lost.
+    fn lost(&self);
 }
 
 /// A shared handle delivers through what it points to (a broker's background task holds one).
@@ -134,6 +150,14 @@ impl<T: Deliver + ?Sized> Deliver for Arc<T> {
 
     fn control(&self, command: &[u8]) {
         (**self).control(command);
+    }
+
+    fn presence(&self, message: &[u8]) {
+        (**self).presence(message);
+    }
+
+    fn presence_lost(&self) {
+        (**self).presence_lost();
     }
 }
 

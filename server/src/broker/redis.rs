@@ -15,6 +15,9 @@
 //! live and in replays. (Nodes of one cluster must run the same format: an older node reads the
 //! audience line as part of the JSON.)
 //!
+//! The same channel carries the topic's presence changes (issue 15, `presence::redis`), told apart
+//! by their first line `p`; the listener hands them to [`Deliver::presence`].
+//!
 //! A node hears only what it serves: it subscribes to a topic's channel when the topic gets
 //! its first local subscriber and unsubscribes when the last one leaves ([`Broker::follow`],
 //! applied by the listener in pipelined batches; after a reconnect every followed topic is
@@ -383,6 +386,9 @@ impl RedisBroker {
                 // Redis answers again: the next command reconnects if it must.
                 self.failing.store(false, Ordering::Relaxed);
                 tracing::info!("redis pub/sub subscribed");
+                // Presence changes sent while the link was down are lost: every watcher here
+                // gets a fresh snapshot.
+                hub.presence_lost();
                 let mut check = tokio::time::interval_at(
                     tokio::time::Instant::now() + PUBSUB_PING,
                     PUBSUB_PING,
@@ -394,6 +400,9 @@ impl RedisBroker {
                                 alive_at = std::time::Instant::now();
                                 if msg.get_channel_name() == CONTROL_CHANNEL {
                                     hub.control(msg.get_payload_bytes());
+                                } else if msg.get_payload_bytes().starts_with(PRESENCE_PREFIX) {
+                                    // A presence change on the topic's channel (issue 15).
+                                    hub.presence(msg.get_payload_bytes());
                                 } else {
                                     self.deliver(&hub, msg.get_payload_bytes()).await?;
                                 }
@@ -674,6 +683,10 @@ fn unix_now() -> u64 {
 fn idempotency_key(key: &str) -> String {
     format!("tidings:idem:{key}")
 }
+
+/// How a presence message on a topic's channel starts (`presence::redis` writes them; an
+/// event message starts with its `seq`).
+const PRESENCE_PREFIX: &[u8] = b"p\n";
 
 fn channel(topic: &str) -> String {
     format!("tidings:{{{topic}}}:ch")

@@ -27,6 +27,7 @@ mod metrics;
 mod origin;
 mod per_ip;
 mod positions;
+mod presence;
 mod protocol;
 mod publish;
 mod publish_batch;

@@ -46,7 +46,13 @@ struct Node {
 
 impl Node {
     async fn spawn(redis: &str) -> Node {
+        Node::spawn_with(redis, &[]).await
+    }
+
+    /// A node with extra environment variables (flags).
+    async fn spawn_with(redis: &str, env: &[(&str, &str)]) -> Node {
         let mut child = Command::new(BIN)
+            .envs(env.iter().copied())
             .env("JWT_SECRET", SECRET)
             .env("BIND", "127.0.0.1:0")
             .env("REDIS_URL", redis)
@@ -1494,4 +1500,194 @@ async fn the_builder_takes_a_connected_redis_broker() {
 
     let closed = RedisBroker::connect("redis://127.0.0.1:1", &Config::new(SECRET)).await;
     assert!(matches!(closed, Err(BrokerError::Unavailable(_))));
+}
+
+/// Presence (issue 15) on two nodes sharing one Redis: a join on node A is seen by a watcher
+/// on node B, one user's tabs on both nodes are one entry with their total count, and when A is
+/// killed (SIGKILL: no goodbye) its users leave on B within the presence TTL (3 s here, so
+/// within 3.75 s plus the test's slack).
+#[tokio::test]
+#[ignore = "needs a redis-server: run ./scripts/test-redis"]
+async fn presence_across_nodes_and_a_killed_nodes_users_leave() {
+    let redis = redis_url();
+    let topic = unique("list");
+    let env = [("PRESENCE_TTL_SECS", "3"), ("RUST_LOG", "warn")];
+    let mut a = Node::spawn_with(&redis, &env).await;
+    let b = Node::spawn_with(&redis, &env).await;
+    let named =
+        |sub: &str, name: &str| mint_claims(json!({"sub": sub, "exp": now() + 3600, "name": name}));
+    let connect_as = |node: &Node, sub: &str, name: &str| {
+        let url = format!("ws://{}/ws?token={}", node.addr, named(sub, name));
+        async move { connect(&url).await }
+    };
+    async fn json_frame(ws: &mut Ws) -> Value {
+        serde_json::from_str(&recv_raw(ws).await).unwrap()
+    }
+    async fn subscribe_presence(ws: &mut Ws, topic: &str, mode: &str) -> Value {
+        send(
+            ws,
+            &format!(r#"{{"action":"subscribe","topic":"{topic}","presence":"{mode}"}}"#),
+        )
+        .await;
+        assert_eq!(
+            recv_raw(ws).await,
+            format!(r#"{{"action":"subscribed","topic":"{topic}"}}"#)
+        );
+        let snapshot = json_frame(ws).await;
+        assert_eq!(snapshot["action"], "presence", "{snapshot}");
+        snapshot["members"].clone()
+    }
+    let member = |user: &str, name: &str, n: u64| json!({"user_id": user, "info": {"name": name}, "connections": n});
+    let join = |m: Value| json!({"action": "presence_join", "topic": topic, "member": m});
+
+    let mut dad = connect_as(&b, "dad", "Dad").await;
+    assert_eq!(
+        subscribe_presence(&mut dad, &topic, "watch").await,
+        json!([])
+    );
+
+    // Mom joins on A: seen on B.
+    let mut mom_a = connect_as(&a, "mom", "Mom").await;
+    assert_eq!(
+        subscribe_presence(&mut mom_a, &topic, "join").await,
+        json!([member("mom", "Mom", 1)])
+    );
+    assert_eq!(json_frame(&mut dad).await, join(member("mom", "Mom", 1)));
+
+    // Her second tab, on B: one entry, two connections, everywhere.
+    let mut mom_b = connect_as(&b, "mom", "Mom").await;
+    assert_eq!(
+        subscribe_presence(&mut mom_b, &topic, "join").await,
+        json!([member("mom", "Mom", 2)])
+    );
+    assert_eq!(json_frame(&mut dad).await, join(member("mom", "Mom", 2)));
+    assert_eq!(json_frame(&mut mom_a).await, join(member("mom", "Mom", 2)));
+    mom_b.close(None).await.unwrap();
+    assert_eq!(json_frame(&mut dad).await, join(member("mom", "Mom", 1)));
+
+    // The kid joins on A too; then A dies without a word.
+    let mut kid = connect_as(&a, "kid", "Kid").await;
+    subscribe_presence(&mut kid, &topic, "join").await;
+    assert_eq!(json_frame(&mut dad).await, join(member("kid", "Kid", 1)));
+    let killed = Instant::now();
+    a.child.kill().await.unwrap();
+    let mut left = Vec::new();
+    for _ in 0..2 {
+        let frame = json_frame(&mut dad).await;
+        assert_eq!(frame["action"], "presence_leave", "{frame}");
+        left.push(frame["user_id"].as_str().unwrap().to_owned());
+    }
+    left.sort();
+    assert_eq!(left, ["kid", "mom"]);
+    let took = killed.elapsed();
+    assert!(
+        took < Duration::from_millis(3750 + 1500),
+        "the killed node's users left after {took:?}"
+    );
+    eprintln!("presence: a killed node's users left on the other node after {took:?} (TTL 3 s)");
+    drop((mom_a, kid));
+    roundtrip(&mut dad, r#"{"action":"ping"}"#, r#"{"action":"pong"}"#).await;
+}
+
+/// Presence in Redis, in process: the member bound is the Lua script's (a refused join keeps
+/// the subscription and watches), an unsubscribe leaves, and after the pub/sub link breaks
+/// (`CLIENT KILL TYPE pubsub`: changes may have been lost) every watcher gets a fresh snapshot.
+#[tokio::test]
+#[ignore = "needs a redis-server: run ./scripts/test-redis"]
+async fn presence_in_redis_bounds_members_and_resyncs_after_a_pubsub_break() {
+    let redis = RedisServer::start(RedisServer::free_port()).await;
+    let server = start_server_with(
+        Config::new(SECRET)
+            .with_redis_url(Some(redis.url()))
+            .with_max_presence_members(1),
+    )
+    .await;
+    assert!(eventually(|| async { server.tidings.broker_degraded().is_none() }).await);
+    let topic = unique("list");
+    let as_user = |sub: &str| {
+        let token = mint_claims(json!({"sub": sub, "exp": now() + 3600, "name": sub}));
+        server.ws_url(&token)
+    };
+    async fn frame(ws: &mut Ws) -> Value {
+        serde_json::from_str(&recv_raw(ws).await).unwrap()
+    }
+    async fn subscribe_presence(ws: &mut Ws, topic: &str, mode: &str) -> Vec<Value> {
+        send(
+            ws,
+            &format!(r#"{{"action":"subscribe","topic":"{topic}","presence":"{mode}"}}"#),
+        )
+        .await;
+        assert_eq!(frame(ws).await["action"], "subscribed");
+        let mut next = frame(ws).await;
+        if next["error"].is_string() {
+            assert_eq!(next["error"], "Too many present members", "{next}");
+            assert_eq!(next["topic"], topic);
+            next = frame(ws).await;
+        }
+        assert_eq!(next["action"], "presence", "{next}");
+        next["members"].as_array().unwrap().clone()
+    }
+    let ids = |members: &[Value]| -> Vec<String> {
+        members
+            .iter()
+            .map(|m| m["user_id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+
+    let mut dad = connect(&as_user("dad")).await;
+    assert!(
+        subscribe_presence(&mut dad, &topic, "watch")
+            .await
+            .is_empty()
+    );
+    let mut mom = connect(&as_user("mom")).await;
+    assert_eq!(
+        ids(&subscribe_presence(&mut mom, &topic, "join").await),
+        ["mom"]
+    );
+    assert_eq!(frame(&mut dad).await["member"]["user_id"], "mom");
+
+    // The topic is full: the kid watches only (the helper checked the error).
+    let mut kid = connect(&as_user("kid")).await;
+    assert_eq!(
+        ids(&subscribe_presence(&mut kid, &topic, "join").await),
+        ["mom"]
+    );
+    roundtrip(&mut dad, r#"{"action":"ping"}"#, r#"{"action":"pong"}"#).await;
+
+    roundtrip(
+        &mut mom,
+        &format!(r#"{{"action":"unsubscribe","topic":"{topic}"}}"#),
+        &format!(r#"{{"action":"unsubscribed","topic":"{topic}"}}"#),
+    )
+    .await;
+    let left = frame(&mut dad).await;
+    assert_eq!(left["action"], "presence_leave");
+    assert_eq!(left["user_id"], "mom");
+    assert_eq!(frame(&mut kid).await["action"], "presence_leave");
+    // Room now: the kid joins.
+    assert_eq!(
+        ids(&subscribe_presence(&mut kid, &topic, "join").await),
+        ["kid"]
+    );
+    assert_eq!(frame(&mut dad).await["member"]["user_id"], "kid");
+    let totals = redis_cmd(
+        &redis.url(),
+        redis::cmd("HKEYS").arg(format!("tidings:{{{topic}}}:pres")),
+    )
+    .await;
+    assert_eq!(
+        totals,
+        redis::Value::Array(vec![redis::Value::BulkString(b"kid".to_vec())])
+    );
+
+    // The pub/sub link breaks: a fresh snapshot follows once it is back.
+    redis_cmd(
+        &redis.url(),
+        redis::cmd("CLIENT").arg("KILL").arg("TYPE").arg("pubsub"),
+    )
+    .await;
+    let snapshot = frame(&mut dad).await;
+    assert_eq!(snapshot["action"], "presence", "{snapshot}");
+    assert_eq!(ids(snapshot["members"].as_array().unwrap()), ["kid"]);
 }

@@ -154,8 +154,9 @@ pub async fn run(
                 .await?
         }
     };
-    let tidings = Tidings::new(Config::new(secret));
-    let auth = Auth::new(tidings.clone(), config.token_ttl);
+    // Presence `info` from the login tokens' `name` claim (the default, spelled out).
+    let tidings = Tidings::new(Config::new(secret.clone()).with_presence_claims(["name"]));
+    let auth = Auth::new(tidings.clone(), &secret, config.token_ttl);
     let state = AppState {
         store,
         tidings: tidings.clone(),

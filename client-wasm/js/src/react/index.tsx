@@ -47,6 +47,7 @@ import init, {
   type ConnectionStatus,
   type GetToken,
   type InvalidationRules,
+  type PresenceMember,
   type Subscription,
   type TidingsClientOptions,
   type WSEvent,
@@ -57,6 +58,9 @@ export type {
   ConnectionStatus,
   GetToken,
   InvalidationRules,
+  PresenceChange,
+  PresenceInfo,
+  PresenceMember,
   TidingsClientOptions,
   WSEvent,
 } from "../index.js";
@@ -658,4 +662,53 @@ export function useLiveQuery<
   };
   useSubscription(topic, onEvent, onReady);
   return useQuery(queryOptions as UseQueryOptions<TQueryFnData, TError, TData, TQueryKey>);
+}
+
+/** Options of {@link usePresence}. */
+export interface UsePresenceOptions {
+  /**
+   * `true`: this client is present on the topic while the component is mounted (others see
+   * it). Defaults to false: only see who is present (e.g. a sidebar beside each list).
+   */
+  join?: boolean;
+}
+
+const NO_MEMBERS: readonly PresenceMember[] = Object.freeze([]);
+const IGNORE_EVENTS = (): void => {};
+
+/**
+ * The users present on `topic` (`null`: none), one entry per user however many tabs it has,
+ * each `{ user_id, info, connections }` (`info` holds what the server takes from the token,
+ * e.g. `name`); re-renders when they change. Subscribes to the topic while mounted, with
+ * `presence: "join"` when `options.join` (unmounting leaves) or `"watch"`. Across a
+ * reconnect the list is kept and only what changed meanwhile changes (nobody present before
+ * and after disappears). Empty until the server's first snapshot. Errors (an invalid topic,
+ * a stopped client) are reported with `console.error`, not thrown.
+ */
+export function usePresence(topic: string | null, options?: UsePresenceOptions): readonly PresenceMember[] {
+  const { client } = useContext(TidingsContext);
+  const join = options?.join ?? false;
+  useEffect(() => {
+    if (!client || topic === null) return;
+    let subscription: Subscription;
+    try {
+      subscription = client.subscribe(topic, IGNORE_EVENTS, { presence: join ? "join" : "watch" });
+    } catch (error) {
+      console.error(`tidings: cannot watch the presence of ${JSON.stringify(topic)}`, error);
+      return;
+    }
+    return () => {
+      subscription.unsubscribe();
+      subscription.free();
+    };
+  }, [client, topic, join]);
+  const subscribe = useCallback(
+    (onChange: () => void) => (client && topic !== null ? client.onPresence(topic, onChange) : NO_SUBSCRIPTION),
+    [client, topic],
+  );
+  const getSnapshot = useCallback(
+    () => (client && topic !== null ? client.presence(topic) : NO_MEMBERS),
+    [client, topic],
+  );
+  return useSyncExternalStore(subscribe, getSnapshot, getSnapshot);
 }

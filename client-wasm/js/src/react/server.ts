@@ -33,3 +33,7 @@ export function useTopic(): never {
 export function useLiveQuery(): never {
   return clientOnly("useLiveQuery()");
 }
+
+export function usePresence(): never {
+  return clientOnly("usePresence()");
+}

@@ -8,6 +8,15 @@ type Handler<E> = ((event: E) => void) | null;
 export interface FakeServerState {
   /** Topics subscribed on this socket (what the server would deliver). */
   subscribed: Set<string>;
+  /** Topics subscribed with `presence` on this socket, and the mode asked for. */
+  presence: Map<string, "join" | "watch">;
+}
+
+/** A present user as the server sends it (`PresenceMember`). */
+export interface FakePresenceMember {
+  user_id: string;
+  info: Record<string, unknown>;
+  connections: number;
 }
 
 export class FakeWebSocket {
@@ -21,6 +30,11 @@ export class FakeWebSocket {
   static autoReply = true;
   /** Open every new socket on the next microtask (as if the server accepted it). */
   static autoOpen = false;
+  /**
+   * Who the scripted server says is present on each topic: the snapshot sent after the ack of
+   * a subscribe with `presence` (when `autoReply`). Set it with `FakeServer.setPresence`.
+   */
+  static presence = new Map<string, FakePresenceMember[]>();
 
   readonly url: string;
   /** The subprotocols the client offered (`["tidings", "tidings.token.<token>"]` by default). */
@@ -33,7 +47,7 @@ export class FakeWebSocket {
   onclose: Handler<{ code: number; reason: string }> = null;
   onerror: Handler<Event> = null;
   readonly sent: string[] = [];
-  readonly server: FakeServerState = { subscribed: new Set() };
+  readonly server: FakeServerState = { subscribed: new Set(), presence: new Map() };
   closedByClient: { code?: number; reason?: string } | null = null;
 
   constructor(url: string, protocols?: string | string[]) {
@@ -52,6 +66,7 @@ export class FakeWebSocket {
     FakeWebSocket.instances = [];
     FakeWebSocket.autoReply = true;
     FakeWebSocket.autoOpen = false;
+    FakeWebSocket.presence = new Map();
   }
 
   static latest(): FakeWebSocket {
@@ -68,9 +83,17 @@ export class FakeWebSocket {
   send(data: string): void {
     if (this.readyState !== FakeWebSocket.OPEN) throw new Error("InvalidStateError");
     this.sent.push(data);
-    const msg = JSON.parse(data) as { action: string; topic?: string };
-    if (msg.action === "subscribe" && msg.topic) this.server.subscribed.add(msg.topic);
-    if (msg.action === "unsubscribe" && msg.topic) this.server.subscribed.delete(msg.topic);
+    const msg = JSON.parse(data) as { action: string; topic?: string; presence?: unknown };
+    const mode = msg.presence === "join" || msg.presence === "watch" ? msg.presence : undefined;
+    if (msg.action === "subscribe" && msg.topic) {
+      this.server.subscribed.add(msg.topic);
+      if (mode) this.server.presence.set(msg.topic, mode);
+      else this.server.presence.delete(msg.topic);
+    }
+    if (msg.action === "unsubscribe" && msg.topic) {
+      this.server.subscribed.delete(msg.topic);
+      this.server.presence.delete(msg.topic);
+    }
     if (!FakeWebSocket.autoReply) return;
     const reply =
       msg.action === "subscribe"
@@ -78,7 +101,11 @@ export class FakeWebSocket {
         : msg.action === "unsubscribe"
           ? { action: "unsubscribed", topic: msg.topic }
           : { action: "pong" };
-    queueMicrotask(() => this.push(reply));
+    const topic = msg.topic;
+    queueMicrotask(() => {
+      this.push(reply);
+      if (msg.action === "subscribe" && mode && topic) this.pushPresence(topic);
+    });
   }
 
   close(code?: number, reason?: string): void {
@@ -97,6 +124,16 @@ export class FakeWebSocket {
   push(message: object): void {
     if (this.readyState !== FakeWebSocket.OPEN) return;
     this.onmessage?.({ data: JSON.stringify(message) });
+  }
+
+  /**
+   * Sends `topic`'s presence snapshot (`FakeWebSocket.presence`) if this socket watches it;
+   * returns whether it did.
+   */
+  pushPresence(topic: string): boolean {
+    if (!this.server.presence.has(topic)) return false;
+    this.push({ action: "presence", topic, members: FakeWebSocket.presence.get(topic) ?? [] });
+    return true;
   }
 
   /** Delivers an event if this socket is subscribed to its topic, as the server would. */

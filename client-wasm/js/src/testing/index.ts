@@ -4,10 +4,10 @@
 // runs with no network. See the package README ("Testing").
 
 import init from "../index.js";
-import { FakeWebSocket, event } from "./fake-websocket.js";
+import { FakeWebSocket, event, type FakePresenceMember } from "./fake-websocket.js";
 
 export { FakeWebSocket, event };
-export type { FakeServerState } from "./fake-websocket.js";
+export type { FakePresenceMember, FakeServerState } from "./fake-websocket.js";
 
 /**
  * Loads the wasm module from the package's folder on disk (Node's `fs`, no fetch), or from
@@ -35,6 +35,12 @@ export interface FakeServer {
    * returns how many sockets got it.
    */
   publish(message: { topic: string; event: string; data: object }): number;
+  /**
+   * Sets who is present on `topic` and sends the new snapshot to every open socket watching
+   * it (as a server does when it resynchronizes; the client tells the app only what changed).
+   * Also the snapshot later subscribes with `presence` get. Returns how many sockets got it.
+   */
+  setPresence(topic: string, members: FakePresenceMember[]): number;
   /** Closes every open socket from the server side (e.g. 1012 = restart, 4001 = bad token). */
   closeAll(code: number, reason?: string): void;
   /** Puts the previous `globalThis.WebSocket` back. */
@@ -59,6 +65,10 @@ export function installFakeServer(options: { autoOpen?: boolean; autoReply?: boo
     },
     latest: () => FakeWebSocket.latest(),
     publish: (message) => open().filter((ws) => ws.publish(message)).length,
+    setPresence: (topic, members) => {
+      FakeWebSocket.presence.set(topic, members);
+      return open().filter((ws) => ws.pushPresence(topic)).length;
+    },
     closeAll: (code, reason = "") => {
       for (const ws of open()) ws.serverClose(code, reason);
     },

@@ -106,7 +106,7 @@ pub async fn serve_tidings(tidings: Tidings) -> TestServer {
     }
 }
 
-fn now() -> u64 {
+pub fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .expect("clock")

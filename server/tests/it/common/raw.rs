@@ -36,12 +36,16 @@ pub fn encode(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
 
 /// Opens a WebSocket for user `sub` by hand; returns the stream positioned after the 101.
 pub async fn raw_connect(server: &TestServer, sub: &str) -> TcpStream {
+    raw_connect_with_token(server, &mint_token(sub)).await
+}
+
+/// Opens a WebSocket with `token` by hand; returns the stream positioned after the 101.
+pub async fn raw_connect_with_token(server: &TestServer, token: &str) -> TcpStream {
     let mut tcp = TcpStream::connect(server.addr).await.expect("tcp connect");
     let request = format!(
         "GET /ws?token={} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-        mint_token(sub),
-        server.addr
+        token, server.addr
     );
     tcp.write_all(request.as_bytes())
         .await

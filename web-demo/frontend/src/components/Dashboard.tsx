@@ -13,6 +13,7 @@ import { GiftsView } from "./GiftsView";
 import { ListView } from "./ListView";
 import { MenuToggle } from "./MenuToggle";
 import { NotFound } from "./NotFound";
+import { PresenceAvatars } from "./PresenceAvatars";
 import { viewFromHash, type View } from "../routes";
 
 export function Dashboard({ session, onSignOut }: { session: Session; onSignOut: () => void }) {
@@ -88,7 +89,7 @@ export function Dashboard({ session, onSignOut }: { session: Session; onSignOut:
           }}
         >
           {occasions.data?.map((o) => (
-            <OccasionSection key={o.id} occasion={o} lists={byOccasion.get(o.id) ?? []} current={current} />
+            <OccasionSection key={o.id} occasion={o} lists={byOccasion.get(o.id) ?? []} current={current} me={session.member.id} />
           ))}
           <section className="occasion">
             <h3>Presents</h3>
@@ -104,7 +105,7 @@ export function Dashboard({ session, onSignOut }: { session: Session; onSignOut:
 
         <main className="content">
           {current?.kind === "list" && (
-            <ListView key={current.id} listId={current.id} api={api} members={members.data ?? []} />
+            <ListView key={current.id} listId={current.id} api={api} members={members.data ?? []} me={session.member.id} />
           )}
           {current?.kind === "not-found" && <NotFound />}
           {current?.kind === "gifts" && (
@@ -129,7 +130,7 @@ export function Dashboard({ session, onSignOut }: { session: Session; onSignOut:
 }
 
 /** An occasion in the sidebar with its lists; its name and date stay live via `occasion:{id}`. */
-function OccasionSection({ occasion, lists, current }: { occasion: Occasion; lists: ListSummary[]; current: View | null }) {
+function OccasionSection({ occasion, lists, current, me }: { occasion: Occasion; lists: ListSummary[]; current: View | null; me: number }) {
   const id = String(occasion.id);
   const live = useLiveQuery({
     queryKey: ["occasions", id],
@@ -152,6 +153,7 @@ function OccasionSection({ occasion, lists, current }: { occasion: Occasion; lis
               data-testid={`nav-list-${l.id}`}
             >
               <span className="wrap">{l.name}</span>
+              <PresenceAvatars topic={`list:${l.id}`} me={me} size={18} testId={`nav-presence-${l.id}`} />
               <span className="count" data-testid={`nav-list-count-${l.id}`} title="bought / wished">
                 {l.done_count}/{l.item_count}
               </span>

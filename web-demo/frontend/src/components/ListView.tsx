@@ -4,6 +4,7 @@ import { useLiveQuery } from "@tidings/client/react";
 import { get, isNotFound, type Client } from "../api";
 import type { Item, ListDetail, Member } from "../types";
 import { ItemCard } from "./ItemCard";
+import { PresenceAvatars } from "./PresenceAvatars";
 import { listAfter } from "../cache";
 import { useOpenEdits } from "../openEdits";
 import { friendlyError } from "../texts";
@@ -11,7 +12,7 @@ import { DeletedWhileEditing } from "./DeletedWhileEditing";
 import { NotFound } from "./NotFound";
 
 /** One shopping list, live: every change by anyone updates it through `list:{id}`. */
-export function ListView({ listId, api, members }: { listId: number; api: Client; members: Member[] }) {
+export function ListView({ listId, api, members, me }: { listId: number; api: Client; members: Member[]; me: number }) {
   const id = String(listId);
   const list = useLiveQuery({
     queryKey: ["lists", id],
@@ -74,6 +75,7 @@ export function ListView({ listId, api, members }: { listId: number; api: Client
             {l.recipient_name && <> · for {l.recipient_name}</>}
           </p>
         </div>
+        <PresenceAvatars topic={`list:${id}`} me={me} join testId="presence-list" />
         <div className="progress" title={`${l.done_count} of ${l.item_count} bought`}>
           <div className="bar">
             <div style={{ width: `${pct}%` }} />

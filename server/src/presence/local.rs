@@ -1,0 +1,382 @@
+//! This node's side of presence: who watches each topic here, and how many of this node's
+//! connections each user has on it.
+//!
+//! [`Local`] is to presence what the hub is to events: it queues each change, serialized once,
+//! on the outbox of every local watcher of the topic. A watcher starts *pending*: the changes
+//! that arrive before its snapshot is queued are held (with their versions), and
+//! [`Local::finish`] queues the snapshot, then the held changes it does not already reflect,
+//! and makes the watcher live. Each registration gets a ticket, so a snapshot read for an
+//! earlier subscribe of the same connection (since unsubscribed, or subscribed again) is
+//! dropped. A pending watcher holds at most its outbound queue's capacity of changes; one more
+//! closes it with 4003 (slow consumer), as a full queue would.
+//!
+//! Counts live here too: the store is told absolute counts ([`Update`]) computed under this
+//! lock, so concurrent joins and leaves of one user's tabs never race each other. Nothing here
+//! calls a store (the caller sends the returned updates after the lock is released), so a store
+//! may call [`Watchers::changed`] while holding its own lock.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use axum::extract::ws::Utf8Bytes;
+use tidings_protocol::{CloseCode, PresenceInfo, PresenceMember, Topic, WSReply};
+
+use super::{Change, Snapshot, Update, Watchers};
+use crate::hub::ConnId;
+use crate::outbox::Outbox;
+
+/// This node's watchers and counts (see the module docs).
+#[derive(Default)]
+pub struct Local {
+    topics: Mutex<HashMap<Topic, TopicPresence>>,
+    next_ticket: AtomicU64,
+    /// Present (topic, user) entries here.
+    entries: AtomicUsize,
+    /// Watching (topic, connection) pairs here.
+    watchers: AtomicUsize,
+    /// Entries whose last update failed (the store was away): written again by the store's
+    /// background work with the count of that moment.
+    dirty: Mutex<HashSet<(Topic, Arc<str>)>>,
+}
+
+#[derive(Default)]
+struct TopicPresence {
+    watchers: Vec<Watcher>,
+    users: HashMap<Arc<str>, Here>,
+}
+
+struct Watcher {
+    conn: ConnId,
+    outbox: Arc<Outbox>,
+    ticket: u64,
+    /// The user, when this connection is present (not only watching).
+    joined: Option<Arc<str>>,
+    /// `Some`: waiting for its snapshot, with the changes that arrived meanwhile.
+    held: Option<Vec<(u64, Utf8Bytes)>>,
+}
+
+/// One user's connections on one topic, on this node.
+struct Here {
+    count: u32,
+    info: PresenceInfo,
+}
+
+impl Local {
+    fn topics(&self) -> MutexGuard<'_, HashMap<Topic, TopicPresence>> {
+        self.topics.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Registers `conn` as a pending watcher of `topic` (again, with a new ticket, when it
+    /// already is one: a subscribe repeated with another `presence`), present as `join`'s user
+    /// when given, else only watching. Returns the ticket and the update to send, if the
+    /// user's count here changed.
+    pub(crate) fn watch(
+        &self,
+        topic: &Topic,
+        conn: ConnId,
+        outbox: &Arc<Outbox>,
+        join: Option<(Arc<str>, PresenceInfo)>,
+    ) -> (u64, Option<Update>) {
+        let ticket = self.next_ticket.fetch_add(1, Ordering::Relaxed);
+        let mut topics = self.topics();
+        let state = topics.entry(topic.clone()).or_default();
+        let i = match state.watchers.iter().position(|w| w.conn == conn) {
+            Some(i) => i,
+            None => {
+                self.watchers.fetch_add(1, Ordering::Relaxed);
+                state.watchers.push(Watcher {
+                    conn,
+                    outbox: outbox.clone(),
+                    ticket,
+                    joined: None,
+                    held: None,
+                });
+                state.watchers.len() - 1
+            }
+        };
+        let watcher = &mut state.watchers[i];
+        watcher.ticket = ticket;
+        watcher.held = Some(Vec::new());
+        let update = match (join, watcher.joined.clone()) {
+            (Some((user, info)), None) => {
+                watcher.joined = Some(user.clone());
+                Some(self.add(state, topic, user, info))
+            }
+            (None, Some(user)) => {
+                watcher.joined = None;
+                self.remove(state, topic, &user)
+            }
+            // Already present (a repeated join keeps the entry) or still only watching.
+            _ => None,
+        };
+        (ticket, update)
+    }
+
+    /// `conn` stops watching `topic` (unsubscribed, closed). Returns the update to send when
+    /// it was present.
+    pub(crate) fn unwatch(&self, topic: &Topic, conn: ConnId) -> Option<Update> {
+        let mut topics = self.topics();
+        let state = topics.get_mut(topic.as_str())?;
+        let i = state.watchers.iter().position(|w| w.conn == conn)?;
+        let watcher = state.watchers.swap_remove(i);
+        self.watchers.fetch_sub(1, Ordering::Relaxed);
+        let update = watcher
+            .joined
+            .and_then(|user| self.remove(state, topic, &user));
+        if state.watchers.is_empty() && state.users.is_empty() {
+            topics.remove(topic.as_str());
+        }
+        update
+    }
+
+    /// The store refused `conn`'s join (topic full, store away): it stays a watcher, not
+    /// present. Returns whether the registration `ticket` is still current, and the update
+    /// to send.
+    pub(crate) fn refuse(
+        &self,
+        topic: &Topic,
+        conn: ConnId,
+        ticket: u64,
+    ) -> (bool, Option<Update>) {
+        let mut topics = self.topics();
+        let Some(state) = topics.get_mut(topic.as_str()) else {
+            return (false, None);
+        };
+        let Some(watcher) = state
+            .watchers
+            .iter_mut()
+            .find(|w| w.conn == conn && w.ticket == ticket)
+        else {
+            return (false, None);
+        };
+        let update = watcher
+            .joined
+            .take()
+            .and_then(|user| self.remove(state, topic, &user));
+        (true, update)
+    }
+
+    /// Whether `conn`'s registration `ticket` on `topic` is the current one.
+    pub(crate) fn is_current(&self, topic: &Topic, conn: ConnId, ticket: u64) -> bool {
+        self.topics().get(topic.as_str()).is_some_and(|state| {
+            state
+                .watchers
+                .iter()
+                .any(|w| w.conn == conn && w.ticket == ticket)
+        })
+    }
+
+    /// Queues `snapshot` (when it could be read) for `conn`'s registration `ticket`, then the
+    /// changes held for it that are newer, and makes it live. Nothing when the ticket is not
+    /// current.
+    pub(crate) fn finish(
+        &self,
+        topic: &Topic,
+        conn: ConnId,
+        ticket: u64,
+        snapshot: Option<&Snapshot>,
+    ) {
+        let mut topics = self.topics();
+        let Some(watcher) = topics.get_mut(topic.as_str()).and_then(|state| {
+            state
+                .watchers
+                .iter_mut()
+                .find(|w| w.conn == conn && w.ticket == ticket)
+        }) else {
+            return;
+        };
+        let Some(held) = watcher.held.take() else {
+            return;
+        };
+        let Some(snapshot) = snapshot else {
+            // No base to apply changes to: the client learns of the failure by an error,
+            // and gets a snapshot again once the store is back (`Node::resync`).
+            return;
+        };
+        let frame = super::frame(&WSReply::Presence {
+            topic: topic.clone(),
+            members: snapshot.members.clone(),
+        });
+        if watcher.outbox.push(frame).is_err() {
+            return;
+        }
+        for (version, frame) in held {
+            if version > snapshot.version && watcher.outbox.push(frame).is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Makes every watcher pending again (its changes held) with a new ticket: after changes
+    /// may have been lost, each gets a fresh snapshot. Returns, per topic, the registrations
+    /// to finish.
+    pub(crate) fn rewatch_all(&self) -> Vec<(Topic, Vec<(ConnId, u64)>)> {
+        let mut topics = self.topics();
+        let mut out = Vec::with_capacity(topics.len());
+        for (topic, state) in topics.iter_mut() {
+            if state.watchers.is_empty() {
+                continue;
+            }
+            let pending = state
+                .watchers
+                .iter_mut()
+                .map(|w| {
+                    w.ticket = self.next_ticket.fetch_add(1, Ordering::Relaxed);
+                    w.held.get_or_insert_with(Vec::new);
+                    (w.conn, w.ticket)
+                })
+                .collect();
+            out.push((topic.clone(), pending));
+        }
+        out
+    }
+
+    /// Remembers that the update of (`topic`, `user`) did not reach the store.
+    pub(crate) fn mark_dirty(&self, topic: Topic, user: Arc<str>) {
+        self.dirty
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert((topic, user));
+    }
+
+    /// The updates that did not reach the store, with the counts of now (0 for a user gone
+    /// since).
+    pub fn take_dirty(&self) -> Vec<Update> {
+        let dirty = std::mem::take(&mut *self.dirty.lock().unwrap_or_else(PoisonError::into_inner));
+        if dirty.is_empty() {
+            return Vec::new();
+        }
+        let topics = self.topics();
+        dirty
+            .into_iter()
+            .map(|(topic, user)| {
+                let here = topics.get(topic.as_str()).and_then(|s| s.users.get(&user));
+                Update {
+                    count: here.map_or(0, |h| h.count),
+                    info: here.map_or_else(PresenceInfo::empty, |h| h.info.clone()),
+                    topic,
+                    user,
+                }
+            })
+            .collect()
+    }
+
+    /// Present (topic, user) entries on this node.
+    pub fn entry_count(&self) -> usize {
+        self.entries.load(Ordering::Relaxed)
+    }
+
+    /// Watching (topic, connection) pairs on this node.
+    pub fn watcher_count(&self) -> usize {
+        self.watchers.load(Ordering::Relaxed)
+    }
+
+    fn add(
+        &self,
+        state: &mut TopicPresence,
+        topic: &Topic,
+        user: Arc<str>,
+        info: PresenceInfo,
+    ) -> Update {
+        let here = state.users.entry(user.clone()).or_insert_with(|| {
+            self.entries.fetch_add(1, Ordering::Relaxed);
+            Here {
+                count: 0,
+                info: info.clone(),
+            }
+        });
+        here.count += 1;
+        // The connection that joined last names the user.
+        here.info = info;
+        Update {
+            topic: topic.clone(),
+            user,
+            count: here.count,
+            info: here.info.clone(),
+        }
+    }
+
+    fn remove(&self, state: &mut TopicPresence, topic: &Topic, user: &Arc<str>) -> Option<Update> {
+        let here = state.users.get_mut(user)?;
+        here.count = here.count.saturating_sub(1);
+        let update = Update {
+            topic: topic.clone(),
+            user: user.clone(),
+            count: here.count,
+            info: here.info.clone(),
+        };
+        if here.count == 0 {
+            state.users.remove(user);
+            self.entries.fetch_sub(1, Ordering::Relaxed);
+        }
+        Some(update)
+    }
+}
+
+impl Watchers for Local {
+    fn changed(&self, topic: &Topic, version: u64, change: &Change) {
+        let mut topics = self.topics();
+        let Some(state) = topics.get_mut(topic.as_str()) else {
+            return;
+        };
+        if state.watchers.is_empty() {
+            return;
+        }
+        let topic = topic.clone();
+        let frame = super::frame(&match change {
+            Change::Join(member) => WSReply::PresenceJoin {
+                topic,
+                member: member.clone(),
+            },
+            Change::Leave(user_id) => WSReply::PresenceLeave {
+                topic,
+                user_id: user_id.clone(),
+            },
+        });
+        for watcher in &mut state.watchers {
+            match &mut watcher.held {
+                // A full queue closes the connection (4003) by itself.
+                None => {
+                    let _ = watcher.outbox.push(frame.clone());
+                }
+                Some(held) if held.len() < watcher.outbox.capacity() => {
+                    held.push((version, frame.clone()));
+                }
+                Some(_) => watcher.outbox.close(CloseCode::SlowConsumer),
+            }
+        }
+    }
+
+    fn entries(&self) -> Vec<Update> {
+        let topics = self.topics();
+        topics
+            .iter()
+            .flat_map(|(topic, state)| {
+                state.users.iter().map(|(user, here)| Update {
+                    topic: topic.clone(),
+                    user: user.clone(),
+                    count: here.count,
+                    info: here.info.clone(),
+                })
+            })
+            .collect()
+    }
+
+    fn take_dirty(&self) -> Vec<Update> {
+        Local::take_dirty(self)
+    }
+
+    fn failed(&self, update: &Update) {
+        self.mark_dirty(update.topic.clone(), update.user.clone());
+    }
+}
+
+/// A member as the wire has it.
+pub(crate) fn member(user: &str, count: u32, info: &PresenceInfo) -> PresenceMember {
+    PresenceMember {
+        user_id: user.to_owned(),
+        info: info.clone(),
+        connections: count,
+    }
+}
