@@ -3,6 +3,7 @@
 // backend publishes the change's events to every other tab, and this tab applies the change
 // from the response (echo.ts) instead of from its own echo.
 import type { Member, Session } from "./types";
+import { loadSession } from "./session";
 
 export class ApiError extends Error {
   constructor(
@@ -76,7 +77,9 @@ export function setReadSink(sink: ReadSink | null): void {
   if (sink) for (const response of unnoted.splice(0)) sink(response);
 }
 
-export const get = <T,>(path: string) => request<T>("GET", path);
+/** A read, as this tab's member: the server leaves out what is a surprise for them, so reads
+ * carry the token too. */
+export const get = <T,>(path: string) => request<T>("GET", path, loadSession() ?? undefined);
 
 export function login(memberId: number): Promise<Session> {
   return request<Session>("POST", "/login", undefined, { member_id: memberId });

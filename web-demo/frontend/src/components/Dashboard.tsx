@@ -1,8 +1,8 @@
 import { useEffect, useMemo, useState } from "react";
 import { useQuery, useQueryClient } from "@tanstack/react-query";
 import { useConnectionStatus, useLiveQuery } from "@tidings/client/react";
-import { client, get } from "../api";
-import { occasionAfter, summariesAfter } from "../cache";
+import { client, get, type Client } from "../api";
+import { listsIndexAfter, occasionAfter, occasionsAfter, summariesAfter } from "../cache";
 import type { ListSummary, Member, Occasion, OccasionDetail, Session } from "../types";
 import { ActivityFeed } from "./ActivityFeed";
 import { Avatar } from "./Avatar";
@@ -10,6 +10,7 @@ import { GiftIcon } from "./Icons";
 import { ConnectionBadge } from "./ConnectionBadge";
 import { GiftsView } from "./GiftsView";
 import { ListView } from "./ListView";
+import { NewList, NewOccasion, OccasionMenu } from "./Manage";
 
 type View = { kind: "list"; id: number } | { kind: "gifts" };
 
@@ -24,7 +25,13 @@ export function Dashboard({ session, onSignOut }: { session: Session; onSignOut:
   const api = useMemo(() => client(session), [session]);
   const status = useConnectionStatus();
   const members = useQuery({ queryKey: ["members"], queryFn: () => get<Member[]>("/members") });
-  const occasions = useQuery({ queryKey: ["occasions"], queryFn: () => get<Occasion[]>("/occasions") });
+  // Occasions and lists come and go live (`occasions:all`, `lists:all`), in every tab.
+  const occasions = useLiveQuery({
+    queryKey: ["occasions"],
+    queryFn: () => get<Occasion[]>("/occasions"),
+    topic: "occasions:all",
+    update: occasionsAfter,
+  });
   // Item counts per list change with every item event, so this summary lives under the
   // "list-items" key that `list-items:all` events invalidate.
   const queryClient = useQueryClient();
@@ -33,6 +40,12 @@ export function Dashboard({ session, onSignOut }: { session: Session; onSignOut:
     queryFn: () => get<ListSummary[]>("/lists"),
     topic: "list-items:all",
     update: (old, event) => summariesAfter(queryClient, old, event),
+  });
+  useLiveQuery({
+    queryKey: ["list-items", "summary"],
+    queryFn: () => get<ListSummary[]>("/lists"),
+    topic: "lists:all",
+    update: listsIndexAfter,
   });
   const [view, setView] = useState<View | null>(viewFromHash);
 
@@ -79,8 +92,16 @@ export function Dashboard({ session, onSignOut }: { session: Session; onSignOut:
       <div className="layout">
         <nav className="sidebar" aria-label="Lists">
           {occasions.data?.map((o) => (
-            <OccasionSection key={o.id} occasion={o} lists={byOccasion.get(o.id) ?? []} current={current} />
+            <OccasionSection
+              key={o.id}
+              occasion={o}
+              lists={byOccasion.get(o.id) ?? []}
+              current={current}
+              api={api}
+              members={members.data ?? []}
+            />
           ))}
+          <NewOccasion api={api} />
           <section className="occasion">
             <h3>Presents</h3>
             <ul>
@@ -110,7 +131,19 @@ export function Dashboard({ session, onSignOut }: { session: Session; onSignOut:
 }
 
 /** An occasion in the sidebar with its lists; its name and date stay live via `occasion:{id}`. */
-function OccasionSection({ occasion, lists, current }: { occasion: Occasion; lists: ListSummary[]; current: View | null }) {
+function OccasionSection({
+  occasion,
+  lists,
+  current,
+  api,
+  members,
+}: {
+  occasion: Occasion;
+  lists: ListSummary[];
+  current: View | null;
+  api: Client;
+  members: Member[];
+}) {
   const id = String(occasion.id);
   const live = useLiveQuery({
     queryKey: ["occasions", id],
@@ -133,13 +166,22 @@ function OccasionSection({ occasion, lists, current }: { occasion: Occasion; lis
               data-testid={`nav-list-${l.id}`}
             >
               <span>{l.name}</span>
-              <span className="count" data-testid={`nav-list-count-${l.id}`} title="bought / wished">
-                {l.done_count}/{l.item_count}
-              </span>
+              {l.done_count === null ? (
+                <span className="count" data-testid={`nav-list-count-${l.id}`} title="wishes (what is bought is a surprise)">
+                  {l.item_count}
+                </span>
+              ) : (
+                <span className="count" data-testid={`nav-list-count-${l.id}`} title="bought / wished">
+                  {l.done_count}/{l.item_count}
+                </span>
+              )}
             </a>
           </li>
         ))}
       </ul>
+      {lists.length === 0 && <p className="small muted">No lists yet.</p>}
+      <NewList occasionId={occasion.id} api={api} members={members} />
+      <OccasionMenu occasion={o} lists={lists} api={api} />
     </section>
   );
 }

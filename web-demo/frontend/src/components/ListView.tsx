@@ -1,9 +1,11 @@
 import { useState, type FormEvent } from "react";
-import { useMutation } from "@tanstack/react-query";
+import { useMutation, useQuery } from "@tanstack/react-query";
 import { useLiveQuery } from "@tidings/client/react";
 import { get, type Client } from "../api";
-import type { Item, ListDetail, Member } from "../types";
+import { HIDDEN, type Item, type ListDetail, type ListSummary, type Member } from "../types";
 import { ItemCard } from "./ItemCard";
+import { ListMenu } from "./Manage";
+import { SurpriseCard } from "./SurpriseCard";
 import { listAfter } from "../cache";
 
 /** One shopping list, live: every change by anyone updates it through `list:{id}`. */
@@ -16,6 +18,10 @@ export function ListView({ listId, api, members }: { listId: number; api: Client
     // Item events carry the item: the list is updated from them, never refetched.
     update: listAfter,
   });
+  // The sidebar's index (kept live by `lists:all`): the list's current name, or that it was
+  // deleted, as soon as anyone renames or deletes it.
+  const index = useQuery({ queryKey: ["list-items", "summary"], queryFn: () => get<ListSummary[]>("/lists") });
+  const summary = index.data?.find((s) => s.id === listId);
   const [name, setName] = useState("");
   const [notes, setNotes] = useState("");
   const add = useMutation({
@@ -28,10 +34,18 @@ export function ListView({ listId, api, members }: { listId: number; api: Client
     },
   });
 
+  if (index.data && !summary && !list.isPending)
+    return (
+      <p className="muted" data-testid="list-gone" role="status">
+        This list has been deleted.
+      </p>
+    );
   if (list.isPending) return <p className="muted">Loading list…</p>;
   if (list.isError) return <p className="error">Could not load the list: {list.error.message}</p>;
-  const l = list.data;
-  const pct = l.item_count ? Math.round((100 * l.done_count) / l.item_count) : 0;
+  const l = { ...list.data, name: summary?.name ?? list.data.name };
+  // `done_count` is null on the viewer's own list: what was bought is a surprise.
+  const surprise = l.done_count === null;
+  const pct = l.item_count && l.done_count !== null ? Math.round((100 * l.done_count) / l.item_count) : 0;
 
   function submit(e: FormEvent) {
     e.preventDefault();
@@ -48,15 +62,22 @@ export function ListView({ listId, api, members }: { listId: number; api: Client
             {l.recipient_name && <> · for {l.recipient_name}</>}
           </p>
         </div>
-        <div className="progress" title={`${l.done_count} of ${l.item_count} bought`}>
-          <div className="bar">
-            <div style={{ width: `${pct}%` }} />
+        {surprise ? (
+          <p className="small muted" data-testid="list-surprise">
+            Your list: what is bought stays a surprise.
+          </p>
+        ) : (
+          <div className="progress" title={`${l.done_count} of ${l.item_count} bought`}>
+            <div className="bar">
+              <div style={{ width: `${pct}%` }} />
+            </div>
+            <span className="small muted">
+              {l.done_count}/{l.item_count} bought
+            </span>
           </div>
-          <span className="small muted">
-            {l.done_count}/{l.item_count} bought
-          </span>
-        </div>
+        )}
       </header>
+      <ListMenu list={l} api={api} />
 
       <form className="add-item" onSubmit={submit}>
         <input
@@ -84,7 +105,11 @@ export function ListView({ listId, api, members }: { listId: number; api: Client
       {l.items.length === 0 && <p className="muted empty">Nothing on this list yet.</p>}
       <ul className="items">
         {l.items.map((item) => (
-          <ItemCard key={item.id} item={item} api={api} members={members} />
+          item.status === HIDDEN ? (
+            <SurpriseCard key={item.id} item={item} />
+          ) : (
+            <ItemCard key={item.id} item={item} api={api} members={members} />
+          )
         ))}
       </ul>
     </section>
