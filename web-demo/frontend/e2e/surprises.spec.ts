@@ -94,6 +94,16 @@ test("the recipient's browser never receives the status, buyer, comments or gift
   await expect(sam.page.getByTestId("nav-list-count-1")).toHaveText("4");
   await expect(itemCard(sam.page, "Kite").getByTestId("item-surprise")).toBeVisible();
 
+  // Sam may still edit his wish: the others see it, and still see that it was bought.
+  await itemCard(sam.page, "Kite").getByTestId("edit-item").click();
+  await itemCard(sam.page, "Kite").getByTestId("edit-notes").fill("any colour");
+  await itemCard(sam.page, "Kite").getByTestId("save-edit").click();
+  await expect(itemCard(sam.page, "Kite")).toContainText("any colour");
+  await expect(itemCard(sam.page, "Kite").getByTestId("item-surprise")).toBeVisible();
+  await expect(itemCard(mom.page, "Kite")).toContainText("any colour");
+  await expect(itemCard(mom.page, "Kite").getByTestId("item-status")).toHaveValue("PURCHASED");
+  await expect(itemCard(mom.page, "Kite").getByTestId("toggle-comments")).toContainText("1");
+
   // The gift planner: the scarf for Alex, nothing for Sam.
   await sam.page.getByTestId("nav-gifts").click();
   await expect(sam.page.getByTestId("gift").filter({ hasText: "Scarf" })).toBeVisible();

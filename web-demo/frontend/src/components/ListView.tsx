@@ -106,7 +106,7 @@ export function ListView({ listId, api, members }: { listId: number; api: Client
       <ul className="items">
         {l.items.map((item) => (
           item.status === HIDDEN ? (
-            <SurpriseCard key={item.id} item={item} />
+            <SurpriseCard key={item.id} item={item} api={api} />
           ) : (
             <ItemCard key={item.id} item={item} api={api} members={members} />
           )
