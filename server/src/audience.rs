@@ -218,6 +218,7 @@ impl Audience {
 
     /// The audience as one line of JSON (no newline inside), empty for everyone: how the
     /// Redis broker stores it in pub/sub messages and history entries.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn encode(&self) -> String {
         match &self.0 {
             None => String::new(),
@@ -227,6 +228,7 @@ impl Audience {
 
     /// Reads [`Audience::encode`]'s line. `None` for text that is not one (the entry is then
     /// treated as corrupt, not as for everyone: an audience is never widened by accident).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn decode(line: &str) -> Option<Self> {
         if line.is_empty() {
             return Some(Self::everyone());

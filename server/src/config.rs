@@ -488,7 +488,8 @@ impl Config {
     /// live in Redis and events reach every node connected to it (see
     /// [`broker`](crate::broker)). Defaults to `None`: the in-memory broker (one node). An
     /// invalid URL makes every publish fail (check it with
-    /// [`broker::check_redis_url`](crate::broker::check_redis_url)).
+    /// [`broker::check_redis_url`](crate::broker::check_redis_url)), and so does any URL in a
+    /// build without the crate's `redis` feature (on by default).
     pub fn with_redis_url(mut self, url: Option<String>) -> Self {
         self.redis_url = url.map(Secret);
         self

@@ -81,7 +81,9 @@ use tower_http::trace::TraceLayer;
 pub use audience::{Audience, AudienceError};
 pub use auth::{AuthError, Claims, MIN_SECRET_LEN, PUBLISH_SCOPE};
 pub use authz::{ClaimTopics, FORBIDDEN, TopicPolicy};
-pub use broker::{Broker, BrokerError, MemoryBroker, Published, RedisBroker};
+#[cfg(feature = "redis")]
+pub use broker::RedisBroker;
+pub use broker::{Broker, BrokerError, MemoryBroker, Published};
 pub use config::Config;
 pub use connection::TOO_MANY_SUBSCRIPTIONS;
 pub use error::ServeError;
@@ -148,8 +150,8 @@ impl Tidings {
     pub fn new(config: Config) -> Self {
         let broker: Arc<dyn Broker> = match &config.redis_url {
             None => return Self::with_memory(config),
-            Some(url) => match RedisBroker::from_config(url.expose(), &config) {
-                Ok(redis) => Arc::new(redis),
+            Some(url) => match redis_broker(url.expose(), &config) {
+                Ok(redis) => redis,
                 Err(e) => {
                     tracing::error!(error = %e, "cannot use the Redis broker");
                     Arc::new(broker::UnusableBroker(e.to_string()))
@@ -585,12 +587,25 @@ impl TidingsBuilder {
             (Some(_), Some(_)) => Err(BuildError::TwoBrokers),
             (Some(broker), None) => Ok(Tidings::assemble(self.config, broker, None)),
             (None, Some(url)) => {
-                let redis = RedisBroker::from_config(url.expose(), &self.config)?;
-                Ok(Tidings::assemble(self.config, Arc::new(redis), None))
+                let redis = redis_broker(url.expose(), &self.config)?;
+                Ok(Tidings::assemble(self.config, redis, None))
             }
             (None, None) => Ok(Tidings::with_memory(self.config)),
         }
     }
+}
+
+/// The Redis broker for `url` (without the `redis` feature: the error that says so).
+#[cfg(feature = "redis")]
+fn redis_broker(url: &str, config: &Config) -> Result<Arc<dyn Broker>, BrokerError> {
+    Ok(Arc::new(RedisBroker::from_config(url, config)?))
+}
+
+#[cfg(not(feature = "redis"))]
+fn redis_broker(_url: &str, _config: &Config) -> Result<Arc<dyn Broker>, BrokerError> {
+    Err(BrokerError::Unavailable(
+        "this build of tidings-server has no Redis broker (the `redis` feature is off)".into(),
+    ))
 }
 
 impl Drop for Inner {

@@ -20,6 +20,7 @@
 //! topic (queue an event, repair a gap, give a topic up), so nothing here imports `hub.rs`.
 
 pub mod memory;
+#[cfg(feature = "redis")]
 pub mod redis;
 
 use std::future::Future;
@@ -34,6 +35,7 @@ use tokio_util::sync::CancellationToken;
 use crate::audience::{Audience, AudienceError};
 
 pub use self::memory::MemoryBroker;
+#[cfg(feature = "redis")]
 pub use self::redis::RedisBroker;
 
 /// A boxed future, so that [`Broker`] stays object safe.
@@ -392,10 +394,22 @@ impl ReplayBound {
 ///
 /// # Errors
 /// [`BrokerError::Unavailable`] with the parse error.
+#[cfg(feature = "redis")]
 pub fn check_redis_url(url: &str) -> Result<(), BrokerError> {
     ::redis::Client::open(url)
         .map(drop)
         .map_err(|e| BrokerError::Unavailable(format!("invalid Redis URL: {e}")))
+}
+
+/// Without the `redis` feature no Redis URL is usable.
+///
+/// # Errors
+/// Always [`BrokerError::Unavailable`].
+#[cfg(not(feature = "redis"))]
+pub fn check_redis_url(_url: &str) -> Result<(), BrokerError> {
+    Err(BrokerError::Unavailable(
+        "this build of tidings-server has no Redis broker (the `redis` feature is off)".into(),
+    ))
 }
 
 /// Stands in for a broker that could not be built (an invalid Redis URL): every publish and

@@ -28,6 +28,17 @@ pub enum ApiError {
     /// The body is well-formed JSON but its content breaks a rule (422).
     #[error("{0}")]
     Unprocessable(String),
+    /// One field of the body is not acceptable (422, with `"field"` in the answer).
+    #[error("{field}: {why}")]
+    InvalidField {
+        /// The body field.
+        field: String,
+        /// Why.
+        why: String,
+    },
+    /// The member may not do this (403), e.g. look at the surprises of their own list.
+    #[error("{0}")]
+    Forbidden(String),
     /// The path exists, the method does not (405).
     #[error("{0}")]
     MethodNotAllowed(String),
@@ -45,7 +56,10 @@ impl IntoResponse for ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Unprocessable(_) | ApiError::InvalidField { .. } => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Internal(details) => {
@@ -53,7 +67,13 @@ impl IntoResponse for ApiError {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
         };
-        (status, Json(json!({ "error": self.to_string() }))).into_response()
+        let body = match &self {
+            ApiError::InvalidField { field, .. } => {
+                json!({ "error": self.to_string(), "field": field })
+            }
+            _ => json!({ "error": self.to_string() }),
+        };
+        (status, Json(body)).into_response()
     }
 }
 
@@ -62,6 +82,7 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::NotFound { .. } => ApiError::NotFound(e.to_string()),
             StoreError::Invalid(why) => ApiError::Unprocessable(why),
+            StoreError::Field { field, why } => ApiError::InvalidField { field, why },
             StoreError::Sqlite(_) | StoreError::Task(_) => ApiError::Internal(e.to_string()),
         }
     }

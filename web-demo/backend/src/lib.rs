@@ -45,6 +45,8 @@
 //! - [`store`]: SQLite schema, seed data and queries.
 //! - [`auth`]: demo login tokens and the bearer check.
 //! - [`events`]: which events each change produces.
+//! - [`surprise`]: whom each thing is for, and what they never receive.
+//! - [`topics`]: which topics a member may subscribe to.
 //! - [`api`]: the `/api` routes.
 //! - [`error`]: API errors as JSON responses.
 
@@ -54,6 +56,8 @@ pub mod error;
 pub mod events;
 pub mod model;
 pub mod store;
+pub mod surprise;
+pub mod topics;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -155,7 +159,11 @@ pub async fn run(
         }
     };
     // Presence `info` from the login tokens' `name` claim (the default, spelled out).
-    let tidings = Tidings::new(Config::new(secret.clone()).with_presence_claims(["name"]));
+    let tidings = Tidings::new(
+        Config::new(secret.clone())
+            .with_presence_claims(["name"])
+            .with_topic_policy(topics::DemoTopics),
+    );
     let auth = Auth::new(tidings.clone(), &secret, config.token_ttl);
     let state = AppState {
         store,

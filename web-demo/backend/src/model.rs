@@ -17,6 +17,10 @@ pub enum ItemStatus {
     Purchased,
     /// The recipient has it.
     Received,
+    /// What the item's recipient sees instead of the real status: whether it was picked or
+    /// bought is a surprise (see [`crate::surprise`]). Never accepted as input and never stored.
+    #[serde(skip_deserializing)]
+    Hidden,
 }
 
 impl ItemStatus {
@@ -35,6 +39,7 @@ impl ItemStatus {
             ItemStatus::Selected => "SELECTED",
             ItemStatus::Purchased => "PURCHASED",
             ItemStatus::Received => "RECEIVED",
+            ItemStatus::Hidden => "HIDDEN",
         }
     }
 
@@ -136,8 +141,8 @@ pub struct ListSummary {
     pub recipient_name: Option<String>,
     /// Number of items.
     pub item_count: i64,
-    /// Number of items PURCHASED or RECEIVED.
-    pub done_count: i64,
+    /// Number of items PURCHASED or RECEIVED; `null` for the list's recipient (a surprise).
+    pub done_count: Option<i64>,
 }
 
 /// A list with its items.
@@ -159,6 +164,9 @@ pub struct Item {
     pub list_id: i64,
     /// That list's name.
     pub list_name: String,
+    /// Whom the list is for (`null`: nobody in particular). That member gets the item without
+    /// its status, assignee and comments (see [`crate::surprise`]).
+    pub recipient_id: Option<i64>,
     /// What it is ("Lego set").
     pub name: String,
     /// Free text (size, shop, link).
@@ -179,6 +187,10 @@ pub struct Item {
     pub updated_at: String,
     /// Its comments, oldest first.
     pub comments: Vec<Comment>,
+    /// The last change of what the recipient may see (creation, name, notes): the
+    /// `updated_at` the recipient gets, so that a purchase does not show as a newer stamp.
+    #[serde(skip)]
+    pub wish_updated_at: String,
 }
 
 /// A comment on an item.

@@ -197,3 +197,107 @@ async fn mutations_need_a_valid_bearer_token() {
     other.stop().await;
     demo.stop().await;
 }
+
+/// Names and texts refuse NUL, control characters and the invisible bidirectional formatting
+/// characters (which can make "Mom" read as something else) with a 422 naming the field, on
+/// every write endpoint that takes text; free text keeps its line breaks and tabs.
+#[tokio::test]
+async fn control_characters_and_bidi_overrides_are_refused_with_the_field() {
+    let demo = Demo::start().await;
+    let mom = demo.login(1).await;
+    let mut sub = demo
+        .subscribe(
+            &mom.token,
+            &[
+                "list:1",
+                "list-items:all",
+                "gifts:all",
+                "occasion:1",
+                "lists:all",
+                "occasions:all",
+            ],
+        )
+        .await;
+    let bad = [
+        '\u{0}', '\u{7}', '\u{1b}', '\u{7f}', '\u{85}', '\u{202A}', '\u{202B}', '\u{202C}',
+        '\u{202D}', '\u{202E}', '\u{2066}', '\u{2067}', '\u{2068}', '\u{2069}', '\u{200E}',
+        '\u{200F}', '\u{061C}', '\u{2028}',
+    ];
+    // (method, path, the body's other fields, the text field)
+    let endpoints = [
+        ("POST", "/api/lists/1/items", json!({"name": "ok"}), "name"),
+        ("POST", "/api/lists/1/items", json!({"name": "ok"}), "notes"),
+        ("PATCH", "/api/items/1", json!({}), "name"),
+        ("PATCH", "/api/items/1", json!({}), "notes"),
+        ("POST", "/api/items/4/comments", json!({}), "body"),
+        (
+            "POST",
+            "/api/gifts",
+            json!({"occasion_id": 1, "recipient_id": 2, "name": "ok"}),
+            "name",
+        ),
+        (
+            "POST",
+            "/api/gifts",
+            json!({"occasion_id": 1, "recipient_id": 2, "name": "ok"}),
+            "notes",
+        ),
+        ("PATCH", "/api/gifts/2", json!({}), "name"),
+        ("PATCH", "/api/gifts/2", json!({}), "notes"),
+        (
+            "POST",
+            "/api/occasions",
+            json!({"name": "ok", "date": "2027-01-01"}),
+            "name",
+        ),
+        (
+            "POST",
+            "/api/occasions",
+            json!({"name": "ok", "date": "2027-01-01"}),
+            "notes",
+        ),
+        ("PATCH", "/api/occasions/1", json!({}), "name"),
+        ("PATCH", "/api/occasions/1", json!({}), "notes"),
+        ("POST", "/api/lists", json!({"name": "ok"}), "name"),
+        ("PATCH", "/api/lists/2", json!({}), "name"),
+    ];
+    for (method, path, base, field) in &endpoints {
+        for c in bad {
+            let mut body = base.clone();
+            body[*field] = json!(format!("Mo{c}m"));
+            let (status, answer) = mom.call(method, path, Some(body)).await;
+            assert_eq!(
+                status, 422,
+                "{method} {path} {field} U+{:04X}: {answer}",
+                c as u32
+            );
+            assert_eq!(answer["field"], *field, "{answer}");
+            let error = answer["error"].as_str().unwrap();
+            assert!(
+                error.starts_with(&format!("{field}: contains U+{:04X}", c as u32)),
+                "{error}"
+            );
+        }
+    }
+    // A line break is text, not a name.
+    let (status, answer) = mom
+        .call(
+            "POST",
+            "/api/lists/1/items",
+            Some(json!({"name": "two\nlines"})),
+        )
+        .await;
+    assert_eq!((status, answer["field"].as_str()), (422, Some("name")));
+    sub.assert_quiet().await;
+    let (status, item) = mom
+        .call(
+            "POST",
+            "/api/lists/1/items",
+            Some(json!({"name": "Kite ✓ 凧 عربي", "notes": "line one\n\tline two"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{item}");
+    assert_eq!(item["notes"], "line one\n\tline two");
+    assert_eq!(item["name"], "Kite ✓ 凧 عربي");
+    demo.stop().await;
+}

@@ -182,6 +182,9 @@ test("both reconnect after a backend restart and catch up on what they missed", 
   await dad.page.reload();
   await expectState(dad.page, "open");
   await dadReady;
+  // The list's read done too (the ack of list:1 can come first): a read still in flight when
+  // the backend stops would be retried after the restart and show the item Dad must miss.
+  await expect(dad.page.getByTestId("list-view")).toBeVisible();
   await dad.page.evaluate(() => ((window as unknown as { e2eMarker: string }).e2eMarker = "same-page"));
 
   // Kill the backend (SIGTERM: close 1012) and restart it on the same port and database.

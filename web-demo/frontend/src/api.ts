@@ -4,6 +4,7 @@
 // from the response (echo.ts) instead of from its own echo.
 import type { Member, Session } from "./types";
 import { requestErrorMessage } from "./texts";
+import { loadSession } from "./session";
 
 /**
  * A failed request, with a message for people (texts.ts). `status` is the HTTP status, or 0
@@ -97,7 +98,9 @@ export function setReadSink(sink: ReadSink | null): void {
   if (sink) for (const response of unnoted.splice(0)) sink(response);
 }
 
-export const get = <T,>(path: string) => request<T>("GET", path);
+/** A read, as this tab's member: the server leaves out what is a surprise for them, so reads
+ * carry the token too. */
+export const get = <T,>(path: string) => request<T>("GET", path, loadSession() ?? undefined);
 
 export function login(memberId: number): Promise<Session> {
   return request<Session>("POST", "/login", undefined, { member_id: memberId });

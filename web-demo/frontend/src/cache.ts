@@ -4,7 +4,7 @@
 // this tab does not hold are refetched, once per burst.
 import type { QueryClient } from "@tanstack/react-query";
 import { applyEntityEvent, type WSEvent } from "@tidings/client/react";
-import type { Gift, Item, ListDetail, ListSummary, OccasionDetail } from "./types";
+import type { Gift, Item, ListDetail, ListSummary, Occasion, OccasionDetail } from "./types";
 
 const DONE = new Set(["PURCHASED", "RECEIVED"]);
 
@@ -23,7 +23,9 @@ function bare(event: WSEvent): WSEvent {
 export function listAfter(old: ListDetail | undefined, event: WSEvent): ListDetail | undefined {
   const items = applyEntityEvent<Item>(old?.items, bare(event));
   if (!old || !items) return undefined;
-  return { ...old, items, item_count: items.length, done_count: items.filter((i) => DONE.has(i.status)).length };
+  // `null`: the list is for this member, and what was bought is a surprise.
+  const done = old.done_count === null ? null : items.filter((i) => DONE.has(i.status)).length;
+  return { ...old, items, item_count: items.length, done_count: done };
 }
 
 /**
@@ -56,6 +58,23 @@ export function occasionAfter(old: OccasionDetail | undefined, event: WSEvent): 
   return old && { ...old, ...entity<Partial<OccasionDetail>>(event) };
 }
 
+/** The sidebar's lists after a list was created, renamed or deleted (`lists:all`): a new list
+ * starts empty, a renamed one keeps its counts. */
+export function listsIndexAfter(old: ListSummary[] | undefined, event: WSEvent): ListSummary[] | undefined {
+  if (!old) return undefined;
+  const list = entity<ListSummary>(event);
+  if (event.event === "DELETED") return old.filter((l) => String(l.id) !== event.data.entity_id);
+  if (old.some((l) => l.id === list.id))
+    return old.map((l) => (l.id === list.id ? { ...l, name: list.name } : l));
+  return [...old, list];
+}
+
+/** The occasions after one was created, edited or deleted (`occasions:all`), soonest first. */
+export function occasionsAfter(old: Occasion[] | undefined, event: WSEvent): Occasion[] | undefined {
+  const next = applyEntityEvent<Occasion>(old, bare(event));
+  return next && [...next].sort((a, b) => (a.date === b.date ? a.id - b.id : a.date < b.date ? -1 : 1));
+}
+
 type Update = (old: unknown, event: WSEvent) => unknown;
 /** The entities a query's data holds (items of a list, gifts), with their last change. */
 export type Entities = (data: unknown) => { id: number; updated_at: string }[] | undefined;
@@ -78,5 +97,7 @@ export function liveUpdates(
     return [{ key: ["list-items", "summary"], update: u<ListSummary[]>((old, e) => summariesAfter(queryClient, old, e)) }];
   if (topic === "gifts:all") return [{ key: ["gifts"], update: u(giftsAfter), entities: (data) => data as Gift[] | undefined }];
   if (kind === "occasion" && id) return [{ key: ["occasions", id], update: u(occasionAfter) }];
+  if (topic === "lists:all") return [{ key: ["list-items", "summary"], update: u(listsIndexAfter) }];
+  if (topic === "occasions:all") return [{ key: ["occasions"], update: u(occasionsAfter) }];
   return [];
 }

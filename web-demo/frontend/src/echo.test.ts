@@ -10,6 +10,7 @@ function item(id: number, status: Item["status"], comments: Item["comments"] = [
     id,
     list_id: 3,
     list_name: "Sam's wishes",
+    recipient_id: null,
     name: `Item ${id}`,
     notes: "",
     status,

@@ -7,10 +7,10 @@
 // (cache.ts) and activity feed as a received event. No request beyond the mutation itself.
 import type { QueryClient } from "@tanstack/react-query";
 import type { WSEvent } from "@tidings/client/react";
-import type { Comment, Gift, Item, Member, Occasion } from "./types";
+import type { Comment, Gift, Item, ListSummary, Member, Occasion } from "./types";
 import { liveUpdates, type Entities } from "./cache";
 
-type Entity = (Item | Gift | Occasion) & { id: number };
+type Entity = (Item | Gift | Occasion | ListSummary) & { id: number };
 
 /** The events the backend publishes for the mutation `method path` (with `body`) answered by
  * `result`, made by `actor`; `[]` for anything that publishes none (login). */
@@ -44,10 +44,18 @@ export function ownEvents(method: string, path: string, body: unknown, result: u
     case "DELETE /gifts/{id}":
       return build(["gifts:all"], "DELETED", result as Gift, actor);
     case "POST /occasions":
-    case "PATCH /occasions/{id}": {
+    case "PATCH /occasions/{id}":
+    case "DELETE /occasions/{id}": {
       const occasion = result as Occasion;
-      return build([`occasion:${occasion.id}`], method === "POST" ? "ADDED" : "UPDATED", occasion, actor);
+      const event = method === "POST" ? "ADDED" : method === "PATCH" ? "UPDATED" : "DELETED";
+      return build([`occasion:${occasion.id}`, "occasions:all"], event, occasion, actor);
     }
+    case "POST /lists":
+      return build(["lists:all"], "ADDED", result as ListSummary, actor);
+    case "PATCH /lists/{id}":
+      return build(["lists:all"], "UPDATED", result as ListSummary, actor);
+    case "DELETE /lists/{id}":
+      return build(["lists:all"], "DELETED", result as ListSummary, actor);
     default:
       return [];
   }

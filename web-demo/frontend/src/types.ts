@@ -4,6 +4,9 @@
 export type ItemStatus = "IDEA" | "SELECTED" | "PURCHASED" | "RECEIVED";
 export const ITEM_STATUSES: ItemStatus[] = ["IDEA", "SELECTED", "PURCHASED", "RECEIVED"];
 
+/** What the recipient of a list sees instead of an item's status: it is a surprise. */
+export const HIDDEN = "HIDDEN";
+
 export type GiftStatus = "PLANNED" | "PURCHASED" | "WRAPPED" | "GIVEN";
 export const GIFT_STATUSES: GiftStatus[] = ["PLANNED", "PURCHASED", "WRAPPED", "GIVEN"];
 
@@ -33,7 +36,8 @@ export interface ListSummary {
   recipient_id: number | null;
   recipient_name: string | null;
   item_count: number;
-  done_count: number;
+  /** `null` for the list's recipient: what was bought is a surprise. */
+  done_count: number | null;
 }
 
 export interface Comment {
@@ -49,9 +53,11 @@ export interface Item {
   id: number;
   list_id: number;
   list_name: string;
+  /** Whom the list is for; that member gets the item with status "HIDDEN", no assignee and no comments. */
+  recipient_id: number | null;
   name: string;
   notes: string;
-  status: ItemStatus;
+  status: ItemStatus | typeof HIDDEN;
   assignee_id: number | null;
   assignee_name: string | null;
   created_by: number;

@@ -52,7 +52,11 @@ pub fn gifts(conn: &Connection) -> Result<Vec<Gift>, StoreError> {
     gifts_where(conn, "1 = 1", [])
 }
 
-fn gift(conn: &Connection, id: i64) -> Result<Gift, StoreError> {
+/// One gift.
+///
+/// # Errors
+/// [`StoreError::NotFound`] for an unknown id.
+pub fn gift(conn: &Connection, id: i64) -> Result<Gift, StoreError> {
     gifts_where(conn, "g.id = ?1", [id])?
         .pop()
         .ok_or_else(|| not_found("gift", id))

@@ -25,7 +25,7 @@ fn list_row(r: &Row<'_>) -> rusqlite::Result<ListSummary> {
         recipient_id: r.get(4)?,
         recipient_name: r.get(5)?,
         item_count: r.get(6)?,
-        done_count: r.get(7)?,
+        done_count: Some(r.get(7)?),
     })
 }
 
@@ -48,19 +48,127 @@ pub fn list_summaries(
 /// # Errors
 /// [`StoreError::NotFound`] for an unknown id.
 pub fn list_detail(conn: &Connection, id: i64) -> Result<ListDetail, StoreError> {
-    let list = conn
-        .query_row(&format!("{LIST_SELECT} WHERE l.id = ?1"), [id], list_row)
-        .optional()?
-        .ok_or_else(|| not_found("list", id))?;
+    let list = list_summary(conn, id)?;
     let items = items_where(conn, "i.list_id = ?1", id)?;
     Ok(ListDetail { list, items })
+}
+
+/// One list without its items.
+///
+/// # Errors
+/// [`StoreError::NotFound`] for an unknown id.
+pub fn list_summary(conn: &Connection, id: i64) -> Result<ListSummary, StoreError> {
+    conn.query_row(&format!("{LIST_SELECT} WHERE l.id = ?1"), [id], list_row)
+        .optional()?
+        .ok_or_else(|| not_found("list", id))
+}
+
+/// Body of `POST /api/lists`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewList {
+    /// Name ("Sam's Christmas wishes").
+    pub name: String,
+    /// The occasion it is for (none by default).
+    #[serde(default)]
+    pub occasion_id: Option<i64>,
+    /// Whom the presents are for (nobody in particular by default). Fixed once created: it
+    /// decides who must not see the items' status, assignee and comments.
+    #[serde(default)]
+    pub recipient_id: Option<i64>,
+}
+
+/// Body of `PATCH /api/lists/{id}`: a list can be renamed (its occasion and recipient stay).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListEdit {
+    /// New name.
+    pub name: String,
+}
+
+/// Creates an empty list.
+///
+/// # Errors
+/// [`StoreError::Invalid`] for a bad name, an unknown occasion or member.
+pub fn add_list(conn: &mut Connection, input: NewList) -> Result<ListSummary, StoreError> {
+    let name = name("name", &input.name)?;
+    let tx = conn.transaction()?;
+    if let Some(occasion) = input.occasion_id {
+        super::occasions::occasion(&tx, occasion).map_err(|_| {
+            StoreError::Invalid(format!("occasion_id: occasion {occasion} does not exist"))
+        })?;
+    }
+    if let Some(member) = input.recipient_id {
+        existing_member(&tx, "recipient_id", member)?;
+    }
+    tx.execute(
+        "INSERT INTO lists (name, occasion_id, recipient_id) VALUES (?1, ?2, ?3)",
+        params![name, input.occasion_id, input.recipient_id],
+    )?;
+    let id = tx.last_insert_rowid();
+    tx.commit()?;
+    list_summary(conn, id)
+}
+
+/// Renames a list.
+///
+/// # Errors
+/// [`StoreError::NotFound`] for an unknown list, [`StoreError::Invalid`] for a bad name.
+pub fn rename_list(
+    conn: &mut Connection,
+    id: i64,
+    edit: ListEdit,
+) -> Result<ListSummary, StoreError> {
+    let name = name("name", &edit.name)?;
+    if conn.execute(
+        "UPDATE lists SET name = ?2 WHERE id = ?1",
+        params![id, name],
+    )? == 0
+    {
+        return Err(not_found("list", id));
+    }
+    list_summary(conn, id)
+}
+
+/// Deletes a list with its items and their comments; returns it as it was.
+///
+/// # Errors
+/// [`StoreError::NotFound`] for an unknown list.
+pub fn delete_list(conn: &mut Connection, id: i64) -> Result<ListSummary, StoreError> {
+    let tx = conn.transaction()?;
+    let before = list_summary(&tx, id)?;
+    delete_lists_where(&tx, "id = ?1", id)?;
+    tx.commit()?;
+    Ok(before)
+}
+
+/// Deletes the lists matching `filter` (one `?1` parameter) with their items and comments.
+pub(super) fn delete_lists_where(
+    tx: &Transaction<'_>,
+    filter: &str,
+    param: i64,
+) -> Result<(), StoreError> {
+    let lists = format!("SELECT id FROM lists WHERE {filter}");
+    tx.execute(
+        &format!(
+            "DELETE FROM comments WHERE item_id IN (SELECT id FROM items WHERE list_id IN ({lists}))"
+        ),
+        [param],
+    )?;
+    tx.execute(
+        &format!("DELETE FROM items WHERE list_id IN ({lists})"),
+        [param],
+    )?;
+    tx.execute(&format!("DELETE FROM lists WHERE {filter}"), [param])?;
+    Ok(())
 }
 
 // ---------------------------------------------------------------- items
 
 const ITEM_SELECT: &str = "
 SELECT i.id, i.list_id, l.name, i.name, i.notes, i.status, i.assignee_id, a.name,
-       i.created_by, c.name, i.created_at, i.updated_at
+       i.created_by, c.name, i.created_at, i.updated_at, l.recipient_id,
+       COALESCE(i.wish_updated_at, i.created_at)
 FROM items i
 JOIN lists l ON l.id = i.list_id
 JOIN members c ON c.id = i.created_by
@@ -72,6 +180,7 @@ fn item_row(r: &Row<'_>) -> rusqlite::Result<Item> {
         id: r.get(0)?,
         list_id: r.get(1)?,
         list_name: r.get(2)?,
+        recipient_id: r.get(12)?,
         name: r.get(3)?,
         notes: r.get(4)?,
         // Only this module writes the column, always from an `ItemStatus`.
@@ -83,6 +192,7 @@ fn item_row(r: &Row<'_>) -> rusqlite::Result<Item> {
         created_at: r.get(10)?,
         updated_at: r.get(11)?,
         comments: Vec::new(),
+        wish_updated_at: r.get(13)?,
     })
 }
 
@@ -181,8 +291,8 @@ pub fn add_item(
     }
     let now = now_rfc3339();
     tx.execute(
-        "INSERT INTO items (list_id, name, notes, status, created_by, created_at, updated_at)
-         VALUES (?1, ?2, ?3, 'IDEA', ?4, ?5, ?5)",
+        "INSERT INTO items (list_id, name, notes, status, created_by, created_at, updated_at, wish_updated_at)
+         VALUES (?1, ?2, ?3, 'IDEA', ?4, ?5, ?5, ?5)",
         params![list_id, name, notes, actor, now],
     )?;
     let id = tx.last_insert_rowid();
@@ -209,8 +319,9 @@ pub fn edit_item(conn: &mut Connection, id: i64, edit: ItemEdit) -> Result<Item,
         .transpose()?;
     let tx = conn.transaction()?;
     let changed = tx.execute(
-        "UPDATE items SET name = COALESCE(?2, name), notes = COALESCE(?3, notes) WHERE id = ?1",
-        params![id, name, notes],
+        "UPDATE items SET name = COALESCE(?2, name), notes = COALESCE(?3, notes),
+                wish_updated_at = ?4 WHERE id = ?1",
+        params![id, name, notes, now_rfc3339()],
     )?;
     if changed == 0 {
         return Err(not_found("item", id));

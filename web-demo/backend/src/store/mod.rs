@@ -12,6 +12,7 @@
 //! queries live in [`mod@occasions`], [`lists`] (lists, items, comments) and [`mod@gifts`]; the
 //! first-start data in `seed`.
 
+pub mod activity;
 pub mod gifts;
 pub mod lists;
 pub mod occasions;
@@ -23,13 +24,16 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use crate::model::Member;
 
-pub use gifts::{GiftEdit, NewGift, add_gift, delete_gift, edit_gift, gifts};
+pub use activity::{ActivityRow, MAX_ACTIVITY_ROWS, activity, record_activity};
+pub use gifts::{GiftEdit, NewGift, add_gift, delete_gift, edit_gift, gift, gifts};
 pub use lists::{
-    ItemEdit, NewItem, add_comment, add_item, assign_item, delete_item, edit_item, item,
-    list_detail, list_summaries, set_item_status,
+    ItemEdit, ListEdit, NewItem, NewList, add_comment, add_item, add_list, assign_item,
+    delete_item, delete_list, edit_item, item, list_detail, list_summaries, list_summary,
+    rename_list, set_item_status,
 };
 pub use occasions::{
-    NewOccasion, OccasionEdit, add_occasion, edit_occasion, occasion_detail, occasions,
+    NewOccasion, OccasionEdit, OccasionRemoval, add_occasion, delete_occasion, edit_occasion,
+    occasion_detail, occasions,
 };
 
 /// Longest accepted name (items, gifts, occasions), in characters.
@@ -51,6 +55,14 @@ pub enum StoreError {
     /// Input that breaks a rule (empty name, unknown member in the body, …).
     #[error("{0}")]
     Invalid(String),
+    /// A field whose text is not allowed (control characters, bidirectional overrides).
+    #[error("{field}: {why}")]
+    Field {
+        /// The body field ("name").
+        field: String,
+        /// What is wrong with it.
+        why: String,
+    },
     /// SQLite failed.
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
@@ -82,6 +94,7 @@ impl Store {
         // in-memory databases report "memory" and that is fine.
         let _mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
         conn.execute_batch(SCHEMA)?;
+        migrate(&conn)?;
         seed::seed_if_empty(&mut conn)?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
@@ -123,7 +136,7 @@ CREATE TABLE IF NOT EXISTS items (
     list_id INTEGER NOT NULL REFERENCES lists(id) ON DELETE CASCADE,
     name TEXT NOT NULL, notes TEXT NOT NULL DEFAULT '', status TEXT NOT NULL DEFAULT 'IDEA',
     assignee_id INTEGER REFERENCES members(id), created_by INTEGER NOT NULL REFERENCES members(id),
-    created_at TEXT NOT NULL, updated_at TEXT NOT NULL);
+    created_at TEXT NOT NULL, updated_at TEXT NOT NULL, wish_updated_at TEXT);
 CREATE TABLE IF NOT EXISTS comments (
     id INTEGER PRIMARY KEY, item_id INTEGER NOT NULL REFERENCES items(id) ON DELETE CASCADE,
     member_id INTEGER NOT NULL REFERENCES members(id), body TEXT NOT NULL, created_at TEXT NOT NULL);
@@ -132,7 +145,24 @@ CREATE TABLE IF NOT EXISTS gifts (
     recipient_id INTEGER NOT NULL REFERENCES members(id), giver_id INTEGER REFERENCES members(id),
     name TEXT NOT NULL, notes TEXT NOT NULL DEFAULT '', status TEXT NOT NULL DEFAULT 'PLANNED',
     created_at TEXT NOT NULL, updated_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS activity (
+    id INTEGER PRIMARY KEY, topic TEXT NOT NULL, event TEXT NOT NULL, entity_id TEXT NOT NULL,
+    user_id TEXT NOT NULL, timestamp TEXT NOT NULL, payload TEXT NOT NULL,
+    only_member INTEGER, except_member INTEGER);
 ";
+
+/// Brings a database made by an older demo up to the current schema (columns added since).
+fn migrate(conn: &Connection) -> Result<(), StoreError> {
+    let has_column: bool = conn.query_row(
+        "SELECT EXISTS(SELECT 1 FROM pragma_table_info('items') WHERE name = 'wish_updated_at')",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has_column {
+        conn.execute("ALTER TABLE items ADD COLUMN wish_updated_at TEXT", [])?;
+    }
+    Ok(())
+}
 
 /// The current time as RFC 3339 UTC with milliseconds (`2026-11-26T10:30:00.123Z`).
 pub fn now_rfc3339() -> String {
@@ -183,8 +213,45 @@ pub fn setting_or_insert(
 
 // ---------------------------------------------------------------- validation
 
-/// Trims `value` and checks it is 1 to [`MAX_NAME_CHARS`] characters.
-fn name(field: &str, value: &str) -> Result<String, StoreError> {
+/// Why a character may not appear in a name or text, if it may not: control characters (NUL,
+/// escapes, C1; in free text line breaks and tabs are fine) and the invisible bidirectional
+/// formatting characters, which can make a name read as something else ("Mom" written
+/// right-to-left over "Dad's", a file name ending in "gpj.exe" shown as "exe.jpg").
+fn forbidden(c: char, multiline: bool) -> Option<&'static str> {
+    match c {
+        '\n' | '\t' if multiline => None,
+        '\r' if multiline => None,
+        c if c.is_control() => Some("a control character"),
+        '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' => {
+            Some("a bidirectional override or isolate")
+        }
+        '\u{200E}' | '\u{200F}' | '\u{061C}' => Some("a bidirectional mark"),
+        '\u{2028}' | '\u{2029}' => Some("a line or paragraph separator"),
+        _ => None,
+    }
+}
+
+/// Checks that `value` has no [forbidden] character.
+fn clean(field: &str, value: &str, multiline: bool) -> Result<(), StoreError> {
+    match value
+        .chars()
+        .find_map(|c| forbidden(c, multiline).map(|why| (c, why)))
+    {
+        None => Ok(()),
+        Some((c, why)) => Err(StoreError::Field {
+            field: field.to_owned(),
+            why: format!(
+                "contains U+{:04X}, {why}; control characters and bidirectional overrides are not allowed",
+                u32::from(c)
+            ),
+        }),
+    }
+}
+
+/// Trims `value` and checks it is 1 to [`MAX_NAME_CHARS`] characters, on one line, without
+/// control characters or bidirectional overrides.
+pub(crate) fn name(field: &str, value: &str) -> Result<String, StoreError> {
+    clean(field, value, false)?;
     let value = value.trim();
     if value.is_empty() {
         return Err(StoreError::Invalid(format!("{field} must not be empty")));
@@ -197,8 +264,10 @@ fn name(field: &str, value: &str) -> Result<String, StoreError> {
     Ok(value.to_owned())
 }
 
-/// Trims `value` and checks it is at most [`MAX_TEXT_CHARS`] characters.
-fn text(field: &str, value: &str) -> Result<String, StoreError> {
+/// Trims `value` and checks it is at most [`MAX_TEXT_CHARS`] characters, without control
+/// characters (line breaks and tabs are fine) or bidirectional overrides.
+pub(crate) fn text(field: &str, value: &str) -> Result<String, StoreError> {
+    clean(field, value, true)?;
     let value = value.trim();
     if value.chars().count() > MAX_TEXT_CHARS {
         return Err(StoreError::Invalid(format!(

@@ -1,6 +1,8 @@
 //! Occasions (Christmas, birthdays): reads, creation and edits.
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use crate::model::{Gift, ListSummary};
 use serde::Deserialize;
 
 use super::gifts::gifts_where;
@@ -130,4 +132,37 @@ pub fn edit_occasion(
         params![id, current.name, current.date, current.notes],
     )?;
     occasion(conn, id)
+}
+
+/// What deleting an occasion removed: the occasion, its lists (with their items and comments)
+/// and its gifts, each as it was.
+#[derive(Debug)]
+pub struct OccasionRemoval {
+    /// The occasion.
+    pub occasion: Occasion,
+    /// Its lists.
+    pub lists: Vec<ListSummary>,
+    /// Its gifts.
+    pub gifts: Vec<Gift>,
+}
+
+/// Deletes an occasion and everything that belongs to it (its lists with their items and
+/// comments, its gifts), in one transaction.
+///
+/// # Errors
+/// [`StoreError::NotFound`] for an unknown id.
+pub fn delete_occasion(conn: &mut Connection, id: i64) -> Result<OccasionRemoval, StoreError> {
+    let tx = conn.transaction()?;
+    let occasion = occasion(&tx, id)?;
+    let lists = list_summaries(&tx, Some(id))?;
+    let gifts = gifts_where(&tx, "g.occasion_id = ?1", params![id])?;
+    super::lists::delete_lists_where(&tx, "occasion_id = ?1", id)?;
+    tx.execute("DELETE FROM gifts WHERE occasion_id = ?1", [id])?;
+    tx.execute("DELETE FROM occasions WHERE id = ?1", [id])?;
+    tx.commit()?;
+    Ok(OccasionRemoval {
+        occasion,
+        lists,
+        gifts,
+    })
 }

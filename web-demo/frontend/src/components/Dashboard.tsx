@@ -1,9 +1,9 @@
 import { useEffect, useMemo, useState } from "react";
 import { useQuery, useQueryClient } from "@tanstack/react-query";
 import { useConnectionStatus, useLiveQuery } from "@tidings/client/react";
-import { client, get } from "../api";
+import { client, get, type Client } from "../api";
 import { friendlyError } from "../texts";
-import { occasionAfter, summariesAfter } from "../cache";
+import { listsIndexAfter, occasionAfter, occasionsAfter, summariesAfter } from "../cache";
 import type { ListSummary, Member, Occasion, OccasionDetail, Session } from "../types";
 import { ActivityFeed } from "./ActivityFeed";
 import { Avatar } from "./Avatar";
@@ -15,12 +15,19 @@ import { MenuToggle } from "./MenuToggle";
 import { NotFound } from "./NotFound";
 import { PresenceAvatars } from "./PresenceAvatars";
 import { viewFromHash, type View } from "../routes";
+import { NewList, NewOccasion, OccasionMenu } from "./Manage";
 
 export function Dashboard({ session, onSignOut }: { session: Session; onSignOut: () => void }) {
   const api = useMemo(() => client(session), [session]);
   const status = useConnectionStatus();
   const members = useQuery({ queryKey: ["members"], queryFn: () => get<Member[]>("/members") });
-  const occasions = useQuery({ queryKey: ["occasions"], queryFn: () => get<Occasion[]>("/occasions") });
+  // Occasions and lists come and go live (`occasions:all`, `lists:all`), in every tab.
+  const occasions = useLiveQuery({
+    queryKey: ["occasions"],
+    queryFn: () => get<Occasion[]>("/occasions"),
+    topic: "occasions:all",
+    update: occasionsAfter,
+  });
   // Item counts per list change with every item event, so this summary lives under the
   // "list-items" key that `list-items:all` events invalidate.
   const queryClient = useQueryClient();
@@ -29,6 +36,12 @@ export function Dashboard({ session, onSignOut }: { session: Session; onSignOut:
     queryFn: () => get<ListSummary[]>("/lists"),
     topic: "list-items:all",
     update: (old, event) => summariesAfter(queryClient, old, event),
+  });
+  useLiveQuery({
+    queryKey: ["list-items", "summary"],
+    queryFn: () => get<ListSummary[]>("/lists"),
+    topic: "lists:all",
+    update: listsIndexAfter,
   });
   const [view, setView] = useState<View | null>(() => viewFromHash(location.hash));
   // The sidebar on a phone: folded away behind a button, closed again once a page is picked.
@@ -89,8 +102,17 @@ export function Dashboard({ session, onSignOut }: { session: Session; onSignOut:
           }}
         >
           {occasions.data?.map((o) => (
-            <OccasionSection key={o.id} occasion={o} lists={byOccasion.get(o.id) ?? []} current={current} me={session.member.id} />
+            <OccasionSection
+              key={o.id}
+              occasion={o}
+              lists={byOccasion.get(o.id) ?? []}
+              current={current}
+              api={api}
+              members={members.data ?? []}
+              me={session.member.id}
+            />
           ))}
+          <NewOccasion api={api} />
           <section className="occasion">
             <h3>Presents</h3>
             <ul>
@@ -130,7 +152,21 @@ export function Dashboard({ session, onSignOut }: { session: Session; onSignOut:
 }
 
 /** An occasion in the sidebar with its lists; its name and date stay live via `occasion:{id}`. */
-function OccasionSection({ occasion, lists, current, me }: { occasion: Occasion; lists: ListSummary[]; current: View | null; me: number }) {
+function OccasionSection({
+  occasion,
+  lists,
+  current,
+  api,
+  members,
+  me,
+}: {
+  occasion: Occasion;
+  lists: ListSummary[];
+  current: View | null;
+  api: Client;
+  members: Member[];
+  me: number;
+}) {
   const id = String(occasion.id);
   const live = useLiveQuery({
     queryKey: ["occasions", id],
@@ -154,13 +190,22 @@ function OccasionSection({ occasion, lists, current, me }: { occasion: Occasion;
             >
               <span className="wrap">{l.name}</span>
               <PresenceAvatars topic={`list:${l.id}`} me={me} size={18} testId={`nav-presence-${l.id}`} />
-              <span className="count" data-testid={`nav-list-count-${l.id}`} title="bought / wished">
-                {l.done_count}/{l.item_count}
-              </span>
+              {l.done_count === null ? (
+                <span className="count" data-testid={`nav-list-count-${l.id}`} title="wishes (what is bought is a surprise)">
+                  {l.item_count}
+                </span>
+              ) : (
+                <span className="count" data-testid={`nav-list-count-${l.id}`} title="bought / wished">
+                  {l.done_count}/{l.item_count}
+                </span>
+              )}
             </a>
           </li>
         ))}
       </ul>
+      {lists.length === 0 && <p className="small muted">No lists yet.</p>}
+      <NewList occasionId={occasion.id} api={api} members={members} />
+      <OccasionMenu occasion={o} lists={lists} api={api} />
     </section>
   );
 }

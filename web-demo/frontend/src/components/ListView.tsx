@@ -1,10 +1,12 @@
 import { useState, type FormEvent } from "react";
-import { useMutation } from "@tanstack/react-query";
+import { useMutation, useQuery } from "@tanstack/react-query";
 import { useLiveQuery } from "@tidings/client/react";
 import { get, isNotFound, type Client } from "../api";
-import type { Item, ListDetail, Member } from "../types";
+import { HIDDEN, type Item, type ListDetail, type ListSummary, type Member } from "../types";
 import { ItemCard } from "./ItemCard";
+import { ListMenu } from "./Manage";
 import { PresenceAvatars } from "./PresenceAvatars";
+import { SurpriseCard } from "./SurpriseCard";
 import { listAfter } from "../cache";
 import { useOpenEdits } from "../openEdits";
 import { friendlyError } from "../texts";
@@ -21,6 +23,10 @@ export function ListView({ listId, api, members, me }: { listId: number; api: Cl
     // Item events carry the item: the list is updated from them, never refetched.
     update: listAfter,
   });
+  // The sidebar's index (kept live by `lists:all`): the list's current name, or that it was
+  // deleted, as soon as anyone renames or deletes it.
+  const index = useQuery({ queryKey: ["list-items", "summary"], queryFn: () => get<ListSummary[]>("/lists") });
+  const summary = index.data?.find((s) => s.id === listId);
   const [name, setName] = useState("");
   const [notes, setNotes] = useState("");
   const add = useMutation({
@@ -38,6 +44,12 @@ export function ListView({ listId, api, members, me }: { listId: number; api: Cl
     mutationFn: (draft: { name: string; notes: string }) => api.post<Item>(`/lists/${id}/items`, draft),
   });
 
+  if (index.data && !summary && !list.isPending)
+    return (
+      <p className="muted" data-testid="list-gone" role="status">
+        This list has been deleted.
+      </p>
+    );
   if (list.isPending)
     return (
       <p className="muted" role="status">
@@ -55,8 +67,10 @@ export function ListView({ listId, api, members, me }: { listId: number; api: Cl
       </p>
     );
   }
-  const l = list.data;
-  const pct = l.item_count ? Math.round((100 * l.done_count) / l.item_count) : 0;
+  const l = { ...list.data, name: summary?.name ?? list.data.name };
+  // `done_count` is null on the viewer's own list: what was bought is a surprise.
+  const surprise = l.done_count === null;
+  const pct = l.item_count && l.done_count !== null ? Math.round((100 * l.done_count) / l.item_count) : 0;
 
   function submit(e: FormEvent) {
     e.preventDefault();
@@ -76,15 +90,22 @@ export function ListView({ listId, api, members, me }: { listId: number; api: Cl
           </p>
         </div>
         <PresenceAvatars topic={`list:${id}`} me={me} join testId="presence-list" />
-        <div className="progress" title={`${l.done_count} of ${l.item_count} bought`}>
-          <div className="bar">
-            <div style={{ width: `${pct}%` }} />
+        {surprise ? (
+          <p className="small muted" data-testid="list-surprise">
+            Your list: what is bought stays a surprise.
+          </p>
+        ) : (
+          <div className="progress" title={`${l.done_count} of ${l.item_count} bought`}>
+            <div className="bar">
+              <div style={{ width: `${pct}%` }} />
+            </div>
+            <span className="small muted">
+              {l.done_count}/{l.item_count} bought
+            </span>
           </div>
-          <span className="small muted">
-            {l.done_count}/{l.item_count} bought
-          </span>
-        </div>
+        )}
       </header>
+      <ListMenu list={l} api={api} />
 
       <form className="add-item" onSubmit={submit}>
         <input
@@ -133,7 +154,11 @@ export function ListView({ listId, api, members, me }: { listId: number; api: Cl
           />
         ))}
         {l.items.map((item) => (
-          <ItemCard key={item.id} item={item} api={api} members={members} onDraft={edits.report} />
+          item.status === HIDDEN ? (
+            <SurpriseCard key={item.id} item={item} api={api} />
+          ) : (
+            <ItemCard key={item.id} item={item} api={api} members={members} onDraft={edits.report} />
+          )
         ))}
       </ul>
     </section>
