@@ -233,7 +233,12 @@ impl Tidings {
             None => Arc::new(presence::MemoryPresence::new()),
         };
         let shared = config.redis_url.is_some();
-        let presence = presence::Node::new(store, config.presence.max_members, broker_stop.clone());
+        let presence = presence::Node::new(
+            store,
+            config.presence.max_members,
+            config.presence.max_info_bytes,
+            broker_stop.clone(),
+        );
         if shared {
             hub.set_on_presence(Arc::new(presence::redis::Relay(presence.clone())));
         }

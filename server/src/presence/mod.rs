@@ -37,7 +37,7 @@ pub mod redis;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::Context;
 
 use tidings_protocol::{PresenceInfo, PresenceMember, Topic};
 use tokio_util::sync::CancellationToken;
@@ -159,7 +159,7 @@ pub(crate) fn frame(reply: &tidings_protocol::WSReply) -> axum::extract::ws::Utf
 pub(crate) fn run_now_or_spawn(future: impl Future<Output = ()> + Send + 'static) {
     let mut future = Box::pin(future);
     let mut cx = Context::from_waker(std::task::Waker::noop());
-    if let Poll::Pending = future.as_mut().poll(&mut cx) {
+    if future.as_mut().poll(&mut cx).is_pending() {
         // Polled again by the runtime with a real waker: whatever registered the no-op one
         // is registered again.
         tokio::spawn(future);
@@ -173,6 +173,7 @@ pub struct Node {
     local: Arc<Local>,
     store: Arc<dyn Presence>,
     max_members: usize,
+    max_info_bytes: usize,
 }
 
 impl std::fmt::Debug for Node {
@@ -184,10 +185,12 @@ impl std::fmt::Debug for Node {
 }
 
 impl Node {
-    /// The presence of a node using `store`, with at most `max_members` per topic.
+    /// The presence of a node using `store`, with at most `max_members` per topic and
+    /// `max_info_bytes` of info per user.
     pub(crate) fn new(
         store: Arc<dyn Presence>,
         max_members: usize,
+        max_info_bytes: usize,
         stop: CancellationToken,
     ) -> Self {
         let local = Arc::new(Local::default());
@@ -196,6 +199,7 @@ impl Node {
             local,
             store,
             max_members,
+            max_info_bytes,
         }
     }
 
@@ -236,7 +240,7 @@ impl Node {
     }
 
     /// Registers `conn` as a watcher of `topic` and, for [`PresenceMode::Join`], makes its
-    /// user present (unless its `info` is over `max_info_bytes`). Returns what to run once
+    /// user present (unless its `info` is over the configured bound). Returns what to run once
     /// the subscribe's ack is queued: the snapshot (and any refusal) must follow the ack.
     pub(crate) fn watch(
         &self,
@@ -246,8 +250,8 @@ impl Node {
         mode: PresenceMode,
         user: &str,
         info: Option<&PresenceInfo>,
-        max_info_bytes: usize,
     ) -> Start {
+        let max_info_bytes = self.max_info_bytes;
         let mut refusal = None;
         let join = match mode {
             PresenceMode::Watch => None,
