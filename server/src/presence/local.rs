@@ -380,3 +380,75 @@ pub(crate) fn member(user: &str, count: u32, info: &PresenceInfo) -> PresenceMem
         connections: count,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn join(user: &str) -> Change {
+        Change::Join(member(user, 1, &PresenceInfo::empty()))
+    }
+
+    fn drain(outbox: &Outbox) -> Vec<String> {
+        let mut batch = Vec::new();
+        let _ = outbox.take_now(&mut batch);
+        batch.iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn a_pending_watcher_gets_its_snapshot_then_only_newer_changes() {
+        let local = Local::default();
+        let topic = Topic::list(1);
+        let outbox = Arc::new(Outbox::new(16));
+        let (ticket, update) = local.watch(&topic, 7, &outbox, None);
+        assert!(update.is_none(), "watching only changes no count");
+        // Changes while the snapshot is read are held, not queued.
+        local.changed(&topic, 1, &join("a"));
+        local.changed(&topic, 2, &join("b"));
+        assert!(drain(&outbox).is_empty());
+        // The snapshot reflects version 1: only version 2 follows it.
+        let snapshot = Snapshot {
+            version: 1,
+            members: vec![member("a", 1, &PresenceInfo::empty())],
+        };
+        // An older registration's snapshot is dropped.
+        local.finish(&topic, 7, ticket + 100, Some(&snapshot));
+        assert!(drain(&outbox).is_empty());
+        local.finish(&topic, 7, ticket, Some(&snapshot));
+        let frames = drain(&outbox);
+        assert_eq!(frames.len(), 2, "{frames:?}");
+        assert!(
+            frames[0].starts_with(r#"{"action":"presence","#),
+            "{}",
+            frames[0]
+        );
+        assert!(frames[1].contains(r#""user_id":"b""#), "{}", frames[1]);
+        // Live now: changes go straight out.
+        local.changed(&topic, 3, &Change::Leave("a".into()));
+        assert_eq!(
+            drain(&outbox),
+            [r#"{"action":"presence_leave","topic":"list:1","user_id":"a"}"#]
+        );
+    }
+
+    #[test]
+    fn counts_are_per_user_and_a_full_hold_closes_the_watcher() {
+        let local = Local::default();
+        let topic = Topic::list(1);
+        let (a, b) = (Arc::new(Outbox::new(2)), Arc::new(Outbox::new(2)));
+        let user: Arc<str> = "mom".into();
+        let (_, first) = local.watch(&topic, 1, &a, Some((user.clone(), PresenceInfo::empty())));
+        let (_, second) = local.watch(&topic, 2, &b, Some((user.clone(), PresenceInfo::empty())));
+        assert_eq!(first.map(|u| u.count), Some(1));
+        assert_eq!(second.map(|u| u.count), Some(2));
+        assert_eq!(local.entry_count(), 1);
+        assert_eq!(local.unwatch(&topic, 1).map(|u| u.count), Some(1));
+        // Three changes held for a watcher whose queue takes two: closed as a slow consumer.
+        for v in 1..=3 {
+            local.changed(&topic, v, &join("x"));
+        }
+        assert_eq!(b.close_code(), Some(CloseCode::SlowConsumer));
+        assert_eq!(local.unwatch(&topic, 2).map(|u| u.count), Some(0));
+        assert_eq!((local.entry_count(), local.watcher_count()), (0, 0));
+    }
+}
