@@ -52,6 +52,9 @@ struct Watcher {
     ticket: u64,
     /// The user, when this connection is present (not only watching).
     joined: Option<Arc<str>>,
+    /// The registration that made it present: a refusal of that join applies only while it
+    /// is still the one in effect.
+    join_ticket: u64,
     /// `Some`: waiting for its snapshot, with the changes that arrived meanwhile.
     held: Option<Vec<(u64, Utf8Bytes)>>,
 }
@@ -90,6 +93,7 @@ impl Local {
                     outbox: outbox.clone(),
                     ticket,
                     joined: None,
+                    join_ticket: ticket,
                     held: None,
                 });
                 state.watchers.len() - 1
@@ -101,6 +105,7 @@ impl Local {
         let update = match (join, watcher.joined.clone()) {
             (Some((user, info)), None) => {
                 watcher.joined = Some(user.clone());
+                watcher.join_ticket = ticket;
                 Some(self.add(state, topic, user, info))
             }
             (None, Some(user)) => {
@@ -130,9 +135,9 @@ impl Local {
         update
     }
 
-    /// The store refused `conn`'s join (topic full, store away): it stays a watcher, not
-    /// present. Returns whether the registration `ticket` is still current, and the update
-    /// to send.
+    /// The store refused the join `conn` made with registration `ticket` (topic full, store
+    /// away): it stays a watcher, not present. Returns whether that join was still in effect
+    /// (the client is then told), and the update to send.
     pub(crate) fn refuse(
         &self,
         topic: &Topic,
@@ -143,10 +148,12 @@ impl Local {
         let Some(state) = topics.get_mut(topic.as_str()) else {
             return (false, None);
         };
+        // A later subscribe of the same connection may have kept this join (a repeated
+        // `join`): matched by the join's ticket, not the latest registration's.
         let Some(watcher) = state
             .watchers
             .iter_mut()
-            .find(|w| w.conn == conn && w.ticket == ticket)
+            .find(|w| w.conn == conn && w.joined.is_some() && w.join_ticket == ticket)
         else {
             return (false, None);
         };
@@ -450,5 +457,26 @@ mod tests {
         assert_eq!(b.close_code(), Some(CloseCode::SlowConsumer));
         assert_eq!(local.unwatch(&topic, 2).map(|u| u.count), Some(0));
         assert_eq!((local.entry_count(), local.watcher_count()), (0, 0));
+    }
+
+    #[test]
+    fn a_refusal_undoes_the_join_it_refused_only() {
+        let local = Local::default();
+        let topic = Topic::list(1);
+        let outbox = Arc::new(Outbox::new(16));
+        let mom = || Some((Arc::<str>::from("mom"), PresenceInfo::empty()));
+        let (first, _) = local.watch(&topic, 1, &outbox, mom());
+        // The same join again (a repeated subscribe) keeps the first join in effect.
+        let (second, update) = local.watch(&topic, 1, &outbox, mom());
+        assert!(update.is_none());
+        assert!(!local.refuse(&topic, 1, second).0);
+        let (applied, update) = local.refuse(&topic, 1, first);
+        assert!(applied);
+        assert_eq!(update.map(|u| u.count), Some(0));
+        // Joined again with a new registration: an old refusal no longer applies.
+        let (_, _) = local.watch(&topic, 1, &outbox, None);
+        let (third, _) = local.watch(&topic, 1, &outbox, mom());
+        assert!(!local.refuse(&topic, 1, first).0);
+        assert!(local.refuse(&topic, 1, third).0);
     }
 }

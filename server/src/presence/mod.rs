@@ -350,22 +350,26 @@ impl Start {
                 if let Some(update) = update {
                     node.send(update);
                 }
-                if !current {
-                    return;
+                // Told only while that join was still in effect (not ended or replaced since).
+                if current {
+                    let text = match &e {
+                        PresenceError::Full(_) => WSError::TOO_MANY_PRESENT,
+                        PresenceError::Unavailable(_) => {
+                            told_unavailable = true;
+                            WSError::PRESENCE_UNAVAILABLE
+                        }
+                    };
+                    let _ = outbox.push(frame_of(&WSError {
+                        details: Some(e.to_string()),
+                        topic: Some(topic.to_string()),
+                        ..WSError::new(text)
+                    }));
                 }
-                let text = match &e {
-                    PresenceError::Full(_) => WSError::TOO_MANY_PRESENT,
-                    PresenceError::Unavailable(_) => {
-                        told_unavailable = true;
-                        WSError::PRESENCE_UNAVAILABLE
-                    }
-                };
-                let _ = outbox.push(frame_of(&WSError {
-                    details: Some(e.to_string()),
-                    topic: Some(topic.to_string()),
-                    ..WSError::new(text)
-                }));
             }
+        }
+        // Unsubscribed or subscribed again since: that subscribe's start sends the snapshot.
+        if !node.local.is_current(&topic, conn, ticket) {
+            return;
         }
         let snapshot = node.store.snapshot(topic.clone()).await;
         if let Err(e) = &snapshot {
