@@ -33,6 +33,7 @@
 
 pub mod local;
 pub mod memory;
+#[cfg(feature = "redis")]
 pub mod redis;
 
 use std::future::Future;
@@ -44,6 +45,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use self::local::Local;
 pub use self::memory::MemoryPresence;
+#[cfg(feature = "redis")]
 pub use self::redis::RedisPresence;
 
 use tidings_protocol::{PresenceMode, WSError};
@@ -113,7 +115,7 @@ pub trait Watchers: Send + Sync {
 
 /// Where presence entries live and how their changes reach every node (see the module docs).
 ///
-/// Implemented by [`MemoryPresence`] and [`RedisPresence`].
+/// Implemented by [`MemoryPresence`] and (feature `redis`) `RedisPresence`.
 pub trait Presence: Send + Sync + 'static {
     /// Applies `update` (made when this is called, in call order; the future only reports
     /// the outcome) and announces the change (if any) to every node's watchers through
