@@ -218,6 +218,7 @@ impl Local {
     /// Makes every watcher pending again (its changes held) with a new ticket: after changes
     /// may have been lost, each gets a fresh snapshot. Returns, per topic, the registrations
     /// to finish.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn rewatch_all(&self) -> Vec<(Topic, Vec<(ConnId, u64)>)> {
         let mut topics = self.topics();
         let mut out = Vec::with_capacity(topics.len());

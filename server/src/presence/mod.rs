@@ -206,6 +206,7 @@ impl Node {
     }
 
     /// This node's side.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn local(&self) -> &Arc<Local> {
         &self.local
     }
@@ -228,6 +229,7 @@ impl Node {
 
     /// Sends a fresh snapshot to every watcher: changes may have been lost (the store's link
     /// broke).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn resync(&self) {
         for (topic, pending) in self.local.rewatch_all() {
             let snapshot = self.store.snapshot(topic.clone());
