@@ -802,7 +802,7 @@ impl Config {
         self
     }
 
-    /// The presence settings in effect.
+    /// The presence TTL in effect (see [`Config::with_presence_ttl`]).
     pub fn presence_ttl(&self) -> Duration {
         self.presence.ttl
     }

@@ -432,7 +432,6 @@ impl Connection {
         if !self.presence.contains(topic) {
             self.presence.push(topic.clone());
         }
-        let config = self.tidings.config();
         self.tidings.presence().watch(
             topic,
             self.id,
@@ -440,7 +439,6 @@ impl Connection {
             mode,
             &self.claims.sub,
             self.claims.presence_info.as_ref(),
-            config.presence.max_info_bytes,
         )
     }
 
@@ -533,14 +531,14 @@ impl Connection {
                         .subscribe_with_position(&topic, self.id, &self.outbox, |at| {
                             ack_text(&WSReply::subscribed_at(topic.clone(), None, Some(at)))
                         });
-                    start.map(Start::run);
+                    run_presence(start);
                 }
                 // Subscribe before confirming: once the client reads "subscribed", every
                 // later event of the topic reaches it.
                 None => {
                     self.hub.subscribe(&topic, self.id, &self.outbox);
                     self.reply(&WSReply::subscribed(topic));
-                    start.map(Start::run);
+                    run_presence(start);
                 }
             }
             return;
@@ -561,7 +559,7 @@ impl Connection {
             None => {
                 self.hub
                     .subscribe_since(&topic, self.id, &self.outbox, &since, ack);
-                start.map(Start::run);
+                run_presence(start);
             }
             // Redis: park the connection (live events are held back), fetch the history,
             // then replay and merge. The reader goes on meanwhile.
@@ -619,7 +617,7 @@ impl Connection {
                         }
                     };
                     hub.finish_pending(&topic, id, ticket, Some(&since), recovery, None, ack);
-                    start.map(Start::run);
+                    run_presence(start);
                 });
             }
         }
@@ -654,7 +652,7 @@ impl Connection {
         if broker.following() && !position {
             // Every follow asked for, this topic's included, is in effect.
             hub.finish_pending(&topic, id, ticket, None, nothing_missed, None, ack);
-            then.map(Start::run);
+            run_presence(then);
             return;
         }
         let outbox = self.outbox.clone();
@@ -676,7 +674,7 @@ impl Connection {
                 None
             };
             hub.finish_pending(&topic, id, ticket, at.as_ref(), nothing_missed, None, ack);
-            then.map(Start::run);
+            run_presence(then);
         });
     }
 
@@ -712,6 +710,13 @@ async fn ready_or_close(broker: &dyn crate::broker::Broker, outbox: &Outbox) -> 
     tracing::warn!("the broker did not confirm a channel subscription in time; closing with 1013");
     outbox.close(CloseCode::TryAgainLater);
     false
+}
+
+/// Runs a presence subscribe's rest (snapshot, refusal) once its ack is queued, if it asked.
+fn run_presence(start: Option<Start>) {
+    if let Some(start) = start {
+        start.run();
+    }
 }
 
 /// The JSON text of a reply.

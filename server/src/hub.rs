@@ -198,6 +198,7 @@ impl Hub {
 
     /// Where presence messages from other nodes go ([`Deliver::presence`]); the first call
     /// wins.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn set_on_presence(&self, relay: Arc<dyn crate::broker::PresenceRelay>) {
         let _ = self.inner.on_presence.set(relay);
     }

@@ -221,22 +221,14 @@ impl Tidings {
                 Err(e) => tracing::warn!(error = %e, "ignoring a malformed control message"),
             })
         });
-        // Presence is shared through Redis when the broker is (`Config::with_redis_url`), else
-        // kept on this node.
-        // (A Redis URL always selects the Redis broker: `TidingsBuilder::build` refuses another.)
-        let store: Arc<dyn presence::Presence> = match &config.redis_url {
-            Some(url) => match presence::RedisPresence::new(url.expose(), config.presence.ttl) {
-                Ok(redis) => Arc::new(redis),
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot use Redis for presence; one node only");
-                    Arc::new(presence::MemoryPresence::new())
-                }
-            },
-            None => Arc::new(presence::MemoryPresence::new()),
-        };
-        let shared = config.redis_url.is_some();
-        let presence = presence::Node::new(store, config.presence.max_members, broker_stop.clone());
-        if shared {
+        let presence = presence::Node::new(
+            Self::presence_store(&config),
+            config.presence.max_members,
+            config.presence.max_info_bytes,
+            broker_stop.clone(),
+        );
+        #[cfg(feature = "redis")]
+        if config.redis_url.is_some() {
             hub.set_on_presence(Arc::new(presence::redis::Relay(presence.clone())));
         }
         // The broker's background work reaches this node's subscribers through the hub's
@@ -268,6 +260,29 @@ impl Tidings {
                 connections: TaskTracker::new(),
             }),
         }
+    }
+
+    /// Where presence entries live: in Redis when the broker is (`Config::with_redis_url`;
+    /// a Redis URL always selects the Redis broker, `TidingsBuilder::build` refuses another),
+    /// else on this node.
+    #[cfg(feature = "redis")]
+    fn presence_store(config: &Config) -> Arc<dyn presence::Presence> {
+        match &config.redis_url {
+            Some(url) => match presence::RedisPresence::new(url.expose(), config.presence.ttl) {
+                Ok(redis) => Arc::new(redis),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot use Redis for presence; one node only");
+                    Arc::new(presence::MemoryPresence::new())
+                }
+            },
+            None => Arc::new(presence::MemoryPresence::new()),
+        }
+    }
+
+    /// Where presence entries live: on this node (built without the `redis` feature).
+    #[cfg(not(feature = "redis"))]
+    fn presence_store(_config: &Config) -> Arc<dyn presence::Presence> {
+        Arc::new(presence::MemoryPresence::new())
     }
 
     /// Publishes `event` through the broker: it gets the topic's next `seq` and its `epoch`

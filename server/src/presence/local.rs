@@ -52,6 +52,9 @@ struct Watcher {
     ticket: u64,
     /// The user, when this connection is present (not only watching).
     joined: Option<Arc<str>>,
+    /// The registration that made it present: a refusal of that join applies only while it
+    /// is still the one in effect.
+    join_ticket: u64,
     /// `Some`: waiting for its snapshot, with the changes that arrived meanwhile.
     held: Option<Vec<(u64, Utf8Bytes)>>,
 }
@@ -90,6 +93,7 @@ impl Local {
                     outbox: outbox.clone(),
                     ticket,
                     joined: None,
+                    join_ticket: ticket,
                     held: None,
                 });
                 state.watchers.len() - 1
@@ -101,6 +105,7 @@ impl Local {
         let update = match (join, watcher.joined.clone()) {
             (Some((user, info)), None) => {
                 watcher.joined = Some(user.clone());
+                watcher.join_ticket = ticket;
                 Some(self.add(state, topic, user, info))
             }
             (None, Some(user)) => {
@@ -130,9 +135,9 @@ impl Local {
         update
     }
 
-    /// The store refused `conn`'s join (topic full, store away): it stays a watcher, not
-    /// present. Returns whether the registration `ticket` is still current, and the update
-    /// to send.
+    /// The store refused the join `conn` made with registration `ticket` (topic full, store
+    /// away): it stays a watcher, not present. Returns whether that join was still in effect
+    /// (the client is then told), and the update to send.
     pub(crate) fn refuse(
         &self,
         topic: &Topic,
@@ -143,10 +148,12 @@ impl Local {
         let Some(state) = topics.get_mut(topic.as_str()) else {
             return (false, None);
         };
+        // A later subscribe of the same connection may have kept this join (a repeated
+        // `join`): matched by the join's ticket, not the latest registration's.
         let Some(watcher) = state
             .watchers
             .iter_mut()
-            .find(|w| w.conn == conn && w.ticket == ticket)
+            .find(|w| w.conn == conn && w.joined.is_some() && w.join_ticket == ticket)
         else {
             return (false, None);
         };
@@ -211,6 +218,7 @@ impl Local {
     /// Makes every watcher pending again (its changes held) with a new ticket: after changes
     /// may have been lost, each gets a fresh snapshot. Returns, per topic, the registrations
     /// to finish.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn rewatch_all(&self) -> Vec<(Topic, Vec<(ConnId, u64)>)> {
         let mut topics = self.topics();
         let mut out = Vec::with_capacity(topics.len());
@@ -378,5 +386,98 @@ pub(crate) fn member(user: &str, count: u32, info: &PresenceInfo) -> PresenceMem
         user_id: user.to_owned(),
         info: info.clone(),
         connections: count,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn join(user: &str) -> Change {
+        Change::Join(member(user, 1, &PresenceInfo::empty()))
+    }
+
+    fn drain(outbox: &Outbox) -> Vec<String> {
+        let mut batch = Vec::new();
+        let _ = outbox.take_now(&mut batch);
+        batch.iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn a_pending_watcher_gets_its_snapshot_then_only_newer_changes() {
+        let local = Local::default();
+        let topic = Topic::list(1);
+        let outbox = Arc::new(Outbox::new(16));
+        let (ticket, update) = local.watch(&topic, 7, &outbox, None);
+        assert!(update.is_none(), "watching only changes no count");
+        // Changes while the snapshot is read are held, not queued.
+        local.changed(&topic, 1, &join("a"));
+        local.changed(&topic, 2, &join("b"));
+        assert!(drain(&outbox).is_empty());
+        // The snapshot reflects version 1: only version 2 follows it.
+        let snapshot = Snapshot {
+            version: 1,
+            members: vec![member("a", 1, &PresenceInfo::empty())],
+        };
+        // An older registration's snapshot is dropped.
+        local.finish(&topic, 7, ticket + 100, Some(&snapshot));
+        assert!(drain(&outbox).is_empty());
+        local.finish(&topic, 7, ticket, Some(&snapshot));
+        let frames = drain(&outbox);
+        assert_eq!(frames.len(), 2, "{frames:?}");
+        assert!(
+            frames[0].starts_with(r#"{"action":"presence","#),
+            "{}",
+            frames[0]
+        );
+        assert!(frames[1].contains(r#""user_id":"b""#), "{}", frames[1]);
+        // Live now: changes go straight out.
+        local.changed(&topic, 3, &Change::Leave("a".into()));
+        assert_eq!(
+            drain(&outbox),
+            [r#"{"action":"presence_leave","topic":"list:1","user_id":"a"}"#]
+        );
+    }
+
+    #[test]
+    fn counts_are_per_user_and_a_full_hold_closes_the_watcher() {
+        let local = Local::default();
+        let topic = Topic::list(1);
+        let (a, b) = (Arc::new(Outbox::new(2)), Arc::new(Outbox::new(2)));
+        let user: Arc<str> = "mom".into();
+        let (_, first) = local.watch(&topic, 1, &a, Some((user.clone(), PresenceInfo::empty())));
+        let (_, second) = local.watch(&topic, 2, &b, Some((user.clone(), PresenceInfo::empty())));
+        assert_eq!(first.map(|u| u.count), Some(1));
+        assert_eq!(second.map(|u| u.count), Some(2));
+        assert_eq!(local.entry_count(), 1);
+        assert_eq!(local.unwatch(&topic, 1).map(|u| u.count), Some(1));
+        // Three changes held for a watcher whose queue takes two: closed as a slow consumer.
+        for v in 1..=3 {
+            local.changed(&topic, v, &join("x"));
+        }
+        assert_eq!(b.close_code(), Some(CloseCode::SlowConsumer));
+        assert_eq!(local.unwatch(&topic, 2).map(|u| u.count), Some(0));
+        assert_eq!((local.entry_count(), local.watcher_count()), (0, 0));
+    }
+
+    #[test]
+    fn a_refusal_undoes_the_join_it_refused_only() {
+        let local = Local::default();
+        let topic = Topic::list(1);
+        let outbox = Arc::new(Outbox::new(16));
+        let mom = || Some((Arc::<str>::from("mom"), PresenceInfo::empty()));
+        let (first, _) = local.watch(&topic, 1, &outbox, mom());
+        // The same join again (a repeated subscribe) keeps the first join in effect.
+        let (second, update) = local.watch(&topic, 1, &outbox, mom());
+        assert!(update.is_none());
+        assert!(!local.refuse(&topic, 1, second).0);
+        let (applied, update) = local.refuse(&topic, 1, first);
+        assert!(applied);
+        assert_eq!(update.map(|u| u.count), Some(0));
+        // Joined again with a new registration: an old refusal no longer applies.
+        let (_, _) = local.watch(&topic, 1, &outbox, None);
+        let (third, _) = local.watch(&topic, 1, &outbox, mom());
+        assert!(!local.refuse(&topic, 1, first).0);
+        assert!(local.refuse(&topic, 1, third).0);
     }
 }

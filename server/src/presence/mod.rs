@@ -33,17 +33,19 @@
 
 pub mod local;
 pub mod memory;
+#[cfg(feature = "redis")]
 pub mod redis;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::Context;
 
 use tidings_protocol::{PresenceInfo, PresenceMember, Topic};
 use tokio_util::sync::CancellationToken;
 
 pub use self::local::Local;
 pub use self::memory::MemoryPresence;
+#[cfg(feature = "redis")]
 pub use self::redis::RedisPresence;
 
 use tidings_protocol::{PresenceMode, WSError};
@@ -113,7 +115,7 @@ pub trait Watchers: Send + Sync {
 
 /// Where presence entries live and how their changes reach every node (see the module docs).
 ///
-/// Implemented by [`MemoryPresence`] and [`RedisPresence`].
+/// Implemented by [`MemoryPresence`] and (feature `redis`) `RedisPresence`.
 pub trait Presence: Send + Sync + 'static {
     /// Applies `update` (made when this is called, in call order; the future only reports
     /// the outcome) and announces the change (if any) to every node's watchers through
@@ -159,7 +161,7 @@ pub(crate) fn frame(reply: &tidings_protocol::WSReply) -> axum::extract::ws::Utf
 pub(crate) fn run_now_or_spawn(future: impl Future<Output = ()> + Send + 'static) {
     let mut future = Box::pin(future);
     let mut cx = Context::from_waker(std::task::Waker::noop());
-    if let Poll::Pending = future.as_mut().poll(&mut cx) {
+    if future.as_mut().poll(&mut cx).is_pending() {
         // Polled again by the runtime with a real waker: whatever registered the no-op one
         // is registered again.
         tokio::spawn(future);
@@ -173,6 +175,7 @@ pub struct Node {
     local: Arc<Local>,
     store: Arc<dyn Presence>,
     max_members: usize,
+    max_info_bytes: usize,
 }
 
 impl std::fmt::Debug for Node {
@@ -184,10 +187,12 @@ impl std::fmt::Debug for Node {
 }
 
 impl Node {
-    /// The presence of a node using `store`, with at most `max_members` per topic.
+    /// The presence of a node using `store`, with at most `max_members` per topic and
+    /// `max_info_bytes` of info per user.
     pub(crate) fn new(
         store: Arc<dyn Presence>,
         max_members: usize,
+        max_info_bytes: usize,
         stop: CancellationToken,
     ) -> Self {
         let local = Arc::new(Local::default());
@@ -196,10 +201,12 @@ impl Node {
             local,
             store,
             max_members,
+            max_info_bytes,
         }
     }
 
     /// This node's side.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn local(&self) -> &Arc<Local> {
         &self.local
     }
@@ -222,6 +229,7 @@ impl Node {
 
     /// Sends a fresh snapshot to every watcher: changes may have been lost (the store's link
     /// broke).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn resync(&self) {
         for (topic, pending) in self.local.rewatch_all() {
             let snapshot = self.store.snapshot(topic.clone());
@@ -236,7 +244,7 @@ impl Node {
     }
 
     /// Registers `conn` as a watcher of `topic` and, for [`PresenceMode::Join`], makes its
-    /// user present (unless its `info` is over `max_info_bytes`). Returns what to run once
+    /// user present (unless its `info` is over the configured bound). Returns what to run once
     /// the subscribe's ack is queued: the snapshot (and any refusal) must follow the ack.
     pub(crate) fn watch(
         &self,
@@ -246,8 +254,8 @@ impl Node {
         mode: PresenceMode,
         user: &str,
         info: Option<&PresenceInfo>,
-        max_info_bytes: usize,
     ) -> Start {
+        let max_info_bytes = self.max_info_bytes;
         let mut refusal = None;
         let join = match mode {
             PresenceMode::Watch => None,
@@ -346,22 +354,26 @@ impl Start {
                 if let Some(update) = update {
                     node.send(update);
                 }
-                if !current {
-                    return;
+                // Told only while that join was still in effect (not ended or replaced since).
+                if current {
+                    let text = match &e {
+                        PresenceError::Full(_) => WSError::TOO_MANY_PRESENT,
+                        PresenceError::Unavailable(_) => {
+                            told_unavailable = true;
+                            WSError::PRESENCE_UNAVAILABLE
+                        }
+                    };
+                    let _ = outbox.push(frame_of(&WSError {
+                        details: Some(e.to_string()),
+                        topic: Some(topic.to_string()),
+                        ..WSError::new(text)
+                    }));
                 }
-                let text = match &e {
-                    PresenceError::Full(_) => WSError::TOO_MANY_PRESENT,
-                    PresenceError::Unavailable(_) => {
-                        told_unavailable = true;
-                        WSError::PRESENCE_UNAVAILABLE
-                    }
-                };
-                let _ = outbox.push(frame_of(&WSError {
-                    details: Some(e.to_string()),
-                    topic: Some(topic.to_string()),
-                    ..WSError::new(text)
-                }));
             }
+        }
+        // Unsubscribed or subscribed again since: that subscribe's start sends the snapshot.
+        if !node.local.is_current(&topic, conn, ticket) {
+            return;
         }
         let snapshot = node.store.snapshot(topic.clone()).await;
         if let Err(e) = &snapshot {

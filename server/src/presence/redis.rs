@@ -29,8 +29,8 @@
 //! id is refused by the script (`gone`), so nothing is written under an id nobody will sweep.
 //! On shutdown a node marks itself expired, and the next sweep of any node removes its entries.
 //!
-//! A node's updates and snapshot reads go through one queue, in order, to one worker (Redis
-//! executes them in that order): a join is applied before the joining connection's snapshot is
+//! A node's updates and snapshot reads go through one queue, in order, to one worker that sends
+//! whatever is waiting as one pipeline (up to `BATCH`; Redis executes them in that order): a join is applied before the joining connection's snapshot is
 //! read, and a leave never overtakes the join it follows. The queue is bounded
 //! (`QUEUE`); an update that finds it full, or fails for want of Redis, is kept as a dirty
 //! entry and written again (with the count of then) by the next heartbeat round.
@@ -58,6 +58,8 @@ const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
 const RECONNECT_PAUSE: Duration = Duration::from_millis(500);
 /// Most updates and snapshot reads waiting for the worker.
 const QUEUE: usize = 65_536;
+/// Most operations sent in one pipelined round trip.
+const BATCH: usize = 256;
 /// Dead nodes claimed per sweep round trip.
 const SWEEP_BATCH: usize = 16;
 /// How long the version of a topic's presence outlives its last change (a watcher compares
@@ -254,33 +256,42 @@ impl RedisPresence {
     ) {
         let mut conn: Option<MultiplexedConnection> = None;
         let mut failed_at: Option<(tokio::time::Instant, String)> = None;
+        let mut batch = Vec::with_capacity(BATCH);
         loop {
             let op = tokio::select! {
                 () = stop.cancelled() => break,
                 op = ops.recv() => match op { Some(op) => op, None => break },
             };
+            // Whatever else is waiting goes in the same round trip.
+            batch.push(op);
+            while batch.len() < BATCH {
+                match ops.try_recv() {
+                    Ok(op) => batch.push(op),
+                    Err(_) => break,
+                }
+            }
             if conn.is_none() {
                 if let Some((at, e)) = &failed_at {
                     if at.elapsed() < RECONNECT_PAUSE {
-                        fail(op, &*local, e);
+                        batch.drain(..).for_each(|op| fail(op, &*local, e));
                         continue;
                     }
                 }
-                match self.connect().await {
+                match self.connect_loaded().await {
                     Ok(c) => {
                         conn = Some(c);
                         failed_at = None;
                     }
                     Err(e) => {
                         self.failing.store(true, Ordering::Relaxed);
-                        fail(op, &*local, &e);
+                        batch.drain(..).for_each(|op| fail(op, &*local, &e));
                         failed_at = Some((tokio::time::Instant::now(), e));
                         continue;
                     }
                 }
             }
             let Some(c) = conn.as_mut() else { continue };
-            if let Err(e) = self.apply(c, op, &*local).await {
+            if let Err(e) = self.apply_batch(c, &mut batch, &*local).await {
                 self.failing.store(true, Ordering::Relaxed);
                 tracing::debug!(error = %e, "presence: redis command failed");
                 conn = None;
@@ -298,6 +309,145 @@ impl RedisPresence {
                 .invoke_async::<String>(&mut c)
                 .await;
         }
+    }
+
+    /// A connection with the pipelined scripts loaded (a pipeline does not load them itself).
+    async fn connect_loaded(&self) -> Result<MultiplexedConnection, String> {
+        let mut conn = self.connect().await?;
+        for script in [&self.update, &self.snapshot] {
+            script
+                .prepare_invoke()
+                .load_async(&mut conn)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(conn)
+    }
+
+    /// Applies `batch` (emptied): runs of updates and snapshot reads as one pipeline each
+    /// (Redis runs them in order), a renewal on its own. On an error every operation not yet
+    /// answered is failed (kept for a retry, or answered unavailable).
+    async fn apply_batch(
+        &self,
+        conn: &mut MultiplexedConnection,
+        batch: &mut Vec<Op>,
+        local: &dyn Watchers,
+    ) -> Result<(), String> {
+        let mut ops = batch.drain(..);
+        let mut run = Vec::new();
+        let result = loop {
+            match ops.next() {
+                Some(Op::Renew) => {
+                    if let Err(e) = self.pipeline(conn, &mut run, local).await {
+                        break Err(e);
+                    }
+                    if let Err(e) = self.renew(conn, local).await {
+                        break Err(e);
+                    }
+                }
+                Some(op) => run.push(op),
+                None => break self.pipeline(conn, &mut run, local).await,
+            }
+        };
+        if let Err(e) = &result {
+            run.drain(..).chain(ops).for_each(|op| fail(op, local, e));
+        }
+        result
+    }
+
+    /// Sends the updates and snapshot reads of `run` (emptied on success) in one pipeline and
+    /// answers each. One operation takes the plain path (which loads its script if needed).
+    async fn pipeline(
+        &self,
+        conn: &mut MultiplexedConnection,
+        run: &mut Vec<Op>,
+        local: &dyn Watchers,
+    ) -> Result<(), String> {
+        if run.len() <= 1 {
+            return match run.pop() {
+                Some(op) => self.apply(conn, op, local).await,
+                None => Ok(()),
+            };
+        }
+        let node = self.node_id();
+        let mut pipe = redis::pipe();
+        for op in run.iter() {
+            match op {
+                Op::Update {
+                    update,
+                    max_members,
+                    ..
+                } => {
+                    let (keys, node_set) = keys(update.topic.as_str(), &node);
+                    let mut invocation = self.update.prepare_invoke();
+                    invocation
+                        .key(&keys.node)
+                        .key(&keys.totals)
+                        .key(&keys.version)
+                        .key(&node_set)
+                        .key(NODES)
+                        .arg(&*update.user)
+                        .arg(update.count)
+                        .arg(update.info.get())
+                        .arg(*max_members)
+                        .arg(&keys.channel)
+                        .arg(update.topic.as_str())
+                        .arg(&*node)
+                        .arg(VERSION_TTL_MS);
+                    pipe.invoke_script(&invocation);
+                }
+                Op::Snapshot { topic, .. } => {
+                    let (keys, _) = keys(topic.as_str(), "");
+                    let mut invocation = self.snapshot.prepare_invoke();
+                    invocation.key(&keys.totals).key(&keys.version);
+                    pipe.invoke_script(&invocation);
+                }
+                Op::Renew => {}
+            }
+        }
+        let values: Vec<redis::Value> = pipe.query_async(conn).await.map_err(|e| e.to_string())?;
+        let mut gone = Vec::new();
+        for (op, value) in run.drain(..).zip(values) {
+            match op {
+                Op::Update {
+                    update,
+                    max_members,
+                    reply,
+                } => match redis::from_redis_value::<String>(&value).as_deref() {
+                    Ok("gone") => gone.push(Op::Update {
+                        update,
+                        max_members,
+                        reply,
+                    }),
+                    Ok("full") => {
+                        let _ = reply.send(Err(PresenceError::Full(max_members)));
+                    }
+                    Ok(_) => {
+                        let _ = reply.send(Ok(()));
+                    }
+                    Err(e) => {
+                        local.failed(&update);
+                        let _ = reply.send(Err(PresenceError::Unavailable(e.to_string())));
+                    }
+                },
+                Op::Snapshot { reply, .. } => {
+                    let read = redis::from_redis_value::<(String, Vec<String>)>(&value)
+                        .map(|(version, fields)| snapshot(&version, &fields))
+                        .map_err(|e| PresenceError::Unavailable(e.to_string()));
+                    let _ = reply.send(read);
+                }
+                Op::Renew => {}
+            }
+        }
+        // Written under an id that was swept: the single path renews and writes them again.
+        let mut gone = gone.into_iter();
+        while let Some(op) = gone.next() {
+            if let Err(e) = self.apply(conn, op, local).await {
+                gone.for_each(|op| fail(op, local, &e));
+                return Err(e);
+            }
+        }
+        Ok(())
     }
 
     /// Applies one operation; an error is Redis' (the operation has been answered or kept).

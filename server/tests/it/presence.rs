@@ -372,3 +372,34 @@ async fn a_since_and_position_subscribe_gets_its_snapshot_after_the_replay() {
         [member("dad", "Dad", 1)]
     );
 }
+
+#[tokio::test]
+async fn a_refresh_that_no_longer_allows_the_topic_ends_presence() {
+    let server = start_server().await;
+    let mut dad = connect(&server.ws_url(&named("dad", "Dad"))).await;
+    subscribe_presence(&mut dad, "list:1", "watch").await;
+    let wide = mint_claims(
+        json!({"sub": "mom", "exp": now() + 3600, "name": "Mom", "topics": ["list:*"]}),
+    );
+    let mut mom = connect(&server.ws_url(&wide)).await;
+    subscribe_presence(&mut mom, "list:1", "join").await;
+    assert_eq!(
+        recv_json(&mut dad).await,
+        join("list:1", member("mom", "Mom", 1))
+    );
+    let narrow = mint_claims(
+        json!({"sub": "mom", "exp": now() + 3600, "name": "Mom", "topics": ["list:2"]}),
+    );
+    send(
+        &mut mom,
+        &format!(r#"{{"action":"refresh","token":"{narrow}"}}"#),
+    )
+    .await;
+    assert_eq!(
+        recv_raw(&mut mom).await,
+        r#"{"action":"unsubscribed","topic":"list:1","reason":"Forbidden"}"#
+    );
+    assert_eq!(recv_raw(&mut mom).await, r#"{"action":"refreshed"}"#);
+    assert_eq!(recv_json(&mut dad).await, leave("list:1", "mom"));
+    assert_eq!(server.tidings.presence().entry_count(), 0);
+}

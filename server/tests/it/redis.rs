@@ -1691,3 +1691,58 @@ async fn presence_in_redis_bounds_members_and_resyncs_after_a_pubsub_break() {
     assert_eq!(snapshot["action"], "presence", "{snapshot}");
     assert_eq!(ids(snapshot["members"].as_array().unwrap()), ["kid"]);
 }
+
+/// Presence: a node frozen past the TTL (SIGSTOP: a long pause or a partition) is swept by the
+/// other node (its users leave there); once it runs again (SIGCONT) it finds itself swept, takes
+/// a new id and writes its entries again: its users reappear everywhere.
+#[tokio::test]
+#[ignore = "needs a redis-server: run ./scripts/test-redis"]
+async fn presence_a_frozen_node_is_swept_and_comes_back() {
+    let redis = redis_url();
+    let topic = unique("list");
+    let env = [("PRESENCE_TTL_SECS", "2"), ("RUST_LOG", "warn")];
+    let a = Node::spawn_with(&redis, &env).await;
+    let b = Node::spawn_with(&redis, &env).await;
+    let url = |node: &Node, sub: &str| {
+        let token = mint_claims(json!({"sub": sub, "exp": now() + 3600, "name": sub}));
+        format!("ws://{}/ws?token={token}", node.addr)
+    };
+    async fn frame(ws: &mut Ws) -> Value {
+        serde_json::from_str(&recv_raw(ws).await).unwrap()
+    }
+    let mut dad = connect(&url(&b, "dad")).await;
+    send(
+        &mut dad,
+        &format!(r#"{{"action":"subscribe","topic":"{topic}","presence":"watch"}}"#),
+    )
+    .await;
+    assert_eq!(frame(&mut dad).await["action"], "subscribed");
+    assert_eq!(frame(&mut dad).await["action"], "presence");
+    let mut mom = connect(&url(&a, "mom")).await;
+    send(
+        &mut mom,
+        &format!(r#"{{"action":"subscribe","topic":"{topic}","presence":"join"}}"#),
+    )
+    .await;
+    assert_eq!(frame(&mut dad).await["action"], "presence_join");
+
+    let pid = a.child.id().expect("pid").to_string();
+    let signal = |sig: &str| {
+        let status = std::process::Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill {sig}");
+    };
+    signal("-STOP");
+    let left = frame(&mut dad).await;
+    signal("-CONT");
+    assert_eq!(left["action"], "presence_leave", "{left}");
+    assert_eq!(left["user_id"], "mom");
+    // Mom's connection survived the pause (well within the ping timeout): she is back.
+    let back = frame(&mut dad).await;
+    assert_eq!(back["action"], "presence_join", "{back}");
+    assert_eq!(back["member"]["user_id"], "mom");
+    assert_eq!(back["member"]["connections"], 1);
+    drop(mom);
+}
