@@ -44,7 +44,9 @@ export function ListView({ listId, api, members, me }: { listId: number; api: Cl
     mutationFn: (draft: { name: string; notes: string }) => api.post<Item>(`/lists/${id}/items`, draft),
   });
 
-  if (index.data && !summary && !list.isPending)
+  // Deleted while shown (we had it, the live index no longer does); a list never seen that the
+  // API does not know is the not-found page below.
+  if (index.data && !summary && list.data)
     return (
       <p className="muted" data-testid="list-gone" role="status">
         This list has been deleted.
