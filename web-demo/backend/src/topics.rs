@@ -44,6 +44,7 @@ mod tests {
             scope: None,
             topics: None,
             jti: None,
+            presence_info: None,
         };
         let ok = |t: &str| DemoTopics.allow_subscribe(&claims, &Topic::new(t).unwrap());
         for t in [
