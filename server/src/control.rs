@@ -102,9 +102,11 @@ impl Sessions {
     /// Records a connection of `claims.sub` until the guard is dropped.
     pub(crate) fn register(self: &Arc<Self>, claims: &Claims, outbox: Arc<Outbox>) -> SessionGuard {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        // One slot for a user's first session, not `Vec`'s default of four: most users hold
+        // one or two connections, and this entry lives as long as the connection.
         self.lock()
             .entry(claims.sub.clone())
-            .or_default()
+            .or_insert_with(|| Vec::with_capacity(1))
             .push(Session {
                 id,
                 jti: claims.jti.clone(),
