@@ -143,7 +143,9 @@ pub(crate) struct UpgradeMeter(Arc<Switch>);
 #[derive(Debug)]
 struct Switch {
     on: AtomicBool,
-    settings: ByteBudgetSettings,
+    /// Shared by every connection of a server: a pointer here, not a copy (this lives as
+    /// long as the connection).
+    settings: Arc<ByteBudgetSettings>,
 }
 
 impl UpgradeMeter {
@@ -177,7 +179,7 @@ struct Throttle {
 
 impl<S> Metered<S> {
     /// Wraps `inner`; metering starts when the returned switch is activated.
-    pub(crate) fn new(inner: S, settings: ByteBudgetSettings) -> (Self, UpgradeMeter) {
+    pub(crate) fn new(inner: S, settings: Arc<ByteBudgetSettings>) -> (Self, UpgradeMeter) {
         let switch = Arc::new(Switch {
             on: AtomicBool::new(false),
             settings,
@@ -331,7 +333,7 @@ mod tests {
     async fn a_metered_stream_passes_http_and_paces_after_activation() {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let (client, server) = tokio::io::duplex(1 << 20);
-        let (mut metered, meter) = Metered::new(server, settings());
+        let (mut metered, meter) = Metered::new(server, Arc::new(settings()));
         let (mut client_read, mut client_write) = tokio::io::split(client);
         client_write.write_all(&[0u8; 500]).await.unwrap();
         let mut buf = vec![0u8; 4096];
@@ -362,7 +364,7 @@ mod tests {
     async fn a_sustained_flood_fails_the_reads() {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let (mut client, server) = tokio::io::duplex(1 << 20);
-        let (mut metered, meter) = Metered::new(server, settings());
+        let (mut metered, meter) = Metered::new(server, Arc::new(settings()));
         meter.activate();
         client.write_all(&vec![0u8; 20_000]).await.unwrap();
         let start = Instant::now();
