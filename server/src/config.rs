@@ -153,7 +153,7 @@ impl Config {
             buffers: Buffers {
                 outbound_queue_capacity: 1024,
                 max_outbound_bytes: 1024 * 1024,
-                read_buffer_size: 256,
+                read_buffer_size: 128,
                 write_buffer_size: 4 * 1024,
                 max_write_buffer_size: 4 * 1024 * 1024,
                 max_message_size: 64 * 1024,
@@ -219,8 +219,11 @@ impl Config {
     }
 
     /// Initial size of each connection's read buffer. tungstenite allocates (and zero-fills) it
-    /// for every connection, so it dominates the memory of idle connections; client messages
-    /// are tiny and a bigger message grows the buffer as needed. Defaults to 256 bytes.
+    /// for every connection and keeps it as long as the connection, so it is one of the largest
+    /// parts of an idle connection's memory; client messages are small (a `subscribe` or a
+    /// `ping` fits in 128 bytes) and a bigger one grows the buffer as needed (it then stays at
+    /// that size). Raise it for clients that pipeline many or long messages (fewer reads per
+    /// burst). Defaults to 128 bytes.
     pub fn with_read_buffer_size(mut self, bytes: usize) -> Self {
         self.buffers.read_buffer_size = bytes.max(64);
         self

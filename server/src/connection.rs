@@ -28,7 +28,6 @@
 
 use std::collections::VecDeque;
 use std::future::{Future, poll_fn};
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll, ready};
@@ -36,10 +35,9 @@ use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
 use bytes::Bytes;
-use futures_util::future::OptionFuture;
 use futures_util::{FutureExt as _, SinkExt, StreamExt};
 use tidings_protocol::{ClientMessage, CloseCode, StreamPosition, Topic, WSError, WSReply};
-use tokio::time::{Instant, Sleep, sleep_until, timeout};
+use tokio::time::{Instant, sleep_until, timeout};
 use tracing::Instrument;
 
 use crate::audience::Peer;
@@ -73,12 +71,23 @@ struct Connection {
     tidings: Tidings,
     /// This connection's history fetches (Redis), made on its first subscribe with `since`.
     fetches: Option<Arc<FetchSlots>>,
-    /// When the last write was flushed, while a write delay is configured. Kept here rather
+    /// Where the write delay stands (only with a write delay configured). Kept here rather
     /// than in the connection's future: the box has room for it, the future's size is what
     /// sets its task's allocation.
-    last_flush: Option<Instant>,
+    flush: Flush,
     /// Held until the connection ends: its place under the connection limits.
     _permits: Permits,
+}
+
+/// The write delay of a busy connection ([`Config::with_write_delay`](crate::Config::with_write_delay)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flush {
+    /// No write within the delay: the next batch is written at once.
+    Idle,
+    /// The last write was flushed then: a batch taken before the delay is over waits.
+    Flushed(Instant),
+    /// A batch was taken and waits until then (the heartbeat timer is set to it too).
+    Delaying(Instant),
 }
 
 /// The limits a connection counts against (total and per user; per client address when the
@@ -202,17 +211,38 @@ fn poll_io<S: Socket>(out: &mut Out, socket: &mut S, cx: &mut Context<'_>) -> Po
     socket.poll_next_unpin(cx).map(Io::Read)
 }
 
-/// Starts an authenticated connection: returns its task's future.
+/// Starts an authenticated connection in a task of its own (tracked for the shutdown's
+/// drain).
 ///
-/// The set-up happens here, outside the returned future, so that the future (alive as long as
-/// the connection) keeps no slots for values it only needed to start.
-pub(crate) fn start<S: Socket>(
+/// The task carries the connection's tracing span only when the span is enabled (debug
+/// level): at the default level the span would be 40 bytes of nothing in every connection's
+/// task, enough to put it in the allocator's next size class.
+pub(crate) fn spawn<S: Socket>(
     socket: S,
     tidings: &Tidings,
     claims: Claims,
     connection_id: Option<String>,
     permits: Permits,
-) -> impl Future<Output = ()> + Send + use<S> {
+) -> tokio::task::JoinHandle<()> {
+    let (connection, span) = start(socket, tidings, claims, connection_id, permits);
+    if span.is_disabled() {
+        tidings.tracker().spawn(connection)
+    } else {
+        tidings.tracker().spawn(connection.instrument(span))
+    }
+}
+
+/// Sets an authenticated connection up: returns its task's future and its span.
+///
+/// The set-up happens here, outside the returned future, so that the future (alive as long as
+/// the connection) keeps no slots for values it only needed to start.
+fn start<S: Socket>(
+    socket: S,
+    tidings: &Tidings,
+    claims: Claims,
+    connection_id: Option<String>,
+    permits: Permits,
+) -> (impl Future<Output = ()> + Send + use<S>, tracing::Span) {
     let config = tidings.config();
     // Who the connection is, for event audiences: the token's user (a refreshed token must
     // keep it) and the id its client sent.
@@ -255,14 +285,13 @@ pub(crate) fn start<S: Socket>(
         claims: Box::new(claims),
         tidings: tidings.clone(),
         fetches: None,
-        last_flush: None,
+        flush: Flush::Idle,
         _permits: permits,
     };
     // The session ends with the loop; `map`, not an `async` block, which would hold the
     // future twice.
-    run(Box::new(conn), socket)
-        .map(move |()| drop(session))
-        .instrument(span)
+    let connection = run(Box::new(conn), socket).map(move |()| drop(session));
+    (connection, span)
 }
 
 /// The connection's loop, until it ends, then its way out.
@@ -280,29 +309,30 @@ fn run<S: Socket>(
 ) -> impl Future<Output = ()> + Send + use<S> {
     async move {
         let mut out = Out::default();
-        // The one timer for pings, the dead-peer timeout and the token's expiry. Boxed: a
-        // pointer in the long-lived future instead of the whole timer.
+        // The one timer for pings, the dead-peer timeout, the token's expiry and the write
+        // delay. Boxed: a pointer in the long-lived future instead of the whole timer.
         let mut timer = Box::pin(sleep_until(conn.next_deadline()));
-        // Only a busy connection with a write delay needs this one.
-        let mut delay: Option<Pin<Box<Sleep>>> = None;
         let end = loop {
             // Whatever woke the task, the outbox is looked at first: a decision to close wins,
             // and once the last write is done the next batch is taken.
-            let closing = if !out.busy() && delay.is_none() {
+            let delaying = matches!(conn.flush, Flush::Delaying(_));
+            let closing = if !out.busy() && !delaying {
                 let closing = conn.outbox.take_now(&mut out.batch);
                 if closing.is_none() && !out.batch.is_empty() {
                     // A connection that flushed less than `write_delay` ago is busy: wait out
                     // the rest of the delay so that the events arriving meanwhile share one
                     // write. An idle connection (the common case) is written to at once.
-                    let until = conn
-                        .last_flush
-                        .take()
-                        .map(|t| t + conn.tidings.config().write_delay);
+                    let until = match conn.flush {
+                        Flush::Flushed(at) => Some(at + conn.tidings.config().write_delay),
+                        Flush::Idle | Flush::Delaying(_) => None,
+                    };
                     match until {
                         Some(until) if Instant::now() < until => {
-                            delay = Some(Box::pin(sleep_until(until)));
+                            conn.flush = Flush::Delaying(until);
+                            timer.as_mut().reset(conn.next_deadline());
                         }
                         _ => {
+                            conn.flush = Flush::Idle;
                             conn.hub.metrics().messages_out(out.batch.len());
                             out.writing = true;
                         }
@@ -319,9 +349,20 @@ fn run<S: Socket>(
                 biased;
                 // Messages queued, or the hub, an admin command or the shutdown decided to
                 // close (with 1012): handled at the top of the loop.
-                () = conn.outbox.notified() => {}
-                // A ping, a dead peer or an expired token is due (or traffic moved a deadline).
+                () = poll_fn(|cx| conn.outbox.poll_woken(cx)) => {}
+                // A ping, a dead peer, an expired token or the end of the write delay is due
+                // (or traffic moved a deadline).
                 () = &mut timer => {
+                    if let Flush::Delaying(until) = conn.flush {
+                        if Instant::now() >= until {
+                            // Write what was taken, with what arrived since.
+                            conn.flush = Flush::Idle;
+                            if conn.outbox.take_now(&mut out.batch).is_none() {
+                                conn.hub.metrics().messages_out(out.batch.len());
+                                out.writing = true;
+                            }
+                        }
+                    }
                     match conn.on_deadline() {
                         Due::Nothing => {}
                         Due::Ping => out.ping = true,
@@ -336,19 +377,10 @@ fn run<S: Socket>(
                     }
                     timer.as_mut().reset(conn.next_deadline());
                 }
-                // The write delay is over: write what was taken, with what arrived since.
-                Some(()) = OptionFuture::from(delay.as_mut()), if delay.is_some() => {
-                    delay = None;
-                    let closing = conn.outbox.take_now(&mut out.batch);
-                    if closing.is_none() {
-                        conn.hub.metrics().messages_out(out.batch.len());
-                        out.writing = true;
-                    }
-                }
                 io = poll_fn(|cx| poll_io(&mut out, &mut socket, cx)) => match io {
                     Io::Written(Ok(())) => {
                         if !conn.tidings.config().write_delay.is_zero() {
-                            conn.last_flush = Some(Instant::now());
+                            conn.flush = Flush::Flushed(Instant::now());
                         }
                     }
                     Io::Written(Err(_)) => {
@@ -472,7 +504,11 @@ impl Connection {
 
     fn next_deadline(&self) -> Instant {
         let settings = self.tidings.config().heartbeat_settings();
-        self.heartbeat.deadline(settings)
+        let heartbeat = self.heartbeat.deadline(settings);
+        match self.flush {
+            Flush::Delaying(until) => heartbeat.min(until),
+            Flush::Idle | Flush::Flushed(_) => heartbeat,
+        }
     }
 
     fn on_deadline(&mut self) -> Due {
@@ -862,6 +898,7 @@ fn close_code_for(error: &axum::Error) -> Option<CloseCode> {
 
 #[cfg(test)]
 mod tests {
+    use std::pin::Pin;
     use std::sync::Mutex;
     use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -956,7 +993,7 @@ mod tests {
             connection: tidings.limits().acquire("u").unwrap(),
             ip: None,
         };
-        let task = tokio::spawn(start(socket, tidings, claims, None, permits));
+        let task = spawn(socket, tidings, claims, None, permits);
         (task, tx, flushed)
     }
 
@@ -1078,14 +1115,17 @@ mod tests {
     /// `--nocapture`.
     #[test]
     fn the_connection_task_stays_small() {
-        let future = size_of_output(start::<axum::extract::ws::WebSocket>);
+        let span = std::mem::size_of::<tracing::Span>();
+        let future = size_of_output(start::<axum::extract::ws::WebSocket>) - span;
         let connection = std::mem::size_of::<Connection>();
         let outbox = std::mem::size_of::<Outbox>();
-        let boxed = size_of_output(start::<Box<axum::extract::ws::WebSocket>>);
+        let boxed = size_of_output(start::<Box<axum::extract::ws::WebSocket>>) - span;
         println!(
             "connection future {future} B (socket boxed: {boxed} B), Connection {connection} B, Outbox {outbox} B"
         );
-        assert!(future <= 768, "connection future is {future} bytes");
+        // With tokio's header and trailer (~104 bytes) and the tracker's token, at most 640
+        // bytes: the allocator's size class below 768.
+        assert!(future <= 520, "connection future is {future} bytes");
         assert!(outbox <= 160, "Outbox is {outbox} bytes");
     }
 }

@@ -17,10 +17,11 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll};
 
 use axum::extract::ws::Utf8Bytes;
+use futures_util::task::AtomicWaker;
 use tidings_protocol::CloseCode;
-use tokio::sync::Notify;
 
 use crate::audience::Peer;
 
@@ -37,8 +38,12 @@ pub(crate) enum PushError {
 #[derive(Debug)]
 pub(crate) struct Outbox {
     state: Mutex<State>,
-    /// Wakes the connection's task: messages arrived or the connection must close.
-    wake: Notify,
+    /// Wakes the connection's task: messages arrived or the connection must close. A waker
+    /// and a flag rather than a `Notify`: waiting on a `Notify` keeps a 64-byte future in the
+    /// connection's task for its whole life, polling this keeps nothing.
+    wake: AtomicWaker,
+    /// Set with every wake-up, cleared by the task when it sees it.
+    woken: AtomicBool,
     capacity: usize,
     /// Most bytes of text that may wait in the queue.
     max_bytes: usize,
@@ -66,7 +71,8 @@ impl Outbox {
                 bytes: 0,
                 close: None,
             }),
-            wake: Notify::new(),
+            wake: AtomicWaker::new(),
+            woken: AtomicBool::new(false),
             capacity,
             max_bytes: usize::MAX,
             peer: Peer::default(),
@@ -137,7 +143,7 @@ impl Outbox {
         if state.queue.len() >= self.capacity || over_bytes {
             state.close = Some(CloseCode::SlowConsumer);
             drop(state);
-            self.wake.notify_one();
+            self.wake_task();
             return Err(PushError::Full);
         }
         let was_empty = state.queue.is_empty();
@@ -147,7 +153,7 @@ impl Outbox {
         // The task takes the whole queue under the lock and looks at it again before every
         // wait, so only the empty → non-empty transition needs a wake-up.
         if was_empty {
-            self.wake.notify_one();
+            self.wake_task();
         }
         Ok(())
     }
@@ -160,14 +166,28 @@ impl Outbox {
             state.close = Some(code);
         }
         drop(state);
-        self.wake.notify_one();
+        self.wake_task();
     }
 
-    /// Completes when messages arrived at an empty queue or the connection must close since
-    /// the last wake-up (a wake-up given while nobody waited is kept for the next wait). The
-    /// connection's task looks at the queue ([`Outbox::take_now`]) before each wait.
-    pub(crate) fn notified(&self) -> tokio::sync::futures::Notified<'_> {
-        self.wake.notified()
+    fn wake_task(&self) {
+        self.woken.store(true, Ordering::Release);
+        self.wake.wake();
+    }
+
+    /// Ready when messages arrived at an empty queue or the connection must close since the
+    /// last time it was ready (a wake-up given while the task was busy is kept for its next
+    /// poll). The connection's task looks at the queue ([`Outbox::take_now`]) after each.
+    pub(crate) fn poll_woken(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.woken.swap(false, Ordering::Acquire) {
+            return Poll::Ready(());
+        }
+        self.wake.register(cx.waker());
+        // Set between the check and the registration: its wake-up went to the old waker.
+        if self.woken.swap(false, Ordering::Acquire) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
     }
 
     /// The code the connection closes with, once decided.
@@ -186,14 +206,13 @@ impl Outbox {
     #[cfg(test)]
     pub(crate) async fn next_batch(&self, batch: &mut VecDeque<Utf8Bytes>) -> Option<CloseCode> {
         loop {
-            let notified = self.notified();
             if let Some(code) = self.take_now(batch) {
                 return Some(code);
             }
             if !batch.is_empty() {
                 return None;
             }
-            notified.await;
+            std::future::poll_fn(|cx| self.poll_woken(cx)).await;
         }
     }
 

@@ -137,7 +137,6 @@ pub(crate) async fn upgrade(
         meter.activate();
     }
     ws.on_upgrade(move |socket| {
-        let tracker = tidings.tracker().clone();
         match admission {
             Ok((permit, claims)) => {
                 // The connection gets a task of its own, with nothing in it but the
@@ -150,19 +149,13 @@ pub(crate) async fn upgrade(
                     connection: permit,
                     ip: ip_permit,
                 };
-                tracker.spawn(connection::start(
-                    socket,
-                    &tidings,
-                    claims,
-                    connection_id,
-                    permits,
-                ));
+                connection::spawn(socket, &tidings, claims, connection_id, permits);
                 Either::Left(std::future::ready(()))
             }
             Err(code) => {
                 tidings.hub().metrics().closed(code);
                 let close_timeout = tidings.config().close_timeout;
-                Either::Right(tracker.track_future(
+                Either::Right(tidings.tracker().track_future(
                     refuse(socket, code, close_timeout).map(move |()| drop(ip_permit)),
                 ))
             }
