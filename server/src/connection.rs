@@ -59,10 +59,8 @@ pub const TOO_MANY_SUBSCRIPTIONS: &str = WSError::TOO_MANY_SUBSCRIPTIONS;
 /// connection's memory is what limits how many a server holds.
 struct Connection {
     id: ConnId,
-    hub: Hub,
     outbox: Arc<Outbox>,
     topics: Vec<Topic>,
-    max_subscriptions: usize,
     rate: RateLimiter,
     heartbeat: Heartbeat,
     /// The token's claims, for the topic policy. Boxed: a pointer in the connection's future.
@@ -71,23 +69,12 @@ struct Connection {
     tidings: Tidings,
     /// This connection's history fetches (Redis), made on its first subscribe with `since`.
     fetches: Option<Arc<FetchSlots>>,
-    /// Where the write delay stands (only with a write delay configured). Kept here rather
-    /// than in the connection's future: the box has room for it, the future's size is what
-    /// sets its task's allocation.
-    flush: Flush,
+    /// When the last write was flushed (only with a write delay configured): a batch taken
+    /// before the delay is over waits until then. Kept here rather than in the connection's
+    /// future: the box has room for it, the future's size is what sets its task's allocation.
+    flushed_at: Option<Instant>,
     /// Held until the connection ends: its place under the connection limits.
     _permits: Permits,
-}
-
-/// The write delay of a busy connection ([`Config::with_write_delay`](crate::Config::with_write_delay)).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Flush {
-    /// No write within the delay: the next batch is written at once.
-    Idle,
-    /// The last write was flushed then: a batch taken before the delay is over waits.
-    Flushed(Instant),
-    /// A batch was taken and waits until then (the heartbeat timer is set to it too).
-    Delaying(Instant),
 }
 
 /// The limits a connection counts against (total and per user; per client address when the
@@ -161,6 +148,8 @@ struct Out {
     writing: bool,
     /// The heartbeat asked for a Ping frame (sent after the batch, in the same flush).
     ping: bool,
+    /// The batch waits for the end of the write delay (not written yet).
+    delaying: bool,
 }
 
 impl Out {
@@ -255,8 +244,7 @@ fn start<S: Socket>(
             .with_max_bytes(config.buffers.max_outbound_bytes)
             .with_peer(peer),
     );
-    let hub = tidings.hub().clone();
-    let id = hub.next_conn_id();
+    let id = tidings.hub().next_conn_id();
     // One span over the task, so every event of this connection carries its id and user
     // (the token's `sub`, escaped: it is the client's text, and a newline in it must not start
     // a forged log line; never the token). Debug level: at the default level it is disabled,
@@ -271,10 +259,8 @@ fn start<S: Socket>(
     }
     let conn = Connection {
         id,
-        hub,
         outbox,
         topics: Vec::new(),
-        max_subscriptions: config.limits.max_subscriptions_per_connection,
         rate: RateLimiter::new(config.rate_settings(), Instant::now()),
         heartbeat: Heartbeat::new(
             config.heartbeat_settings(),
@@ -285,7 +271,7 @@ fn start<S: Socket>(
         claims: Box::new(claims),
         tidings: tidings.clone(),
         fetches: None,
-        flush: Flush::Idle,
+        flushed_at: None,
         _permits: permits,
     };
     // The session ends with the loop; `map`, not an `async` block, which would hold the
@@ -311,29 +297,24 @@ fn run<S: Socket>(
         let mut out = Out::default();
         // The one timer for pings, the dead-peer timeout, the token's expiry and the write
         // delay. Boxed: a pointer in the long-lived future instead of the whole timer.
-        let mut timer = Box::pin(sleep_until(conn.next_deadline()));
+        let mut timer = Box::pin(sleep_until(conn.next_deadline(false)));
         let end = loop {
             // Whatever woke the task, the outbox is looked at first: a decision to close wins,
             // and once the last write is done the next batch is taken.
-            let delaying = matches!(conn.flush, Flush::Delaying(_));
-            let closing = if !out.busy() && !delaying {
+            let closing = if !out.busy() && !out.delaying {
                 let closing = conn.outbox.take_now(&mut out.batch);
                 if closing.is_none() && !out.batch.is_empty() {
                     // A connection that flushed less than `write_delay` ago is busy: wait out
                     // the rest of the delay so that the events arriving meanwhile share one
                     // write. An idle connection (the common case) is written to at once.
-                    let until = match conn.flush {
-                        Flush::Flushed(at) => Some(at + conn.tidings.config().write_delay),
-                        Flush::Idle | Flush::Delaying(_) => None,
-                    };
-                    match until {
+                    match conn.delay_until() {
                         Some(until) if Instant::now() < until => {
-                            conn.flush = Flush::Delaying(until);
-                            timer.as_mut().reset(conn.next_deadline());
+                            out.delaying = true;
+                            timer.as_mut().reset(conn.next_deadline(true));
                         }
                         _ => {
-                            conn.flush = Flush::Idle;
-                            conn.hub.metrics().messages_out(out.batch.len());
+                            conn.flushed_at = None;
+                            conn.hub().metrics().messages_out(out.batch.len());
                             out.writing = true;
                         }
                     }
@@ -353,14 +334,13 @@ fn run<S: Socket>(
                 // A ping, a dead peer, an expired token or the end of the write delay is due
                 // (or traffic moved a deadline).
                 () = &mut timer => {
-                    if let Flush::Delaying(until) = conn.flush {
-                        if Instant::now() >= until {
-                            // Write what was taken, with what arrived since.
-                            conn.flush = Flush::Idle;
-                            if conn.outbox.take_now(&mut out.batch).is_none() {
-                                conn.hub.metrics().messages_out(out.batch.len());
-                                out.writing = true;
-                            }
+                    if out.delaying && conn.delay_until().is_none_or(|until| Instant::now() >= until) {
+                        // Write what was taken, with what arrived since.
+                        out.delaying = false;
+                        conn.flushed_at = None;
+                        if conn.outbox.take_now(&mut out.batch).is_none() {
+                            conn.hub().metrics().messages_out(out.batch.len());
+                            out.writing = true;
                         }
                     }
                     match conn.on_deadline() {
@@ -375,12 +355,12 @@ fn run<S: Socket>(
                             conn.outbox.close(CloseCode::TokenExpired);
                         }
                     }
-                    timer.as_mut().reset(conn.next_deadline());
+                    timer.as_mut().reset(conn.next_deadline(out.delaying));
                 }
                 io = poll_fn(|cx| poll_io(&mut out, &mut socket, cx)) => match io {
                     Io::Written(Ok(())) => {
                         if !conn.tidings.config().write_delay.is_zero() {
-                            conn.flush = Flush::Flushed(Instant::now());
+                            conn.flushed_at = Some(Instant::now());
                         }
                     }
                     Io::Written(Err(_)) => {
@@ -429,7 +409,7 @@ fn run<S: Socket>(
         // Decide the close code now (a peer close is 1000) so that it can be counted.
         conn.outbox.close(CloseCode::Normal);
         let code = conn.outbox.close_code().unwrap_or(CloseCode::Normal);
-        conn.hub.metrics().closed(code);
+        conn.hub().metrics().closed(code);
         drop(timer);
         let close_timeout = conn.tidings.config().close_timeout;
         // Boxed: the closing steps hold timers, and only a closing connection needs them.
@@ -502,12 +482,32 @@ impl Connection {
         false
     }
 
-    fn next_deadline(&self) -> Instant {
+    fn hub(&self) -> &Hub {
+        self.tidings.hub()
+    }
+
+    fn max_subscriptions(&self) -> usize {
+        self.tidings
+            .config()
+            .limits
+            .max_subscriptions_per_connection
+    }
+
+    /// When a batch taken now would be written: the end of the write delay after the last
+    /// flush, if there is one.
+    fn delay_until(&self) -> Option<Instant> {
+        self.flushed_at
+            .map(|at| at + self.tidings.config().write_delay)
+    }
+
+    /// The timer's next deadline: the heartbeat's, or the write delay's end if a batch waits
+    /// for it (`delaying`) and it comes first.
+    fn next_deadline(&self, delaying: bool) -> Instant {
         let settings = self.tidings.config().heartbeat_settings();
         let heartbeat = self.heartbeat.deadline(settings);
-        match self.flush {
-            Flush::Delaying(until) => heartbeat.min(until),
-            Flush::Idle | Flush::Flushed(_) => heartbeat,
+        match self.delay_until() {
+            Some(until) if delaying => heartbeat.min(until),
+            _ => heartbeat,
         }
     }
 
@@ -518,14 +518,14 @@ impl Connection {
 
     /// Applies the rate limit to one inbound message: whether to handle it.
     fn admit(&mut self) -> bool {
-        self.hub.metrics().message_in();
+        self.hub().metrics().message_in();
         match self
             .rate
             .check(self.tidings.config().rate_settings(), Instant::now())
         {
             Verdict::Allow => true,
             Verdict::Drop => {
-                self.hub.metrics().rate_limited();
+                self.hub().metrics().rate_limited();
                 self.reply(&WSError::new(RATE_LIMIT_EXCEEDED));
                 false
             }
@@ -545,7 +545,7 @@ impl Connection {
             .check(self.tidings.config().rate_settings(), Instant::now());
         match verdict {
             Verdict::Allow => {}
-            Verdict::Drop => self.hub.metrics().rate_limited(),
+            Verdict::Drop => self.hub().metrics().rate_limited(),
             Verdict::Close => {
                 tracing::debug!(conn = self.id, "closing a connection that floods pings");
                 self.outbox.close(CloseCode::PolicyViolation);
@@ -563,7 +563,7 @@ impl Connection {
             Ok(Some(ClientMessage::Unsubscribe { topic })) => {
                 if let Some(i) = self.topics.iter().position(|t| *t == topic) {
                     self.topics.swap_remove(i);
-                    self.hub.unsubscribe(topic.as_str(), self.id);
+                    self.hub().unsubscribe(topic.as_str(), self.id);
                 }
                 self.reply(&WSReply::Unsubscribed {
                     topic,
@@ -623,7 +623,7 @@ impl Connection {
                 continue;
             }
             let topic = self.topics.swap_remove(i);
-            self.hub.unsubscribe(topic.as_str(), self.id);
+            self.hub().unsubscribe(topic.as_str(), self.id);
             self.reply(&WSReply::Unsubscribed {
                 topic,
                 reason: Some(WSReply::REASON_FORBIDDEN.to_owned()),
@@ -647,17 +647,17 @@ impl Connection {
             // refetches rather than risk a gap. (The position, in memory, is the current
             // one: what the refetch will reflect at least.)
             let at = position
-                .then(|| self.hub.memory_position(topic.as_str()))
+                .then(|| self.hub().memory_position(topic.as_str()))
                 .flatten();
             self.reply(&WSReply::subscribed_at(topic, since.map(|_| false), at));
             return;
         }
         {
-            if self.topics.len() >= self.max_subscriptions {
+            if self.topics.len() >= self.max_subscriptions() {
                 let error = WSError {
                     details: Some(format!(
                         "at most {} topics per connection",
-                        self.max_subscriptions
+                        self.max_subscriptions()
                     )),
                     topic: Some(topic.into_string()),
                     ..WSError::new(TOO_MANY_SUBSCRIPTIONS)
@@ -672,7 +672,7 @@ impl Connection {
             self.topics.push(topic.clone());
         }
         let Some(since) = since else {
-            match self.hub.external_broker() {
+            match self.hub().external_broker() {
                 // A shared broker, which may not carry the topic to this node yet (its first
                 // subscriber here asks for it): park the connection, and confirm once it
                 // does (at once when it already did). Deciding before parking would miss the
@@ -694,7 +694,7 @@ impl Connection {
                 // Subscribe and read the position under the topic's lock, then confirm:
                 // once the client reads "subscribed", every later event reaches it.
                 None if position => {
-                    self.hub
+                    self.hub()
                         .subscribe_with_position(&topic, self.id, &self.outbox, |at| {
                             ack_text(&WSReply::subscribed_at(topic.clone(), None, Some(at)))
                         });
@@ -702,7 +702,7 @@ impl Connection {
                 // Subscribe before confirming: once the client reads "subscribed", every
                 // later event of the topic reaches it.
                 None => {
-                    self.hub.subscribe(&topic, self.id, &self.outbox);
+                    self.hub().subscribe(&topic, self.id, &self.outbox);
                     self.reply(&WSReply::subscribed(topic));
                 }
             }
@@ -718,11 +718,11 @@ impl Connection {
                 ))
             }
         };
-        match self.hub.external_broker() {
+        match self.hub().external_broker().cloned() {
             // In memory: the same park → read → merge, in one step (the history answers at
             // once, so no task is needed).
             None => {
-                self.hub
+                self.hub()
                     .subscribe_since(&topic, self.id, &self.outbox, &since, ack);
             }
             // Redis: park the connection (live events are held back), fetch the history,
@@ -740,7 +740,7 @@ impl Connection {
                         })
                     })
                     .clone();
-                if slots.outstanding.fetch_add(1, Ordering::Relaxed) >= self.max_subscriptions {
+                if slots.outstanding.fetch_add(1, Ordering::Relaxed) >= self.max_subscriptions() {
                     slots.outstanding.fetch_sub(1, Ordering::Relaxed);
                     tracing::debug!(%topic, "too many history fetches queued; not recovered");
                     self.join_when_ready(broker.clone(), topic, false, false, ack);
@@ -752,7 +752,7 @@ impl Connection {
                     config.buffers.max_outbound_bytes,
                 );
                 let broker = broker.clone();
-                let hub = self.hub.clone();
+                let hub = self.hub().clone();
                 let id = self.id;
                 let ticket = hub.subscribe_pending(&topic, id, &self.outbox);
                 let outbox = self.outbox.clone();
@@ -802,7 +802,7 @@ impl Connection {
         position: bool,
         ack: impl FnOnce(bool, Option<StreamPosition>) -> Utf8Bytes + Send + 'static,
     ) {
-        let hub = self.hub.clone();
+        let hub = self.hub().clone();
         let id = self.id;
         // Parking creates the topic here if it is new, which asks the broker to follow it:
         // `following()` is only meaningful after that.
@@ -849,8 +849,9 @@ impl Connection {
     }
 
     fn leave_all(&mut self) {
+        let hub = self.tidings.hub();
         for topic in self.topics.drain(..) {
-            self.hub.unsubscribe(topic.as_str(), self.id);
+            hub.unsubscribe(topic.as_str(), self.id);
         }
     }
 }
@@ -1126,6 +1127,8 @@ mod tests {
         // With tokio's header and trailer (~104 bytes) and the tracker's token, at most 640
         // bytes: the allocator's size class below 768.
         assert!(future <= 520, "connection future is {future} bytes");
-        assert!(outbox <= 160, "Outbox is {outbox} bytes");
+        // Boxed and in an `Arc`: the allocator's 224- and 160-byte classes.
+        assert!(connection <= 224, "Connection is {connection} bytes");
+        assert!(outbox <= 144, "Outbox is {outbox} bytes");
     }
 }

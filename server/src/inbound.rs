@@ -143,6 +143,10 @@ pub(crate) struct UpgradeMeter(Arc<Switch>);
 #[derive(Debug)]
 struct Switch {
     on: AtomicBool,
+    /// The connection went over its budget for too long: every read fails from now on.
+    /// Here rather than in [`Throttle`], where it would take that box into the allocator's
+    /// next size class.
+    flooding: AtomicBool,
     /// Shared by every connection of a server: a pointer here, not a copy (this lives as
     /// long as the connection).
     settings: Arc<ByteBudgetSettings>,
@@ -174,7 +178,6 @@ struct Throttle {
     waiting: Option<Instant>,
     /// The wait that just ended, if its read has not returned yet.
     waited_since: Option<Instant>,
-    flooding: bool,
 }
 
 impl<S> Metered<S> {
@@ -182,6 +185,7 @@ impl<S> Metered<S> {
     pub(crate) fn new(inner: S, settings: Arc<ByteBudgetSettings>) -> (Self, UpgradeMeter) {
         let switch = Arc::new(Switch {
             on: AtomicBool::new(false),
+            flooding: AtomicBool::new(false),
             settings,
         });
         let meter = UpgradeMeter(switch.clone());
@@ -212,14 +216,13 @@ impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {
                 timer: None,
                 waiting: None,
                 waited_since: None,
-                flooding: false,
             }));
         }
         let Some(state) = this.state.as_deref_mut() else {
             return Pin::new(&mut this.inner).poll_read(cx, buf);
         };
         let settings = &this.switch.settings;
-        if state.flooding {
+        if this.switch.flooding.load(Ordering::Relaxed) {
             return Poll::Ready(Err(io::Error::other(InboundFlood)));
         }
         loop {
@@ -252,7 +255,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {
             let now = Instant::now();
             if n > 0 && state.budget.held_back(settings, now - since, now) {
                 tracing::debug!("closing a connection that floods the inbound byte budget");
-                state.flooding = true;
+                this.switch.flooding.store(true, Ordering::Relaxed);
             }
         }
         Poll::Ready(result)
@@ -300,6 +303,12 @@ mod tests {
             window: Duration::from_secs(10),
             max_throttled: Duration::from_secs(5),
         }
+    }
+
+    /// Every upgraded connection keeps its boxed `Throttle`: the allocator's 96-byte class.
+    #[test]
+    fn the_throttle_stays_small() {
+        assert!(std::mem::size_of::<Throttle>() <= 96);
     }
 
     #[test]
