@@ -229,7 +229,7 @@ impl Config {
         self
     }
 
-    /// How many bytes of queued frames the writer gathers before it writes to the socket; a
+    /// How many bytes of queued frames the connection gathers before it writes to the socket; a
     /// batch is always written when the queue runs empty. Defaults to 4 KiB.
     pub fn with_write_buffer_size(mut self, bytes: usize) -> Self {
         self.buffers.write_buffer_size = bytes;
@@ -292,7 +292,7 @@ impl Config {
     /// events arriving meanwhile share one system call; a connection that was quiet for longer
     /// is written to at once. Trades up to this much latency, only on connections receiving
     /// more than one event per `delay`, for less CPU per delivered message. Defaults to zero
-    /// (every batch is written as soon as the writer wakes).
+    /// (every batch is written as soon as the connection takes it).
     pub fn with_write_delay(mut self, delay: Duration) -> Self {
         self.write_delay = delay;
         self
