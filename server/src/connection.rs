@@ -178,6 +178,8 @@ impl Out {
         }
         ready!(socket.poll_flush_unpin(cx))?;
         self.writing = false;
+        // A batch that waited for the write delay went out with a Ping: nothing waits now.
+        self.delaying = false;
         self.batch = VecDeque::new();
         Poll::Ready(Ok(()))
     }
