@@ -164,7 +164,7 @@ impl Config {
             buffers: Buffers {
                 outbound_queue_capacity: 1024,
                 max_outbound_bytes: 1024 * 1024,
-                read_buffer_size: 256,
+                read_buffer_size: 128,
                 write_buffer_size: 4 * 1024,
                 max_write_buffer_size: 4 * 1024 * 1024,
                 max_message_size: 64 * 1024,
@@ -240,14 +240,17 @@ impl Config {
     }
 
     /// Initial size of each connection's read buffer. tungstenite allocates (and zero-fills) it
-    /// for every connection, so it dominates the memory of idle connections; client messages
-    /// are tiny and a bigger message grows the buffer as needed. Defaults to 256 bytes.
+    /// for every connection and keeps it as long as the connection, so it is one of the largest
+    /// parts of an idle connection's memory; client messages are small (a `subscribe` or a
+    /// `ping` fits in 128 bytes) and a bigger one grows the buffer as needed (it then stays at
+    /// that size). Raise it for clients that pipeline many or long messages (fewer reads per
+    /// burst). Defaults to 128 bytes.
     pub fn with_read_buffer_size(mut self, bytes: usize) -> Self {
         self.buffers.read_buffer_size = bytes.max(64);
         self
     }
 
-    /// How many bytes of queued frames the writer gathers before it writes to the socket; a
+    /// How many bytes of queued frames the connection gathers before it writes to the socket; a
     /// batch is always written when the queue runs empty. Defaults to 4 KiB.
     pub fn with_write_buffer_size(mut self, bytes: usize) -> Self {
         self.buffers.write_buffer_size = bytes;
@@ -310,7 +313,7 @@ impl Config {
     /// events arriving meanwhile share one system call; a connection that was quiet for longer
     /// is written to at once. Trades up to this much latency, only on connections receiving
     /// more than one event per `delay`, for less CPU per delivered message. Defaults to zero
-    /// (every batch is written as soon as the writer wakes).
+    /// (every batch is written as soon as the connection takes it).
     pub fn with_write_delay(mut self, delay: Duration) -> Self {
         self.write_delay = delay;
         self

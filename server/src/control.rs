@@ -59,60 +59,50 @@ impl Command {
     }
 }
 
-/// One open connection, as the control side sees it.
+/// One open connection: its outbox (which also names its user, [`Outbox::peer`]) and its
+/// token's `jti`.
 struct Session {
-    id: u64,
-    jti: Option<String>,
+    jti: Option<Box<str>>,
     outbox: Arc<Outbox>,
 }
 
-/// The open, authenticated connections by user.
+/// Every open, authenticated connection, by a number of its own. Closing a user's
+/// connections walks the table (an admin command, rare); connecting and leaving touch one
+/// entry. Flat rather than by user: the table lives as long as the connections, and a
+/// per-user entry would cost a key, a list and a second copy of the user's id per connection.
 #[derive(Default)]
 pub(crate) struct Sessions {
-    by_user: Mutex<HashMap<String, Vec<Session>>>,
+    by_id: Mutex<HashMap<u64, Session>>,
     next_id: AtomicU64,
 }
 
-/// Removes its connection from [`Sessions`] when dropped (the connection ended).
+/// Removes its connection from [`Sessions`] when dropped.
 pub(crate) struct SessionGuard {
     sessions: Arc<Sessions>,
-    sub: String,
     id: u64,
 }
 
 impl Drop for SessionGuard {
     fn drop(&mut self) {
-        let mut by_user = self.sessions.lock();
-        if let Some(list) = by_user.get_mut(&self.sub) {
-            list.retain(|s| s.id != self.id);
-            if list.is_empty() {
-                by_user.remove(&self.sub);
-            }
-        }
+        self.sessions.lock().remove(&self.id);
     }
 }
 
 impl Sessions {
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, Vec<Session>>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<u64, Session>> {
         // A panic while holding it cannot leave the map inconsistent (each change is one
         // call), so a poisoned lock is still usable.
-        self.by_user.lock().unwrap_or_else(|e| e.into_inner())
+        self.by_id.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Records a connection of `claims.sub` until the guard is dropped.
+    /// Registers a connection of `claims.sub` (its outbox's peer must be that user).
     pub(crate) fn register(self: &Arc<Self>, claims: &Claims, outbox: Arc<Outbox>) -> SessionGuard {
+        debug_assert_eq!(&*outbox.peer().user, claims.sub.as_str());
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        self.lock()
-            .entry(claims.sub.clone())
-            .or_default()
-            .push(Session {
-                id,
-                jti: claims.jti.clone(),
-                outbox,
-            });
+        let jti = claims.jti.as_deref().map(Box::from);
+        self.lock().insert(id, Session { jti, outbox });
         SessionGuard {
             sessions: self.clone(),
-            sub: claims.sub.clone(),
             id,
         }
     }
@@ -120,13 +110,12 @@ impl Sessions {
     /// Closes with `code` every connection of `sub` (only those using token `jti`, when
     /// given); returns how many.
     pub(crate) fn close(&self, sub: Option<&str>, jti: Option<&str>, code: CloseCode) -> usize {
-        let by_user = self.lock();
-        let lists: Vec<&Vec<Session>> = match sub {
-            Some(sub) => by_user.get(sub).into_iter().collect(),
-            None => by_user.values().collect(),
-        };
+        let by_id = self.lock();
         let mut closed = 0;
-        for session in lists.into_iter().flatten() {
+        for session in by_id.values() {
+            if sub.is_some_and(|sub| *session.outbox.peer().user != *sub) {
+                continue;
+            }
             if jti.is_none_or(|j| session.jti.as_deref() == Some(j)) {
                 session.outbox.close(code);
                 closed += 1;

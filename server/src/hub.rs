@@ -49,23 +49,144 @@ pub(crate) type ConnId = u64;
 /// fixed-key hasher is safe here; it makes each of a topic's two maps 16 bytes smaller than
 /// with a per-map random seed (one topic per user is the common case, see [`TopicState`]).
 type ConnHasher = BuildHasherDefault<DefaultHasher>;
-type Subscribers = HashMap<ConnId, Arc<Outbox>, ConnHasher>;
+
+/// A topic's live subscribers. A topic of a per-user design has exactly one, which is kept
+/// inline: such a topic allocates nothing beyond its entry, where a `HashMap` would allocate a
+/// table of four slots (84 bytes, 96 with the allocator's rounding) for it.
+enum Subscribers {
+    /// No subscriber, or one.
+    Few(Option<(ConnId, Arc<Outbox>)>),
+    /// Two or more (back to `Few` only when the topic empties).
+    Many(HashMap<ConnId, Arc<Outbox>, ConnHasher>),
+}
+
+impl Subscribers {
+    /// Adds `id`; returns the outbox it replaced, if it was there.
+    fn insert(&mut self, id: ConnId, outbox: Arc<Outbox>) -> Option<Arc<Outbox>> {
+        match self {
+            Self::Few(slot @ None) => {
+                *slot = Some((id, outbox));
+                None
+            }
+            Self::Few(Some((one, old))) if *one == id => Some(std::mem::replace(old, outbox)),
+            Self::Few(slot) => {
+                let mut map = HashMap::with_capacity_and_hasher(2, ConnHasher::default());
+                if let Some((one, old)) = slot.take() {
+                    map.insert(one, old);
+                }
+                map.insert(id, outbox);
+                *self = Self::Many(map);
+                None
+            }
+            Self::Many(map) => map.insert(id, outbox),
+        }
+    }
+
+    fn remove(&mut self, id: &ConnId) -> Option<Arc<Outbox>> {
+        match self {
+            Self::Few(slot) => match slot {
+                Some((one, _)) if one == id => slot.take().map(|(_, outbox)| outbox),
+                _ => None,
+            },
+            Self::Many(map) => {
+                let removed = map.remove(id);
+                if map.is_empty() {
+                    *self = Self::Few(None);
+                }
+                removed
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Self::Few(slot) => usize::from(slot.is_some()),
+            Self::Many(map) => map.len(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&ConnId, &Arc<Outbox>)> {
+        let (one, many) = match self {
+            Self::Few(slot) => (slot.as_ref().map(|(id, outbox)| (id, outbox)), None),
+            Self::Many(map) => (None, Some(map.iter())),
+        };
+        one.into_iter().chain(many.into_iter().flatten())
+    }
+
+    fn values(&self) -> impl Iterator<Item = &Arc<Outbox>> {
+        self.iter().map(|(_, outbox)| outbox)
+    }
+}
 type Shard = RwLock<HashMap<Topic, TopicState>>;
 
 /// One topic: its live subscribers, the ones waiting for a history fetch, and the position
 /// this node last delivered.
 ///
 /// A topic costs what it holds: the position is allocated with the first event delivered
-/// here, so a topic followed by one subscriber that never sees an event costs this entry
-/// plus a one-subscriber map (a few hundred bytes), which is what one topic per connection (a
-/// per-user topic) multiplies. The entry goes with its last subscriber.
+/// here, a single subscriber is kept inline and the recovering ones get a map only while
+/// there are any, so a topic followed by one subscriber that never sees an event costs this
+/// entry (80 bytes with its name's `String`, plus the name's bytes and its share of the
+/// shard's table), which is what one topic per connection (a per-user topic) multiplies. The
+/// entry goes with its last subscriber.
 struct TopicState {
     subscribers: Subscribers,
     /// Recovering subscribers: live events are held back for them until their replay.
-    pending: HashMap<ConnId, Pending, ConnHasher>,
+    pending: Pendings,
     /// Held while an event of this topic is queued, so that every subscriber sees the events
     /// in `seq` order. `None` until the first event delivered here.
     position: Mutex<Option<Box<Position>>>,
+}
+
+/// A topic's recovering subscribers: none almost always, so the map is allocated (and the
+/// entry holds more than a null pointer for it) only while a connection recovers on the topic.
+#[derive(Default)]
+#[expect(
+    clippy::box_collection,
+    reason = "a null pointer in every topic entry instead of an empty map's 32 bytes"
+)]
+struct Pendings(Option<Box<HashMap<ConnId, Pending, ConnHasher>>>);
+
+impl Pendings {
+    fn insert(&mut self, id: ConnId, pending: Pending) -> Option<Pending> {
+        self.0.get_or_insert_with(Box::default).insert(id, pending)
+    }
+
+    fn remove(&mut self, id: &ConnId) -> Option<Pending> {
+        let map = self.0.as_mut()?;
+        let removed = map.remove(id);
+        if map.is_empty() {
+            self.0 = None;
+        }
+        removed
+    }
+
+    fn get(&self, id: &ConnId) -> Option<&Pending> {
+        self.0.as_ref()?.get(id)
+    }
+
+    fn get_mut(&mut self, id: &ConnId) -> Option<&mut Pending> {
+        self.0.as_mut()?.get_mut(id)
+    }
+
+    fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, |map| map.len())
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&ConnId, &Pending)> {
+        self.0.iter().flat_map(|map| map.iter())
+    }
+
+    fn values(&self) -> impl Iterator<Item = &Pending> {
+        self.iter().map(|(_, pending)| pending)
+    }
 }
 
 struct Pending {
@@ -790,8 +911,8 @@ impl Hub {
 impl TopicState {
     fn new() -> Self {
         Self {
-            subscribers: HashMap::default(),
-            pending: HashMap::default(),
+            subscribers: Subscribers::Few(None),
+            pending: Pendings::default(),
             position: Mutex::new(None),
         }
     }
@@ -812,7 +933,7 @@ impl TopicState {
         let seq = event.seq;
         let mut delivered = 0;
         let mut dead = Vec::new();
-        for (id, outbox) in &self.subscribers {
+        for (id, outbox) in self.subscribers.iter() {
             let Some((text, is_event)) = event.frame_for(outbox) else {
                 continue;
             };
@@ -821,7 +942,7 @@ impl TopicState {
                 Err(_) => dead.push(*id),
             }
         }
-        for (id, pending) in &self.pending {
+        for (id, pending) in self.pending.iter() {
             let Some((text, is_event)) = event.frame_for(&pending.outbox) else {
                 continue;
             };
@@ -857,11 +978,11 @@ impl TopicState {
     fn close_all(&self) -> Vec<ConnId> {
         let code = tidings_protocol::CloseCode::TryAgainLater;
         let mut dead = Vec::new();
-        for (id, outbox) in &self.subscribers {
+        for (id, outbox) in self.subscribers.iter() {
             outbox.close(code);
             dead.push(*id);
         }
-        for (id, pending) in &self.pending {
+        for (id, pending) in self.pending.iter() {
             pending.outbox.close(code);
             dead.push(*id);
         }
@@ -874,13 +995,13 @@ impl TopicState {
     fn close_unfit(&self, count: usize, bytes: usize) -> Vec<ConnId> {
         let code = tidings_protocol::CloseCode::TryAgainLater;
         let mut dead = Vec::new();
-        for (id, outbox) in &self.subscribers {
+        for (id, outbox) in self.subscribers.iter() {
             if !outbox.replay_fits(count, bytes) {
                 outbox.close(code);
                 dead.push(*id);
             }
         }
-        for (id, pending) in &self.pending {
+        for (id, pending) in self.pending.iter() {
             let fits = match pending.floor {
                 Some(_) => pending.outbox.replay_fits(count, bytes),
                 None => lock(&pending.held).len() + count <= pending.outbox.capacity() / 2,
@@ -984,6 +1105,40 @@ mod tests {
         }
     }
 
+    /// A topic entry is what one topic per connection multiplies (each entry also takes a
+    /// slot of its shard's table): its size should stay a choice. Printed with `--nocapture`.
+    #[test]
+    fn a_topic_entry_stays_small() {
+        let subscribers = std::mem::size_of::<Subscribers>();
+        let state = std::mem::size_of::<TopicState>();
+        println!("Subscribers {subscribers} B, TopicState {state} B");
+        assert!(subscribers <= 32, "Subscribers is {subscribers} bytes");
+        assert!(state <= 56, "TopicState is {state} bytes");
+    }
+
+    #[test]
+    fn subscribers_go_from_one_inline_to_a_map_and_back() {
+        let outbox = Arc::new(Outbox::new(4));
+        let mut subs = Subscribers::Few(None);
+        assert!(subs.is_empty());
+        assert!(subs.insert(1, outbox.clone()).is_none());
+        assert!(subs.insert(1, outbox.clone()).is_some());
+        assert_eq!(subs.len(), 1);
+        assert!(subs.insert(2, outbox.clone()).is_none());
+        assert!(subs.insert(3, outbox.clone()).is_none());
+        assert!(matches!(subs, Subscribers::Many(_)));
+        let mut ids: Vec<ConnId> = subs.iter().map(|(id, _)| *id).collect();
+        ids.sort_unstable();
+        assert_eq!(ids, [1, 2, 3]);
+        assert!(subs.remove(&2).is_some());
+        assert!(subs.remove(&2).is_none());
+        assert_eq!(subs.values().count(), 2);
+        assert!(subs.remove(&1).is_some());
+        assert!(subs.remove(&3).is_some());
+        assert!(matches!(subs, Subscribers::Few(None)));
+        assert!(subs.remove(&3).is_none());
+    }
+
     /// A position in epoch `e1`.
     fn at(seq: u64) -> StreamPosition {
         StreamPosition {
@@ -1018,7 +1173,7 @@ mod tests {
     }
 
     fn drain(outbox: &Outbox) -> Vec<String> {
-        let mut batch = Vec::new();
+        let mut batch = std::collections::VecDeque::new();
         let _ = outbox.take_now(&mut batch);
         batch.iter().map(|t| t.to_string()).collect()
     }

@@ -143,7 +143,13 @@ pub(crate) struct UpgradeMeter(Arc<Switch>);
 #[derive(Debug)]
 struct Switch {
     on: AtomicBool,
-    settings: ByteBudgetSettings,
+    /// The connection went over its budget for too long: every read fails from now on.
+    /// Here rather than in [`Throttle`], where it would take that box into the allocator's
+    /// next size class.
+    flooding: AtomicBool,
+    /// Shared by every connection of a server: a pointer here, not a copy (this lives as
+    /// long as the connection).
+    settings: Arc<ByteBudgetSettings>,
 }
 
 impl UpgradeMeter {
@@ -172,14 +178,14 @@ struct Throttle {
     waiting: Option<Instant>,
     /// The wait that just ended, if its read has not returned yet.
     waited_since: Option<Instant>,
-    flooding: bool,
 }
 
 impl<S> Metered<S> {
     /// Wraps `inner`; metering starts when the returned switch is activated.
-    pub(crate) fn new(inner: S, settings: ByteBudgetSettings) -> (Self, UpgradeMeter) {
+    pub(crate) fn new(inner: S, settings: Arc<ByteBudgetSettings>) -> (Self, UpgradeMeter) {
         let switch = Arc::new(Switch {
             on: AtomicBool::new(false),
+            flooding: AtomicBool::new(false),
             settings,
         });
         let meter = UpgradeMeter(switch.clone());
@@ -210,14 +216,13 @@ impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {
                 timer: None,
                 waiting: None,
                 waited_since: None,
-                flooding: false,
             }));
         }
         let Some(state) = this.state.as_deref_mut() else {
             return Pin::new(&mut this.inner).poll_read(cx, buf);
         };
         let settings = &this.switch.settings;
-        if state.flooding {
+        if this.switch.flooding.load(Ordering::Relaxed) {
             return Poll::Ready(Err(io::Error::other(InboundFlood)));
         }
         loop {
@@ -250,7 +255,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {
             let now = Instant::now();
             if n > 0 && state.budget.held_back(settings, now - since, now) {
                 tracing::debug!("closing a connection that floods the inbound byte budget");
-                state.flooding = true;
+                this.switch.flooding.store(true, Ordering::Relaxed);
             }
         }
         Poll::Ready(result)
@@ -300,6 +305,12 @@ mod tests {
         }
     }
 
+    /// Every upgraded connection keeps its boxed `Throttle`: the allocator's 96-byte class.
+    #[test]
+    fn the_throttle_stays_small() {
+        assert!(std::mem::size_of::<Throttle>() <= 96);
+    }
+
     #[test]
     fn burst_then_debt_then_paced_reads() {
         let s = settings();
@@ -331,7 +342,7 @@ mod tests {
     async fn a_metered_stream_passes_http_and_paces_after_activation() {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let (client, server) = tokio::io::duplex(1 << 20);
-        let (mut metered, meter) = Metered::new(server, settings());
+        let (mut metered, meter) = Metered::new(server, Arc::new(settings()));
         let (mut client_read, mut client_write) = tokio::io::split(client);
         client_write.write_all(&[0u8; 500]).await.unwrap();
         let mut buf = vec![0u8; 4096];
@@ -362,7 +373,7 @@ mod tests {
     async fn a_sustained_flood_fails_the_reads() {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let (mut client, server) = tokio::io::duplex(1 << 20);
-        let (mut metered, meter) = Metered::new(server, settings());
+        let (mut metered, meter) = Metered::new(server, Arc::new(settings()));
         meter.activate();
         client.write_all(&vec![0u8; 20_000]).await.unwrap();
         let start = Instant::now();

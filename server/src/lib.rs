@@ -522,6 +522,10 @@ impl Tidings {
     /// new upgrades and [`serve`] stops accepting connections. Idempotent.
     pub fn shutdown(&self) {
         self.inner.shutdown.cancel();
+        // Every authenticated connection is registered there; one that registers after this
+        // sweep sees the cancelled token and closes itself the same way.
+        self.sessions()
+            .close(None, None, tidings_protocol::CloseCode::ServiceRestart);
     }
 
     /// Whether [`Tidings::shutdown`] has been called.

@@ -95,7 +95,7 @@ impl Metrics {
         );
     }
 
-    fn closes_with(&self, code: CloseCode) -> u64 {
+    pub(crate) fn closes_with(&self, code: CloseCode) -> u64 {
         CloseCode::ALL
             .iter()
             .position(|c| *c == code)

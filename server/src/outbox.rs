@@ -4,22 +4,24 @@
 //! [`Outbox`], so a client sees them in the order they were queued (an event published before
 //! a client's ping reaches it before the pong). Pushing never waits: when the queue is full
 //! the connection is marked for closing with 4003 (slow consumer) and the push fails, so one
-//! stalled client can never slow a broadcast down. The connection's single writer task takes
-//! everything queued in one batch ([`Outbox::next_batch`]).
+//! stalled client can never slow a broadcast down. The connection's task takes everything
+//! queued in one batch ([`Outbox::take_now`]) once its previous write is done.
 //!
 //! The queue is bounded twice: by message count and by the bytes waiting (so a few huge
 //! events cannot pile up megabytes behind a stalled reader either way).
 //!
 //! Memory matters here because most connections are idle: the queue starts without any
-//! allocation and only grows while messages wait.
+//! allocation, only grows while messages wait, and hands its whole buffer to the batch it
+//! becomes (the next message starts a new one), so an idle connection holds none.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll};
 
 use axum::extract::ws::Utf8Bytes;
+use futures_util::task::AtomicWaker;
 use tidings_protocol::CloseCode;
-use tokio::sync::Notify;
 
 use crate::audience::Peer;
 
@@ -36,10 +38,12 @@ pub(crate) enum PushError {
 #[derive(Debug)]
 pub(crate) struct Outbox {
     state: Mutex<State>,
-    /// Wakes the writer: messages arrived or the connection must close.
-    wake: Notify,
-    /// Wakes the reader once the connection must close.
-    closed: Notify,
+    /// Wakes the connection's task: messages arrived or the connection must close. A waker
+    /// and a flag rather than a `Notify`: waiting on a `Notify` keeps a 64-byte future in the
+    /// connection's task for its whole life, polling this keeps nothing.
+    wake: AtomicWaker,
+    /// Set with every wake-up, cleared by the task when it sees it.
+    woken: AtomicBool,
     capacity: usize,
     /// Most bytes of text that may wait in the queue.
     max_bytes: usize,
@@ -55,14 +59,9 @@ struct State {
     queue: VecDeque<Utf8Bytes>,
     /// Total length of the texts in `queue`.
     bytes: usize,
-    /// The reader asked the writer to send a Ping frame.
-    ping: bool,
-    /// Set once: the code the writer closes the connection with.
+    /// Set once: the code the connection closes with.
     close: Option<CloseCode>,
 }
-
-/// Queued messages beyond this many leave their memory allocated only while they wait.
-const RETAINED_CAPACITY: usize = 16;
 
 impl Outbox {
     pub(crate) fn new(capacity: usize) -> Self {
@@ -70,11 +69,10 @@ impl Outbox {
             state: Mutex::new(State {
                 queue: VecDeque::new(),
                 bytes: 0,
-                ping: false,
                 close: None,
             }),
-            wake: Notify::new(),
-            closed: Notify::new(),
+            wake: AtomicWaker::new(),
+            woken: AtomicBool::new(false),
             capacity,
             max_bytes: usize::MAX,
             peer: Peer::default(),
@@ -145,62 +143,50 @@ impl Outbox {
         if state.queue.len() >= self.capacity || over_bytes {
             state.close = Some(CloseCode::SlowConsumer);
             drop(state);
-            self.wake.notify_one();
-            self.closed.notify_waiters();
+            self.wake_task();
             return Err(PushError::Full);
         }
         let was_empty = state.queue.is_empty();
         state.bytes += msg.len();
         state.queue.push_back(msg);
         drop(state);
-        // The writer drains the whole queue under the lock and sleeps only after seeing it
-        // empty, so only the empty → non-empty transition needs a wake-up.
+        // The task takes the whole queue under the lock and looks at it again before every
+        // wait, so only the empty → non-empty transition needs a wake-up.
         if was_empty {
-            self.wake.notify_one();
+            self.wake_task();
         }
         Ok(())
     }
 
-    /// Asks the writer to close the connection with `code` (the first code asked for wins).
-    /// Messages still queued are dropped.
+    /// Asks the connection's task to close the connection with `code` (the first code asked
+    /// for wins). Messages still queued are dropped.
     pub(crate) fn close(&self, code: CloseCode) {
         let mut state = self.lock();
         if state.close.is_none() {
             state.close = Some(code);
         }
         drop(state);
-        self.wake.notify_one();
-        self.closed.notify_waiters();
+        self.wake_task();
     }
 
-    /// Asks the writer to send a WebSocket Ping frame (after whatever is queued).
-    pub(crate) fn request_ping(&self) {
-        let mut state = self.lock();
-        if state.close.is_some() {
-            return;
+    fn wake_task(&self) {
+        self.woken.store(true, Ordering::Release);
+        self.wake.wake();
+    }
+
+    /// Ready when messages arrived at an empty queue or the connection must close since the
+    /// last time it was ready (a wake-up given while the task was busy is kept for its next
+    /// poll). The connection's task looks at the queue ([`Outbox::take_now`]) after each.
+    pub(crate) fn poll_woken(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.woken.swap(false, Ordering::Acquire) {
+            return Poll::Ready(());
         }
-        state.ping = true;
-        drop(state);
-        self.wake.notify_one();
-    }
-
-    /// Whether a Ping was asked for since the last call (for the writer, after a batch).
-    pub(crate) fn take_ping(&self) -> bool {
-        std::mem::take(&mut self.lock().ping)
-    }
-
-    /// Completes once the connection must close (for the reader, which then stops reading).
-    pub(crate) async fn closed(&self) {
-        loop {
-            let notified = self.closed.notified();
-            tokio::pin!(notified);
-            // Registered before the check, so a close between the check and the await is not
-            // missed.
-            notified.as_mut().enable();
-            if self.is_closed() {
-                return;
-            }
-            notified.await;
+        self.wake.register(cx.waker());
+        // Set between the check and the registration: its wake-up went to the old waker.
+        if self.woken.swap(false, Ordering::Acquire) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
         }
     }
 
@@ -210,60 +196,51 @@ impl Outbox {
     }
 
     /// Whether the connection is closing.
+    #[cfg(test)]
     pub(crate) fn is_closed(&self) -> bool {
         self.lock().close.is_some()
     }
 
     /// Waits for work: moves every queued message into `batch` and returns `None`, or returns
-    /// the close code once the connection must close. Cancel-safe (messages move only when
-    /// the future completes). Only the connection's writer calls this.
-    pub(crate) async fn next_batch(&self, batch: &mut Vec<Utf8Bytes>) -> Option<CloseCode> {
+    /// the close code once the connection must close.
+    #[cfg(test)]
+    pub(crate) async fn next_batch(&self, batch: &mut VecDeque<Utf8Bytes>) -> Option<CloseCode> {
         loop {
-            match self.take(batch) {
-                Taken::Close(code) => return Some(code),
-                Taken::Messages => return None,
-                Taken::Nothing => self.wake.notified().await,
+            if let Some(code) = self.take_now(batch) {
+                return Some(code);
             }
+            if !batch.is_empty() {
+                return None;
+            }
+            std::future::poll_fn(|cx| self.poll_woken(cx)).await;
         }
     }
 
-    /// Moves whatever is queued into `batch` without waiting; returns the close code if the
-    /// connection must close.
-    pub(crate) fn take_now(&self, batch: &mut Vec<Utf8Bytes>) -> Option<CloseCode> {
-        match self.take(batch) {
-            Taken::Close(code) => Some(code),
-            Taken::Messages | Taken::Nothing => None,
-        }
-    }
-
-    fn take(&self, batch: &mut Vec<Utf8Bytes>) -> Taken {
+    /// Moves whatever is queued to the end of `batch` without waiting (when `batch` is empty,
+    /// the queue's buffer itself becomes the batch); returns the close code if the connection
+    /// must close, and then drops what was queued.
+    pub(crate) fn take_now(&self, batch: &mut VecDeque<Utf8Bytes>) -> Option<CloseCode> {
         let mut state = self.lock();
         if let Some(code) = state.close {
-            state.queue = VecDeque::new();
+            let dropped = std::mem::take(&mut state.queue);
             state.bytes = 0;
-            return Taken::Close(code);
+            drop(state);
+            drop(dropped);
+            return Some(code);
         }
         if state.queue.is_empty() {
-            // A requested ping is work too; the writer picks it up with `take_ping`.
-            return if state.ping {
-                Taken::Messages
-            } else {
-                Taken::Nothing
-            };
+            return None;
         }
-        batch.extend(state.queue.drain(..));
+        let taken = std::mem::take(&mut state.queue);
         state.bytes = 0;
-        if state.queue.capacity() > RETAINED_CAPACITY {
-            state.queue.shrink_to(RETAINED_CAPACITY);
+        drop(state);
+        if batch.is_empty() {
+            *batch = taken;
+        } else {
+            batch.extend(taken);
         }
-        Taken::Messages
+        None
     }
-}
-
-enum Taken {
-    Close(CloseCode),
-    Messages,
-    Nothing,
 }
 
 #[cfg(test)]
@@ -275,9 +252,9 @@ mod tests {
         let outbox = Outbox::new(2);
         outbox.push("a".into()).unwrap();
         outbox.push("b".into()).unwrap();
-        let mut batch = Vec::new();
+        let mut batch = VecDeque::new();
         assert_eq!(outbox.next_batch(&mut batch).await, None);
-        assert_eq!(batch, vec![Utf8Bytes::from("a"), Utf8Bytes::from("b")]);
+        assert_eq!(batch, [Utf8Bytes::from("a"), Utf8Bytes::from("b")]);
         outbox.push("c".into()).unwrap();
         outbox.push("d".into()).unwrap();
         assert_eq!(outbox.push("e".into()), Err(PushError::Full));
@@ -293,7 +270,7 @@ mod tests {
         let outbox = Outbox::new(100).with_max_bytes(10);
         // An oversized message at an empty queue is taken.
         outbox.push("0123456789ab".into()).unwrap();
-        let mut batch = Vec::new();
+        let mut batch = VecDeque::new();
         assert_eq!(outbox.next_batch(&mut batch).await, None);
         outbox.push("01234".into()).unwrap();
         outbox.push("56789".into()).unwrap();
@@ -309,12 +286,12 @@ mod tests {
         let outbox = std::sync::Arc::new(Outbox::new(8));
         let o = outbox.clone();
         let writer = tokio::spawn(async move {
-            let mut batch = Vec::new();
+            let mut batch = VecDeque::new();
             o.next_batch(&mut batch).await;
             batch
         });
         tokio::task::yield_now().await;
         outbox.push("x".into()).unwrap();
-        assert_eq!(writer.await.unwrap(), vec![Utf8Bytes::from("x")]);
+        assert_eq!(writer.await.unwrap(), [Utf8Bytes::from("x")]);
     }
 }

@@ -73,7 +73,7 @@ pub async fn serve(
     // accepted socket gets them instead.
     let listener_options_inherited =
         set_socket_options(&socket2::SockRef::from(&listener), keepalive.as_ref());
-    let inbound = config.inbound_byte_settings();
+    let inbound = std::sync::Arc::new(config.inbound_byte_settings());
     let http_connections = TaskTracker::new();
     tokio::pin!(shutdown);
 
@@ -98,7 +98,7 @@ pub async fn serve(
         if !listener_options_inherited {
             set_socket_options(&socket2::SockRef::from(&tcp), keepalive.as_ref());
         }
-        let (tcp, meter) = Metered::new(tcp, inbound);
+        let (tcp, meter) = Metered::new(tcp, inbound.clone());
         let router = TowerToHyperService::new(app.clone());
         let service = hyper::service::service_fn(move |mut request| {
             request.extensions_mut().insert(meter.clone());

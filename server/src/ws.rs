@@ -15,13 +15,12 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::Extension;
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocketUpgrade};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::FutureExt as _;
 use futures_util::future::Either;
-use futures_util::{SinkExt, StreamExt};
 use tidings_protocol::{
     CONNECTION_ID_PARAM, CloseCode, MAX_CONNECTION_ID_LEN, handshake, is_valid_connection_id,
 };
@@ -138,43 +137,43 @@ pub(crate) async fn upgrade(
         meter.activate();
     }
     ws.on_upgrade(move |socket| {
-        let (sink, stream) = socket.split();
-        let tracker = tidings.tracker().clone();
-        // Composed with `map`, not `async move { connection.await; drop(permit) }`: an async
-        // block that captures a future and awaits it keeps two slots of the future's size
-        // (the captured one and the awaited one), and this future lives as long as the
-        // connection: each such wrapper doubled the task (3 KiB per idle connection in all).
-        let connection = match admission {
-            Ok((permit, claims)) => Either::Left(
-                connection::start(sink, stream, &tidings, claims, connection_id)
-                    .map(move |()| drop(permit)),
-            ),
+        match admission {
+            Ok((permit, claims)) => {
+                // The connection gets a task of its own, with nothing in it but the
+                // connection (its permits are inside it): axum's upgrade task, which holds
+                // this closure's captures and the upgrade's state next to whatever it awaits,
+                // ends at once. Never wrap the connection in `async move { fut.await; … }`:
+                // an async block that captures a future and awaits it keeps two slots of the
+                // future's size, and this future lives as long as the connection.
+                let permits = connection::Permits {
+                    connection: permit,
+                    ip: ip_permit,
+                };
+                connection::spawn(socket, &tidings, claims, connection_id, permits);
+                Either::Left(std::future::ready(()))
+            }
             Err(code) => {
                 tidings.hub().metrics().closed(code);
                 let close_timeout = tidings.config().close_timeout;
-                Either::Right(refuse(sink, stream, code, close_timeout))
+                Either::Right(tidings.tracker().track_future(
+                    refuse(socket, code, close_timeout).map(move |()| drop(ip_permit)),
+                ))
             }
-        };
-        tracker.track_future(connection.map(move |()| drop(ip_permit)))
+        }
     })
 }
 
 /// Closes a freshly upgraded socket with `code` (4001 for a bad token, 4005 over a connection
 /// limit), sending nothing before the close frame.
-pub(crate) async fn refuse(
-    mut sink: connection::Sink,
-    mut stream: connection::Stream,
-    code: CloseCode,
-    close_timeout: Duration,
-) {
+pub(crate) async fn refuse(mut socket: WebSocket, code: CloseCode, close_timeout: Duration) {
     let frame = CloseFrame {
         code: code.code(),
         reason: Utf8Bytes::from_static(code.reason()),
     };
-    let sent = timeout(close_timeout, sink.send(Message::Close(Some(frame)))).await;
+    let sent = timeout(close_timeout, socket.send(Message::Close(Some(frame)))).await;
     if matches!(sent, Ok(Ok(()))) {
         // Wait for the client's close reply (bounded) so the close handshake completes.
-        connection::await_close_reply(&mut stream, close_timeout).await;
+        connection::await_close_reply(&mut socket, close_timeout).await;
     }
 }
 

@@ -618,11 +618,20 @@ pub async fn run(addr: SocketAddr, minter: &Minter, o: &ChaosOpts) -> Result<(St
                 &format!("fault {name}: server peak RSS [MiB]"),
                 format!("{:.1}", st.hwm as f64 / 1024.0),
             );
+            // The new process's RSS when the restart command returned is its empty baseline
+            // only if no client was back yet; clients that reconnect faster than the command
+            // returns are already in it. The first process's RSS before any client (same
+            // binary, empty) bounds it from below: the smaller of the two is the baseline.
+            let empty = rss_empty.map_or(st.rss_fresh, |e| e.min(st.rss_fresh));
+            row(
+                &format!("fault {name}: server RSS after [MiB]"),
+                format!("{:.1}", st.rss_after as f64 / 1024.0),
+            );
             row(
                 &format!("fault {name}: server RSS per conn after [KiB]"),
                 format!(
                     "{:.2}",
-                    st.rss_after.saturating_sub(st.rss_fresh) as f64 / o.clients as f64
+                    st.rss_after.saturating_sub(empty) as f64 / o.clients as f64
                 ),
             );
         }

@@ -398,7 +398,7 @@ mod tests {
     }
 
     fn drain(outbox: &Outbox) -> Vec<String> {
-        let mut batch = Vec::new();
+        let mut batch = std::collections::VecDeque::new();
         let _ = outbox.take_now(&mut batch);
         batch.iter().map(ToString::to_string).collect()
     }
