@@ -41,7 +41,6 @@ WARMUP=${SCALE_WARMUP:-3}
 DURATION=${SCALE_DURATION:-10}
 SAMPLE_EVERY=${SCALE_SAMPLE_EVERY:-10}
 TOPICS=$(( (CONNS + PER_TOPIC - 1) / PER_TOPIC ))
-command -v jq >/dev/null || { echo "bench/scale.sh needs jq (apt-get install jq)" >&2; exit 1; }
 ulimit -n "$(ulimit -Hn)"
 TCK=$(getconf CLK_TCK)
 PAGE_KIB=$(( $(getconf PAGESIZE) / 1024 ))
@@ -64,6 +63,11 @@ scripts_run() {
     awk -F'[=,:]' '/^cmdstat_(evalsha|eval):/ {n += $3} END {print n + 0}'
 }
 now_ms() { date +%s%3N; }
+# A metric's value from a tool's --json report (pretty-printed: "name" a few lines above "value").
+metric() {
+  awk -v want="\"name\": \"$2\"" 'index($0, want) {hit = 1} hit && /"value":/ {
+    gsub(/[ ,]/, ""); sub(/"value":/, ""); print; exit }' "$1"
+}
 sum() { local t=0 v; for v in "$@"; do t=$(( t + v )); done; echo "$t"; }
 
 start_cluster() {
@@ -139,21 +143,24 @@ run_layout() {
   local r0 n0=() e0 t0
   r0=$(cpu_ticks "$redis_pid"); for p in "${node_pids[@]}"; do n0+=("$(cpu_ticks "$p")"); done
   e0=$(scripts_run); t0=$(now_ms)
-  local others0; others0=$(awk '/^cpu / {print $2 + $3 + $4 + $6 + $7 + $8}' /proc/stat)
+  local others0; others0=$(awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat)
   sleep "$DURATION"
   local r1 n1=() e1 t1
   r1=$(cpu_ticks "$redis_pid"); for p in "${node_pids[@]}"; do n1+=("$(cpu_ticks "$p")"); done
   e1=$(scripts_run); t1=$(now_ms)
-  local others1; others1=$(awk '/^cpu / {print $2 + $3 + $4 + $6 + $7 + $8}' /proc/stat)
+  # Redis' own timing of the publish script (its body, not the pub/sub socket writes after it).
+  local script_us; script_us=$(redis-cli -p "$rport" info commandstats | tr -d '\r' |
+    awk -F'[=,:]' '/^cmdstat_evalsha:/ {for (k = 2; k < NF; k++) if ($k == "usec_per_call") print $(k + 1)}')
+  local others1; others1=$(awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat)
   local ok=1
   for p in "${tools[@]}"; do wait "$p" || ok=0; done
   local p99s=() p50s=() errs=0 j
   for i in $(seq 0 $(( NODES - 1 ))); do
     j="$LOGS/tool.$i.json"
     if [ -f "$j" ]; then
-      p99s+=("$(jq '[.runs[0].metrics[] | select(.name == "latency p99") | .value][0]' "$j")")
-      p50s+=("$(jq '[.runs[0].metrics[] | select(.name == "latency p50") | .value][0]' "$j")")
-      errs=$(( errs + $(jq '.runs[0].errors' "$j") ))
+      p99s+=("$(metric "$j" "latency p99")")
+      p50s+=("$(metric "$j" "latency p50")")
+      errs=$(( errs + $(awk -F: '/"errors":/ {gsub(/[ ,]/, "", $2); print $2; exit}' "$j") ))
     else
       ok=0
     fi
@@ -165,7 +172,7 @@ run_layout() {
     -v connect_s="$connect_s" -v rss0="$rsum0" -v rss1="$rsum1" -v rrss0="$redis_rss0" -v rrss1="$redis_rss1" \
     -v rt=$(( r1 - r0 )) -v nt=$(( ncpu1 - ncpu0 )) -v ev=$(( e1 - e0 )) -v w=$(( t1 - t0 )) \
     -v all=$(( others1 - others0 )) -v tck="$TCK" -v p99="${p99s[*]}" -v p50="${p50s[*]}" \
-    -v errs="$errs" -v ok="$ok" -v per="$(( CONNS / TOPICS ))" -v per_node="${rss1[*]}" 'BEGIN {
+    -v script_us="${script_us:-0}" -v errs="$errs" -v ok="$ok" -v per="$(( CONNS / TOPICS ))" -v per_node="${rss1[*]}" 'BEGIN {
     total = nodes * conns; secs = w / 1000
     split(p99, a, " "); worst = 0; for (k in a) if (a[k] + 0 > worst) worst = a[k] + 0
     split(p50, b, " "); worst50 = 0; for (k in b) if (b[k] + 0 > worst50) worst50 = b[k] + 0
@@ -178,6 +185,7 @@ run_layout() {
     printf "%-52s %.1f -> %.1f\n", "redis RSS [MiB] before -> connected", rrss0 / 1024, rrss1 / 1024
     printf "%-52s %d in %.1f s (%.0f/s)\n", "events published (EVALSHA) in the window", ev, secs, ev / secs
     printf "%-52s %.1f\n", "redis CPU per published event [us]", (ev ? rt * 1e6 / tck / ev : 0)
+    printf "%-52s %.1f\n", "  of which the publish script (Redis usec_per_call)", script_us
     printf "%-52s %.1f%%\n", "redis CPU load [% of 1 core]", rt * 100 / tck / secs
     printf "%-52s %.1f\n", "nodes CPU per published event, all nodes [us]", (ev ? nt * 1e6 / tck / ev : 0)
     printf "%-52s %.1f%%\n", "nodes CPU load, all nodes [% of 1 core]", nt * 100 / tck / secs
@@ -188,8 +196,12 @@ run_layout() {
     printf "result: %s\n\n", (ok && errs == 0 ? "OK" : "FAILED")
   }'
   stop_all
+  [ "$ok" = 1 ] && [ "$errs" = 0 ] || failed=1
 }
+
+failed=
 
 echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 for layout in $LAYOUTS; do run_layout "$layout"; done
 echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
+[ -z "$failed" ] || { echo "FAILED: a tool process reported errors (see above)" >&2; exit 1; }
