@@ -17,8 +17,8 @@
 #   bench/scale.sh                                   # 3 nodes x 2,000 connections
 #   SCALE_NODES=3 SCALE_CONNS=15000 bench/scale.sh   # larger
 #
-# Settings (environment): SCALE_NODES (3), SCALE_CONNS per node (2000; at most ~18,800: one
-# tool process per node holds that many, under the 20,000 open-file limit), SCALE_PER_TOPIC
+# Settings (environment): SCALE_NODES (3), SCALE_CONNS per node (2000; a node accepts at most
+# its open-file limit minus a reserve: 18,976 under a 20,000 limit), SCALE_PER_TOPIC
 # subscribers per topic (100), SCALE_RATE events/s in total (500), SCALE_LAYOUTS
 # ("spread concentrated"), SCALE_WARMUP (3) and SCALE_DURATION (10) seconds, SCALE_SAMPLE_EVERY
 # (10: 1 in K subscribers reads live and times events, the others drain afterwards; every
