@@ -129,7 +129,7 @@ impl Scenario {
                 o.duration
             ),
             Scenario::Latency(o) => format!(
-                "subscribers={} topics={} rate={}/s publishers={} sample_every={} stalled_readers={} warmup={}s duration={}s",
+                "subscribers={} topics={} rate={}/s publishers={} sample_every={} stalled_readers={} warmup={}s duration={}s nodes={} first_topic={}",
                 o.subscribers,
                 o.topics,
                 o.rate,
@@ -137,7 +137,9 @@ impl Scenario {
                 o.sample_every,
                 o.stalled_readers,
                 o.warmup,
-                o.duration
+                o.duration,
+                o.nodes.len().max(1),
+                o.first_topic
             ),
             Scenario::Handshake(o) => format!(
                 "workers={} topics={} warmup={}s duration={}s",

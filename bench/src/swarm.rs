@@ -32,7 +32,13 @@ pub struct SwarmSpec {
 
 /// The topic names `bench:0` … `bench:{n-1}`.
 pub fn bench_topics(n: usize) -> Result<Vec<Topic>> {
-    (0..n.max(1))
+    bench_topics_from(0, n)
+}
+
+/// The topic names `bench:{first}` … `bench:{first+n-1}` (several tool processes on one
+/// cluster each take their own range, so that each knows every subscriber of its topics).
+pub fn bench_topics_from(first: usize, n: usize) -> Result<Vec<Topic>> {
+    (first..first + n.max(1))
         .map(|i| Topic::new(format!("bench:{i}")).context("topic name"))
         .collect()
 }
@@ -42,6 +48,17 @@ pub fn bench_topics(n: usize) -> Result<Vec<Topic>> {
 /// # Errors
 /// The first connection that fails: a half-open swarm would measure the wrong thing.
 pub async fn open(server: SocketAddr, minter: &Minter, spec: &SwarmSpec) -> Result<Vec<Ws>> {
+    open_on(&[server], minter, spec).await
+}
+
+/// Like [`open`], over several nodes of a cluster: connection `n` (on topic `n % topics`)
+/// goes to `servers[(n / topics) % servers.len()]`, so every topic has subscribers on every
+/// node (a single node gives [`open`]).
+///
+/// # Errors
+/// As [`open`].
+pub async fn open_on(servers: &[SocketAddr], minter: &Minter, spec: &SwarmSpec) -> Result<Vec<Ws>> {
+    anyhow::ensure!(!servers.is_empty(), "no server to connect to");
     let opened = AtomicU64::new(0);
     let report_every = (spec.conns / 10).max(1) as u64;
     let results: Vec<Result<Ws>> = stream::iter(0..spec.conns)
@@ -51,6 +68,7 @@ pub async fn open(server: SocketAddr, minter: &Minter, spec: &SwarmSpec) -> Resu
                 let token = minter.subscriber(n)?;
                 let source = spec.sources.for_conn(n)?;
                 let topic = &spec.topics[n % spec.topics.len()];
+                let server = servers[(n / spec.topics.len()) % servers.len()];
                 let mut ws = conn::connect(server, &token, source)
                     .await
                     .with_context(|| format!("connection {n}"))?;

@@ -14,6 +14,8 @@
 //! twice, without and then with N subscribers per topic that never read, and reports how much
 //! the stalled readers raise the healthy subscribers' p99.
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -95,6 +97,28 @@ pub struct LatencyOpts {
     /// Seconds measured.
     #[arg(long, default_value_t = 10.0)]
     pub duration: f64,
+    /// Cluster (issue 17's scale figures): the nodes the subscribers connect to, comma
+    /// separated. Subscriber n (on topic n % topics) goes to node (n / topics) % count, so
+    /// every topic has subscribers on every listed node; one node concentrates them. The
+    /// server's `delivered` answer only counts the publishing node's subscribers, so here the
+    /// drain check owes each event its topic's subscribers in this process instead.
+    #[arg(long, value_delimiter = ',')]
+    pub nodes: Vec<SocketAddr>,
+    /// Cluster: the nodes the publishers post to (publisher k to the k-th, round robin, as a
+    /// load balancer would). Default: --nodes.
+    #[arg(long, value_delimiter = ',')]
+    pub publish_nodes: Vec<SocketAddr>,
+    /// Number of the first topic (`bench:{first}` …): several tool processes on one cluster
+    /// each take their own topics, so each knows every subscriber of what it publishes.
+    #[arg(long, default_value_t = 0)]
+    pub first_topic: usize,
+    /// Create this file once every subscriber is connected and subscribed.
+    #[arg(long)]
+    pub ready_file: Option<PathBuf>,
+    /// Wait until this file exists before publishing (lets a script start several tool
+    /// processes' windows together).
+    #[arg(long)]
+    pub go_file: Option<PathBuf>,
 }
 
 /// The issue's targets.
@@ -128,6 +152,18 @@ struct Plan {
     stalled_per_topic: u64,
     /// Events per publish request (1: `POST /publish`; more: `POST /publish/batch`).
     batch: usize,
+    /// Cluster mode (see [`LatencyOpts::nodes`]); `None`: the one server.
+    cluster: Option<Cluster>,
+}
+
+/// Where a cluster run connects and how it lines up with other tool processes.
+#[derive(Clone)]
+struct Cluster {
+    nodes: Vec<SocketAddr>,
+    publish_nodes: Vec<SocketAddr>,
+    first_topic: usize,
+    ready_file: Option<PathBuf>,
+    go_file: Option<PathBuf>,
 }
 
 /// Runs `fanout` against `server`.
@@ -148,6 +184,7 @@ pub async fn fanout(server: &Server, common: &Common, opts: &FanoutOpts) -> Resu
         sample_every: 1,
         stalled_per_topic: 0,
         batch: opts.batch.max(1),
+        cluster: None,
     };
     run(server, common, &plan).await
 }
@@ -167,7 +204,36 @@ pub async fn latency(server: &Server, common: &Common, opts: &LatencyOpts) -> Re
         sample_every: opts.sample_every.max(1),
         stalled_per_topic: 0,
         batch: 1,
+        cluster: None,
     };
+    if !opts.nodes.is_empty() {
+        let publish_nodes = if opts.publish_nodes.is_empty() {
+            opts.nodes.clone()
+        } else {
+            opts.publish_nodes.clone()
+        };
+        // Load is only ever aimed at this machine.
+        if let Some(a) = opts
+            .nodes
+            .iter()
+            .chain(&publish_nodes)
+            .find(|a| !a.ip().is_loopback())
+        {
+            anyhow::bail!("--nodes and --publish-nodes must be loopback addresses, not {a}");
+        }
+        anyhow::ensure!(
+            opts.stalled_readers == 0,
+            "--stalled-readers is not supported with --nodes"
+        );
+        plan.cluster = Some(Cluster {
+            nodes: opts.nodes.clone(),
+            publish_nodes,
+            first_topic: opts.first_topic,
+            ready_file: opts.ready_file.clone(),
+            go_file: opts.go_file.clone(),
+        });
+        return run(server, common, &plan).await;
+    }
     if opts.stalled_readers == 0 {
         return run(server, common, &plan).await;
     }
@@ -249,7 +315,10 @@ async fn run(server: &Server, common: &Common, plan: &Plan) -> Result<Run> {
         error_samples: Vec::new(),
         work: 0,
     };
-    let topics = swarm::bench_topics(plan.topics)?;
+    let topics = match &plan.cluster {
+        Some(c) => swarm::bench_topics_from(c.first_topic, plan.topics)?,
+        None => swarm::bench_topics(plan.topics)?,
+    };
     let spec = SwarmSpec {
         conns: plan.subscribers,
         topics: topics.clone(),
@@ -257,7 +326,11 @@ async fn run(server: &Server, common: &Common, plan: &Plan) -> Result<Run> {
         sources: common.sources,
         subscribe: true,
     };
-    let conns = match swarm::open(server.addr, &common.minter, &spec).await {
+    let nodes = plan
+        .cluster
+        .as_ref()
+        .map_or_else(|| vec![server.addr], |c| c.nodes.clone());
+    let conns = match swarm::open_on(&nodes, &common.minter, &spec).await {
         Ok(conns) => conns,
         Err(e) => {
             run.errors = 1;
@@ -265,6 +338,28 @@ async fn run(server: &Server, common: &Common, plan: &Plan) -> Result<Run> {
             return Ok(run);
         }
     };
+    // In a cluster the publishing node's `delivered` counts only its own subscribers: owe
+    // each event what this process subscribed to its topic (subscriber n is on topic n % T).
+    let audience = plan.cluster.as_ref().map(|_| {
+        let t = topics.len();
+        Arc::new(
+            (0..t)
+                .map(|i| (plan.subscribers / t + usize::from(i < plan.subscribers % t)) as u64)
+                .collect::<Vec<u64>>(),
+        )
+    });
+    if let Some(c) = &plan.cluster {
+        if let Some(ready) = &c.ready_file {
+            std::fs::write(ready, b"ready\n")
+                .with_context(|| format!("writing {}", ready.display()))?;
+        }
+        if let Some(go) = &c.go_file {
+            eprintln!("  connected; waiting for {}", go.display());
+            while !go.exists() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
 
     let recorder = Arc::new(Recorder::new(Clock::start()));
     let stop_receivers = CancellationToken::new();
@@ -290,9 +385,14 @@ async fn run(server: &Server, common: &Common, plan: &Plan) -> Result<Run> {
     let token = common.minter.publisher()?;
     let count = plan.publishers.max(1);
     for id in 0..count {
-        let publisher = Publisher::new(server.addr, &token)?;
+        let addr = plan
+            .cluster
+            .as_ref()
+            .map_or(server.addr, |c| c.publish_nodes[id % c.publish_nodes.len()]);
+        let publisher = Publisher::new(addr, &token)?;
         let shared = PublishShared {
             count,
+            audience: audience.clone(),
             topics: topics.clone(),
             pace: plan.pace,
             stalled_per_topic: plan.stalled_per_topic,
@@ -441,6 +541,8 @@ async fn run(server: &Server, common: &Common, plan: &Plan) -> Result<Run> {
 struct PublishShared {
     /// Number of publisher tasks.
     count: usize,
+    /// Cluster mode: subscribers per topic (index as `topics`), owed instead of `delivered`.
+    audience: Option<Arc<Vec<u64>>>,
     topics: Vec<Topic>,
     pace: Pace,
     /// Subtracted from every `delivered` answer (see [`Plan::stalled_per_topic`]).
@@ -456,6 +558,7 @@ struct PublishShared {
 async fn publish_loop(publisher: Publisher, id: usize, shared: PublishShared) {
     let PublishShared {
         count,
+        audience,
         topics,
         pace,
         stalled_per_topic,
@@ -500,7 +603,8 @@ async fn publish_loop(publisher: Publisher, id: usize, shared: PublishShared) {
             }
             _ => {}
         }
-        let topic = &topics[next % topics.len()];
+        let index = next % topics.len();
+        let topic = &topics[index];
         next += count;
         let sent = Instant::now();
         let t_ns = recorder.clock().now_ns();
@@ -514,7 +618,10 @@ async fn publish_loop(publisher: Publisher, id: usize, shared: PublishShared) {
                 recorder.on_publish(sent.elapsed());
                 // A stalled reader the server already closed (4003) is no longer counted:
                 // then less is owed than arrives, which the drain check (arrived ≥ owed) accepts.
-                let owed = delivered.saturating_sub(stalled_per_topic * batch as u64);
+                let owed = match &audience {
+                    Some(a) => a[index] * batch as u64,
+                    None => delivered.saturating_sub(stalled_per_topic * batch as u64),
+                };
                 published.deliveries.fetch_add(owed, Ordering::Relaxed);
                 published.events.fetch_add(batch as u64, Ordering::Relaxed);
             }
