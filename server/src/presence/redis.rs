@@ -378,23 +378,7 @@ impl RedisPresence {
                     max_members,
                     ..
                 } => {
-                    let (keys, node_set) = keys(update.topic.as_str(), &node);
-                    let mut invocation = self.update.prepare_invoke();
-                    invocation
-                        .key(&keys.node)
-                        .key(&keys.totals)
-                        .key(&keys.version)
-                        .key(&node_set)
-                        .key(NODES)
-                        .arg(&*update.user)
-                        .arg(update.count)
-                        .arg(update.info.get())
-                        .arg(*max_members)
-                        .arg(&keys.channel)
-                        .arg(update.topic.as_str())
-                        .arg(&*node)
-                        .arg(VERSION_TTL_MS);
-                    pipe.invoke_script(&invocation);
+                    pipe.invoke_script(&self.update_invocation(update, *max_members, &node));
                 }
                 Op::Snapshot { topic, .. } => {
                     let (keys, _) = keys(topic.as_str(), "");
@@ -511,9 +495,23 @@ impl RedisPresence {
         update: &Update,
         max_members: usize,
     ) -> Result<String, String> {
-        let node = self.node_id();
-        let (keys, node_set) = keys(update.topic.as_str(), &node);
-        self.update
+        self.update_invocation(update, max_members, &self.node_id())
+            .invoke_async(conn)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// The update script with its keys and arguments, the one spelling of its calling
+    /// convention (sent alone by [`Self::write`], or in a pipeline by the queue).
+    fn update_invocation(
+        &self,
+        update: &Update,
+        max_members: usize,
+        node: &str,
+    ) -> redis::ScriptInvocation<'_> {
+        let (keys, node_set) = keys(update.topic.as_str(), node);
+        let mut invocation = self.update.prepare_invoke();
+        invocation
             .key(&keys.node)
             .key(&keys.totals)
             .key(&keys.version)
@@ -525,11 +523,9 @@ impl RedisPresence {
             .arg(max_members)
             .arg(&keys.channel)
             .arg(update.topic.as_str())
-            .arg(&*node)
-            .arg(VERSION_TTL_MS)
-            .invoke_async(conn)
-            .await
-            .map_err(|e| e.to_string())
+            .arg(node)
+            .arg(VERSION_TTL_MS);
+        invocation
     }
 
     /// Takes a new node id (when the current one was swept) and writes every entry again.
